@@ -1,0 +1,100 @@
+"""The model store: a checkpoint is ``<model_id>.pt`` (a state_dict) + ``<model_id>.json``.
+
+The model id is derived from everything that determines the weights: the training config,
+the checksum of the training data and :data:`denoiser.train.RECIPE_VERSION`. The device
+is not part of it: a model trained on a GPU serves CPU users and the other way round.
+
+The ``.json`` is written last, so a checkpoint without one is incomplete and ignored.
+Weights are loaded with ``torch.load(weights_only=True)``: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from denoiser import __version__
+from denoiser.files import atomic_path, read_json, write_json
+from denoiser.model import build_model, count_parameters
+from denoiser.train import RECIPE_VERSION, TrainConfig
+
+DEFAULT_MODELS_DIR = Path("data") / "models"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model_id: str
+    weights: Path
+    metadata: dict[str, Any]
+
+
+def model_id_for(config: TrainConfig, data_checksum: str) -> str:
+    """``<model>-<12 hex>``: a digest of the config, the data checksum and the recipe version."""
+    recipe = {"config": config.to_dict(), "data": data_checksum, "recipe": RECIPE_VERSION}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return f"{config.model}-{digest[:12]}"
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "denoiser": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_checkpoint(
+    models_dir: str | os.PathLike[str],
+    model_id: str,
+    model: torch.nn.Module,
+    metadata: dict[str, Any],
+) -> Checkpoint:
+    """Write the weights, then the metadata; each atomically."""
+    models_dir = Path(models_dir)
+    weights = models_dir / f"{model_id}.pt"
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    with atomic_path(weights) as tmp:
+        torch.save(state, tmp)
+    meta = {
+        "model_id": model_id,
+        "parameters": count_parameters(model),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "versions": library_versions(),
+        "recipe_version": RECIPE_VERSION,
+        **metadata,
+    }
+    write_json(models_dir / f"{model_id}.json", meta)
+    return Checkpoint(model_id, weights, meta)
+
+
+def find_checkpoint(models_dir: str | os.PathLike[str], model_id: str) -> Checkpoint | None:
+    """The complete checkpoint ``model_id`` in ``models_dir``, or None."""
+    models_dir = Path(models_dir)
+    weights, meta = models_dir / f"{model_id}.pt", models_dir / f"{model_id}.json"
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    return Checkpoint(model_id, weights, read_json(meta))
+
+
+def load_model(checkpoint: Checkpoint, *, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild the architecture named in the metadata and load the weights into it."""
+    architecture = checkpoint.metadata.get("architecture")
+    if architecture is None:
+        raise ValueError(f"{checkpoint.weights}: metadata names no architecture")
+    model = build_model(architecture)
+    try:
+        state = torch.load(checkpoint.weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, EOFError) as error:
+        raise ValueError(f"{checkpoint.weights}: not a valid {architecture} checkpoint ({error})") from error
+    return model.to(device).eval()

@@ -1,0 +1,368 @@
+"""MNIST-layout IDX data: reading, verifying, downloading, and the image conventions.
+
+Conventions used across the library:
+
+- stored images are ``uint8`` arrays ``(N, H, W)``; labels ``uint8`` ``(N,)``;
+- noisy and denoised images are ``float32`` arrays ``(N, H, W)`` in [0, 1];
+- the model sees ``float32`` tensors ``(N, 1, H, W)`` in [0, 1]
+  (:func:`to_model_input` / :func:`from_model_output`).
+
+The data folder is, in order: the ``data_dir`` argument, the ``DENOISER_MNIST_DIR``
+environment variable, ``data/mnist`` under the current folder. Each of the four files may be
+gzipped (``name.gz``) or raw (``name``). When they are missing they are downloaded from the
+dataset's mirrors, verified, and written atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import shutil
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from denoiser.files import atomic_path
+
+log = logging.getLogger(__name__)
+
+ENV_DATA_DIR = "DENOISER_MNIST_DIR"
+DEFAULT_DATA_DIR = Path("data") / "mnist"
+
+# IDX type codes (the third magic byte) and the numpy dtype each stands for, big-endian.
+_IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or not the file it claims to be."""
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """One file of an IDX dataset and what it must contain.
+
+    ``md5`` is the digest of the uncompressed content, ``gz_md5`` that of the published
+    ``.gz`` file; either one verifies a file (a re-compressed ``.gz`` only matches ``md5``).
+    """
+
+    name: str
+    shape: tuple[int | None, ...]  # None: any size along that axis
+    md5: str | None = None
+    gz_md5: str | None = None
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A dataset in MNIST's layout: train/test images and labels as four IDX files."""
+
+    name: str
+    train_images: IdxFile
+    train_labels: IdxFile
+    test_images: IdxFile
+    test_labels: IdxFile
+    mirrors: tuple[str, ...] = ()
+
+    @property
+    def files(self) -> tuple[IdxFile, ...]:
+        return (self.train_images, self.train_labels, self.test_images, self.test_labels)
+
+
+MNIST = IdxDataset(
+    name="mnist",
+    train_images=IdxFile(
+        "train-images-idx3-ubyte",
+        (60000, 28, 28),
+        md5="6bbc9ace898e44ae57da46a324031adb",
+        gz_md5="f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    ),
+    train_labels=IdxFile(
+        "train-labels-idx1-ubyte",
+        (60000,),
+        md5="a25bea736e30d166cdddb491f175f624",
+        gz_md5="d53e105ee54ea40749a09fcbcd1e9432",
+    ),
+    test_images=IdxFile(
+        "t10k-images-idx3-ubyte",
+        (10000, 28, 28),
+        md5="2646ac647ad5339dbf082846283269ea",
+        gz_md5="9fb629c4189551a2d022fa330f9573f3",
+    ),
+    test_labels=IdxFile(
+        "t10k-labels-idx1-ubyte",
+        (10000,),
+        md5="27ae3e4e09519cfbb04c329615203637",
+        gz_md5="ec29112dd5afa0611ce80d1b7f02629c",
+    ),
+    mirrors=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    ),
+)
+
+FASHION_MNIST = IdxDataset(
+    name="fashion-mnist",
+    train_images=IdxFile(
+        "train-images-idx3-ubyte", (60000, 28, 28), gz_md5="8d4fb7e6c68d591d4c3dfef9ec88bf0d"
+    ),
+    train_labels=IdxFile(
+        "train-labels-idx1-ubyte", (60000,), gz_md5="25c81989df183df01b3e8a0aad5dffbe"
+    ),
+    test_images=IdxFile(
+        "t10k-images-idx3-ubyte", (10000, 28, 28), gz_md5="bef4ecab320f06d8554ea6380940ec79"
+    ),
+    test_labels=IdxFile(
+        "t10k-labels-idx1-ubyte", (10000,), gz_md5="bb300cfdad3c16e7a12a480ee83cd310"
+    ),
+    mirrors=(
+        "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    ),
+)
+
+# Any other set in MNIST's layout (EMNIST digits renamed to these names, your own scans):
+# read through the same reader, checked for layout but not for checksums.
+ANY_IDX = IdxDataset(
+    name="idx",
+    train_images=IdxFile("train-images-idx3-ubyte", (None, None, None)),
+    train_labels=IdxFile("train-labels-idx1-ubyte", (None,)),
+    test_images=IdxFile("t10k-images-idx3-ubyte", (None, None, None)),
+    test_labels=IdxFile("t10k-labels-idx1-ubyte", (None,)),
+)
+
+DATASETS = {dataset.name: dataset for dataset in (MNIST, FASHION_MNIST, ANY_IDX)}
+
+
+@dataclass(frozen=True)
+class MnistSplits:
+    """The four arrays of a dataset."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+# --- reading ------------------------------------------------------------------------
+
+
+def parse_idx(content: bytes, *, source: str = "<bytes>") -> np.ndarray:
+    """Decode the bytes of one IDX file into an array; ``source`` names it in errors."""
+    if len(content) < 4:
+        raise DataError(f"{source}: {len(content)} bytes is too short for an IDX header")
+    zero, type_code, ndim = int.from_bytes(content[:2], "big"), content[2], content[3]
+    if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
+        raise DataError(
+            f"{source}: bad IDX magic number 0x{content[:4].hex()} "
+            "(expected 0x0000 then a type code 08-0E and a dimension count)"
+        )
+    header_end = 4 + 4 * ndim
+    if len(content) < header_end:
+        raise DataError(f"{source}: truncated IDX header ({len(content)} bytes)")
+    dims = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = _IDX_TYPES[type_code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    actual = len(content) - header_end
+    if actual != expected:
+        problem = "truncated" if actual < expected else "has trailing bytes"
+        raise DataError(
+            f"{source}: {problem}: header says {'x'.join(map(str, dims))} "
+            f"({expected} data bytes) but the file holds {actual}"
+        )
+    array = np.frombuffer(content, dtype=dtype, offset=header_end).reshape(dims)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _read_content(path: Path) -> bytes:
+    """The uncompressed bytes of ``path``; gzip is recognised by its magic, not its name."""
+    try:
+        if _is_gzip(path):
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise DataError(f"{path}: cannot be read ({error})") from error
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one IDX file, gzipped (``.gz``) or raw, into an array."""
+    path = Path(path)
+    return parse_idx(_read_content(path), source=str(path))
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / f"{name}.gz", folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def _verify(path: Path, content: bytes, spec: IdxFile) -> None:
+    if spec.md5 is not None and _md5(content) == spec.md5:
+        return
+    compressed = _is_gzip(path)
+    if spec.gz_md5 is not None and compressed and _md5(path.read_bytes()) == spec.gz_md5:
+        return
+    if spec.md5 is None and spec.gz_md5 is None:
+        return
+    if spec.md5 is None and not compressed:
+        log.warning("%s: no checksum is known for the uncompressed file; not verified", path)
+        return
+    raise DataError(
+        f"{path}: checksum mismatch: md5 of the content is {_md5(content)}, expected "
+        f"{spec.md5 or spec.gz_md5 + ' (of the .gz file)'}; the file is corrupt or not "
+        f"{spec.name}"
+    )
+
+
+def load_file(path: Path, spec: IdxFile) -> np.ndarray:
+    """Read, verify the checksum, and check the shape of one dataset file."""
+    content = _read_content(path)
+    array = parse_idx(content, source=str(path))
+    if len(array.shape) != len(spec.shape) or any(
+        want is not None and got != want for got, want in zip(array.shape, spec.shape)
+    ):
+        raise DataError(
+            f"{path}: holds {'x'.join(map(str, array.shape))}, expected "
+            f"{'x'.join('N' if d is None else str(d) for d in spec.shape)} for {spec.name}"
+        )
+    _verify(path, content, spec)
+    return array
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder holding the IDX files: argument, then $DENOISER_MNIST_DIR, then data/mnist."""
+    if data_dir:
+        return Path(data_dir)
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR])
+    return DEFAULT_DATA_DIR
+
+
+def load_dataset(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    dataset: IdxDataset = MNIST,
+    download: bool = True,
+    timeout: float = 30.0,
+) -> MnistSplits:
+    """Load (downloading first if needed) and verify the four files of ``dataset``."""
+    folder = resolve_data_dir(data_dir)
+    missing = [spec for spec in dataset.files if _find(folder, spec.name) is None]
+    if missing and download:
+        try:
+            for spec in missing:
+                download_file(spec, folder, mirrors=dataset.mirrors, timeout=timeout)
+        except Unreachable as error:
+            log.debug("download failed: %s", error)
+            raise DataError(
+                _missing_message(dataset, folder, "and no mirror could be reached (offline?)")
+            ) from None
+    elif missing:
+        raise DataError(_missing_message(dataset, folder, "and downloading is off"))
+    arrays = [load_file(_find(folder, spec.name), spec) for spec in dataset.files]  # type: ignore[arg-type]
+    train_images, train_labels, test_images, test_labels = arrays
+    for images, labels, split in ((train_images, train_labels, "train"), (test_images, test_labels, "test")):
+        if len(images) != len(labels):
+            raise DataError(
+                f"{folder}: {split} has {len(images)} images but {len(labels)} labels"
+            )
+    return MnistSplits(train_images, train_labels, test_images, test_labels)
+
+
+def array_digest(array: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and bytes: identifies training data in model ids."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+# --- downloading --------------------------------------------------------------------
+
+
+def _missing_message(dataset: IdxDataset, folder: Path, why: str) -> str:
+    names = ", ".join(f"{spec.name}.gz" for spec in dataset.files)
+    return (
+        f"{dataset.name} files are not in {folder} {why}: put {names} there, "
+        f"or point --data-dir or ${ENV_DATA_DIR} at a folder that has them."
+    )
+
+
+class Unreachable(DataError):
+    """No mirror answered at all: most likely this machine is offline."""
+
+
+def download_file(
+    spec: IdxFile, folder: Path, *, mirrors: tuple[str, ...], timeout: float = 30.0
+) -> Path:
+    """Fetch ``spec.name + '.gz'`` from the first mirror that serves a verified copy.
+
+    The file appears in ``folder`` only once it is complete and its checksum matches;
+    a failed or corrupt download leaves nothing behind.
+    """
+    destination = folder / f"{spec.name}.gz"
+    problems: list[str] = []
+    reached_any = False
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + "/" + destination.name
+        log.info("downloading %s", url)
+        try:
+            with atomic_path(destination) as tmp:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    reached_any = True
+                    with open(tmp, "wb") as out:
+                        shutil.copyfileobj(response, out)
+                load_file(tmp, spec)
+            return destination
+        except urllib.error.HTTPError as error:
+            reached_any = True
+            problems.append(f"{url}: HTTP {error.code}")
+        except (urllib.error.URLError, OSError) as error:
+            problems.append(f"{url}: {getattr(error, 'reason', error)}")
+        except DataError as error:
+            problems.append(str(error).replace(str(tmp), url))
+    if not reached_any:
+        raise Unreachable("; ".join(problems) or "no mirrors are known")
+    raise DataError(f"could not download a valid {destination.name}: " + "; ".join(problems))
+
+
+# --- conventions --------------------------------------------------------------------
+
+
+def to_model_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or float ``(N, H, W)`` in [0, 1] -> float32 ``(N, 1, H, W)``."""
+    if images.ndim != 3:
+        raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
+    array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(1)
+
+
+def from_model_output(images: torch.Tensor) -> np.ndarray:
+    """float ``(N, 1, H, W)`` tensor -> float32 ``(N, H, W)`` array."""
+    return images.detach().float().cpu().squeeze(1).numpy()
+
+
+def to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1]; float images pass through as float32."""
+    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)

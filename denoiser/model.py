@@ -1,0 +1,89 @@
+"""The networks: the seed's convolutional denoising autoencoder and its dense baselines.
+
+Every model maps float32 images ``(N, 1, H, W)`` in [0, 1] to *logits* of the same shape;
+``torch.sigmoid`` of the logits is the reconstructed image. Models know nothing about
+noise or loss: those live in :mod:`denoiser.noise` and :mod:`denoiser.train`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MODEL_NAMES = ("conv", "dense-ae", "dense-dae")
+
+
+def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    # 3x3, stride 1, 'same' padding, as tf.layers.conv2d(..., padding='same') in the seed.
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+
+
+class ConvDAE(nn.Module):
+    """The seed's conv DAE: 121,281 parameters, bottleneck 32x4x4 for a 28x28 input.
+
+    Encoder: conv 64 -> pool -> conv 64 -> pool -> conv 32 -> pool (28 -> 14 -> 7 -> 4,
+    pooling with 'same' padding, i.e. ceil mode). Decoder: nearest upsample to 7, 14, 28,
+    each followed by conv 32, 64, 64; a final 3x3 conv to one channel of logits.
+
+    The network is fully convolutional: for other sizes the decoder upsamples back to the
+    encoder's feature sizes, so any H x W comes back as H x W.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = _conv(1, 64)
+        self.enc2 = _conv(64, 64)
+        self.enc3 = _conv(64, 32)
+        self.dec1 = _conv(32, 32)
+        self.dec2 = _conv(32, 64)
+        self.dec3 = _conv(64, 64)
+        self.head = _conv(64, 1)
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps after each conv+pool; the last one is the bottleneck."""
+        h1 = F.max_pool2d(F.relu(self.enc1(x)), 2, ceil_mode=True)
+        h2 = F.max_pool2d(F.relu(self.enc2(h1)), 2, ceil_mode=True)
+        h3 = F.max_pool2d(F.relu(self.enc3(h2)), 2, ceil_mode=True)
+        return [h1, h2, h3]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h1, h2, code = self.encode(x)
+        y = F.relu(self.dec1(F.interpolate(code, size=h2.shape[-2:], mode="nearest")))
+        y = F.relu(self.dec2(F.interpolate(y, size=h1.shape[-2:], mode="nearest")))
+        y = F.relu(self.dec3(F.interpolate(y, size=x.shape[-2:], mode="nearest")))
+        return self.head(y)
+
+
+class DenseAE(nn.Module):
+    """The seed's dense baselines: 784 -> hidden (ReLU) -> 784 logits, on 28x28 images."""
+
+    def __init__(self, hidden: int, side: int = 28) -> None:
+        super().__init__()
+        self.side = side
+        self.encoder = nn.Linear(side * side, hidden)
+        self.decoder = nn.Linear(hidden, side * side)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (self.side, self.side):
+            raise ValueError(
+                f"dense models take {self.side}x{self.side} images, got "
+                f"{x.shape[-2]}x{x.shape[-1]}; use the 'conv' model for other sizes"
+            )
+        code = F.relu(self.encoder(x.flatten(1)))
+        return self.decoder(code).view_as(x)
+
+
+def build_model(name: str) -> nn.Module:
+    """A freshly initialised model by name: 'conv', 'dense-ae' (64 units) or 'dense-dae' (32)."""
+    if name == "conv":
+        return ConvDAE()
+    if name == "dense-ae":
+        return DenseAE(hidden=64)
+    if name == "dense-dae":
+        return DenseAE(hidden=32)
+    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,277 @@
+"""The pipeline's five stages as plain functions over a run directory.
+
+Each stage reads the files earlier stages wrote, writes its own outputs atomically, and
+returns a small JSON-able dict of paths and figures (also saved as ``stages/<name>.json``).
+So any stage can be run, retried or resumed alone, with or without Prefect::
+
+    ingest -> synthesize_noise -> train_or_load -> denoise -> report
+
+Run directory layout (``data/runs/<run_id>/``)::
+
+    train_images.npy  test_images.npy  test_labels.npy   (ingest)
+    noisy_test.npy                                       (synthesize_noise)
+    denoised_test.npy                                    (denoise)
+    report.parquet  summary.json  preview.png            (report)
+    stages/<stage>.json                                  (each stage's result)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoiser import checkpoint, data, infer, report
+from denoiser.device import resolve_device
+from denoiser.files import load_array, read_json, save_array, write_json
+from denoiser.noise import NoiseSpec, noisy_copy
+from denoiser.train import EpochStats, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_DIR = Path("data") / "runs"
+STAGES = ("ingest", "synthesize_noise", "train_or_load", "denoise", "report")
+
+StageResult = dict[str, Any]
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``20261124-170302-a1b2c3``."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def _record(run_dir: Path, stage: str, result: StageResult, started: float) -> StageResult:
+    result = {**result, "stage": stage, "seconds": round(time.perf_counter() - started, 3)}
+    write_json(run_dir / "stages" / f"{stage}.json", result)
+    return result
+
+
+def ingest(
+    run_dir: str | os.PathLike[str],
+    *,
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    test_limit: int | None = None,
+) -> StageResult:
+    """Load and verify the IDX files, and write them into the run as ``.npy`` arrays."""
+    started, run_dir = time.perf_counter(), Path(run_dir)
+    if dataset not in data.DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    if test_limit is not None and test_limit < 1:
+        raise ValueError(f"test_limit must be >= 1 (or unset), got {test_limit}")
+    splits = data.load_dataset(data_dir, dataset=data.DATASETS[dataset])
+    test_images, test_labels = splits.test_images[:test_limit], splits.test_labels[:test_limit]
+    result = {
+        "dataset": dataset,
+        "data_dir": str(data.resolve_data_dir(data_dir)),
+        "train_images": str(save_array(run_dir / "train_images.npy", splits.train_images)),
+        "test_images": str(save_array(run_dir / "test_images.npy", test_images)),
+        "test_labels": str(save_array(run_dir / "test_labels.npy", test_labels)),
+        "train_sha256": data.array_digest(splits.train_images),
+        "n_train": int(len(splits.train_images)),
+        "n_test": int(len(test_images)),
+    }
+    log.info("ingested %d training and %d test images", result["n_train"], result["n_test"])
+    return _record(run_dir, "ingest", result, started)
+
+
+def synthesize_noise(
+    run_dir: str | os.PathLike[str], *, test_images: str, noise: str, seed: int
+) -> StageResult:
+    """Write ``noisy_test.npy``: the test images with ``noise``, reproducible from ``seed``."""
+    started, run_dir = time.perf_counter(), Path(run_dir)
+    spec = NoiseSpec.parse(noise)
+    noisy = noisy_copy(load_array(test_images), spec=spec, seed=seed)
+    result = {
+        "noisy": str(save_array(run_dir / "noisy_test.npy", noisy)),
+        "noise": str(spec),
+        "noise_seed": seed,
+    }
+    return _record(run_dir, "synthesize_noise", result, started)
+
+
+def train_or_load(
+    run_dir: str | os.PathLike[str],
+    *,
+    train_images: str,
+    train_sha256: str,
+    config: TrainConfig,
+    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    device: str = "auto",
+    retrain: bool = False,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+) -> StageResult:
+    """Load the model this recipe names from the store, or train and store it."""
+    started, run_dir = time.perf_counter(), Path(run_dir)
+    model_id = checkpoint.model_id_for(config, train_sha256)
+    found = None if retrain else checkpoint.find_checkpoint(models_dir, model_id)
+    if found is not None:
+        log.info("loaded model %s from %s (recipe already trained)", model_id, found.weights)
+        result = {"model_id": model_id, "weights": str(found.weights), "trained": False}
+        return _record(run_dir, "train_or_load", result, started)
+
+    torch_device = resolve_device(device)
+    outcome = train(
+        load_array(train_images),
+        config,
+        device=torch_device,
+        on_epoch_end=on_epoch_end,
+        on_progress=on_progress,
+    )
+    last = outcome.history[-1]
+    saved = checkpoint.save_checkpoint(
+        models_dir,
+        model_id,
+        outcome.model,
+        {
+            "architecture": config.model,
+            "config": config.to_dict(),
+            "noise": config.noise,
+            "data_sha256": train_sha256,
+            "train_size": outcome.train_size,
+            "val_size": outcome.val_size,
+            "epochs": config.epochs,
+            "device": str(torch_device),
+            "train_seconds": round(outcome.seconds, 3),
+            "final": {
+                "train_loss": last.train_loss,
+                "val_loss": last.val_loss,
+                "val_psnr": last.val_psnr,
+            },
+            "history": [vars(stats) for stats in outcome.history],
+        },
+    )
+    log.info("trained model %s in %.1f s, saved to %s", model_id, outcome.seconds, saved.weights)
+    result = {"model_id": model_id, "weights": str(saved.weights), "trained": True,
+              "val_psnr": last.val_psnr}
+    return _record(run_dir, "train_or_load", result, started)
+
+
+def denoise(
+    run_dir: str | os.PathLike[str],
+    *,
+    noisy: str,
+    model_id: str,
+    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    batch_size: int = 512,
+    device: str = "auto",
+) -> StageResult:
+    """Write ``denoised_test.npy``: the noisy test images through the stored model."""
+    started, run_dir = time.perf_counter(), Path(run_dir)
+    found = checkpoint.find_checkpoint(models_dir, model_id)
+    if found is None:
+        raise FileNotFoundError(f"model {model_id} is not in {models_dir}")
+    torch_device = resolve_device(device)
+    model = checkpoint.load_model(found, device=torch_device)
+    images = load_array(noisy)
+    t0 = time.perf_counter()
+    denoised = infer.denoise(model, images, batch_size=batch_size, device=torch_device)
+    seconds = time.perf_counter() - t0
+    result = {
+        "denoised": str(save_array(run_dir / "denoised_test.npy", denoised)),
+        "images_per_second": round(len(images) / max(seconds, 1e-9), 1),
+    }
+    return _record(run_dir, "denoise", result, started)
+
+
+def write_report(
+    run_dir: str | os.PathLike[str],
+    *,
+    run_id: str,
+    test_images: str,
+    test_labels: str,
+    noisy: str,
+    denoised: str,
+    noise: str,
+    noise_seed: int,
+    model_id: str,
+) -> StageResult:
+    """Write ``report.parquet``, ``summary.json`` and ``preview.png`` for the run."""
+    started, run_dir = time.perf_counter(), Path(run_dir)
+    clean, noisy_images = load_array(test_images), load_array(noisy)
+    denoised_images = load_array(denoised)
+    frame = report.build_report(
+        run_id=run_id,
+        clean=clean,
+        noisy=noisy_images,
+        denoised=denoised_images,
+        labels=load_array(test_labels),
+        split="test",
+        noise=noise,
+        noise_seed=noise_seed,
+        model_id=model_id,
+    )
+    parquet = report.write_parquet(frame, run_dir / "report.parquet")
+    preview = report.write_preview(
+        run_dir / "preview.png", clean=clean, noisy=noisy_images, denoised=denoised_images
+    )
+    stage_seconds = _stage_seconds(run_dir)
+    denoise_record = _read_stage(run_dir, "denoise")
+    summary = report.summarize(
+        frame,
+        run_id=run_id,
+        model_id=model_id,
+        noise=noise,
+        noise_seed=noise_seed,
+        seconds_per_stage=stage_seconds,
+        denoise_images_per_second=denoise_record.get("images_per_second"),
+    )
+    summary_path = report.write_summary(summary, run_dir / "summary.json")
+    result = {"report": str(parquet), "summary": str(summary_path), "preview": str(preview),
+              "rows": int(len(frame))}
+    result = _record(run_dir, "report", result, started)
+    # The report's own time is known only now: add it to the summary.
+    summary["seconds_per_stage"]["report"] = result["seconds"]
+    report.write_summary(summary, summary_path)
+    return result
+
+
+def _read_stage(run_dir: Path, stage: str) -> StageResult:
+    path = run_dir / "stages" / f"{stage}.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def _stage_seconds(run_dir: Path) -> dict[str, float]:
+    return {
+        stage: record["seconds"]
+        for stage in STAGES
+        if (record := _read_stage(run_dir, stage)) and "seconds" in record
+    }
+
+
+def run_pipeline(
+    *,
+    runs_dir: str | os.PathLike[str] = DEFAULT_RUNS_DIR,
+    run_id: str | None = None,
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    config: TrainConfig = TrainConfig(),
+    test_limit: int | None = None,
+    batch_size: int = 512,
+    device: str = "auto",
+    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    retrain: bool = False,
+) -> StageResult:
+    """All five stages in order, without Prefect (the flow in ``flows/`` adds retries, UI)."""
+    run_id = run_id or new_run_id()
+    run_dir = Path(runs_dir) / run_id
+    ingested = ingest(run_dir, data_dir=data_dir, dataset=dataset, test_limit=test_limit)
+    noised = synthesize_noise(run_dir, test_images=ingested["test_images"],
+                              noise=config.noise, seed=config.seed)
+    model = train_or_load(run_dir, train_images=ingested["train_images"],
+                          train_sha256=ingested["train_sha256"], config=config,
+                          models_dir=models_dir, device=device, retrain=retrain)
+    cleaned = denoise(run_dir, noisy=noised["noisy"], model_id=model["model_id"],
+                      models_dir=models_dir, batch_size=batch_size, device=device)
+    return write_report(run_dir, run_id=run_id, test_images=ingested["test_images"],
+                        test_labels=ingested["test_labels"], noisy=noised["noisy"],
+                        denoised=cleaned["denoised"], noise=noised["noise"],
+                        noise_seed=noised["noise_seed"], model_id=model["model_id"])

@@ -1,0 +1,208 @@
+"""Training: the seed's recipe (Adam 1e-3, BCE on logits, batch 128, 10 epochs).
+
+One function, :func:`train`, in labelled steps. Noisy inputs are drawn fresh for every
+batch; the target is the clean image. A validation split is held out of the *training*
+images (the test set is never seen here) and scored with fixed noise after each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from denoiser.data import to_model_input
+from denoiser.device import autocast, grad_scaler
+from denoiser.metrics import psnr
+from denoiser.model import MODEL_NAMES, build_model
+from denoiser.noise import DEFAULT_NOISE, NoiseSpec, add_noise
+
+log = logging.getLogger(__name__)
+
+# Bump when a change to the code changes the weights a recipe produces; it is part of the
+# model id, so stale checkpoints are not reused.
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines the trained weights (with the data and RECIPE_VERSION)."""
+
+    model: str = "conv"
+    noise: str = DEFAULT_NOISE
+    epochs: int = 10
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    val_fraction: float = 0.1
+    train_limit: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODEL_NAMES)}")
+        object.__setattr__(self, "noise", str(NoiseSpec.parse(self.noise)))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.train_limit is not None and self.train_limit < 2:
+            raise ValueError(f"train_limit must be >= 2 (or unset), got {self.train_limit}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    val_loss: float
+    val_psnr: float
+    images_per_second: float
+    seconds: float
+    eta_seconds: float
+
+    def line(self) -> str:
+        return (
+            f"epoch {self.epoch}/{self.epochs}  loss {self.train_loss:.4f}  "
+            f"val loss {self.val_loss:.4f}  val PSNR {self.val_psnr:.2f} dB  "
+            f"{self.images_per_second:,.0f} img/s  ETA {self.eta_seconds:.0f} s"
+        )
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    history: list[EpochStats] = field(default_factory=list)
+    seconds: float = 0.0
+    train_size: int = 0
+    val_size: int = 0
+
+
+def split_train_val(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic (train, val) index arrays over ``n`` training images."""
+    order = np.random.default_rng(config.seed).permutation(n)
+    if config.train_limit is not None:
+        order = order[: config.train_limit]
+    n_val = max(1, int(round(len(order) * config.val_fraction)))
+    if n_val >= len(order):
+        raise ValueError(f"{len(order)} training images are too few to hold out a validation split")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _evaluate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor,
+              device: torch.device, batch_size: int = 1024) -> tuple[float, float]:
+    """(mean BCE loss, mean per-image PSNR) of the model on a fixed noisy set."""
+    model.eval()
+    losses, outputs = [], []
+    with torch.inference_mode():
+        for start in range(0, len(clean), batch_size):
+            x = noisy[start : start + batch_size].to(device)
+            y = clean[start : start + batch_size].to(device)
+            logits = model(x).float()
+            losses.append(F.binary_cross_entropy_with_logits(logits, y, reduction="sum").item())
+            outputs.append(torch.sigmoid(logits).cpu())
+    model.train()
+    denoised = torch.cat(outputs).squeeze(1).numpy()
+    return sum(losses) / clean.numel(), float(psnr(clean.squeeze(1).numpy(), denoised).mean())
+
+
+def train(
+    train_images: np.ndarray,
+    config: TrainConfig,
+    *,
+    device: torch.device,
+    on_epoch_end: Callable[[EpochStats], None] | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    show_progress: bool | None = None,
+) -> TrainResult:
+    """Train a fresh ``config.model`` on uint8 ``(N, H, W)`` images; deterministic by seed.
+
+    ``on_epoch_end`` gets each epoch's stats; ``on_progress`` gets the fraction done (0-1)
+    about a hundred times over the run. ``show_progress=None`` shows a bar on a terminal.
+    """
+    # Data: split, then keep both parts as float tensors on the CPU.
+    train_idx, val_idx = split_train_val(len(train_images), config)
+    train_x = to_model_input(train_images[train_idx])
+    val_x = to_model_input(train_images[val_idx])
+    spec = NoiseSpec.parse(config.noise)
+    torch.manual_seed(config.seed)
+    val_noisy = add_noise(val_x, spec=spec, rng=torch.Generator().manual_seed(config.seed + 1))
+    batch_rng = torch.Generator().manual_seed(config.seed + 2)
+
+    # Model and optimiser: channels_last is faster for the convs on CPU and GPU alike.
+    model = build_model(config.model).to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    scaler = grad_scaler(device)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    report_every = max(1, total_steps // 100)
+    result = TrainResult(model=model, train_size=len(train_x), val_size=len(val_x))
+    log.info(
+        "training %s on %d images (%d held out for validation), %d epochs, noise %s, device %s",
+        config.model, len(train_x), len(val_x), config.epochs, spec, device,
+    )
+
+    started = time.perf_counter()
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        order = torch.randperm(len(train_x), generator=batch_rng)
+        loss_sum = 0.0
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}",
+                   unit="batch", disable=None if show_progress is None else not show_progress,
+                   leave=False)
+        for step in bar:
+            # Batch: clean targets and freshly noised inputs.
+            clean = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
+            noisy = add_noise(clean, spec=spec, rng=batch_rng)
+            clean = clean.to(device, non_blocking=True)
+            noisy = noisy.to(device, non_blocking=True)
+            # Forward and loss: BCE on logits against the clean image.
+            with autocast(device):
+                logits = model(noisy)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), clean)
+            # Backward and step.
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            # Log.
+            loss_sum += loss.item() * len(clean)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            done = (epoch - 1) * steps_per_epoch + step + 1
+            if on_progress is not None and (done % report_every == 0 or done == total_steps):
+                on_progress(done / total_steps)
+        bar.close()
+
+        val_loss, val_psnr = _evaluate(model, val_x, val_noisy, device)
+        seconds = time.perf_counter() - epoch_start
+        stats = EpochStats(
+            epoch=epoch,
+            epochs=config.epochs,
+            train_loss=loss_sum / len(train_x),
+            val_loss=val_loss,
+            val_psnr=val_psnr,
+            images_per_second=len(train_x) / seconds,
+            seconds=seconds,
+            eta_seconds=(time.perf_counter() - started) / epoch * (config.epochs - epoch),
+        )
+        result.history.append(stats)
+        log.info(stats.line())
+        if on_epoch_end is not None:
+            on_epoch_end(stats)
+
+    result.seconds = time.perf_counter() - started
+    model.eval()
+    return result

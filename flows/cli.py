@@ -1,0 +1,162 @@
+"""The ``denoiser`` command.
+
+    denoiser run                                   # the seed's recipe on MNIST, full size
+    denoiser run --epochs 1 --train-limit 2048 --test-limit 512   # a smoke-sized run
+    denoiser run --data-dir ~/mnist --noise salt-pepper:0.1 --retrain
+
+``denoiser run`` validates its options, runs the Prefect flow in ``flows/pipeline.py``
+(on the API in $PREFECT_API_URL, else a temporary local one) and prints where the report
+is. Wrong option values and bad data end in a one-line error and exit status 2 or 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.data import DATASETS, DataError
+from denoiser.device import DEVICES, resolve_device
+from denoiser.model import MODEL_NAMES
+from denoiser.noise import DEFAULT_NOISE, NoiseSpec
+from denoiser.stages import DEFAULT_RUNS_DIR
+from denoiser.train import TrainConfig
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
+def noise_spec(text: str) -> str:
+    try:
+        return str(NoiseSpec.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="denoiser",
+        description="Clean digit images with a convolutional denoising autoencoder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="ingest MNIST, add noise, train or load the model, denoise, write a report",
+        description=(
+            "Run the MNIST pipeline as a Prefect flow: ingest -> synthesize noise -> "
+            "train or load -> denoise -> report. Prints where the report is."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    run.add_argument("--data-dir", metavar="DIR", default=None,
+                     help="folder with the four IDX files (.gz or raw); downloaded there if "
+                          "missing (default: $DENOISER_MNIST_DIR, else data/mnist)")
+    run.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                     help="which checksums to verify against ('idx': any set in MNIST's "
+                          "layout, unverified)")
+    run.add_argument("--model", choices=MODEL_NAMES, default="conv",
+                     help="network: the seed's conv DAE or a dense baseline")
+    run.add_argument("--noise", type=noise_spec, default=DEFAULT_NOISE, metavar="SPEC",
+                     help="KIND:LEVEL, one of gaussian:STD, salt-pepper:FRACTION, "
+                          "poisson:PEAK, speckle:STD")
+    run.add_argument("--epochs", type=positive_int, default=10, metavar="N",
+                     help="training epochs")
+    run.add_argument("--batch-size", type=positive_int, default=128, metavar="N",
+                     help="training batch size")
+    run.add_argument("--denoise-batch-size", type=positive_int, default=512, metavar="N",
+                     help="batch size for denoising the test set (does not change results)")
+    run.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
+                     help="train on a random N of the training images (all when unset)")
+    run.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
+                     help="denoise and report the first N test images (all when unset)")
+    run.add_argument("--device", choices=DEVICES, default="auto",
+                     help="where to train and denoise; auto picks CUDA, then MPS, then CPU")
+    run.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                     help="seed for the split, initialisation, batches and noise")
+    run.add_argument("--retrain", action="store_true",
+                     help="train even when the model store has this recipe's model")
+    run.add_argument("--runs-dir", metavar="DIR", default=str(DEFAULT_RUNS_DIR),
+                     help="where run folders (arrays, report, summary, preview) go")
+    run.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
+                     help="the model store")
+    run.add_argument("--run-id", metavar="ID", default=None,
+                     help="resume this run: completed stages are reused (default: a new id)")
+    run.add_argument("--flow-retries", type=non_negative_int, default=1, metavar="N",
+                     help="retries of the whole flow run; completed stages are not redone")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Validate everything that can be checked without Prefect before starting it.
+    config = TrainConfig(model=args.model, noise=args.noise, epochs=args.epochs,
+                         batch_size=args.batch_size, train_limit=args.train_limit,
+                         seed=args.seed)
+    resolve_device(args.device)
+    if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
+        raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
+
+    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
+    from flows.pipeline import mnist_pipeline
+    from denoiser.stages import new_run_id
+
+    run_id = args.run_id or new_run_id()
+    result = mnist_pipeline.with_options(retries=args.flow_retries)(
+        data_dir=args.data_dir, dataset=args.dataset, model=config.model, noise=config.noise,
+        epochs=config.epochs, batch_size=config.batch_size,
+        denoise_batch_size=args.denoise_batch_size, train_limit=config.train_limit,
+        test_limit=args.test_limit, device=args.device, seed=config.seed,
+        retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,
+        run_id=run_id,
+    )
+    from denoiser.files import read_json
+
+    summary = read_json(result["summary"])
+    print(
+        f"report: {result['report']}\n"
+        f"{summary['images']} images, mean PSNR noisy {summary['mean_psnr_noisy']:.2f} dB -> "
+        f"denoised {summary['mean_psnr_denoised']:.2f} dB, mean SSIM "
+        f"{summary['mean_ssim_noisy']:.3f} -> {summary['mean_ssim_denoised']:.3f} "
+        f"(model {summary['model_id']})"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "run":
+            return _run(args)
+    except (DataError, ValueError, FileNotFoundError) as error:
+        print(f"denoiser {args.command}: error: {error}", file=sys.stderr)
+        return 2 if not isinstance(error, (DataError, FileNotFoundError)) else 1
+    except KeyboardInterrupt:
+        print(f"denoiser {args.command}: interrupted", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""The MNIST pipeline flow: ingest -> synthesize noise -> train or load -> denoise -> report.
+
+Each stage is a task with retries that wraps one function of :mod:`denoiser.stages` and
+hands the next stage file paths inside ``<runs_dir>/<run_id>/``. Task results are
+persisted and cached under a key made of the stage, its parameters and the run
+directory's token, so a retry of the whole flow run (or a rerun with the same ``run_id``)
+reuses the stages that completed, and a deleted run directory is never taken for done.
+
+Run it with ``denoiser run`` (see ``flows/cli.py``) or from Python::
+
+    from flows.pipeline import mnist_pipeline
+    mnist_pipeline(epochs=1, train_limit=2048, test_limit=512)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import TaskRunContext
+from prefect.runtime import flow_run
+
+from denoiser import stages
+from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.files import read_json, write_json
+from denoiser.noise import DEFAULT_NOISE
+from denoiser.train import TrainConfig
+
+TASK_RETRIES = 2
+CODE_VERSION = "1"  # part of every cache key: bump when a stage's outputs change meaning
+
+
+# --- caching and retries ------------------------------------------------------------
+
+
+def run_token(run_dir: Path) -> str:
+    """A random token stored in the run directory, made once, read on every later call."""
+    marker = run_dir / "run.json"
+    if marker.is_file():
+        return read_json(marker)["token"]
+    write_json(marker, {"token": secrets.token_hex(8)})
+    return read_json(marker)["token"]
+
+
+def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Stage name + run directory token + a digest of the (small) parameters."""
+    token = run_token(Path(parameters["run_dir"]))
+    blob = json.dumps(parameters, sort_keys=True, default=str).encode()
+    digest = hashlib.sha256(blob + CODE_VERSION.encode()).hexdigest()[:16]
+    return f"{context.task.name}-{token}-{digest}"
+
+
+def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's hook)
+    """Retry transient failures; a ValueError (bad data, bad option) fails at once."""
+    try:
+        state.result()
+    except ValueError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return True
+
+
+def _stage_task(name: str):
+    return task(
+        name=name,
+        task_run_name=name,
+        retries=TASK_RETRIES,
+        retry_delay_seconds=10,
+        retry_condition_fn=retry_unless_bad_input,
+        persist_result=True,
+        cache_key_fn=stage_cache_key,
+    )
+
+
+# --- the five stages ----------------------------------------------------------------
+
+
+@_stage_task("ingest")
+def ingest(run_dir: str, data_dir: str | None, dataset: str, test_limit: int | None) -> dict:
+    return stages.ingest(run_dir, data_dir=data_dir, dataset=dataset, test_limit=test_limit)
+
+
+@_stage_task("synthesize-noise")
+def synthesize_noise(run_dir: str, test_images: str, noise: str, seed: int) -> dict:
+    return stages.synthesize_noise(run_dir, test_images=test_images, noise=noise, seed=seed)
+
+
+@_stage_task("train-or-load")
+def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: dict,
+                  models_dir: str, device: str, retrain: bool) -> dict:
+    progress_id = create_progress_artifact(
+        progress=0.0, key="training-progress", description="Training progress (% of batches)"
+    )
+
+    def on_progress(fraction: float) -> None:
+        update_progress_artifact(artifact_id=progress_id, progress=round(100 * fraction, 1))
+
+    result = stages.train_or_load(
+        run_dir, train_images=train_images, train_sha256=train_sha256,
+        config=TrainConfig(**config), models_dir=models_dir, device=device, retrain=retrain,
+        on_progress=on_progress,
+    )
+    if not result["trained"]:
+        update_progress_artifact(artifact_id=progress_id, progress=100.0,
+                                 description=f"Loaded {result['model_id']} from the store")
+    return result
+
+
+@_stage_task("denoise")
+def denoise(run_dir: str, noisy: str, model_id: str, models_dir: str, batch_size: int,
+            device: str) -> dict:
+    return stages.denoise(run_dir, noisy=noisy, model_id=model_id, models_dir=models_dir,
+                          batch_size=batch_size, device=device)
+
+
+@_stage_task("write-report")
+def write_report(run_dir: str, run_id: str, test_images: str, test_labels: str, noisy: str,
+                 denoised: str, noise: str, noise_seed: int, model_id: str) -> dict:
+    result = stages.write_report(
+        run_dir, run_id=run_id, test_images=test_images, test_labels=test_labels, noisy=noisy,
+        denoised=denoised, noise=noise, noise_seed=noise_seed, model_id=model_id,
+    )
+    publish_artifacts(result)
+    return result
+
+
+# --- artifacts ----------------------------------------------------------------------
+
+
+def summary_table(summary: dict) -> list[dict]:
+    """Rows of metric / noisy / denoised for the table artifact (plain Python values)."""
+    rows = []
+    for metric in ("psnr", "ssim", "mse", "bce"):
+        for stat in ("mean", "median"):
+            rows.append({
+                "metric": f"{stat} {metric}",
+                "noisy": summary[f"{stat}_{metric}_noisy"],
+                "denoised": summary[f"{stat}_{metric}_denoised"],
+            })
+    return rows
+
+
+def publish_artifacts(result: dict) -> None:
+    summary = read_json(result["summary"])
+    key = f"run-{summary['run_id']}".lower()
+    create_table_artifact(
+        table=summary_table(summary), key="denoise-summary",
+        description=f"Reconstruction error, {summary['images']} test images, run {summary['run_id']}",
+    )
+    preview = base64.b64encode(Path(result["preview"]).read_bytes()).decode()
+    stage_lines = "\n".join(
+        f"| {stage} | {seconds:.2f} |" for stage, seconds in summary["seconds_per_stage"].items()
+    )
+    create_markdown_artifact(
+        key="denoise-report",
+        description=f"Figures and preview of {key}",
+        markdown=(
+            f"# Denoising run {summary['run_id']}\n\n"
+            f"Model `{summary['model_id']}`, noise `{summary['noise']}` "
+            f"(seed {summary['noise_seed']}), {summary['images']} test images.\n\n"
+            f"| | noisy | denoised |\n|---|---|---|\n"
+            f"| mean PSNR (dB) | {summary['mean_psnr_noisy']:.2f} | {summary['mean_psnr_denoised']:.2f} |\n"
+            f"| mean SSIM | {summary['mean_ssim_noisy']:.3f} | {summary['mean_ssim_denoised']:.3f} |\n"
+            f"| mean MSE | {summary['mean_mse_noisy']:.4f} | {summary['mean_mse_denoised']:.4f} |\n\n"
+            f"Rows: clean, noisy, denoised.\n\n![preview](data:image/png;base64,{preview})\n\n"
+            f"| stage | seconds |\n|---|---|\n{stage_lines}\n\n"
+            f"Report: `{result['report']}`\n"
+        ),
+    )
+
+
+# --- the flow -----------------------------------------------------------------------
+
+
+def default_run_id() -> str:
+    """Stable for a flow run (so its retries share a run directory), unique across runs."""
+    started = flow_run.scheduled_start_time
+    return f"{started:%Y%m%d-%H%M%S}-{str(flow_run.id).replace('-', '')[:6]}"
+
+
+@flow(name="mnist-denoise", retries=1, retry_delay_seconds=10, log_prints=True)
+def mnist_pipeline(
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    model: str = "conv",
+    noise: str = DEFAULT_NOISE,
+    epochs: int = 10,
+    batch_size: int = 128,
+    denoise_batch_size: int = 512,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    retrain: bool = False,
+    runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
+    models_dir: str = str(DEFAULT_MODELS_DIR),
+    run_id: str | None = None,
+    retry_delay_seconds: float = 10,
+) -> dict:
+    """Ingest MNIST, noise the test set, train or load the DAE, denoise, and report."""
+    config = TrainConfig(model=model, noise=noise, epochs=epochs, batch_size=batch_size,
+                         train_limit=train_limit, seed=seed)
+    run_id = run_id or default_run_id()
+    run_dir = str(Path(runs_dir) / run_id)
+    get_run_logger().info("run %s in %s", run_id, run_dir)
+    opts = {"retry_delay_seconds": retry_delay_seconds}
+
+    ingested = ingest.with_options(**opts)(run_dir, data_dir, dataset, test_limit)
+    noised = synthesize_noise.with_options(**opts)(
+        run_dir, ingested["test_images"], config.noise, seed)
+    trained = train_or_load.with_options(**opts)(
+        run_dir, ingested["train_images"], ingested["train_sha256"], config.to_dict(),
+        models_dir, device, retrain)
+    cleaned = denoise.with_options(**opts)(
+        run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size, device)
+    return write_report.with_options(**opts)(
+        run_dir, run_id, ingested["test_images"], ingested["test_labels"], noised["noisy"],
+        cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])
