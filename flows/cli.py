@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from denoiser.checkpoint import DEFAULT_MODELS_DIR
-from denoiser.data import DATASETS, DataError
+from denoiser.data import DATASETS, DataError, load_dataset
 from denoiser.device import DEVICES, resolve_device
 from denoiser.model import MODEL_NAMES
 from denoiser.noise import DEFAULT_NOISE, NoiseSpec
@@ -52,11 +52,27 @@ def noise_spec(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' after each option's help, except where there is no default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="denoiser",
         description="Clean digit images with a convolutional denoising autoencoder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
@@ -66,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the MNIST pipeline as a Prefect flow: ingest -> synthesize noise -> "
             "train or load -> denoise -> report. Prints where the report is."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     run.add_argument("--data-dir", metavar="DIR", default=None,
                      help="folder with the four IDX files (.gz or raw); downloaded there if "
@@ -114,6 +130,17 @@ def _run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
+    # Bad or missing data is the most common user error: find it (downloading the files
+    # if needed) before the flow starts, so it ends in one line rather than a failed run.
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("denoiser")
+    library_log.addHandler(console)
+    library_log.setLevel(logging.INFO)
+    try:
+        load_dataset(args.data_dir, dataset=DATASETS[args.dataset])
+    finally:
+        library_log.removeHandler(console)  # from here on Prefect's handlers print it
 
     import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
     from flows.pipeline import mnist_pipeline
@@ -144,7 +171,6 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
             return _run(args)

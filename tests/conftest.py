@@ -1,0 +1,28 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+
+from helpers import write_idx_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory):
+    """A small synthetic dataset in MNIST's layout: 512 training and 64 test images."""
+    folder = tmp_path_factory.mktemp("idx")
+    spec = write_idx_dataset(folder, n_train=512, n_test=64)
+    return folder, spec
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    """The real MNIST folder from $DENOISER_MNIST_DIR; tests that need it skip without it."""
+    folder = os.environ.get("DENOISER_MNIST_DIR")
+    if not folder or not Path(folder).is_dir():
+        pytest.skip("real MNIST not available: set DENOISER_MNIST_DIR")
+    return Path(folder)

@@ -1,0 +1,130 @@
+"""The MNIST flow under a real (test) Prefect API, on a small synthetic dataset."""
+
+from collections import Counter
+
+import pandas as pd
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+)
+
+from denoiser import stages
+from denoiser.files import read_json
+from flows import pipeline
+
+
+@pytest.fixture
+def params(tmp_path, idx_dir):
+    folder, _ = idx_dir
+    return dict(data_dir=str(folder), dataset="idx", epochs=1, batch_size=16, device="cpu",
+                runs_dir=str(tmp_path / "runs"), models_dir=str(tmp_path / "models"),
+                retry_delay_seconds=0)
+
+
+def task_runs(flow_run_id):
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return runs
+
+
+def count_calls(monkeypatch, names, fail_first=None, failures=0):
+    """Wrap stage functions to count calls; make ``fail_first`` raise ``failures`` times."""
+    calls = Counter()
+    for name in names:
+        original = getattr(stages, name)
+
+        def wrapper(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            if _name == fail_first and calls[_name] <= failures:
+                raise RuntimeError(f"injected failure {calls[_name]} in {_name}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(stages, name, wrapper)
+    return calls
+
+
+def test_flow_end_to_end(params):
+    state = pipeline.mnist_pipeline(**params, return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    frame = pd.read_parquet(result["report"])
+    assert len(frame) == 64
+    for column in ("run_id", "image_index", "split", "label", "noise", "noise_seed", "model_id",
+                   "mse_noisy", "mse_denoised", "psnr_noisy", "psnr_denoised", "ssim_noisy",
+                   "ssim_denoised"):
+        assert column in frame.columns
+    assert frame["psnr_denoised"].mean() > frame["psnr_noisy"].mean()
+
+    flow_run_id = state.state_details.flow_run_id
+    names = {run.name for run in task_runs(flow_run_id)}
+    assert names == {"ingest", "synthesize-noise", "train-or-load", "denoise", "write-report"}
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+    by_type = {a.type: a for a in artifacts}
+    assert set(by_type) >= {"table", "markdown", "progress"}
+    assert by_type["progress"].data == 100
+    assert "data:image/png;base64," in by_type["markdown"].data
+    assert "psnr" in str(by_type["table"].data)
+    assert any("epoch 1/1" in log.message and "loss" in log.message for log in logs)
+
+
+def test_second_run_with_the_same_recipe_loads_the_model(params, monkeypatch):
+    first = pipeline.mnist_pipeline(**params)
+    calls = count_calls(monkeypatch, ["train_or_load"])
+    second = pipeline.mnist_pipeline(**params)
+    assert calls["train_or_load"] == 1
+    trained = read_json(second["report"].replace("report.parquet", "stages/train_or_load.json"))
+    assert trained["trained"] is False
+    assert pd.read_parquet(second["report"])["model_id"].iloc[0] == \
+        pd.read_parquet(first["report"])["model_id"].iloc[0]
+
+
+def test_a_stage_that_fails_once_is_retried(params, monkeypatch):
+    calls = count_calls(monkeypatch, ["denoise"], fail_first="denoise", failures=1)
+    state = pipeline.mnist_pipeline(**params, return_state=True)
+    assert state.is_completed()
+    assert calls["denoise"] == 2
+    denoise_run = [r for r in task_runs(state.state_details.flow_run_id) if r.name == "denoise"]
+    assert denoise_run[0].run_count == 2
+
+
+def test_flow_run_retry_reuses_completed_stages(params, monkeypatch):
+    # denoise fails on all its task retries, so the flow run fails and is retried.
+    calls = count_calls(monkeypatch, ["ingest", "synthesize_noise", "train_or_load", "denoise"],
+                        fail_first="denoise", failures=pipeline.TASK_RETRIES + 1)
+    flow = pipeline.mnist_pipeline.with_options(retries=1, retry_delay_seconds=0)
+    state = flow(**params, return_state=True)
+    assert state.is_completed()
+    assert calls == {"ingest": 1, "synthesize_noise": 1, "train_or_load": 1,
+                     "denoise": pipeline.TASK_RETRIES + 2}
+    states = Counter(r.state.name for r in task_runs(state.state_details.flow_run_id))
+    assert states["Cached"] == 3
+
+
+def test_bad_input_is_not_retried(params, tmp_path):
+    params["data_dir"] = str(tmp_path / "empty")
+    (tmp_path / "empty").mkdir()
+    params["dataset"] = "mnist"
+    state = pipeline.mnist_pipeline.with_options(retries=0)(**params, return_state=True)
+    assert state.is_failed()
+    ingest_run = [r for r in task_runs(state.state_details.flow_run_id) if r.name == "ingest"]
+    assert ingest_run[0].run_count == 1  # a DataError is not worth a retry
+
+
+def test_tasks_run_as_plain_functions(tmp_path, idx_dir):
+    folder, _ = idx_dir
+    result = pipeline.ingest.fn(str(tmp_path / "run"), str(folder), "idx", 10)
+    assert result["n_test"] == 10 and result["n_train"] == 512
+    noised = pipeline.synthesize_noise.fn(str(tmp_path / "run"), result["test_images"],
+                                          "salt-pepper:0.2", 1)
+    assert noised["noise"] == "salt-pepper:0.2"
