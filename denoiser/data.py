@@ -33,6 +33,7 @@ from denoiser.files import atomic_path
 log = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "DENOISER_MNIST_DIR"
+ENV_MIRRORS = "DENOISER_MNIST_MIRRORS"  # comma-separated base URLs, tried before the built-in ones
 DEFAULT_DATA_DIR = Path("data") / "mnist"
 
 # IDX type codes (the third magic byte) and the numpy dtype each stands for, big-endian.
@@ -260,6 +261,12 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return DEFAULT_DATA_DIR
 
 
+def mirrors_for(dataset: IdxDataset) -> tuple[str, ...]:
+    """$DENOISER_MNIST_MIRRORS (comma-separated), else the dataset's public mirrors."""
+    extra = [url.strip() for url in os.environ.get(ENV_MIRRORS, "").split(",") if url.strip()]
+    return tuple(extra) or dataset.mirrors
+
+
 def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     *,
@@ -273,7 +280,7 @@ def load_dataset(
     if missing and download:
         try:
             for spec in missing:
-                download_file(spec, folder, mirrors=dataset.mirrors, timeout=timeout)
+                download_file(spec, folder, mirrors=mirrors_for(dataset), timeout=timeout)
         except Unreachable as error:
             log.debug("download failed: %s", error)
             raise DataError(

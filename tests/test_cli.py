@@ -1,0 +1,80 @@
+"""The ``denoiser`` command as a user runs it: in a subprocess."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+
+def denoiser(*args, cwd=None, env=None, timeout=300):
+    script = Path(sys.executable).with_name("denoiser")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=timeout)
+
+
+def test_help_documents_every_option_with_its_default():
+    out = denoiser("run", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for option in ("--data-dir", "--model", "--noise", "--epochs", "--batch-size", "--train-limit",
+                   "--test-limit", "--device", "--seed", "--retrain", "--runs-dir"):
+        assert option in text
+    for default in ("(default: gaussian:0.5)", "(default: 10)", "(default: 128)",
+                    "(default: conv)", "(default: auto)", "(default: data/runs)"):
+        assert default in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--noise", "blur:1"], "unknown noise kind 'blur'"),
+        (["--epochs", "0"], "--epochs: 0 must be 1 or more"),
+        (["--batch-size", "x"], "'x' is not a whole number"),
+        (["--model", "unet"], "invalid choice: 'unet'"),
+        (["--run-id", "../x"], "must be a plain folder name"),
+    ],
+)
+def test_bad_option_values_give_one_line(args, message):
+    out = denoiser("run", *args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_missing_cuda_is_a_one_line_error():
+    out = denoiser("run", "--device", "cuda")
+    assert out.returncode == 2 and "no CUDA GPU is available" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_offline_without_data_says_where_to_put_the_files(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    out = denoiser("run", "--epochs", "1", cwd=tmp_path,
+                   env={"DENOISER_MNIST_MIRRORS": dead, "DENOISER_MNIST_DIR": ""})
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "data/mnist" in last and "train-images-idx3-ubyte.gz" in last and "--data-dir" in last
+
+
+@pytest.mark.slow
+def test_run_prints_where_the_report_is(tmp_path, idx_dir):
+    folder, _ = idx_dir
+    out = denoiser("run", "--data-dir", str(folder), "--dataset", "idx", "--epochs", "1",
+                   "--batch-size", "16", "--test-limit", "32", "--device", "cpu", "--run-id", "smoke",
+                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "report: data/runs/smoke/report.parquet" in out.stdout
+    frame = pd.read_parquet(tmp_path / "data/runs/smoke/report.parquet")
+    assert len(frame) == 32
+    assert len(list((tmp_path / "data/models").glob("conv-*.pt"))) == 1
