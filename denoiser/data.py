@@ -242,7 +242,7 @@ def load_file(path: Path, spec: IdxFile) -> np.ndarray:
     content = _read_content(path)
     array = parse_idx(content, source=str(path))
     if len(array.shape) != len(spec.shape) or any(
-        want is not None and got != want for got, want in zip(array.shape, spec.shape)
+        want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)
     ):
         raise DataError(
             f"{path}: holds {'x'.join(map(str, array.shape))}, expected "

@@ -26,8 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from denoiser import checkpoint, data, infer, report
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
@@ -253,7 +251,7 @@ def run_pipeline(
     run_id: str | None = None,
     data_dir: str | None = None,
     dataset: str = "mnist",
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     test_limit: int | None = None,
     batch_size: int = 512,
     device: str = "auto",
@@ -261,6 +259,7 @@ def run_pipeline(
     retrain: bool = False,
 ) -> StageResult:
     """All five stages in order, without Prefect (the flow in ``flows/`` adds retries, UI)."""
+    config = config or TrainConfig()
     run_id = run_id or new_run_id()
     run_dir = Path(runs_dir) / run_id
     ingested = ingest(run_dir, data_dir=data_dir, dataset=dataset, test_limit=test_limit)

@@ -160,10 +160,10 @@ def train(
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_x), generator=batch_rng)
         loss_sum = 0.0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{config.epochs}",
-                   unit="batch", disable=None if show_progress is None else not show_progress,
-                   leave=False)
-        for step in bar:
+        bar = tqdm(total=len(train_x), desc=f"epoch {epoch}/{config.epochs}", unit="img",
+                   unit_scale=True, leave=False,
+                   disable=None if show_progress is None else not show_progress)
+        for step in range(steps_per_epoch):
             # Batch: clean targets and freshly noised inputs.
             clean = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
             noisy = add_noise(clean, spec=spec, rng=batch_rng)
@@ -180,6 +180,7 @@ def train(
             scaler.update()
             # Log.
             loss_sum += loss.item() * len(clean)
+            bar.update(len(clean))
             bar.set_postfix(loss=f"{loss.item():.4f}")
             done = (epoch - 1) * steps_per_epoch + step + 1
             if on_progress is not None and (done % report_every == 0 or done == total_steps):

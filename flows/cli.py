@@ -25,24 +25,22 @@ from denoiser.stages import DEFAULT_RUNS_DIR
 from denoiser.train import TrainConfig
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 1 or more")
-    return value
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with a plain-words error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
-    return value
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
 def noise_spec(text: str) -> str:
@@ -143,8 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         library_log.removeHandler(console)  # from here on Prefect's handlers print it
 
     import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
-    from flows.pipeline import mnist_pipeline
     from denoiser.stages import new_run_id
+    from flows.pipeline import mnist_pipeline
 
     run_id = args.run_id or new_run_id()
     result = mnist_pipeline.with_options(retries=args.flow_retries)(

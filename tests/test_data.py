@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import idx_bytes, write_idx_dataset
 
 from denoiser import data
-from denoiser.data import DataError, IdxDataset, IdxFile, load_dataset, read_idx
-from helpers import idx_bytes, write_idx_dataset
+from denoiser.data import DataError, load_dataset, read_idx
 
 
 def test_read_idx_gz_and_raw_give_the_same_array(tmp_path):
@@ -76,7 +76,7 @@ def test_checksum_mismatch_is_named(tmp_path):
 
 
 def test_count_mismatch_between_images_and_labels(tmp_path):
-    spec = write_idx_dataset(tmp_path, n_train=30, n_test=10)
+    write_idx_dataset(tmp_path, n_train=30, n_test=10)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes(np.zeros(9, np.uint8)))
     )

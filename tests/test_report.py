@@ -19,7 +19,8 @@ def test_report_rows_and_parquet_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     clean = rng.integers(0, 256, (12, 28, 28), dtype=np.uint8)
     noisy = rng.random((12, 28, 28)).astype(np.float32)
-    frame = report.build_report(run_id="r1", clean=clean, noisy=noisy, denoised=clean.astype(np.float32) / 255.0,
+    exact = clean.astype(np.float32) / 255.0
+    frame = report.build_report(run_id="r1", clean=clean, noisy=noisy, denoised=exact,
                                 labels=np.arange(12) % 10, split="test", noise="gaussian:0.5",
                                 noise_seed=3, model_id="conv-x")
     path = report.write_parquet(frame, tmp_path / "report.parquet")

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from helpers import draw_digits
 
 from denoiser import checkpoint, stages
 from denoiser.data import array_digest
 from denoiser.infer import denoise
 from denoiser.train import TrainConfig, split_train_val, train
-from helpers import draw_digits
 
 CPU = torch.device("cpu")
 

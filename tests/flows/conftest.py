@@ -8,8 +8,9 @@ import pytest
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import flows  # noqa: E402,F401 - sets the logging environment before Prefect loads
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+import flows  # noqa: E402,F401 - sets the logging environment before Prefect loads
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,0 +1,24 @@
+"""CUDA paths: mixed-precision training and CPU loading of GPU-trained weights."""
+
+import numpy as np
+import pytest
+import torch
+from helpers import draw_digits
+
+from denoiser import checkpoint
+from denoiser.infer import denoise
+from denoiser.train import TrainConfig, train
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_mixed_precision_training_on_cuda_serves_cpu_users(tmp_path):
+    images = draw_digits(320, seed=2)[0]
+    config = TrainConfig(epochs=3, batch_size=16)
+    result = train(images, config, device=torch.device("cuda"), show_progress=False)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    saved = checkpoint.save_checkpoint(tmp_path, "conv-gpu", result.model, {"architecture": "conv"})
+    on_cpu = checkpoint.load_model(saved, device="cpu")
+    gpu_out = denoise(result.model, images[:16], device="cuda")
+    cpu_out = denoise(on_cpu, images[:16], device="cpu")
+    np.testing.assert_allclose(gpu_out, cpu_out, atol=1e-3)
