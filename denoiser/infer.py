@@ -30,3 +30,74 @@ def denoise(
             x = to_model_input(images[start : start + batch_size]).to(device)
             out[start : start + len(x)] = from_model_output(torch.sigmoid(model(x)))
     return out
+
+
+def _pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
+    """Pad a (H, W) image at the bottom and right to multiples of ``multiple`` (mirrored)."""
+    h, w = image.shape
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return image
+    mode = "reflect" if h > pad_h and w > pad_w else "edge"
+    return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
+
+
+def _run(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).unsqueeze(1).to(device)
+        return from_model_output(torch.sigmoid(model(x)))
+
+
+def denoise_images(
+    model: torch.nn.Module,
+    images: list[np.ndarray],
+    *,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+    tile: int = 256,
+    overlap: int = 32,
+) -> list[np.ndarray]:
+    """Denoise float (H, W) images in [0, 1] of any sizes with a fully convolutional model.
+
+    Each image is padded to a multiple of 8 and cropped back. Images no larger than
+    ``tile`` x ``tile`` are batched with others of the same size; larger ones are cut into
+    tiles that overlap by ``overlap`` pixels on each side, so memory stays bounded by the
+    tile size, and only each tile's centre is kept.
+    """
+    if tile % 8 or overlap % 8 or not 0 <= 2 * overlap < tile:
+        raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of 8 "
+                         "with 2 * overlap < tile")
+    device = torch.device(device)
+    model = model.to(device).eval()
+    out: list[np.ndarray | None] = [None] * len(images)
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, image in enumerate(images):
+        if image.ndim != 2:
+            raise ValueError(f"expected a (H, W) image, got shape {image.shape}")
+        if image.shape[0] <= tile and image.shape[1] <= tile:
+            by_shape.setdefault(image.shape, []).append(i)
+        else:
+            out[i] = _denoise_tiled(model, image, device, tile, overlap)
+    for (h, w), indices in by_shape.items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start : start + batch_size]
+            batch = np.stack([_pad_to_multiple(images[i]) for i in chunk])
+            for i, result in zip(chunk, _run(model, batch, device), strict=True):
+                out[i] = result[:h, :w]
+    return out  # type: ignore[return-value]
+
+
+def _denoise_tiled(model: torch.nn.Module, image: np.ndarray, device: torch.device,
+                   tile: int, overlap: int) -> np.ndarray:
+    h, w = image.shape
+    step = tile - 2 * overlap
+    result = np.empty((h, w), dtype=np.float32)
+    for y in range(0, h, step):
+        for x in range(0, w, step):
+            y0, x0 = max(0, y - overlap), max(0, x - overlap)
+            y1, x1 = min(h, y + step + overlap), min(w, x + step + overlap)
+            window = image[y0:y1, x0:x1]
+            done = _run(model, _pad_to_multiple(window)[None], device)[0]
+            core_h, core_w = min(step, h - y), min(step, w - x)
+            result[y : y + core_h, x : x + core_w] = done[y - y0 : y - y0 + core_h, x - x0 : x - x0 + core_w]
+    return result

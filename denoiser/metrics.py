@@ -85,3 +85,16 @@ def ssim(
         )
         out[start : start + len(x)] = s.mean(dim=(1, 2, 3)).numpy()
     return out
+
+
+def noise_sigma(image: np.ndarray) -> float:
+    """A robust estimate of the white-noise standard deviation of one (H, W) image.
+
+    The median absolute value of the diagonal Haar detail (a high-pass residual in which
+    smooth content cancels), divided by 0.6745: Donoho's wavelet estimator.
+    """
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim != 2 or min(x.shape) < 2:
+        return float("nan")
+    detail = (x[1:, 1:] - x[1:, :-1] - x[:-1, 1:] + x[:-1, :-1]) / 2.0
+    return float(np.median(np.abs(detail)) / 0.6745)

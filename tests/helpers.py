@@ -53,3 +53,95 @@ def write_idx_dataset(folder: Path, *, n_train: int = 600, n_test: int = 100, se
             (folder / name).write_bytes(content)
         specs.append(IdxFile(name, array.shape, md5=hashlib.md5(content).hexdigest()))
     return IdxDataset("synthetic", *specs)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + \
+        chunk(b"IEND", b"")
+
+
+def digit_scan(size: tuple[int, int], *, seed: int = 0, noise: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """(clean, noisy) float gray (H, W) images: digit strokes, light on dark."""
+    h, w = size
+    rng = np.random.default_rng(seed)
+    canvas = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(3):
+        x0, x1 = rng.integers(2, max(3, w - 2), size=2)
+        y0, y1 = rng.integers(2, max(3, h - 2), size=2)
+        draw.line([(int(x0), int(y0)), (int(x1), int(y1))], fill=255, width=max(2, min(h, w) // 10))
+    clean = np.asarray(canvas, dtype=np.float32) / 255.0
+    noisy = np.clip(clean + noise * rng.standard_normal(clean.shape), 0, 1).astype(np.float32)
+    return clean, noisy
+
+
+def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
+    """Every format, mode and bit depth, odd sizes, nesting, hidden and bad files.
+
+    Returns {relative path: expected status} for the files the cleaner should report.
+    """
+    expected: dict[str, str] = {}
+
+    def put(rel: str, image: Image.Image, status: str = "ok", **save) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, **save)
+        expected[rel] = status
+
+    _, noisy = digit_scan((28, 28), seed=1)
+    u8 = (noisy * 255).astype(np.uint8)
+    gray = Image.fromarray(u8, "L")
+    put("mnist-like.png", gray)
+    put("modes/binary.png", gray.point(lambda v: 255 if v > 128 else 0).convert("1"))
+    put("modes/la.png", Image.fromarray(np.dstack([u8, np.full_like(u8, 200)]), "LA"))
+    put("modes/palette.png", gray.convert("P"))
+    put("modes/rgb.png", gray.convert("RGB"))
+    put("modes/rgba.png", Image.fromarray(np.dstack([u8, u8, u8, np.arange(784).reshape(28, 28) % 256]).astype(np.uint8), "RGBA"))
+    put("modes/gray16.png", Image.fromarray((noisy * 65535).astype(np.uint16)))
+    put("modes/int32.tif", Image.fromarray((noisy * 65535).astype(np.int32)))
+    put("modes/float.tif", Image.fromarray(noisy.astype(np.float32), "F"))
+    put("formats/scan.JPG", gray.convert("RGB"), quality=90)
+    put("formats/scan.jpeg", gray)
+    put("formats/scan.bmp", gray)
+    put("formats/scan.tiff", Image.fromarray((noisy * 65535).astype(np.uint16)))
+    put("formats/scan.webp", gray.convert("RGB"), lossless=True)
+    put("formats/scan.gif", gray.convert("P"))
+    for size in [(16, 16), (27, 31), (300, 300), (28, 84)]:
+        _, n = digit_scan(size, seed=sum(size))
+        put(f"sizes/{size[1]}x{size[0]}.png", Image.fromarray((n * 255).astype(np.uint8), "L"))
+    _, n = digit_scan((28, 28), seed=9)
+    put("inverted/dark-on-light.png", Image.fromarray(((1 - n) * 255).astype(np.uint8), "L"))
+    put("nested folder/with spaces/ünïcödé 数字.png", gray)
+
+    def bad(rel: str, content: bytes) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        expected[rel] = "error"
+
+    bad("bad/empty.png", b"")
+    bad("bad/not-an-image.png", b"this is a text file, not a PNG")
+    full = root / "mnist-like.png"
+    bad("bad/truncated.png", full.read_bytes()[: len(full.read_bytes()) // 2])
+    bad("bad/bomb.png", png_header_only(20000, 20000))
+    (root / "bad/dangling.png").symlink_to(root / "bad/no-such-file.png")
+    expected["bad/dangling.png"] = "error"
+
+    # Left alone: hidden files and folders, other file types, a link leading outside.
+    (root / ".hidden.png").write_bytes(full.read_bytes())
+    (root / ".cache").mkdir()
+    (root / ".cache/x.png").write_bytes(full.read_bytes())
+    (root / "notes.txt").write_text("not an image")
+    outside.mkdir(parents=True, exist_ok=True)
+    gray.save(outside / "secret.png")
+    (root / "link-outside.png").symlink_to(outside / "secret.png")
+    expected["link-outside.png"] = "skipped"
+    return expected

@@ -1,0 +1,213 @@
+"""Folder-in/folder-out cleaning of real scans with a trained model (no noise is added).
+
+    entries = plan(in_dir, out_dir)              # sorted image files, hidden ones left out
+    for part in shards(entries, 2000):
+        rows = clean_shard(part, in_dir=..., out_dir=..., checkpoint=..., run_id=...)
+
+Every output lands at the same relative path under ``out_dir``, written to a temporary
+file in ``out_dir/.denoiser/tmp`` and renamed into place, so a killed run never leaves a
+partial output. ``in_dir`` is only read. A file that cannot be processed becomes a row with
+``status = "error"`` and a one-line reason; the others go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from denoiser.checkpoint import Checkpoint, load_model
+from denoiser.device import resolve_device
+from denoiser.images import Entry, GrayImage, ImageError, is_inverted, read_image, scan_folder, write_like
+from denoiser.infer import denoise_images
+from denoiser.manifest import Manifest
+from denoiser.metrics import noise_sigma
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".denoiser"  # under OUT_DIR: manifest, temporary files, shard reports
+STATUSES = ("ok", "error", "skipped")
+REPORT_COLUMNS = {
+    "run_id": "string", "path": "string", "status": "string", "error": "string",
+    "format": "string", "mode": "string", "width": "Int64", "height": "Int64",
+    "inverted": "boolean", "model_id": "string", "input_sha256": "string",
+    "output_path": "string", "recon_mse": "float64", "noise_sigma_in": "float64",
+    "noise_sigma_out": "float64", "seconds": "float64",
+}
+
+
+@dataclass(frozen=True)
+class CleanOptions:
+    batch_size: int = 64
+    tile: int = 256
+    overlap: int = 32
+    overwrite: bool = False
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def work_dir(out_dir: str | os.PathLike[str]) -> Path:
+    return Path(out_dir) / WORK_DIR
+
+
+def plan(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Entry]:
+    """The input files to consider, after checking the two folders make sense together."""
+    in_path, out_path = Path(in_dir).resolve(), Path(out_dir).resolve()
+    if not in_path.is_dir():
+        raise FileNotFoundError(f"input folder {in_dir} does not exist or is not a folder")
+    if out_path == in_path or out_path.is_relative_to(in_path):
+        raise ValueError(f"output folder {out_dir} must not be the input folder or inside it")
+    if in_path.is_relative_to(out_path):
+        raise ValueError(f"input folder {in_dir} must not be inside the output folder")
+    return scan_folder(in_dir)
+
+
+def shards(entries: list[Entry], size: int) -> list[list[Entry]]:
+    if size < 1:
+        raise ValueError(f"shard size must be >= 1, got {size}")
+    return [entries[i : i + size] for i in range(0, len(entries), size)]
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> int:
+    """Delete temporary files a killed run left behind; returns how many."""
+    tmp = work_dir(out_dir) / "tmp"
+    if not tmp.is_dir():
+        return 0
+    stale = list(tmp.iterdir())
+    shutil.rmtree(tmp, ignore_errors=True)
+    return len(stale)
+
+
+def _row(run_id: str, entry: Entry, model_id: str, **fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {name: None for name in REPORT_COLUMNS}
+    row.update(run_id=run_id, path=entry.rel, model_id=model_id, **fields)
+    return row
+
+
+def _output_path(out_dir: Path, rel: str) -> Path:
+    dest = out_dir / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.parent.resolve().is_relative_to(out_dir.resolve()):
+        raise ImageError(f"output folder for {rel} resolves outside the output folder")
+    if dest.is_symlink():
+        raise ImageError(f"output {rel} is a link; refusing to write through it")
+    return dest
+
+
+def _write_atomically(source: GrayImage, gray: np.ndarray, dest: Path, tmp_dir: Path) -> None:
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=dest.suffix)
+    os.close(fd)
+    try:
+        write_like(source, gray, name)
+        with open(name, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(name, dest)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
+
+
+def clean_shard(
+    entries: list[Entry],
+    *,
+    in_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    checkpoint: Checkpoint,
+    run_id: str,
+    options: CleanOptions = CleanOptions(),
+) -> list[dict[str, Any]]:
+    """Clean one shard of files; returns one report row per entry."""
+    out_dir = Path(out_dir)
+    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite")
+    tmp_dir = work_dir(out_dir) / "tmp"
+    model_id = checkpoint.model_id
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[Entry, GrayImage, str, float]] = []
+
+    # Read: hash each input, skip the unchanged ones, decode the rest to gray.
+    for entry in entries:
+        started = time.perf_counter()
+        if entry.skip:
+            rows.append(_row(run_id, entry, model_id, status="skipped", error=entry.skip))
+            continue
+        try:
+            if entry.problem:
+                raise ImageError(entry.problem)
+            content = entry.path.read_bytes()
+            digest = hashlib.sha256(content).hexdigest()
+            if not options.overwrite and manifest.is_current(entry.rel, digest, model_id):
+                rows.append(_row(run_id, entry, model_id, status="skipped", input_sha256=digest,
+                                 output_path=str(out_dir / entry.rel),
+                                 seconds=time.perf_counter() - started))
+                continue
+            image = read_image(entry.path, content)
+        except (ImageError, OSError) as error:
+            rows.append(_row(run_id, entry, model_id, status="error", error=_one_line(error),
+                             seconds=time.perf_counter() - started))
+            continue
+        pending.append((entry, image, digest, time.perf_counter() - started))
+
+    if not pending:
+        return rows
+
+    # Denoise: dark-on-light scans are inverted for the model and back afterwards.
+    device = resolve_device(options.device)
+    model = load_model(checkpoint, device=device)
+    inverted = [is_inverted(image.pixels) for _, image, _, _ in pending]
+    inputs = [1.0 - image.pixels if inv else image.pixels
+              for (_, image, _, _), inv in zip(pending, inverted, strict=True)]
+    started = time.perf_counter()
+    outputs = denoise_images(model, inputs, batch_size=options.batch_size, device=device,
+                             tile=options.tile, overlap=options.overlap)
+    share = (time.perf_counter() - started) / len(pending)
+
+    # Write: atomically, then record in the manifest.
+    for (entry, image, digest, read_seconds), inv, result in zip(pending, inverted, outputs, strict=True):
+        started = time.perf_counter()
+        cleaned = 1.0 - result if inv else result
+        base = dict(format=image.format, mode=image.mode, width=image.width, height=image.height,
+                    inverted=inv, input_sha256=digest)
+        try:
+            dest = _output_path(out_dir, entry.rel)
+            _write_atomically(image, cleaned, dest, tmp_dir)
+            manifest.record(entry.rel, digest, model_id, str(dest))
+        except (ImageError, OSError, ValueError) as error:
+            rows.append(_row(run_id, entry, model_id, status="error", error=_one_line(error),
+                             seconds=read_seconds + share + time.perf_counter() - started, **base))
+            continue
+        rows.append(_row(
+            run_id, entry, model_id, status="ok", output_path=str(dest),
+            recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
+            noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
+            seconds=read_seconds + share + time.perf_counter() - started, **base,
+        ))
+    log.info("shard of %d files: %d cleaned", len(entries), len(pending))
+    return sorted(rows, key=lambda r: r["path"])
+
+
+def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame with the report's columns and types, sorted by path."""
+    frame = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    frame = frame.astype(REPORT_COLUMNS)
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {status: int((frame["status"] == status).sum()) for status in STATUSES}

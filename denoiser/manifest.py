@@ -1,0 +1,65 @@
+"""The cleaning manifest: which input content was cleaned by which model into which file.
+
+A SQLite file under ``OUT_DIR/.denoiser/`` (safe for concurrent shards and crash-safe:
+a row is committed only after its output file is in place). A rerun skips an input whose
+content hash and model id match its row and whose output still exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    input_sha256 TEXT NOT NULL,
+    model_id TEXT NOT NULL,
+    output_path TEXT NOT NULL,
+    cleaned_at TEXT NOT NULL
+)
+"""
+
+
+class Manifest:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(_SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A connection that commits on success and is always closed."""
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            with db:
+                yield db
+        finally:
+            db.close()
+
+    def is_current(self, rel: str, input_sha256: str, model_id: str) -> bool:
+        """True when ``rel`` with this content was cleaned by ``model_id`` and the output exists."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT input_sha256, model_id, output_path FROM files WHERE path = ?", (rel,)
+            ).fetchone()
+        return (row is not None and row[0] == input_sha256 and row[1] == model_id
+                and Path(row[2]).is_file())
+
+    def record(self, rel: str, input_sha256: str, model_id: str, output_path: str) -> None:
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._connect() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                (rel, input_sha256, model_id, output_path, stamp),
+            )
+
+    def __len__(self) -> int:
+        with self._connect() as db:
+            return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
