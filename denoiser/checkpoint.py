@@ -98,3 +98,28 @@ def load_model(checkpoint: Checkpoint, *, device: torch.device | str = "cpu") ->
     except (RuntimeError, OSError, EOFError) as error:
         raise ValueError(f"{checkpoint.weights}: not a valid {architecture} checkpoint ({error})") from error
     return model.to(device).eval()
+
+
+def list_checkpoints(models_dir: str | os.PathLike[str]) -> list[Checkpoint]:
+    """Every complete checkpoint in the store, oldest first."""
+    models_dir = Path(models_dir)
+    if not models_dir.is_dir():
+        return []
+    found = [find_checkpoint(models_dir, meta.stem) for meta in models_dir.glob("*.json")]
+    complete = [c for c in found if c is not None]
+    return sorted(complete, key=lambda c: (c.metadata.get("created_at", ""), c.weights.stat().st_mtime))
+
+
+def resolve_checkpoint(reference: str, models_dir: str | os.PathLike[str]) -> Checkpoint:
+    """A checkpoint by model id (in ``models_dir``) or by the path of its ``.pt`` or ``.json``."""
+    path = Path(reference)
+    if path.suffix in (".pt", ".json") and path.exists():
+        found = find_checkpoint(path.parent, path.stem)
+        if found is None:
+            raise FileNotFoundError(f"{path}: a checkpoint needs both {path.stem}.pt and {path.stem}.json")
+        return found
+    found = find_checkpoint(models_dir, reference)
+    if found is None:
+        known = ", ".join(c.model_id for c in list_checkpoints(models_dir)) or "none"
+        raise FileNotFoundError(f"no model {reference!r} in {models_dir} (models there: {known})")
+    return found

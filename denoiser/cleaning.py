@@ -202,6 +202,29 @@ def clean_shard(
     return sorted(rows, key=lambda r: r["path"])
 
 
+def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: str | None,
+            overwrite: bool = False) -> list[dict[str, Any]]:
+    """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
+    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite", create=False)
+    rows = []
+    for entry in entries:
+        if entry.skip or entry.problem:
+            rows.append(_row("dry-run", entry, model_id or "", status="skipped" if entry.skip else "error",
+                             error=entry.skip or entry.problem))
+            continue
+        try:
+            content = entry.path.read_bytes()
+            digest = hashlib.sha256(content).hexdigest()
+            read_image(entry.path, content)  # decoding finds the bad files without writing
+        except (ImageError, OSError) as error:
+            rows.append(_row("dry-run", entry, model_id or "", status="error", error=_one_line(error)))
+            continue
+        current = model_id is not None and not overwrite and manifest.is_current(entry.rel, digest, model_id)
+        rows.append(_row("dry-run", entry, model_id or "", status="skipped" if current else "todo",
+                         input_sha256=digest))
+    return rows
+
+
 def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """Rows as a DataFrame with the report's columns and types, sorted by path."""
     frame = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
@@ -211,3 +234,32 @@ def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {status: int((frame["status"] == status).sum()) for status in STATUSES}
+
+
+class FolderBusy(RuntimeError):
+    """Another run holds the output folder's lock."""
+
+
+class folder_lock:  # noqa: N801 - used as a context manager, like a function
+    """An exclusive, non-blocking lock on ``out_dir`` (``.denoiser/lock``) for one run.
+
+    The operating system drops it when the process ends, however it ends.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
+        import fcntl
+
+        path = work_dir(out_dir) / "lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "a+")  # noqa: SIM115 - held for the lock's lifetime
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise FolderBusy(f"another run is cleaning into {out_dir}") from None
+
+    def __enter__(self) -> folder_lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()

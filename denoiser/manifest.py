@@ -26,9 +26,14 @@ CREATE TABLE IF NOT EXISTS files (
 
 
 class Manifest:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        """Open (or with ``create``, make) the manifest; a missing one reads as empty."""
         self.path = Path(path)
+        self.exists = self.path.is_file()
+        if not create:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.exists = True
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(_SCHEMA)
@@ -45,6 +50,8 @@ class Manifest:
 
     def is_current(self, rel: str, input_sha256: str, model_id: str) -> bool:
         """True when ``rel`` with this content was cleaned by ``model_id`` and the output exists."""
+        if not self.exists:
+            return False
         with self._connect() as db:
             row = db.execute(
                 "SELECT input_sha256, model_id, output_path FROM files WHERE path = ?", (rel,)

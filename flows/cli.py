@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -117,7 +118,160 @@ def build_parser() -> argparse.ArgumentParser:
                      help="resume this run: completed stages are reused (default: a new id)")
     run.add_argument("--flow-retries", type=non_negative_int, default=1, metavar="N",
                      help="retries of the whole flow run; completed stages are not redone")
+    clean = commands.add_parser(
+        "clean",
+        help="clean a folder of scanned digit images into a mirror folder",
+        description=(
+            "Clean every image under IN_DIR (png, jpg, bmp, tif, webp, gif; any mode, size "
+            "and bit depth) into the same relative path under OUT_DIR, in the same format. "
+            "Unchanged inputs are skipped on reruns; bad files become error rows."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_clean_arguments(clean)
+    clean.add_argument("--report", metavar="PATH", default=None,
+                       help="where the Parquet report goes (default: "
+                            "OUT_DIR/.denoiser/reports/RUN_ID.parquet)")
+    clean.add_argument("--task-runner", choices=("thread", "dask"), default="thread",
+                       help="run shards in a thread pool or on a Dask cluster")
+    clean.add_argument("--dask-address", metavar="ADDR", default=None,
+                       help="scheduler of an existing Dask cluster, e.g. tcp://host:8786 "
+                            "(default: a local cluster)")
+    clean.add_argument("--overwrite", action="store_true",
+                       help="clean every file again, even unchanged ones")
+    clean.add_argument("--strict", action="store_true",
+                       help="exit with status 1 if any file could not be processed")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="list what would be cleaned, skipped or refused; write nothing")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a scheduled deployment that cleans IN_DIR into OUT_DIR",
+        description=(
+            "Register a deployment of the cleaning flow with a schedule on the Prefect server "
+            "in $PREFECT_API_URL and run its scheduled runs until stopped (Ctrl-C). Each run "
+            "cleans what is new or changed."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_clean_arguments(serve)
+    when = serve.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="cron schedule, e.g. '0 * * * *'")
+    when.add_argument("--interval", type=positive_int, metavar="SECONDS",
+                      help="run every SECONDS seconds")
+    serve.add_argument("--name", default="clean-folder", help="deployment name")
     return parser
+
+
+def add_clean_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("in_dir", metavar="IN_DIR", help="folder of images to clean (only read)")
+    command.add_argument("out_dir", metavar="OUT_DIR", help="folder for the cleaned mirror")
+    command.add_argument("--model", metavar="ID|PATH", default=None,
+                         help="model id in the store, or a checkpoint's .pt path (default: the "
+                              "newest model in the store; if none, train the default on MNIST)")
+    command.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
+                         help="images of one size denoised together")
+    command.add_argument("--shard-size", type=positive_int, default=2000, metavar="N",
+                         help="files per shard; a shard is one retryable task, and memory "
+                              "grows with it")
+    command.add_argument("--device", choices=DEVICES, default="auto",
+                         help="where to denoise; auto picks CUDA, then MPS, then CPU")
+    command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
+                         help="the model store")
+    command.add_argument("--data-dir", metavar="DIR", default=None,
+                         help="MNIST folder, used only to train the default model when the "
+                              "store is empty (default: $DENOISER_MNIST_DIR, else data/mnist)")
+
+
+def _clean_parameters(args: argparse.Namespace) -> dict:
+    return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
+                model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
+                device=args.device, models_dir=os.path.abspath(args.models_dir),
+                data_dir=args.data_dir and os.path.abspath(args.data_dir))
+
+
+def _clean(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from denoiser import checkpoint, cleaning
+
+    resolve_device(args.device)
+    entries = cleaning.plan(args.in_dir, args.out_dir)
+    if args.model:
+        checkpoint.resolve_checkpoint(args.model, args.models_dir)
+    if args.dry_run:
+        stored = checkpoint.list_checkpoints(args.models_dir)
+        model_id = (checkpoint.resolve_checkpoint(args.model, args.models_dir).model_id if args.model
+                    else stored[-1].model_id if stored else None)
+        frame = cleaning.report_frame(cleaning.dry_run(entries, out_dir=args.out_dir,
+                                                       model_id=model_id, overwrite=args.overwrite))
+        for row in frame.itertuples():
+            print(f"{row.status:8} {row.path}" + ("" if pd.isna(row.error) else f"  ({row.error})"))
+        todo = int((frame["status"] == "todo").sum())
+        print(f"dry run: {len(frame)} files: {todo} to clean, "
+              f"{int((frame['status'] == 'skipped').sum())} skipped, "
+              f"{int((frame['status'] == 'error').sum())} error"
+              + ("" if model_id else "; the default model would be trained first"))
+        return 0
+
+    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
+    from flows.clean import clean_folder
+
+    flow = clean_folder
+    if args.task_runner == "dask":
+        flow = clean_folder.with_options(task_runner=dask_task_runner(args.dask_address))
+    result = flow(**_clean_parameters(args), overwrite=args.overwrite,
+                  report=args.report and os.path.abspath(args.report))
+    if result["status"] == "busy":
+        print(f"another run is cleaning into {args.out_dir}; nothing done", file=sys.stderr)
+        return 1
+    print(f"{result['files']} files: {result['ok']} ok, {result['error']} error, "
+          f"{result['skipped']} skipped (model {result['model_id']})\nreport: {result['report']}")
+    if result["files"] and result["ok"] + result["skipped"] == 0:
+        return 1
+    return 1 if args.strict and result["error"] else 0
+
+
+def dask_task_runner(address: str | None):
+    """prefect-dask's runner on an existing cluster, or on a local one."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    # Worker processes need a real Prefect server to report to; without one, keep the
+    # workers in this process (threads) rather than start a temporary server in each.
+    processes = bool(os.environ.get("PREFECT_API_URL"))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": processes,
+                                          "threads_per_worker": 1})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    resolve_device(args.device)
+    from denoiser import cleaning
+
+    cleaning.plan(args.in_dir, args.out_dir)
+    import flows  # noqa: F401
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ValueError(
+            "schedules need a running Prefect server, and PREFECT_API_URL is not set: start one "
+            "with `prefect server start` and run `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.clean import clean_folder
+
+    clean_folder.serve(
+        name=args.name,
+        cron=args.cron,
+        interval=args.interval,
+        parameters=_clean_parameters(args),
+        global_limit=1,
+        description=f"Clean {args.in_dir} into {args.out_dir}",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -172,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _run(args)
+        if args.command == "clean":
+            return _clean(args)
+        if args.command == "serve":
+            return _serve(args)
     except (DataError, ValueError, FileNotFoundError) as error:
         print(f"denoiser {args.command}: error: {error}", file=sys.stderr)
         return 2 if not isinstance(error, (DataError, FileNotFoundError)) else 1

@@ -132,7 +132,7 @@ def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
     full = root / "mnist-like.png"
     bad("bad/truncated.png", full.read_bytes()[: len(full.read_bytes()) // 2])
     bad("bad/bomb.png", png_header_only(20000, 20000))
-    (root / "bad/dangling.png").symlink_to(root / "bad/no-such-file.png")
+    (root / "bad/dangling.png").symlink_to((root / "bad").resolve() / "no-such-file.png")
     expected["bad/dangling.png"] = "error"
 
     # Left alone: hidden files and folders, other file types, a link leading outside.
@@ -142,6 +142,6 @@ def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
     (root / "notes.txt").write_text("not an image")
     outside.mkdir(parents=True, exist_ok=True)
     gray.save(outside / "secret.png")
-    (root / "link-outside.png").symlink_to(outside / "secret.png")
+    (root / "link-outside.png").symlink_to((outside / "secret.png").resolve())
     expected["link-outside.png"] = "skipped"
     return expected

@@ -1,0 +1,166 @@
+"""The folder-cleaning flow: resolve the model, plan shards, clean them, report.
+
+Each shard of a few thousand files is one task with retries (never one task per image);
+shards run on the flow's task runner: a thread pool, or Dask (``--task-runner dask``). A
+lock on the output folder keeps overlapping runs (a schedule firing while the last run is
+still going) from processing the same files twice; the manifest makes every run
+incremental, and a retried shard skips what it already finished.
+
+    denoiser clean scans/ cleaned/
+    denoiser serve scans/ cleaned/ --interval 3600
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from PIL import Image
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from denoiser import checkpoint, cleaning, stages
+from denoiser.images import Entry
+from denoiser.report import write_parquet
+from denoiser.train import TrainConfig
+from flows.pipeline import retry_unless_bad_input
+
+SHARD_SIZE = 2000
+
+
+@task(name="resolve-model", task_run_name="resolve-model", retries=2, retry_delay_seconds=10,
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
+                  device: str) -> dict:
+    """The model to clean with: ``model`` (id or path), else the newest in the store, else
+    the default recipe trained on MNIST (the train-or-load stage)."""
+    if model:
+        found = checkpoint.resolve_checkpoint(model, models_dir)
+    elif stored := checkpoint.list_checkpoints(models_dir):
+        found = stored[-1]
+    else:
+        get_run_logger().info("the model store %s is empty: training the default model", models_dir)
+        run_dir = Path(runs_dir) / f"default-model-{stages.new_run_id()}"
+        ingested = stages.ingest(run_dir, data_dir=data_dir)
+        trained = stages.train_or_load(run_dir, train_images=ingested["train_images"],
+                                       train_sha256=ingested["train_sha256"], config=TrainConfig(),
+                                       models_dir=models_dir, device=device)
+        found = checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
+    return {"model_id": found.model_id, "weights": str(found.weights)}
+
+
+@task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
+      cache_policy=NO_CACHE)
+def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
+                run_id: str, batch_size: int, overwrite: bool, device: str) -> dict:
+    found = checkpoint.resolve_checkpoint(model["weights"], "")
+    rows = cleaning.clean_shard(
+        entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
+        options=cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device),
+    )
+    frame = cleaning.report_frame(rows)
+    path = cleaning.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
+    write_parquet(frame, path)
+    return {"index": index, "rows": str(path), **cleaning.counts(frame)}
+
+
+@task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE)
+def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str) -> dict:
+    frames = [pd.read_parquet(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])]
+    frame = cleaning.report_frame(pd.concat(frames).to_dict("records") if frames else [])
+    write_parquet(frame, report)
+    totals = cleaning.counts(frame)
+    publish_artifacts(frame, totals, run_id, in_dir)
+    return {"report": report, "files": int(len(frame)), **totals}
+
+
+def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str) -> None:
+    worst = frame[frame["status"] == "ok"].nlargest(10, "recon_mse")
+    table = [{"path": f"({status} files)", "recon_mse": None, "count": n} for status, n in totals.items()]
+    table += [{"path": row.path, "recon_mse": float(row.recon_mse), "count": 1}
+              for row in worst.itertuples()]
+    create_table_artifact(table=table, key="clean-summary",
+                          description=f"Run {run_id}: counts, then the 10 files of highest recon_mse")
+    strip = before_after_strip(frame, in_dir)
+    markdown = (f"# Cleaning run {run_id}\n\n" +
+                " · ".join(f"**{n}** {status}" for status, n in totals.items()) + "\n\n")
+    if strip:
+        markdown += f"Before (top) and after (bottom):\n\n![strip](data:image/png;base64,{strip})\n"
+    create_markdown_artifact(markdown=markdown, key="clean-report",
+                             description=f"Before/after strip of run {run_id}")
+
+
+def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height: int = 64) -> str:
+    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below."""
+    done = frame[frame["status"] == "ok"].head(count)
+    pairs = []
+    for row in done.itertuples():
+        try:
+            before = Image.open(Path(in_dir) / row.path).convert("L")
+            after = Image.open(row.output_path).convert("L")
+        except OSError:
+            continue
+        width = max(1, round(before.width * height / before.height))
+        pairs.append((before.resize((width, height)), after.resize((width, height))))
+    if not pairs:
+        return ""
+    gap = 4
+    strip = Image.new("L", (sum(b.width + gap for b, _ in pairs) + gap, 2 * height + 3 * gap), 255)
+    x = gap
+    for before, after in pairs:
+        strip.paste(before, (x, gap))
+        strip.paste(after, (x, height + 2 * gap))
+        x += before.width + gap
+    buffer = io.BytesIO()
+    strip.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def default_report_path(out_dir: str, run_id: str) -> str:
+    return str(cleaning.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
+
+
+@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+def clean_folder(
+    in_dir: str,
+    out_dir: str,
+    model: str | None = None,
+    report: str | None = None,
+    batch_size: int = 64,
+    shard_size: int = SHARD_SIZE,
+    overwrite: bool = False,
+    device: str = "auto",
+    models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
+    data_dir: str | None = None,
+    runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """Clean every image under ``in_dir`` into the same place under ``out_dir``."""
+    logger = get_run_logger()
+    run_id = run_id or stages.new_run_id()
+    entries = cleaning.plan(in_dir, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    try:
+        lock = cleaning.folder_lock(out_dir)
+    except cleaning.FolderBusy as busy:
+        logger.warning("%s; this run does nothing", busy)
+        return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "report": None}
+    with lock:
+        removed = cleaning.remove_stale_temporaries(out_dir)
+        if removed:
+            logger.info("removed %d temporary files left by an interrupted run", removed)
+        chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
+        parts = cleaning.shards(entries, shard_size)
+        logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["model_id"])
+        futures = [clean_shard.submit(i, part, in_dir, out_dir, chosen, run_id, batch_size,
+                                      overwrite, device) for i, part in enumerate(parts)]
+        results = [future.result() for future in futures]
+        summary = write_report(results, report or default_report_path(out_dir, run_id), run_id, in_dir)
+    logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped", summary)
+    return {"status": "done", "model_id": chosen["model_id"], "run_id": run_id, **summary}
