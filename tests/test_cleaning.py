@@ -1,0 +1,193 @@
+"""Folder cleaning as a library: a messy real-world tree in, a mirror tree out."""
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from denoiser import checkpoint, cleaning
+from denoiser.images import read_image
+from denoiser.model import ConvDAE
+from denoiser.train import TrainConfig, train
+from helpers import draw_digits, make_messy_tree
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """Every path under root with its content hash (or link target) and mtime."""
+    state = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            state[str(path)] = ("link", os.readlink(path))
+        elif path.is_file():
+            state[str(path)] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+        else:
+            state[str(path)] = ("dir",)
+    return state
+
+
+@pytest.fixture(scope="module")
+def untrained(tmp_path_factory):
+    torch.manual_seed(0)
+    store = tmp_path_factory.mktemp("models")
+    return checkpoint.save_checkpoint(store, "conv-untrained", ConvDAE(), {"architecture": "conv"})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A conv DAE trained briefly on drawn digits with the seed's noise."""
+    digits = draw_digits(480, seed=11)[0]
+    config = TrainConfig(epochs=3, batch_size=16, seed=3)
+    model = train(digits, config, device=torch.device("cpu"), show_progress=False).model
+    store = tmp_path_factory.mktemp("trained")
+    return checkpoint.save_checkpoint(store, "conv-brief", model, {"architecture": "conv"})
+
+
+@pytest.fixture
+def tree(tmp_path):
+    expected = make_messy_tree(tmp_path / "in", tmp_path / "outside")
+    return tmp_path / "in", tmp_path / "out", tmp_path / "outside", expected
+
+
+def run(in_dir, out_dir, model, run_id="r", **options):
+    entries = cleaning.plan(in_dir, out_dir)
+    rows = []
+    for part in cleaning.shards(entries, 7):
+        rows += cleaning.clean_shard(part, in_dir=in_dir, out_dir=out_dir, checkpoint=model,
+                                     run_id=run_id, options=cleaning.CleanOptions(**options))
+    return cleaning.report_frame(rows)
+
+
+def test_messy_tree_is_mirrored_exactly(tree, untrained):
+    in_dir, out_dir, outside, expected = tree
+    before_in, before_outside = snapshot(in_dir), snapshot(outside)
+    frame = run(in_dir, out_dir, untrained)
+
+    assert dict(zip(frame["path"], frame["status"], strict=True)) == expected
+    assert frame["path"].tolist() == sorted(expected)
+    errors = frame[frame["status"] == "error"].set_index("path")["error"]
+    assert errors["bad/empty.png"] == "empty file (0 bytes)"
+    assert "not an image" in errors["bad/not-an-image.png"]
+    assert "truncated" in errors["bad/truncated.png"]
+    assert "decompression bomb" in errors["bad/bomb.png"]
+    assert errors["bad/dangling.png"] == "dangling link"
+    assert all("\n" not in e for e in errors)
+
+    for rel, status in expected.items():
+        out = out_dir / rel
+        if status != "ok":
+            assert not out.exists(), rel
+            continue
+        with Image.open(in_dir / rel) as a, Image.open(out) as b:
+            assert (b.format, b.size) == (a.format, a.size), rel
+            expected_mode = a.mode
+            if a.mode == "I;16B":
+                expected_mode = "I;16"
+            assert b.mode == expected_mode, rel
+    ok = frame[frame["status"] == "ok"]
+    assert (ok["output_path"].map(lambda p: Path(p).is_relative_to(out_dir))).all()
+    assert ok[["recon_mse", "noise_sigma_in", "noise_sigma_out", "seconds"]].notna().all().all()
+    assert ok.set_index("path").loc["inverted/dark-on-light.png", "inverted"]
+    assert not ok.set_index("path").loc["mnist-like.png", "inverted"]
+
+    # IN_DIR untouched; nothing written outside OUT_DIR; hidden and skipped files not copied.
+    assert snapshot(in_dir) == before_in and snapshot(outside) == before_outside
+    assert sorted(p.name for p in in_dir.parent.iterdir()) == ["in", "out", "outside"]
+    assert not (out_dir / ".hidden.png").exists() and not (out_dir / "link-outside.png").exists()
+    assert not (out_dir / "notes.txt").exists()
+
+
+def test_bit_depth_alpha_and_polarity_survive(tree, trained):
+    in_dir, out_dir, _, _ = tree
+    run(in_dir, out_dir, trained)
+    out16 = np.asarray(Image.open(out_dir / "modes/gray16.png"))
+    assert out16.dtype == np.uint16 and out16.max() > 255  # not squeezed into 8 bits
+    rgba_in = np.asarray(Image.open(in_dir / "modes/rgba.png"))
+    rgba_out = np.asarray(Image.open(out_dir / "modes/rgba.png"))
+    np.testing.assert_array_equal(rgba_out[..., 3], rgba_in[..., 3])  # alpha kept
+    assert (rgba_out[..., 0] == rgba_out[..., 1]).all() and (rgba_out[..., 1] == rgba_out[..., 2]).all()
+    dark_on_light = read_image(out_dir / "inverted/dark-on-light.png").pixels
+    assert np.median(dark_on_light) > 0.5  # inverted for the model and back again
+
+
+def test_reruns_are_incremental(tree, untrained):
+    in_dir, out_dir, _, expected = tree
+    run(in_dir, out_dir, untrained)
+    n_ok = sum(status == "ok" for status in expected.values())
+
+    again = run(in_dir, out_dir, untrained, run_id="r2")
+    assert cleaning.counts(again) == {"ok": 0, "error": 5, "skipped": n_ok + 1}
+
+    changed = in_dir / "sizes/16x16.png"
+    Image.fromarray(np.full((16, 16), 40, np.uint8)).save(changed)
+    third = run(in_dir, out_dir, untrained, run_id="r3")
+    assert third.loc[third["status"] == "ok", "path"].tolist() == ["sizes/16x16.png"]
+
+    forced = run(in_dir, out_dir, untrained, run_id="r4", overwrite=True)
+    assert cleaning.counts(forced)["ok"] == n_ok
+
+
+def test_a_new_model_redoes_everything(tree, untrained, tmp_path):
+    in_dir, out_dir, _, expected = tree
+    run(in_dir, out_dir, untrained)
+    other = checkpoint.save_checkpoint(tmp_path / "m2", "conv-other", ConvDAE(), {"architecture": "conv"})
+    assert cleaning.counts(run(in_dir, out_dir, other))["ok"] == sum(s == "ok" for s in expected.values())
+
+
+def test_folders_that_overlap_are_refused(tmp_path):
+    (tmp_path / "in").mkdir()
+    with pytest.raises(ValueError, match="must not be the input folder or inside it"):
+        cleaning.plan(tmp_path / "in", tmp_path / "in" / "out")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        cleaning.plan(tmp_path / "missing", tmp_path / "out")
+
+
+def test_dry_run_writes_nothing(tree, untrained):
+    in_dir, out_dir, _, expected = tree
+    rows = cleaning.dry_run(cleaning.plan(in_dir, out_dir), out_dir=out_dir, model_id="conv-x")
+    statuses = {r["path"]: r["status"] for r in rows}
+    assert statuses["bad/truncated.png"] == "error" and statuses["mnist-like.png"] == "todo"
+    assert not out_dir.exists()
+
+
+def test_lock_keeps_a_second_run_out(tmp_path):
+    with cleaning.folder_lock(tmp_path):
+        with pytest.raises(cleaning.FolderBusy, match="another run"):
+            cleaning.folder_lock(tmp_path)
+    with cleaning.folder_lock(tmp_path):
+        pass  # released
+
+
+def test_cleaning_brings_noisy_scans_closer_to_clean(tmp_path, trained):
+    clean_images = {}
+    rng = np.random.default_rng(0)
+    for i, digit in enumerate(draw_digits(12, seed=100)[0]):
+        clean = digit / 255.0
+        noisy = np.clip(clean + 0.5 * rng.standard_normal(clean.shape), 0, 1)
+        rel = f"scans/{i:02d}.png"
+        (tmp_path / "in/scans").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(noisy * 255).astype(np.uint8), "L").save(tmp_path / "in" / rel)
+        clean_images[rel] = clean
+    frame = run(tmp_path / "in", tmp_path / "out", trained)
+    assert (frame["status"] == "ok").all()
+    err_in = np.mean([np.mean((read_image(tmp_path / "in" / r).pixels - c) ** 2)
+                      for r, c in clean_images.items()])
+    err_out = np.mean([np.mean((read_image(tmp_path / "out" / r).pixels - c) ** 2)
+                       for r, c in clean_images.items()])
+    assert err_out < 0.7 * err_in
+    assert (frame["noise_sigma_out"] < frame["noise_sigma_in"]).all()
+
+
+def test_report_columns(tree, untrained):
+    in_dir, out_dir, _, _ = tree
+    frame = run(in_dir, out_dir, untrained)
+    path = out_dir / "report.parquet"
+    frame.to_parquet(path)
+    back = pd.read_parquet(path)
+    assert list(back.columns) == ["run_id", "path", "status", "error", "format", "mode", "width",
+                                  "height", "inverted", "model_id", "input_sha256", "output_path",
+                                  "recon_mse", "noise_sigma_in", "noise_sigma_out", "seconds"]
