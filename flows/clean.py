@@ -140,6 +140,7 @@ def clean_folder(
     data_dir: str | None = None,
     runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
     run_id: str | None = None,
+    retry_delay_seconds: float = 10,
 ) -> dict[str, Any]:
     """Clean every image under ``in_dir`` into the same place under ``out_dir``."""
     logger = get_run_logger()
@@ -158,7 +159,8 @@ def clean_folder(
         chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
         parts = cleaning.shards(entries, shard_size)
         logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["model_id"])
-        futures = [clean_shard.submit(i, part, in_dir, out_dir, chosen, run_id, batch_size,
+        shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
+        futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, batch_size,
                                       overwrite, device) for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
         summary = write_report(results, report or default_report_path(out_dir, run_id), run_id, in_dir)

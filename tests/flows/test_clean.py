@@ -1,0 +1,105 @@
+"""The clean-folder flow under a real (test) Prefect API."""
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect_dask import DaskTaskRunner
+
+from denoiser import checkpoint, cleaning
+from denoiser.model import ConvDAE
+from flows.clean import clean_folder
+from helpers import draw_digits
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models")
+    checkpoint.save_checkpoint(folder, "conv-test", ConvDAE(), {"architecture": "conv"})
+    return folder
+
+
+@pytest.fixture
+def scans(tmp_path):
+    """Twelve noisy 28x28 scans in two folders, plus one bad file."""
+    rng = np.random.default_rng(0)
+    for i, digit in enumerate(draw_digits(12, seed=4)[0]):
+        noisy = np.clip(digit / 255 + 0.4 * rng.standard_normal(digit.shape), 0, 1)
+        path = tmp_path / "in" / f"box{i % 2}" / f"{i:02d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(path)
+    (tmp_path / "in" / "box0" / "broken.png").write_bytes(b"not a png")
+    return tmp_path / "in"
+
+
+def params(scans, out, store, **extra):
+    return dict(in_dir=str(scans), out_dir=str(out), models_dir=str(store), shard_size=5,
+                device="cpu", retry_delay_seconds=0, **extra)
+
+
+def read_outputs(out):
+    return {p.relative_to(out).as_posix(): np.asarray(Image.open(p))
+            for p in sorted(out.rglob("*.png")) if ".denoiser" not in p.parts}
+
+
+def test_clean_flow_end_to_end(scans, tmp_path, store):
+    state = clean_folder(**params(scans, tmp_path / "out", store), return_state=True)
+    result = state.result()
+    assert result["status"] == "done" and result["model_id"] == "conv-test"
+    assert (result["files"], result["ok"], result["error"], result["skipped"]) == (13, 12, 1, 0)
+    frame = pd.read_parquet(result["report"])
+    assert len(frame) == 13 and frame.loc[frame["status"] == "error", "path"].tolist() == ["box0/broken.png"]
+    assert len(read_outputs(tmp_path / "out")) == 12
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    names = sorted(r.name for r in runs)
+    assert names == ["clean-shard-0", "clean-shard-1", "clean-shard-2", "resolve-model", "write-report"]
+    by_type = {a.type: a for a in artifacts}
+    assert "data:image/png;base64," in by_type["markdown"].data
+    assert "(ok files)" in str(by_type["table"].data)
+
+    again = clean_folder(**params(scans, tmp_path / "out", store))
+    assert (again["ok"], again["skipped"], again["error"]) == (0, 12, 1)
+
+
+def test_a_shard_that_fails_once_is_retried(scans, tmp_path, store, monkeypatch):
+    calls = Counter()
+    original = cleaning.clean_shard
+
+    def flaky(entries, **kwargs):
+        calls["all"] += 1
+        if calls["all"] == 1:
+            raise OSError("network share went away")
+        return original(entries, **kwargs)
+
+    monkeypatch.setattr(cleaning, "clean_shard", flaky)
+    result = clean_folder(**params(scans, tmp_path / "out", store))
+    assert result["ok"] == 12 and calls["all"] == 4  # three shards, one of them twice
+
+
+def test_dask_runner_gives_the_same_outputs(scans, tmp_path, store):
+    clean_folder(**params(scans, tmp_path / "threads", store))
+    runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": False, "threads_per_worker": 1})
+    result = clean_folder.with_options(task_runner=runner)(**params(scans, tmp_path / "dask", store))
+    assert result["ok"] == 12
+    threads, dask = read_outputs(tmp_path / "threads"), read_outputs(tmp_path / "dask")
+    assert threads.keys() == dask.keys() and len(threads) == 12
+    for rel in threads:
+        np.testing.assert_array_equal(threads[rel], dask[rel])
+
+
+def test_an_overlapping_run_does_nothing(scans, tmp_path, store):
+    out = tmp_path / "out"
+    with cleaning.folder_lock(out):
+        result = clean_folder(**params(scans, out, store))
+    assert result["status"] == "busy" and not read_outputs(out)
