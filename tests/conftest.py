@@ -26,3 +26,24 @@ def mnist_dir():
     if not folder or not Path(folder).is_dir():
         pytest.skip("real MNIST not available: set DENOISER_MNIST_DIR")
     return Path(folder)
+
+
+@pytest.fixture(scope="session")
+def untrained(tmp_path_factory):
+    """A model store holding one checkpoint, 'conv-test': a ConvDAE fresh from seed 0.
+
+    Enough to test everything about folder cleaning except its quality.
+    """
+    import torch
+
+    from denoiser import checkpoint
+    from denoiser.model import ConvDAE
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models")
+    return checkpoint.save_checkpoint(folder, "conv-test", ConvDAE(), {"architecture": "conv"})
+
+
+@pytest.fixture(scope="session")
+def store(untrained):
+    return untrained.weights.parent

@@ -31,13 +31,6 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 
 @pytest.fixture(scope="module")
-def untrained(tmp_path_factory):
-    torch.manual_seed(0)
-    store = tmp_path_factory.mktemp("models")
-    return checkpoint.save_checkpoint(store, "conv-untrained", ConvDAE(), {"architecture": "conv"})
-
-
-@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A conv DAE trained briefly on drawn digits with the seed's noise."""
     digits = draw_digits(480, seed=11)[0]

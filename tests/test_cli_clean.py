@@ -13,22 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from denoiser import checkpoint
-from denoiser.model import ConvDAE
 from test_cli import denoiser
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models")
-    checkpoint.save_checkpoint(folder, "conv-test", ConvDAE(), {"architecture": "conv"})
-    return folder
 
 
 def write_scans(folder: Path, count: int, size: int = 28) -> None:

@@ -5,7 +5,6 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
@@ -16,18 +15,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect_dask import DaskTaskRunner
 
-from denoiser import checkpoint, cleaning
-from denoiser.model import ConvDAE
+from denoiser import cleaning
 from flows.clean import clean_folder
 from helpers import draw_digits
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("models")
-    checkpoint.save_checkpoint(folder, "conv-test", ConvDAE(), {"architecture": "conv"})
-    return folder
 
 
 @pytest.fixture
