@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 
 from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.device import resolve_device
+from denoiser.files import atomic_path
 from denoiser.images import Entry, GrayImage, ImageError, is_inverted, read_image, scan_folder, write_like
 from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
@@ -107,16 +107,10 @@ def _output_path(out_dir: Path, rel: str) -> Path:
 
 
 def _write_atomically(source: GrayImage, gray: np.ndarray, dest: Path, tmp_dir: Path) -> None:
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=tmp_dir, suffix=dest.suffix)
-    os.close(fd)
-    try:
-        write_like(source, gray, name)
-        with open(name, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(name, dest)
-    finally:
-        Path(name).unlink(missing_ok=True)
+    # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves nothing
+    # half-written among the outputs, and the next run sweeps the folder clean.
+    with atomic_path(dest, tmp_dir=tmp_dir) as tmp:
+        write_like(source, gray, tmp)
 
 
 def _one_line(error: BaseException) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,19 +19,34 @@ from typing import Any
 import numpy as np
 
 
-@contextlib.contextmanager
-def atomic_path(destination: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``destination``; rename it into place on success.
+def _new_temporary(directory: Path, name: str) -> Path:
+    """A new empty file ``.<name>.<random>.part`` in ``directory``.
 
-    On an exception the temporary file is removed and ``destination`` is untouched.
+    Created with the usual permissions (0666 less the umask), unlike ``tempfile.mkstemp``'s
+    0600, so the renamed result is readable as any other file the user writes.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = directory / f".{name}.{secrets.token_hex(4)}.part"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return path
+        except FileExistsError:
+            continue
+
+
+@contextlib.contextmanager
+def atomic_path(
+    destination: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str] | None = None
+) -> Iterator[Path]:
+    """Yield a temporary path; rename it to ``destination`` when the block succeeds.
+
+    The temporary file is beside ``destination``, or in ``tmp_dir`` (which must be on the
+    same file system). On an exception it is removed and ``destination`` is untouched.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(Path(tmp_dir) if tmp_dir else destination.parent, destination.name)
     try:
         yield tmp
         with open(tmp, "rb+") as handle:

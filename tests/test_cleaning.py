@@ -184,3 +184,13 @@ def test_report_columns(tree, untrained):
     assert list(back.columns) == ["run_id", "path", "status", "error", "format", "mode", "width",
                                   "height", "inverted", "model_id", "input_sha256", "output_path",
                                   "recon_mse", "noise_sigma_in", "noise_sigma_out", "seconds"]
+
+
+def test_outputs_get_ordinary_permissions(tree, untrained):
+    in_dir, out_dir, _, _ = tree
+    old = os.umask(0o022)
+    try:
+        run(in_dir, out_dir, untrained)
+    finally:
+        os.umask(old)
+    assert (out_dir / "mnist-like.png").stat().st_mode & 0o777 == 0o644
