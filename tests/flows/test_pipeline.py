@@ -1,5 +1,6 @@
 """The MNIST flow under a real (test) Prefect API, on a small synthetic dataset."""
 
+import time
 from collections import Counter
 
 import pandas as pd
@@ -69,7 +70,14 @@ def test_flow_end_to_end(params):
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        # Logs reach the API in batches a couple of seconds apart: wait for the epoch line.
+        deadline = time.time() + 20
+        while True:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+            if any("epoch 1/1" in log.message for log in logs) or time.time() > deadline:
+                break
+            time.sleep(0.5)
     by_type = {a.type: a for a in artifacts}
     assert set(by_type) >= {"table", "markdown", "progress"}
     assert by_type["progress"].data == 100
