@@ -29,6 +29,7 @@ from denoiser import checkpoint, cleaning, stages
 from denoiser.images import Entry
 from denoiser.report import write_parquet
 from denoiser.train import TrainConfig
+from flows.logs import library_logs
 from flows.pipeline import retry_unless_bad_input
 
 SHARD_SIZE = 2000
@@ -36,6 +37,7 @@ SHARD_SIZE = 2000
 
 @task(name="resolve-model", task_run_name="resolve-model", retries=2, retry_delay_seconds=10,
       retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+@library_logs
 def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
                   device: str) -> dict:
     """The model to clean with: ``model`` (id or path), else the newest in the store, else
@@ -57,6 +59,7 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
 
 @task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
       cache_policy=NO_CACHE)
+@library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
                 run_id: str, batch_size: int, overwrite: bool, device: str) -> dict:
     found = checkpoint.resolve_checkpoint(model["weights"], "")

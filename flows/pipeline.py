@@ -36,6 +36,7 @@ from denoiser.checkpoint import DEFAULT_MODELS_DIR
 from denoiser.files import read_json, write_json
 from denoiser.noise import DEFAULT_NOISE
 from denoiser.train import TrainConfig
+from flows.logs import library_logs
 
 TASK_RETRIES = 2
 CODE_VERSION = "1"  # part of every cache key: bump when a stage's outputs change meaning
@@ -73,7 +74,8 @@ def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Pref
 
 
 def _stage_task(name: str):
-    return task(
+    """A stage: retried, cached by :func:`stage_cache_key`, library logs in the run logs."""
+    make_task = task(
         name=name,
         task_run_name=name,
         retries=TASK_RETRIES,
@@ -82,6 +84,7 @@ def _stage_task(name: str):
         persist_result=True,
         cache_key_fn=stage_cache_key,
     )
+    return lambda fn: make_task(library_logs(fn))
 
 
 # --- the five stages ----------------------------------------------------------------

@@ -1,12 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
-
-from helpers import write_idx_dataset  # noqa: E402
+from tests.helpers import write_idx_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,7 +14,7 @@ from denoiser import checkpoint, cleaning
 from denoiser.images import read_image
 from denoiser.model import ConvDAE
 from denoiser.train import TrainConfig, train
-from helpers import draw_digits, make_messy_tree
+from tests.helpers import draw_digits, make_messy_tree
 
 
 def snapshot(root: Path) -> dict[str, tuple]:

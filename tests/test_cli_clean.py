@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from test_cli import denoiser
+from tests.test_cli import denoiser
 
 BIN = Path(sys.executable).parent
 

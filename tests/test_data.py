@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import idx_bytes, write_idx_dataset
+from tests.helpers import idx_bytes, write_idx_dataset
 
 from denoiser import data
 from denoiser.data import DataError, load_dataset, read_idx

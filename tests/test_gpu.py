@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import draw_digits
+from tests.helpers import draw_digits
 
 from denoiser import checkpoint
 from denoiser.infer import denoise

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from helpers import draw_digits
+from tests.helpers import draw_digits
 
 from denoiser import checkpoint, stages
 from denoiser.data import array_digest

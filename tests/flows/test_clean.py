@@ -17,7 +17,7 @@ from prefect_dask import DaskTaskRunner
 
 from denoiser import cleaning
 from flows.clean import clean_folder
-from helpers import draw_digits
+from tests.helpers import draw_digits
 
 
 @pytest.fixture
