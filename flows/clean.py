@@ -26,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, stages
-from denoiser.images import Entry
+from denoiser.images import Entry, ImageError, read_image
 from denoiser.report import write_parquet
 from denoiser.train import TrainConfig
 from flows.logs import library_logs
@@ -104,10 +104,9 @@ def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height:
     done = frame[frame["status"] == "ok"].head(count)
     pairs = []
     for row in done.itertuples():
-        try:
-            before = Image.open(Path(in_dir) / row.path).convert("L")
-            after = Image.open(row.output_path).convert("L")
-        except OSError:
+        try:  # read as the cleaner does, so 16-bit and float scans show at their real scale
+            before, after = (_thumbnail_source(path) for path in (Path(in_dir) / row.path, row.output_path))
+        except (ImageError, OSError):
             continue
         width = max(1, round(before.width * height / before.height))
         pairs.append((before.resize((width, height)), after.resize((width, height))))
@@ -123,6 +122,11 @@ def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height:
     buffer = io.BytesIO()
     strip.save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _thumbnail_source(path: str | Path) -> Image.Image:
+    gray = read_image(path).pixels
+    return Image.fromarray((gray * 255).round().astype("uint8"), mode="L")
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
