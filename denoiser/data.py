@@ -15,7 +15,6 @@ dataset's mirrors, verified, and written atomically.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -29,27 +28,13 @@ import numpy as np
 import torch
 
 from denoiser.files import atomic_path
+from denoiser.idx import DataError, is_gzip, parse_idx, read_content
 
 log = logging.getLogger(__name__)
 
 ENV_DATA_DIR = "DENOISER_MNIST_DIR"
 ENV_MIRRORS = "DENOISER_MNIST_MIRRORS"  # comma-separated base URLs, tried before the built-in ones
 DEFAULT_DATA_DIR = Path("data") / "mnist"
-
-# IDX type codes (the third magic byte) and the numpy dtype each stands for, big-endian.
-_IDX_TYPES = {
-    0x08: np.dtype(np.uint8),
-    0x09: np.dtype(np.int8),
-    0x0B: np.dtype(">i2"),
-    0x0C: np.dtype(">i4"),
-    0x0D: np.dtype(">f4"),
-    0x0E: np.dtype(">f8"),
-}
-
-
-class DataError(ValueError):
-    """A data file is missing, malformed or not the file it claims to be."""
-
 
 @dataclass(frozen=True)
 class IdxFile:
@@ -156,56 +141,7 @@ class MnistSplits:
     test_labels: np.ndarray
 
 
-# --- reading ------------------------------------------------------------------------
-
-
-def parse_idx(content: bytes, *, source: str = "<bytes>") -> np.ndarray:
-    """Decode the bytes of one IDX file into an array; ``source`` names it in errors."""
-    if len(content) < 4:
-        raise DataError(f"{source}: {len(content)} bytes is too short for an IDX header")
-    zero, type_code, ndim = int.from_bytes(content[:2], "big"), content[2], content[3]
-    if zero != 0 or type_code not in _IDX_TYPES or ndim == 0:
-        raise DataError(
-            f"{source}: bad IDX magic number 0x{content[:4].hex()} "
-            "(expected 0x0000 then a type code 08-0E and a dimension count)"
-        )
-    header_end = 4 + 4 * ndim
-    if len(content) < header_end:
-        raise DataError(f"{source}: truncated IDX header ({len(content)} bytes)")
-    dims = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    actual = len(content) - header_end
-    if actual != expected:
-        problem = "truncated" if actual < expected else "has trailing bytes"
-        raise DataError(
-            f"{source}: {problem}: header says {'x'.join(map(str, dims))} "
-            f"({expected} data bytes) but the file holds {actual}"
-        )
-    array = np.frombuffer(content, dtype=dtype, offset=header_end).reshape(dims)
-    return array.astype(dtype.newbyteorder("="), copy=True)
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
-        return handle.read(2) == b"\x1f\x8b"
-
-
-def _read_content(path: Path) -> bytes:
-    """The uncompressed bytes of ``path``; gzip is recognised by its magic, not its name."""
-    try:
-        if _is_gzip(path):
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as error:
-        raise DataError(f"{path}: cannot be read ({error})") from error
-
-
-def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read one IDX file, gzipped (``.gz``) or raw, into an array."""
-    path = Path(path)
-    return parse_idx(_read_content(path), source=str(path))
+# --- the dataset's files ----------------------------------------------------------
 
 
 def _find(folder: Path, name: str) -> Path | None:
@@ -222,7 +158,7 @@ def _md5(data: bytes) -> str:
 def _verify(path: Path, content: bytes, spec: IdxFile) -> None:
     if spec.md5 is not None and _md5(content) == spec.md5:
         return
-    compressed = _is_gzip(path)
+    compressed = is_gzip(path)
     if spec.gz_md5 is not None and compressed and _md5(path.read_bytes()) == spec.gz_md5:
         return
     if spec.md5 is None and spec.gz_md5 is None:
@@ -239,7 +175,7 @@ def _verify(path: Path, content: bytes, spec: IdxFile) -> None:
 
 def load_file(path: Path, spec: IdxFile) -> np.ndarray:
     """Read, verify the checksum, and check the shape of one dataset file."""
-    content = _read_content(path)
+    content = read_content(path)
     array = parse_idx(content, source=str(path))
     if len(array.shape) != len(spec.shape) or any(
         want is not None and got != want for got, want in zip(array.shape, spec.shape, strict=True)

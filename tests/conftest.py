@@ -5,8 +5,6 @@ import pytest
 
 from tests.helpers import write_idx_dataset
 
-REPO = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory):

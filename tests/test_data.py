@@ -11,7 +11,8 @@ import pytest
 from tests.helpers import idx_bytes, write_idx_dataset
 
 from denoiser import data
-from denoiser.data import DataError, load_dataset, read_idx
+from denoiser.data import DataError, load_dataset
+from denoiser.idx import read_idx
 
 
 def test_read_idx_gz_and_raw_give_the_same_array(tmp_path):
