@@ -213,6 +213,8 @@ def load_dataset(
     """Load (downloading first if needed) and verify the four files of ``dataset``."""
     folder = resolve_data_dir(data_dir)
     missing = [spec for spec in dataset.files if _find(folder, spec.name) is None]
+    if missing and download and not mirrors_for(dataset):
+        raise DataError(_missing_message(dataset, folder, "and this dataset has no download mirror"))
     if missing and download:
         try:
             for spec in missing:

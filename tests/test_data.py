@@ -162,6 +162,12 @@ def test_unreachable_mirror_gives_the_offline_sentence(tmp_path):
     assert not target.exists() or not list(target.iterdir())
 
 
+def test_a_dataset_without_mirrors_says_so(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.ENV_MIRRORS, raising=False)
+    with pytest.raises(DataError, match="has no download mirror: put train-images-idx3-ubyte.gz"):
+        load_dataset(tmp_path, dataset=data.ANY_IDX)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
