@@ -299,8 +299,7 @@ def to_model_input(images: np.ndarray) -> torch.Tensor:
     """uint8 ``(N, H, W)`` or float ``(N, H, W)`` in [0, 1] -> float32 ``(N, 1, H, W)``."""
     if images.ndim != 3:
         raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
-    array = images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(array)).unsqueeze(1)
+    return torch.from_numpy(np.ascontiguousarray(to_float(images))).unsqueeze(1)
 
 
 def from_model_output(images: torch.Tensor) -> np.ndarray:

@@ -27,10 +27,9 @@ def denoise(
     device = torch.device(device)
     model = _prepared(model, device)
     out = np.empty(images.shape, dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(images), batch_size):
-            x = to_model_input(images[start : start + batch_size]).to(device)
-            out[start : start + len(x)] = from_model_output(torch.sigmoid(model(x)))
+    for start in range(0, len(images), batch_size):
+        out[start : start + batch_size] = _run(model, to_model_input(images[start : start + batch_size]),
+                                               device)
     return out
 
 
@@ -53,10 +52,12 @@ def _pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
 
 
-def _run(model: torch.nn.Module, batch: np.ndarray, device: torch.device) -> np.ndarray:
+def _run(model: torch.nn.Module, batch: np.ndarray | torch.Tensor, device: torch.device) -> np.ndarray:
+    """sigmoid(model(x)) for a float (N, H, W) array or an (N, 1, H, W) tensor."""
+    if isinstance(batch, np.ndarray):
+        batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).unsqueeze(1)
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).unsqueeze(1).to(device)
-        return from_model_output(torch.sigmoid(model(x)))
+        return from_model_output(torch.sigmoid(model(batch.to(device))))
 
 
 def denoise_images(

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from denoiser.data import to_float
+
 NOISE_KINDS = ("gaussian", "salt-pepper", "poisson", "speckle")
 DEFAULT_NOISE = "gaussian:0.5"
 
@@ -91,8 +93,6 @@ def add_noise(images: torch.Tensor, *, spec: NoiseSpec, rng: torch.Generator) ->
 
 def noisy_copy(images: np.ndarray, *, spec: NoiseSpec, seed: int) -> np.ndarray:
     """Noisy float32 ``(N, H, W)`` images from uint8 or float ``images``; reproducible by seed."""
-    from denoiser.data import to_float
-
     rng = torch.Generator().manual_seed(seed)
     clean = torch.from_numpy(to_float(images))
     return add_noise(clean, spec=spec, rng=rng).numpy()

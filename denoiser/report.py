@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from denoiser.data import to_float
 from denoiser.files import atomic_path, write_json
 from denoiser.metrics import bce, mse, psnr, ssim
 
@@ -39,7 +40,6 @@ def build_report(
     model_id: str,
 ) -> pd.DataFrame:
     """The report table; ``clean`` may be uint8, the others float in [0, 1]."""
-    from denoiser.data import to_float
 
     if not (len(clean) == len(noisy) == len(denoised) == len(labels)):
         raise ValueError(
@@ -87,7 +87,6 @@ def write_summary(summary: dict[str, Any], path: str | os.PathLike[str]) -> Path
 
 def preview_image(rows: list[np.ndarray], *, scale: int = 3, gap: int = 2) -> Image.Image:
     """A grid: one row per array of ``(k, H, W)`` images in [0, 1] (or uint8), white gaps."""
-    from denoiser.data import to_float
 
     rows = [to_float(np.asarray(r)) for r in rows]
     k, h, w = rows[0].shape

@@ -42,11 +42,8 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
                   device: str) -> dict:
     """The model to clean with: ``model`` (id or path), else the newest in the store, else
     the default recipe trained on MNIST (the train-or-load stage)."""
-    if model:
-        found = checkpoint.resolve_checkpoint(model, models_dir)
-    elif stored := checkpoint.list_checkpoints(models_dir):
-        found = stored[-1]
-    else:
+    found = checkpoint.select_checkpoint(model, models_dir)
+    if found is None:
         get_run_logger().info("the model store %s is empty: training the default model", models_dir)
         run_dir = Path(runs_dir) / f"default-model-{stages.new_run_id()}"
         ingested = stages.ingest(run_dir, data_dir=data_dir)
@@ -62,7 +59,8 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
                 run_id: str, batch_size: int, overwrite: bool, device: str) -> dict:
-    found = checkpoint.resolve_checkpoint(model["weights"], "")
+    weights = Path(model["weights"])
+    found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
     rows = cleaning.clean_shard(
         entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
         options=cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device),

@@ -197,20 +197,16 @@ def _clean(args: argparse.Namespace) -> int:
 
     resolve_device(args.device)
     entries = cleaning.plan(args.in_dir, args.out_dir)
-    if args.model:
-        checkpoint.resolve_checkpoint(args.model, args.models_dir)
+    chosen = checkpoint.select_checkpoint(args.model, args.models_dir)  # a bad --model fails here
     if args.dry_run:
-        stored = checkpoint.list_checkpoints(args.models_dir)
-        model_id = (checkpoint.resolve_checkpoint(args.model, args.models_dir).model_id if args.model
-                    else stored[-1].model_id if stored else None)
+        model_id = chosen.model_id if chosen else None
         frame = cleaning.report_frame(cleaning.dry_run(entries, out_dir=args.out_dir,
                                                        model_id=model_id, overwrite=args.overwrite))
         for row in frame.itertuples():
             print(f"{row.status:8} {row.path}" + ("" if pd.isna(row.error) else f"  ({row.error})"))
-        todo = int((frame["status"] == "todo").sum())
-        print(f"dry run: {len(frame)} files: {todo} to clean, "
-              f"{int((frame['status'] == 'skipped').sum())} skipped, "
-              f"{int((frame['status'] == 'error').sum())} error"
+        n = frame["status"].value_counts()
+        print(f"dry run: {len(frame)} files: {n.get('todo', 0)} to clean, {n.get('skipped', 0)} "
+              f"skipped, {n.get('error', 0)} error"
               + ("" if model_id else "; the default model would be trained first"))
         return 0
 

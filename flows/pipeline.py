@@ -50,8 +50,9 @@ def run_token(run_dir: Path) -> str:
     marker = run_dir / "run.json"
     if marker.is_file():
         return read_json(marker)["token"]
-    write_json(marker, {"token": secrets.token_hex(8)})
-    return read_json(marker)["token"]
+    token = secrets.token_hex(8)
+    write_json(marker, {"token": token})
+    return token
 
 
 def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
