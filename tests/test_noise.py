@@ -76,3 +76,18 @@ def test_speckle_scales_with_intensity():
     out = add_noise(clean, spec=NoiseSpec("speckle", 0.3), rng=torch.Generator().manual_seed(0))
     assert abs(float((out[:100] - 0.2).std()) - 0.06) < 0.002
     assert torch.equal(out[100:], clean[100:])  # no signal, no speckle
+
+
+def test_a_range_gives_each_image_its_own_level():
+    spec = NoiseSpec.parse("gaussian:0.1-0.7")
+    assert (spec.level, spec.high) == (0.1, 0.7) and str(spec) == "gaussian:0.1-0.7"
+    clean = torch.full((400, 28, 28), 0.5)
+    noisy = add_noise(clean, spec=spec, rng=torch.Generator().manual_seed(0))
+    stds = (noisy - clean).flatten(1).std(dim=1)  # clipping at 0 and 1 shrinks the high ones
+    assert 0.08 < stds.min() < 0.15 and 0.35 < stds.max() < 0.5
+    assert stds.std() > 0.05  # spread over the range, not one level
+    with pytest.raises(ValueError, match="runs backwards"):
+        NoiseSpec.parse("gaussian:0.7-0.1")
+    with pytest.raises(ValueError, match="salt-pepper level is a fraction"):
+        NoiseSpec.parse("salt-pepper:0.1-2")
+
