@@ -255,7 +255,7 @@ def run_pipeline(
     retrain: bool = False,
 ) -> StageResult:
     """All five stages in order, without Prefect (the flow in ``flows/`` adds retries, UI)."""
-    config = config or TrainConfig()
+    config = config or TrainConfig.recipe()
     run_id = run_id or new_run_id()
     run_dir = Path(runs_dir) / run_id
     ingested = ingest(run_dir, data_dir=data_dir, dataset=dataset, test_limit=test_limit)

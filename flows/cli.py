@@ -1,6 +1,7 @@
 """The ``denoiser`` command.
 
-    denoiser run                                   # the seed's recipe on MNIST, full size
+    denoiser run                                   # the default model on MNIST, full size
+    denoiser run --model conv                      # the seed's model and recipe
     denoiser run --epochs 1 --train-limit 2048 --test-limit 512   # a smoke-sized run
     denoiser run --data-dir ~/mnist --noise salt-pepper:0.1 --retrain
 
@@ -23,7 +24,7 @@ from denoiser.device import DEVICES, resolve_device
 from denoiser.model import MODEL_NAMES
 from denoiser.noise import DEFAULT_NOISE, NoiseSpec
 from denoiser.stages import DEFAULT_RUNS_DIR
-from denoiser.train import TrainConfig
+from denoiser.train import DEFAULT_MODEL, LOSSES, RECIPES, SCHEDULES, TrainConfig
 
 
 def int_at_least(minimum: int):
@@ -49,6 +50,12 @@ def noise_spec(text: str) -> str:
         return str(NoiseSpec.parse(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def recipe_default(option: str) -> str:
+    """'(default: the model's recipe: unet 8, conv 10)' for an option the recipes set."""
+    values = {model: RECIPES[model][option] for model in ("unet", "conv")}
+    return "(default: the model's recipe: " + ", ".join(f"{m} {v}" for m, v in values.items()) + ")"
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -89,15 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
                      help="which checksums to verify against ('idx': any set in MNIST's "
                           "layout, unverified)")
-    run.add_argument("--model", choices=MODEL_NAMES, default="conv",
-                     help="network: the seed's conv DAE or a dense baseline")
+    run.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
+                     help="network: a small U-Net, the seed's conv DAE, or a dense baseline; "
+                          "each comes with its recipe, which the options below override")
     run.add_argument("--noise", type=noise_spec, default=DEFAULT_NOISE, metavar="SPEC",
                      help="KIND:LEVEL, one of gaussian:STD, salt-pepper:FRACTION, "
-                          "poisson:PEAK, speckle:STD")
-    run.add_argument("--epochs", type=positive_int, default=10, metavar="N",
-                     help="training epochs")
-    run.add_argument("--batch-size", type=positive_int, default=128, metavar="N",
-                     help="training batch size")
+                          "poisson:PEAK, speckle:STD; a range LOW-HIGH trains a blind model")
+    run.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+                     help=f"training epochs {recipe_default('epochs')}")
+    run.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                     help=f"training batch size {recipe_default('batch_size')}")
+    run.add_argument("--learning-rate", type=float, default=None, metavar="LR",
+                     help=f"Adam's learning rate {recipe_default('learning_rate')}")
+    run.add_argument("--loss", choices=LOSSES, default=None,
+                     help=f"training loss {recipe_default('loss')}")
+    run.add_argument("--schedule", choices=SCHEDULES, default=None,
+                     help=f"learning-rate schedule {recipe_default('schedule')}")
     run.add_argument("--denoise-batch-size", type=positive_int, default=512, metavar="N",
                      help="batch size for denoising the test set (does not change results)")
     run.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
@@ -169,11 +183,12 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--model", metavar="ID|PATH", default=None,
                          help="model id in the store, or a checkpoint's .pt path (default: the "
                               "newest model in the store; if none, train the default on MNIST)")
-    command.add_argument("--batch-size", type=positive_int, default=64, metavar="N",
-                         help="images of one size denoised together")
+    command.add_argument("--batch-size", type=positive_int, default=256, metavar="N",
+                         help="images of one size denoised together (fewer when they are "
+                              "large, so a batch stays under 1M pixels)")
     command.add_argument("--shard-size", type=positive_int, default=2000, metavar="N",
-                         help="files per shard; a shard is one retryable task, and memory "
-                              "grows with it")
+                         help="files per shard; a shard is one retryable task, streamed "
+                              "through in chunks so memory does not grow with it")
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
@@ -272,9 +287,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     # Validate everything that can be checked without Prefect before starting it.
-    config = TrainConfig(model=args.model, noise=args.noise, epochs=args.epochs,
-                         batch_size=args.batch_size, train_limit=args.train_limit,
-                         seed=args.seed)
+    config = TrainConfig.recipe(args.model, noise=args.noise, epochs=args.epochs,
+                                batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                loss=args.loss, schedule=args.schedule,
+                                train_limit=args.train_limit, seed=args.seed)
     resolve_device(args.device)
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
@@ -298,6 +314,7 @@ def _run(args: argparse.Namespace) -> int:
     result = mnist_pipeline.with_options(retries=args.flow_retries)(
         data_dir=args.data_dir, dataset=args.dataset, model=config.model, noise=config.noise,
         epochs=config.epochs, batch_size=config.batch_size,
+        learning_rate=config.learning_rate, loss=config.loss, schedule=config.schedule,
         denoise_batch_size=args.denoise_batch_size, train_limit=config.train_limit,
         test_limit=args.test_limit, device=args.device, seed=config.seed,
         retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,

@@ -35,7 +35,7 @@ from denoiser import stages
 from denoiser.checkpoint import DEFAULT_MODELS_DIR
 from denoiser.files import read_json, write_json
 from denoiser.noise import DEFAULT_NOISE
-from denoiser.train import TrainConfig
+from denoiser.train import DEFAULT_MODEL, TrainConfig
 from flows.logs import library_logs
 
 TASK_RETRIES = 2
@@ -198,10 +198,13 @@ def default_run_id() -> str:
 def mnist_pipeline(
     data_dir: str | None = None,
     dataset: str = "mnist",
-    model: str = "conv",
+    model: str = DEFAULT_MODEL,
     noise: str = DEFAULT_NOISE,
-    epochs: int = 10,
-    batch_size: int = 128,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate: float | None = None,
+    loss: str | None = None,
+    schedule: str | None = None,
     denoise_batch_size: int = 512,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -213,9 +216,12 @@ def mnist_pipeline(
     run_id: str | None = None,
     retry_delay_seconds: float = 10,
 ) -> dict:
-    """Ingest MNIST, noise the test set, train or load the DAE, denoise, and report."""
-    config = TrainConfig(model=model, noise=noise, epochs=epochs, batch_size=batch_size,
-                         train_limit=train_limit, seed=seed)
+    """Ingest MNIST, noise the test set, train or load the DAE, denoise, and report.
+
+    Training options left unset come from the model's recipe."""
+    config = TrainConfig.recipe(model, noise=noise, epochs=epochs, batch_size=batch_size,
+                                learning_rate=learning_rate, loss=loss, schedule=schedule,
+                                train_limit=train_limit, seed=seed)
     run_id = run_id or default_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     get_run_logger().info("run %s in %s", run_id, run_dir)

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from denoiser.train import RECIPES
+
 
 def denoiser(*args, cwd=None, env=None, timeout=300):
     script = Path(sys.executable).with_name("denoiser")
@@ -24,10 +26,14 @@ def test_help_documents_every_option_with_its_default():
     assert out.returncode == 0
     text = " ".join(out.stdout.split())
     for option in ("--data-dir", "--model", "--noise", "--epochs", "--batch-size", "--train-limit",
-                   "--test-limit", "--device", "--seed", "--retrain", "--runs-dir"):
+                   "--test-limit", "--device", "--seed", "--retrain", "--runs-dir", "--loss",
+                   "--learning-rate", "--schedule"):
         assert option in text
-    for default in ("(default: gaussian:0.5)", "(default: 10)", "(default: 128)",
-                    "(default: conv)", "(default: auto)", "(default: data/runs)"):
+    unet = RECIPES["unet"]
+    for default in ("(default: gaussian:0.5)",
+                    f"(default: the model's recipe: unet {unet['epochs']}, conv 10)",
+                    f"(default: the model's recipe: unet {unet['loss']}, conv bce)",
+                    "(default: unet)", "(default: auto)", "(default: data/runs)"):
         assert default in text
 
 
@@ -37,7 +43,7 @@ def test_help_documents_every_option_with_its_default():
         (["--noise", "blur:1"], "unknown noise kind 'blur'"),
         (["--epochs", "0"], "--epochs: 0 must be 1 or more"),
         (["--batch-size", "x"], "'x' is not a whole number"),
-        (["--model", "unet"], "invalid choice: 'unet'"),
+        (["--model", "resnet"], "invalid choice: 'resnet'"),
         (["--run-id", "../x"], "must be a plain folder name"),
     ],
 )
@@ -77,4 +83,4 @@ def test_run_prints_where_the_report_is(tmp_path, idx_dir):
     assert "report: data/runs/smoke/report.parquet" in out.stdout
     frame = pd.read_parquet(tmp_path / "data/runs/smoke/report.parquet")
     assert len(frame) == 32
-    assert len(list((tmp_path / "data/models").glob("conv-*.pt"))) == 1
+    assert len(list((tmp_path / "data/models").glob("unet-*.pt"))) == 1  # the default model

@@ -31,7 +31,7 @@ def test_dense_baselines(name, hidden, params):
         model(torch.rand(1, 1, 16, 16))
 
 
-@pytest.mark.parametrize("name", ["conv", "dense-ae", "dense-dae"])
+@pytest.mark.parametrize("name", ["unet", "conv", "dense-ae", "dense-dae"])
 def test_gradients_reach_every_parameter(name):
     torch.manual_seed(0)
     model = build_model(name)
@@ -42,5 +42,10 @@ def test_gradients_reach_every_parameter(name):
 
 
 def test_unknown_model_name():
-    with pytest.raises(ValueError, match="unknown model 'unet'; choose one of conv"):
-        build_model("unet")
+    with pytest.raises(ValueError, match="unknown model 'resnet'; choose one of unet, conv"):
+        build_model("resnet")
+
+
+def test_unet_keeps_any_size():
+    model = build_model("unet")
+    assert model(torch.rand(2, 1, 30, 45)).shape == (2, 1, 30, 45)

@@ -118,3 +118,72 @@ def test_denoise_output_does_not_depend_on_batch_size(digits):
     np.testing.assert_allclose(one, all_at_once, atol=1e-6, rtol=0)
     assert one.shape == images.shape and one.dtype == np.float32
     assert 0 <= one.min() and one.max() <= 1
+
+
+def test_each_model_has_its_recipe_and_options_override_it():
+    seed = TrainConfig.recipe("conv")
+    assert (seed.epochs, seed.learning_rate, seed.loss, seed.schedule, seed.keep_best) == (
+        10, 1e-3, "bce", "constant", False)
+    assert seed == TrainConfig()  # the dataclass defaults are the seed's recipe
+    default = TrainConfig.recipe()
+    assert default.model == "unet" and default.schedule == "cosine" and default.keep_best
+    assert TrainConfig.recipe("unet", epochs=3, loss=None).epochs == 3
+    assert TrainConfig.recipe("unet", loss=None).loss == default.loss  # None means "the recipe's"
+    with pytest.raises(ValueError, match="unknown loss 'huber'"):
+        TrainConfig.recipe("unet", loss="huber")
+    with pytest.raises(ValueError, match="unknown schedule"):
+        TrainConfig(schedule="step")
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse", "l1"])
+def test_every_loss_and_the_cosine_schedule_train(digits, loss):
+    config = TrainConfig.recipe("unet", epochs=2, batch_size=16, loss=loss, train_limit=160, seed=2)
+    result = train(digits, config, device=CPU, show_progress=False)
+    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert all(np.isfinite(e.val_psnr) for e in result.history)
+
+
+def test_keep_best_ends_with_the_best_validation_epoch(digits):
+    from denoiser.data import to_model_input
+    from denoiser.metrics import psnr
+    from denoiser.noise import NoiseSpec, add_noise
+
+    # A rate this high makes later epochs worse, so the best epoch is not the last.
+    config = TrainConfig(epochs=3, batch_size=16, learning_rate=0.05, keep_best=True, seed=4)
+    result = train(digits, config, device=CPU, show_progress=False)
+    _, val_idx = split_train_val(len(digits), config)
+    val_x = to_model_input(digits[val_idx])
+    noisy = add_noise(val_x, spec=NoiseSpec.parse(config.noise), rng=torch.Generator().manual_seed(5))
+    out = denoise(result.model, noisy.squeeze(1).numpy())
+    assert psnr(val_x.squeeze(1).numpy(), out).mean() == pytest.approx(
+        max(e.val_psnr for e in result.history), abs=1e-3)
+
+
+def test_channels_last_training_matches_the_plain_layout(digits):
+    """The fast layout computes the same step as plain NCHW, within float tolerance."""
+    from torch.nn import functional as F
+
+    from denoiser.model import build_model
+
+    torch.manual_seed(0)
+    plain = build_model("conv")
+    fast = build_model("conv")
+    fast.load_state_dict(plain.state_dict())
+    fast = fast.to(memory_format=torch.channels_last)
+    x = torch.from_numpy(digits[:32].astype(np.float32) / 255).unsqueeze(1)
+    for model in (plain, fast):
+        F.binary_cross_entropy_with_logits(model(x), x).backward()
+    for (name, a), b in zip(plain.named_parameters(), fast.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_batched_denoising_matches_one_image_at_a_time_in_eager_nchw(digits):
+    from denoiser.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet").eval()
+    images = digits[:9]
+    with torch.no_grad():
+        plain = [torch.sigmoid(model(torch.from_numpy(im.astype(np.float32) / 255)[None, None]))[0, 0].numpy()
+                 for im in images]
+    np.testing.assert_allclose(denoise(model, images, batch_size=512), np.stack(plain), atol=1e-5, rtol=0)
