@@ -16,7 +16,9 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +49,18 @@ REPORT_COLUMNS = {
 
 @dataclass(frozen=True)
 class CleanOptions:
-    batch_size: int = 64
+    batch_size: int = 256
     tile: int = 256
     overlap: int = 32
     overwrite: bool = False
     device: str = "auto"
+    workers: int = 2  # threads reading and writing beside the model
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 def work_dir(out_dir: str | os.PathLike[str]) -> Path:
@@ -106,16 +111,35 @@ def _output_path(out_dir: Path, rel: str) -> Path:
     return dest
 
 
-def _write_atomically(source: GrayImage, gray: np.ndarray, dest: Path, tmp_dir: Path) -> None:
-    # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves nothing
-    # half-written among the outputs, and the next run sweeps the folder clean.
-    with atomic_path(dest, tmp_dir=tmp_dir) as tmp:
-        write_like(source, gray, tmp)
-
-
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
+
+
+@dataclass
+class _Pending:
+    """A decoded input waiting for the model."""
+
+    entry: Entry
+    image: GrayImage
+    digest: str
+    inverted: bool
+    seconds: float  # spent on it so far
+
+
+@dataclass
+class ShardTimings:
+    """Where a shard's time went: seconds summed over files (reading and writing overlap
+    the model in worker threads), and the shard's wall-clock span."""
+
+    decode: float = 0.0
+    model: float = 0.0
+    encode: float = 0.0
+    started: float = 0.0  # time.time() at the start and end of the shard
+    ended: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
 
 
 def clean_shard(
@@ -126,74 +150,120 @@ def clean_shard(
     checkpoint: Checkpoint,
     run_id: str,
     options: CleanOptions = CleanOptions(),
+    timings: ShardTimings | None = None,
 ) -> list[dict[str, Any]]:
-    """Clean one shard of files; returns one report row per entry."""
-    out_dir = Path(out_dir)
-    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite")
-    tmp_dir = work_dir(out_dir) / "tmp"
-    model_id = checkpoint.model_id
-    rows: list[dict[str, Any]] = []
-    pending: list[tuple[Entry, GrayImage, str, float]] = []
+    """Clean one shard of files; returns one report row per entry.
 
-    # Read: hash each input, skip the unchanged ones, decode the rest to gray.
-    for entry in entries:
+    The shard streams through in chunks: worker threads read and decode chunk k+1 and write
+    chunk k-1 while the model denoises chunk k, so memory is bounded by a few chunks, not by
+    the shard. Outputs are flushed to disk once per shard, then recorded in the manifest.
+    """
+    out_dir = Path(out_dir)
+    clock = timings if timings is not None else ShardTimings()
+    clock.started = time.time()
+    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite")
+    current = {} if options.overwrite else manifest.current([e.rel for e in entries], checkpoint.model_id)
+    job = _ShardJob(out_dir, checkpoint.model_id, run_id, current, clock)
+    chunk = max(options.batch_size, 256)
+    parts = [entries[i : i + chunk] for i in range(0, len(entries), chunk)]
+    model, device = None, None
+    rows: list[dict[str, Any]] = []
+    written: list[Future] = []
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        reading = [pool.submit(job.read, e) for e in parts[0]] if parts else []
+        for k in range(len(parts)):
+            loaded = [f.result() for f in reading]
+            if k + 1 < len(parts):  # read ahead while this chunk is denoised
+                reading = [pool.submit(job.read, e) for e in parts[k + 1]]
+            pending = [item for item in loaded if isinstance(item, _Pending)]
+            rows += [item for item in loaded if not isinstance(item, _Pending)]
+            if not pending:
+                continue
+            if model is None:
+                device = resolve_device(options.device)
+                model = load_model(checkpoint, device=device)
+            # Denoise: dark-on-light scans are inverted for the model and back afterwards.
+            started = time.perf_counter()
+            inputs = [1.0 - p.image.pixels if p.inverted else p.image.pixels for p in pending]
+            outputs = denoise_images(model, inputs, batch_size=options.batch_size, device=device,
+                                     tile=options.tile, overlap=options.overlap)
+            share = (time.perf_counter() - started) / len(pending)
+            clock.model += share * len(pending)
+            written += [pool.submit(job.write, item, out, share)
+                        for item, out in zip(pending, outputs, strict=True)]
+            while len(written) > 2 * chunk:  # at most two chunks of outputs in flight
+                rows.append(written.pop(0).result())
+        rows += [f.result() for f in written]
+    if job.records:
+        os.sync()  # one flush for the shard's outputs, before the manifest vouches for them
+        manifest.record_many(job.records)
+    clock.ended = time.time()
+    log.info("shard of %d files: %d cleaned", len(entries), len(job.records))
+    return sorted(rows, key=lambda r: r["path"])
+
+
+class _ShardJob:
+    """The per-file steps of a shard, run in worker threads."""
+
+    def __init__(self, out_dir: Path, model_id: str, run_id: str, current: dict[str, str],
+                 clock: ShardTimings) -> None:
+        self.out_dir, self.model_id, self.run_id = out_dir, model_id, run_id
+        self.tmp_dir = work_dir(out_dir) / "tmp"
+        self.current, self.clock = current, clock
+        self.records: list[tuple[str, str, str, str]] = []
+        self._lock = threading.Lock()
+
+    def read(self, entry: Entry) -> _Pending | dict[str, Any]:
+        """Hash and decode one input: a _Pending, or a finished row (skipped or error)."""
         started = time.perf_counter()
-        if entry.skip:
-            rows.append(_row(run_id, entry, model_id, status="skipped", error=entry.skip))
-            continue
         try:
+            if entry.skip:
+                return _row(self.run_id, entry, self.model_id, status="skipped", error=entry.skip)
             if entry.problem:
                 raise ImageError(entry.problem)
             content = entry.path.read_bytes()
             digest = hashlib.sha256(content).hexdigest()
-            if not options.overwrite and manifest.is_current(entry.rel, digest, model_id):
-                rows.append(_row(run_id, entry, model_id, status="skipped", input_sha256=digest,
-                                 output_path=str(out_dir / entry.rel),
-                                 seconds=time.perf_counter() - started))
-                continue
+            if self.current.get(entry.rel) == digest:
+                return _row(self.run_id, entry, self.model_id, status="skipped", input_sha256=digest,
+                            output_path=str(self.out_dir / entry.rel),
+                            seconds=time.perf_counter() - started)
             image = read_image(entry.path, content)
+            return _Pending(entry, image, digest, is_inverted(image.pixels), time.perf_counter() - started)
         except (ImageError, OSError) as error:
-            rows.append(_row(run_id, entry, model_id, status="error", error=_one_line(error),
-                             seconds=time.perf_counter() - started))
-            continue
-        pending.append((entry, image, digest, time.perf_counter() - started))
+            return _row(self.run_id, entry, self.model_id, status="error", error=_one_line(error),
+                        seconds=time.perf_counter() - started)
+        finally:
+            with self._lock:
+                self.clock.decode += time.perf_counter() - started
 
-    if not pending:
-        return rows
-
-    # Denoise: dark-on-light scans are inverted for the model and back afterwards.
-    device = resolve_device(options.device)
-    model = load_model(checkpoint, device=device)
-    inverted = [is_inverted(image.pixels) for _, image, _, _ in pending]
-    inputs = [1.0 - image.pixels if inv else image.pixels
-              for (_, image, _, _), inv in zip(pending, inverted, strict=True)]
-    started = time.perf_counter()
-    outputs = denoise_images(model, inputs, batch_size=options.batch_size, device=device,
-                             tile=options.tile, overlap=options.overlap)
-    share = (time.perf_counter() - started) / len(pending)
-
-    # Write: atomically, then record in the manifest.
-    for (entry, image, digest, read_seconds), inv, result in zip(pending, inverted, outputs, strict=True):
+    def write(self, item: _Pending, result: np.ndarray, model_seconds: float) -> dict[str, Any]:
+        """Write one output atomically; its report row."""
         started = time.perf_counter()
-        cleaned = 1.0 - result if inv else result
+        image, entry = item.image, item.entry
+        cleaned = 1.0 - result if item.inverted else result
         base = dict(format=image.format, mode=image.mode, width=image.width, height=image.height,
-                    inverted=inv, input_sha256=digest)
+                    inverted=item.inverted, input_sha256=item.digest)
         try:
-            dest = _output_path(out_dir, entry.rel)
-            _write_atomically(image, cleaned, dest, tmp_dir)
-            manifest.record(entry.rel, digest, model_id, str(dest))
+            dest = _output_path(self.out_dir, entry.rel)
+            # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
+            # nothing half-written among the outputs, and the next run sweeps it away.
+            with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
+                write_like(image, cleaned, tmp)
         except (ImageError, OSError, ValueError) as error:
-            rows.append(_row(run_id, entry, model_id, status="error", error=_one_line(error),
-                             seconds=read_seconds + share + time.perf_counter() - started, **base))
-            continue
-        rows.append(_row(
-            run_id, entry, model_id, status="ok", output_path=str(dest),
+            return _row(self.run_id, entry, self.model_id, status="error", error=_one_line(error),
+                        seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
+        finally:
+            with self._lock:
+                self.clock.encode += time.perf_counter() - started
+        row = _row(
+            self.run_id, entry, self.model_id, status="ok", output_path=str(dest),
             recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
             noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
-            seconds=read_seconds + share + time.perf_counter() - started, **base,
-        ))
-    log.info("shard of %d files: %d cleaned", len(entries), len(pending))
-    return sorted(rows, key=lambda r: r["path"])
+            seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
+        )
+        with self._lock:
+            self.records.append((entry.rel, item.digest, self.model_id, str(dest)))
+        return row
 
 
 def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: str | None,

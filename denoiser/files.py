@@ -37,20 +37,24 @@ def _new_temporary(directory: Path, name: str) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(
-    destination: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str] | None = None
+    destination: str | os.PathLike[str], *, tmp_dir: str | os.PathLike[str] | None = None,
+    durable: bool = True,
 ) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``destination`` when the block succeeds.
 
     The temporary file is beside ``destination``, or in ``tmp_dir`` (which must be on the
     same file system). On an exception it is removed and ``destination`` is untouched.
+    ``durable`` flushes the file to disk before the rename; a caller writing thousands of
+    small files passes False and calls :func:`os.sync` once for all of them instead.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temporary(Path(tmp_dir) if tmp_dir else destination.parent, destination.name)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
+        if durable:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, destination)
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,10 @@ import torch
 
 from denoiser.data import from_model_output, to_model_input
 
+# A batch of large images is cut to at most this many pixels, so memory for the
+# activations (64 channels of float32: ~256 MB) stays bounded whatever the image size.
+MAX_BATCH_PIXELS = 1 << 20
+
 
 def denoise(
     model: torch.nn.Module,
@@ -64,7 +68,7 @@ def denoise_images(
     model: torch.nn.Module,
     images: list[np.ndarray],
     *,
-    batch_size: int = 64,
+    batch_size: int = 256,
     device: torch.device | str = "cpu",
     tile: int = 256,
     overlap: int = 32,
@@ -72,7 +76,8 @@ def denoise_images(
     """Denoise float (H, W) images in [0, 1] of any sizes with a fully convolutional model.
 
     Each image is padded to a multiple of 8 and cropped back. Images no larger than
-    ``tile`` x ``tile`` are batched with others of the same size; larger ones are cut into
+    ``tile`` x ``tile`` are batched with others of the same size, up to ``batch_size`` of
+    them and :data:`MAX_BATCH_PIXELS` pixels per batch; larger ones are cut into
     tiles that overlap by ``overlap`` pixels on each side, so memory stays bounded by the
     tile size, and only each tile's centre is kept.
     """
@@ -91,8 +96,9 @@ def denoise_images(
         else:
             out[i] = _denoise_tiled(model, image, device, tile, overlap)
     for (h, w), indices in by_shape.items():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start : start + batch_size]
+        per_batch = max(1, min(batch_size, MAX_BATCH_PIXELS // ((h + -h % 8) * (w + -w % 8))))
+        for start in range(0, len(indices), per_batch):
+            chunk = indices[start : start + per_batch]
             batch = np.stack([_pad_to_multiple(images[i]) for i in chunk])
             for i, result in zip(chunk, _run(model, batch, device), strict=True):
                 out[i] = result[:h, :w]

@@ -59,13 +59,33 @@ class Manifest:
         return (row is not None and row[0] == input_sha256 and row[1] == model_id
                 and Path(row[2]).is_file())
 
+    def current(self, rels: list[str], model_id: str) -> dict[str, str]:
+        """``{rel: input_sha256}`` of the ``rels`` cleaned by ``model_id`` whose output exists,
+        in one query per thousand paths (a shard asks once, not once per file)."""
+        if not self.exists or not rels:
+            return {}
+        found: dict[str, str] = {}
+        with self._connect() as db:
+            for start in range(0, len(rels), 900):  # below SQLite's limit on parameters
+                part = rels[start : start + 900]
+                marks = ",".join("?" * len(part))
+                found.update(
+                    (rel, sha) for rel, sha, out in db.execute(
+                        f"SELECT path, input_sha256, output_path FROM files WHERE model_id = ? "
+                        f"AND path IN ({marks})", (model_id, *part))
+                    if Path(out).is_file()
+                )
+        return found
+
     def record(self, rel: str, input_sha256: str, model_id: str, output_path: str) -> None:
+        self.record_many([(rel, input_sha256, model_id, output_path)])
+
+    def record_many(self, records: list[tuple[str, str, str, str]]) -> None:
+        """Record (rel, input_sha256, model_id, output_path) rows in one transaction."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._connect() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                (rel, input_sha256, model_id, output_path, stamp),
-            )
+            db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                           [(*record, stamp) for record in records])
 
     def __len__(self) -> int:
         with self._connect() as db:

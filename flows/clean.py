@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, stages
 from denoiser.images import Entry, ImageError, read_image
+from denoiser.files import write_json
 from denoiser.report import write_parquet
 from denoiser.train import TrainConfig
 from flows.logs import library_logs
@@ -42,16 +45,17 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
                   device: str) -> dict:
     """The model to clean with: ``model`` (id or path), else the newest in the store, else
     the default recipe trained on MNIST (the train-or-load stage)."""
+    started = time.time()
     found = checkpoint.select_checkpoint(model, models_dir)
     if found is None:
         get_run_logger().info("the model store %s is empty: training the default model", models_dir)
         run_dir = Path(runs_dir) / f"default-model-{stages.new_run_id()}"
         ingested = stages.ingest(run_dir, data_dir=data_dir)
         trained = stages.train_or_load(run_dir, train_images=ingested["train_images"],
-                                       train_sha256=ingested["train_sha256"], config=TrainConfig(),
+                                       train_sha256=ingested["train_sha256"], config=TrainConfig.recipe(),
                                        models_dir=models_dir, device=device)
         found = checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
-    return {"model_id": found.model_id, "weights": str(found.weights)}
+    return {"model_id": found.model_id, "weights": str(found.weights), "span": (started, time.time())}
 
 
 @task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
@@ -59,26 +63,30 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
                 run_id: str, batch_size: int, overwrite: bool, device: str) -> dict:
+    clock = cleaning.ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
     rows = cleaning.clean_shard(
         entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
         options=cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device),
+        timings=clock,
     )
     frame = cleaning.report_frame(rows)
     path = cleaning.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
     write_parquet(frame, path)
-    return {"index": index, "rows": str(path), **cleaning.counts(frame)}
+    clock.ended = time.time()
+    return {"index": index, "rows": str(path), "timings": clock.to_dict(), **cleaning.counts(frame)}
 
 
 @task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE)
 def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str) -> dict:
+    started = time.time()
     frames = [pd.read_parquet(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])]
     frame = cleaning.report_frame(pd.concat(frames).to_dict("records") if frames else [])
     write_parquet(frame, report)
     totals = cleaning.counts(frame)
     publish_artifacts(frame, totals, run_id, in_dir)
-    return {"report": report, "files": int(len(frame)), **totals}
+    return {"report": report, "files": int(len(frame)), "span": (started, time.time()), **totals}
 
 
 def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str) -> None:
@@ -137,7 +145,7 @@ def clean_folder(
     out_dir: str,
     model: str | None = None,
     report: str | None = None,
-    batch_size: int = 64,
+    batch_size: int = 256,
     shard_size: int = SHARD_SIZE,
     overwrite: bool = False,
     device: str = "auto",
@@ -148,6 +156,7 @@ def clean_folder(
     retry_delay_seconds: float = 10,
 ) -> dict[str, Any]:
     """Clean every image under ``in_dir`` into the same place under ``out_dir``."""
+    flow_started = time.time()
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
     entries = cleaning.plan(in_dir, out_dir)
@@ -169,5 +178,29 @@ def clean_folder(
                                       overwrite, device) for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
         summary = write_report(results, report or default_report_path(out_dir, run_id), run_id, in_dir)
+        timings = run_timings(flow_started, chosen, results, summary)
+        write_json(cleaning.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
     logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped", summary)
-    return {"status": "done", "model_id": chosen["model_id"], "run_id": run_id, **summary}
+    logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
+                "of orchestration", timings)
+    totals = {k: v for k, v in summary.items() if k != "span"}
+    return {"status": "done", "model_id": chosen["model_id"], "run_id": run_id, **totals}
+
+
+def run_timings(flow_started: float, chosen: dict, shards: list[dict], summary: dict) -> dict:
+    """Where a run's time went. ``library_seconds`` is wall time during which some library
+    work ran (resolving the model, a shard, the report); the rest of the flow's wall time is
+    ``orchestration_seconds``: task submission, state changes, the API."""
+    spans = [tuple(chosen["span"]), tuple(summary["span"])]
+    spans += [(r["timings"]["started"], r["timings"]["ended"]) for r in shards]
+    busy, reach = 0.0, -math.inf
+    for start, end in sorted(spans):  # the length of the union of the spans
+        busy += max(0.0, end - max(start, reach))
+        reach = max(reach, end)
+    flow_seconds = time.time() - flow_started
+    parts = {part: round(sum(r["timings"][part] for r in shards), 3)
+             for part in ("decode", "model", "encode")}
+    return {"flow_seconds": round(flow_seconds, 3), "library_seconds": round(busy, 3),
+            "orchestration_seconds": round(flow_seconds - busy, 3),
+            "report_seconds": round(summary["span"][1] - summary["span"][0], 3),
+            "files": summary["files"], **parts}

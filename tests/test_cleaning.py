@@ -12,6 +12,7 @@ from PIL import Image
 
 from denoiser import checkpoint, cleaning
 from denoiser.images import read_image
+from denoiser.manifest import Manifest
 from denoiser.model import ConvDAE
 from denoiser.train import TrainConfig, train
 from tests.helpers import draw_digits, make_messy_tree
@@ -34,7 +35,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
 def trained(tmp_path_factory):
     """A conv DAE trained briefly on drawn digits with the seed's noise."""
     digits = draw_digits(480, seed=11)[0]
-    config = TrainConfig(epochs=3, batch_size=16, seed=3)
+    config = TrainConfig(epochs=5, batch_size=16, seed=3)
     model = train(digits, config, device=torch.device("cpu"), show_progress=False).model
     store = tmp_path_factory.mktemp("trained")
     return checkpoint.save_checkpoint(store, "conv-brief", model, {"architecture": "conv"})
@@ -194,3 +195,41 @@ def test_outputs_get_ordinary_permissions(tree, untrained):
     finally:
         os.umask(old)
     assert (out_dir / "mnist-like.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_shard_streams_through_in_chunks_with_the_same_outputs(tmp_path, untrained):
+    """600 files in one shard are read, denoised and written in chunks of 256 by worker
+    threads; the outputs equal those of a one-thread run, and the manifest has every file."""
+    rng = np.random.default_rng(1)
+    for i in range(600):
+        folder = tmp_path / "in" / f"p{i // 100}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(folder / f"{i:03d}.png")
+    entries = cleaning.plan(tmp_path / "in", tmp_path / "out")
+    outputs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"out{workers}"
+        clock = cleaning.ShardTimings()
+        rows = cleaning.clean_shard(entries, in_dir=tmp_path / "in", out_dir=out, checkpoint=untrained,
+                                    run_id="r", options=cleaning.CleanOptions(workers=workers, batch_size=50),
+                                    timings=clock)
+        assert [r["status"] for r in rows] == ["ok"] * 600
+        assert [r["path"] for r in rows] == sorted(e.rel for e in entries)
+        assert clock.decode > 0 and clock.model > 0 and clock.encode > 0 and clock.ended > clock.started
+        assert len(Manifest(out / ".denoiser/manifest.sqlite")) == 600
+        assert not list((out / ".denoiser/tmp").iterdir())
+        outputs[workers] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.png")
+                            if ".denoiser" not in p.parts}
+    assert len(outputs[1]) == 600 and outputs[1] == outputs[3]
+
+
+def test_manifest_answers_a_shard_in_one_query(tmp_path):
+    manifest = Manifest(tmp_path / "m.sqlite")
+    (tmp_path / "a.png").write_bytes(b"x")
+    manifest.record_many([(f"f{i}.png", f"sha{i}", "model-1", str(tmp_path / "a.png")) for i in range(2000)]
+                         + [("gone.png", "sha", "model-1", str(tmp_path / "missing.png"))])
+    current = manifest.current([f"f{i}.png" for i in range(2000)] + ["gone.png", "new.png"], "model-1")
+    assert len(current) == 2000 and current["f1999.png"] == "sha1999"  # past SQLite's 999 parameters
+    assert "gone.png" not in current and "new.png" not in current  # output missing; never cleaned
+    assert manifest.current(["f1.png"], "model-2") == {}
+    assert Manifest(tmp_path / "absent.sqlite", create=False).current(["f1.png"], "model-1") == {}

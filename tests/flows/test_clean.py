@@ -1,5 +1,6 @@
 """The clean-folder flow under a real (test) Prefect API."""
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -51,6 +52,11 @@ def test_clean_flow_end_to_end(scans, tmp_path, store):
     frame = pd.read_parquet(result["report"])
     assert len(frame) == 13 and frame.loc[frame["status"] == "error", "path"].tolist() == ["box0/broken.png"]
     assert len(read_outputs(tmp_path / "out")) == 12
+    timings = json.loads(next((tmp_path / "out/.denoiser/runs").glob("*/timings.json")).read_text())
+    assert timings["files"] == 13 and min(timings[k] for k in ("decode", "model", "encode")) > 0
+    assert 0 < timings["library_seconds"] <= timings["flow_seconds"]
+    work = timings["flow_seconds"] - timings["library_seconds"]
+    assert timings["orchestration_seconds"] == pytest.approx(work, abs=0.01)
 
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
