@@ -1,0 +1,236 @@
+"""Speed and memory benchmark: the product beside plain references, in one run.
+
+    python -m bench                  # full sizes (about 15 minutes on 2 CPU cores)
+    python -m bench --quick          # a few minutes
+    python -m bench --json out.json  # also write the figures as JSON
+
+Every figure is the median of several repetitions; each repetition records the load that
+other processes put on the CPUs (from /proc/stat), and only the quiet ones count when
+there are any. Throughputs are also shown as a fraction of the machine's limit: measured
+matmul FLOP/s divided by the model's FLOPs per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench import folder, speed
+from bench.machine import has_fast_bf16, matmul_flops, median_of, model_flops
+from denoiser.device import resolve_device
+from denoiser.model import build_model
+from denoiser.train import DEFAULT_MODEL
+
+SIZES = {  # images per measurement
+    "full": dict(repeats=3, train=16384, infer=10240, infer_ref=2048, folders=(10000, 50000),
+                 parts=5000),
+    "quick": dict(repeats=3, train=4096, infer=4096, infer_ref=1024, folders=(2000, 10000),
+                  parts=2000),
+    "smoke": dict(repeats=1, train=256, infer=256, infer_ref=64, folders=(40, 80), parts=40),
+}
+
+
+def bench_machine(device: torch.device, repeats: int) -> dict:
+    result = {"fp32_flops": median_of(lambda: matmul_flops(device), repeats)}
+    if has_fast_bf16(device):
+        result["bf16_flops"] = median_of(lambda: matmul_flops(device, torch.bfloat16), repeats)
+    return result
+
+
+def bench_train(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
+    images = speed.synthetic_digits(size["train"])
+    product, reference = [], []
+    for _ in range(size["repeats"]):  # alternate, so both see the same background
+        product.append(median_of(lambda: speed.product_train(images, "conv", device), 1))
+        reference.append(median_of(lambda: speed.reference_train(images, device), 1))
+    product_rate = statistics.median([p["median"] for p in product])
+    reference_rate = statistics.median([r["median"] for r in reference])
+    limit = limit_flops / flops["conv"]["train_step"]
+    default = median_of(lambda: speed.product_train(images, DEFAULT_MODEL, device), size["repeats"])
+    return {
+        "images": size["train"], "batch_size": 128,
+        "product_images_per_s": product_rate, "reference_images_per_s": reference_rate,
+        "product_runs": product, "reference_runs": reference,
+        "ratio": product_rate / reference_rate,
+        "limit_images_per_s": limit, "limit_fraction": product_rate / limit,
+        "default_model": _default_model(default, flops[DEFAULT_MODEL]["train_step"], limit_flops),
+    }
+
+
+def _default_model(measured: dict, flops_per_image: float, limit_flops: float) -> dict:
+    rate = measured["median"]
+    return {"model": DEFAULT_MODEL, "images_per_s": rate, **measured,
+            "limit_fraction": rate * flops_per_image / limit_flops}
+
+
+def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
+    images = speed.synthetic_digits(size["infer"], seed=1)
+    product, reference = [], []
+    for _ in range(size["repeats"]):
+        product.append(median_of(lambda: speed.product_denoise(images, "conv", device), 1))
+        few = images[: size["infer_ref"]]
+        reference.append(median_of(lambda few=few: speed.reference_denoise(few, device), 1))
+    product_rate = statistics.median([p["median"] for p in product])
+    reference_rate = statistics.median([r["median"] for r in reference])
+    limit = limit_flops / flops["conv"]["forward"]
+    default = median_of(lambda: speed.product_denoise(images, DEFAULT_MODEL, device), size["repeats"])
+    return {
+        "images": size["infer"], "batch_size": 512,
+        "product_images_per_s": product_rate, "reference_images_per_s": reference_rate,
+        "product_runs": product, "reference_runs": reference,
+        "ratio": product_rate / reference_rate,
+        "limit_images_per_s": limit, "limit_fraction": product_rate / limit,
+        "default_model": _default_model(default, flops[DEFAULT_MODEL]["forward"], limit_flops),
+    }
+
+
+def bench_folder(size: dict, work: Path, server: bool) -> dict:
+    weights = folder.save_model(work / "models", DEFAULT_MODEL)
+    small, large = size["folders"]
+    in_large = folder.make_pngs(work / f"in-{large}", large)
+    in_small = folder.make_pngs(work / f"in-{small}", small)
+    parts = {name: median_of(lambda n=name: folder.parts_alone(in_small, weights, size["parts"])[n], 1)
+             for name in ("decode", "model", "encode")}
+    rates = {name: m["median"] for name, m in parts.items()}
+    slowest = min(rates, key=rates.get)
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-ephemeral"), "PREFECT_API_URL": ""}
+    runs = {}
+    with folder.prefect_server(work / "prefect-server") if server else _nothing(env) as api_env:
+        for count, source in ((small, in_small), (large, in_large)):
+            runs[str(count)] = folder.clean_run(source, work / f"out-{count}", weights, api_env)
+    big = runs[str(large)]
+    # With a server, one more (small) run measures what the ephemeral API costs to start.
+    ephemeral = (folder.clean_run(in_small, work / "out-ephemeral", weights, env) if server
+                 else runs[str(small)])
+    return {
+        "model": DEFAULT_MODEL,
+        "api": "prefect server" if server else "ephemeral",
+        "parts_alone_images_per_s": rates, "slowest_part": slowest,
+        "runs": runs,
+        "images_per_s": big["images_per_s"],
+        "fraction_of_slowest_part": big["images_per_s"] / rates[slowest],
+        "prefect_overhead_fraction": big["orchestration_seconds"] / big["flow_seconds"],
+        "ephemeral_api_startup_seconds": ephemeral["startup_seconds"],
+        "server_startup_seconds": big["startup_seconds"],
+    }
+
+
+class _nothing:
+    def __init__(self, value: dict) -> None:
+        self.value = value
+
+    def __enter__(self) -> dict:
+        return self.value
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def bench_gpu(size: dict, flops: dict) -> dict | None:
+    if not torch.cuda.is_available():
+        return None
+    device = torch.device("cuda")
+    bf16 = median_of(lambda: matmul_flops(device, torch.bfloat16), 3)["median"]
+    train = bench_train(device, {**size, "train": max(size["train"], 16384)}, bf16, flops)
+    infer = bench_infer(device, {**size, "infer": max(size["infer"], 65536)}, bf16, flops)
+    mnist_like = speed.synthetic_digits(60000)
+    epoch = {m: speed.gpu_epoch_seconds(mnist_like, m, device) for m in ("conv", DEFAULT_MODEL)}
+    fraction = {m: 60000 * flops[m]["train_step"] / bf16 / s for m, s in epoch.items()}
+    return {"name": torch.cuda.get_device_name(), "bf16_flops": bf16, "train": train, "infer": infer,
+            "mnist_epoch_seconds": epoch, "epoch_limit_fraction": fraction}
+
+
+def table(result: dict) -> str:
+    t, i, f, m = result["train"], result["infer"], result["folder"], result["machine"]
+
+    def row(label: str, figures: dict, reference: bool = True) -> str:
+        rate = figures.get("product_images_per_s", figures.get("images_per_s"))
+        middle = (f"{figures['reference_images_per_s']:11,.0f}{figures['ratio']:7.2f}" if reference
+                  else " " * 18)
+        return f"{label:28}{rate:10,.0f}{middle}{figures['limit_fraction']:10.0%}"
+
+    lines = [
+        f"machine: {m['cpu']} ({m['threads']} torch threads), "
+        f"fp32 matmul {m['fp32_flops']['median'] / 1e9:,.0f} GFLOP/s",
+        f"{'':28}{'product':>10}{'reference':>11}{'ratio':>7}{'of limit':>10}",
+        row("train conv (img/s)", t),
+        row("denoise conv (img/s)", i),
+        row(f"train {t['default_model']['model']} (img/s)", t["default_model"], reference=False),
+        row(f"denoise {i['default_model']['model']} (img/s)", i["default_model"], reference=False),
+        f"folder ({f['api']}): " + ", ".join(
+            f"{n} files {r['images_per_s']:,.0f} img/s, peak RSS {r['peak_rss_mb']:,.0f} MB"
+            for n, r in f["runs"].items()),
+        "  parts alone (img/s): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in f["parts_alone_images_per_s"].items())
+        + f"; pipeline = {f['fraction_of_slowest_part']:.0%} of the slowest ({f['slowest_part']})",
+        f"  Prefect overhead {f['prefect_overhead_fraction']:.1%} of the largest run; start-up "
+        f"{f['server_startup_seconds']:.1f} s, ephemeral API start-up "
+        f"{f['ephemeral_api_startup_seconds']:.1f} s",
+        f"memory: peak RSS {result['memory']['rss_growth']:+.1%} from the small to the large folder",
+    ]
+    if result.get("gpu"):
+        g = result["gpu"]
+        epochs = ", ".join(f"{name} {s:.2f} s" for name, s in g["mnist_epoch_seconds"].items())
+        lines.append(f"GPU {g['name']}: train conv {g['train']['product_images_per_s']:,.0f} img/s "
+                     f"({g['train']['ratio']:.1f}x reference), denoise "
+                     f"{g['infer']['product_images_per_s']:,.0f} img/s; MNIST epoch {epochs}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks it runs")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
+    parser.add_argument("--api", choices=("server", "ephemeral"), default="server",
+                        help="run the folder pipeline against a local prefect server, or an ephemeral API")
+    args = parser.parse_args()
+    size = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    cpu = torch.device("cpu")
+    flops = {m: model_flops(build_model(m)) for m in ("conv", DEFAULT_MODEL)}
+    machine = bench_machine(cpu, size["repeats"])
+    limit = machine["fp32_flops"]["median"]
+    result: dict = {
+        "sizes": size,
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "python": platform.python_version(), **machine},
+        "model_flops": flops,
+    }
+    print("measuring training ...", flush=True)
+    result["train"] = bench_train(cpu, size, limit, flops)
+    print("measuring denoising ...", flush=True)
+    result["infer"] = bench_infer(cpu, size, limit, flops)
+    print("measuring the folder pipeline ...", flush=True)
+    with tempfile.TemporaryDirectory(prefix="denoiser-bench-") as work:
+        result["folder"] = bench_folder(size, Path(work), server=args.api == "server")
+    small, large = (result["folder"]["runs"][str(n)]["peak_rss_mb"] for n in size["folders"])
+    result["memory"] = {"peak_rss_mb_small": small, "peak_rss_mb_large": large,
+                        "rss_growth": large / small - 1, "folders": size["folders"]}
+    result["gpu"] = bench_gpu(size, flops) if resolve_device("auto").type == "cuda" else None
+    print(table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The folder pipeline end to end: ``denoiser clean`` on generated PNG folders.
+
+Each run is a fresh ``denoiser clean`` process against a Prefect server that this module
+starts (or an ephemeral API), so its wall time, peak RSS and the split the flow records in
+``OUT_DIR/.denoiser/runs/<run>/timings.json`` are those a user gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from denoiser import checkpoint
+from denoiser.files import read_json
+from denoiser.images import read_image, write_like
+from denoiser.infer import denoise_images
+from denoiser.model import build_model
+
+PER_FOLDER = 1000
+
+
+def make_pngs(folder: Path, count: int, seed: int = 0) -> Path:
+    """``count`` noisy 28x28 grayscale PNGs, a thousand per subfolder."""
+    rng = np.random.default_rng(seed)
+    base = np.zeros((28, 28))
+    base[6:22, 12:16] = 1.0  # a plain stroke; the content does not change the speed
+    for i in range(count):
+        noisy = np.clip(base + 0.5 * rng.standard_normal((28, 28)), 0, 1)
+        sub = folder / f"part-{i // PER_FOLDER:03d}"
+        if i % PER_FOLDER == 0:
+            sub.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((noisy * 255).astype(np.uint8), "L").save(sub / f"{i:06d}.png")
+    return folder
+
+
+def save_model(models_dir: Path, model: str) -> str:
+    """An untrained model in a store of its own (speed does not depend on the weights)."""
+    saved = checkpoint.save_checkpoint(models_dir, f"{model}-bench", build_model(model),
+                                       {"architecture": model})
+    return str(saved.weights)
+
+
+def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
+    """Images/s of each part of the pipeline run by itself on one thread (the model on
+    all cores): read + hash + decode, denoise, encode + atomic write."""
+    files = sorted(folder.rglob("*.png"))[:limit]
+    start = time.perf_counter()
+    images = [read_image(path, path.read_bytes()) for path in files]
+    decode = len(files) / (time.perf_counter() - start)
+
+    found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
+    model = checkpoint.load_model(found, device="cpu")
+    pixels = [image.pixels for image in images]
+    denoise_images(model, pixels[:64])  # warm-up
+    start = time.perf_counter()
+    outputs = denoise_images(model, pixels)
+    model_rate = len(files) / (time.perf_counter() - start)
+
+    out = folder.parent / "encode-alone"
+    out.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    for i, (image, result) in enumerate(zip(images, outputs, strict=True)):
+        tmp = out / f".{i}.part"
+        write_like(image, result, tmp)
+        os.replace(tmp, out / f"{i}.png")
+    encode = len(files) / (time.perf_counter() - start)
+    shutil.rmtree(out)
+    return {"decode": decode, "model": model_rate, "encode": encode}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def prefect_server(home: Path) -> Iterator[dict[str, str]]:
+    """A ``prefect server`` on a free local port for as long as the block runs: its env."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise RuntimeError("the Prefect server did not start") from None
+                time.sleep(0.5)
+        yield {**env, "PREFECT_API_URL": url}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def clean_run(in_dir: Path, out_dir: Path, weights: str, env: dict[str, str]) -> dict:
+    """One ``denoiser clean`` process: wall seconds, peak RSS and the flow's own timings."""
+    command = [str(Path(sys.executable).parent / "denoiser"), "clean", str(in_dir), str(out_dir),
+               "--model", weights, "--device", "cpu"]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr = process.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"denoiser clean failed: {stderr.decode()[-2000:]}")
+    (run,) = (out_dir / ".denoiser" / "runs").iterdir()
+    timings = read_json(run / "timings.json")
+    files = timings["files"]
+    return {
+        "files": files,
+        "wall_seconds": round(wall, 3),
+        "images_per_s": round(files / timings["flow_seconds"], 1),
+        "images_per_s_with_startup": round(files / wall, 1),
+        "startup_seconds": round(wall - timings["flow_seconds"], 3),  # imports, API, flow start
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        **timings,
+    }

@@ -1,0 +1,36 @@
+"""The benchmark runs (a smoke test at tiny sizes: speed targets are not tested here)."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_smoke_writes_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--api", "ephemeral", "--json", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(out.read_text())
+    figures = {
+        "train.ratio": result["train"]["ratio"],
+        "train.limit_fraction": result["train"]["limit_fraction"],
+        "infer.ratio": result["infer"]["ratio"],
+        "infer.limit_fraction": result["infer"]["limit_fraction"],
+        "folder.fraction_of_slowest_part": result["folder"]["fraction_of_slowest_part"],
+        "folder.prefect_overhead_fraction": result["folder"]["prefect_overhead_fraction"],
+        "memory.rss_growth": result["memory"]["rss_growth"],
+    }
+    for name, value in figures.items():
+        assert isinstance(value, float) and math.isfinite(value), name
+    assert result["train"]["product_images_per_s"] > 0 and result["infer"]["reference_images_per_s"] > 0
+    assert result["machine"]["fp32_flops"]["median"] > 1e9
+    assert result["model_flops"]["conv"]["forward"] == 83_994_624  # the seed's model: 84 MFLOP
+    runs = result["folder"]["runs"]
+    assert [runs[n]["files"] for n in ("40", "80")] == [40, 80]
+    assert "train conv" in run.stdout and "Prefect overhead" in run.stdout
