@@ -1,0 +1,218 @@
+"""Evaluation: trained models and classical baselines scored on the same noisy test images.
+
+    prepared = prepare(out_dir, data_dir=None, noises=["gaussian:0.5"], limit=1000)
+    parts = [score_noisy(out_dir, prepared)]
+    parts += [score_model(out_dir, prepared, "unet-3f2a9c1b7d4e")]
+    parts += [score_baseline(out_dir, prepared, "tv")]
+    summary = summarize(out_dir, parts)
+
+Every method sees the same noisy test images (noise drawn from ``seed``). Baselines tune
+their parameter on a validation split taken from the *training* images (the split the
+models hold out with seed 0), with noise from another seed; the chosen value is recorded.
+Each ``score_*`` writes its rows to a Parquet file of its own, so each is a stage that can
+be retried alone; :func:`summarize` joins them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from denoiser import baselines, checkpoint
+from denoiser.data import DATASETS, load_dataset, to_float
+from denoiser.device import resolve_device
+from denoiser.files import load_array, read_json, save_array, write_json
+from denoiser.infer import denoise
+from denoiser.metrics import mse, psnr, ssim
+from denoiser.model import count_parameters
+from denoiser.noise import NoiseSpec, noisy_copy
+from denoiser.report import write_parquet
+from denoiser.train import TrainConfig, split_train_val
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EVAL_DIR = Path("data") / "evaluations"
+ROW_COLUMNS = ["method", "kind", "noise", "noise_seed", "image_index", "label", "psnr", "ssim", "mse"]
+SUMMARY_COLUMNS = ["method", "kind", "noise", "images", "psnr_mean", "psnr_median", "ssim_mean",
+                   "ssim_median", "images_per_s", "params"]
+
+
+def prepare(out_dir: str | os.PathLike[str], *, data_dir: str | None = None, dataset: str = "mnist",
+            noises: list[str] | tuple[str, ...] = ("gaussian:0.5",), limit: int | None = None,
+            seed: int = 0, tune_images: int = 300) -> dict[str, Any]:
+    """Write the clean and noisy test and validation arrays; returns their paths."""
+    specs = [str(NoiseSpec.parse(n)) for n in noises]
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"the same noise is named twice in {', '.join(noises)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if tune_images < 1:
+        raise ValueError(f"tune_images must be >= 1, got {tune_images}")
+    data = load_dataset(data_dir, dataset=DATASETS[dataset])
+    test = data.test_images[:limit]
+    _, val_idx = split_train_val(len(data.train_images), TrainConfig())
+    val = data.train_images[val_idx[:tune_images]]
+    out = Path(out_dir)
+    prepared: dict[str, Any] = {
+        "dir": str(out), "seed": seed, "noises": specs,
+        "clean": str(save_array(out / "clean_test.npy", to_float(test))),
+        "labels": str(save_array(out / "test_labels.npy", data.test_labels[:limit])),
+        "clean_val": str(save_array(out / "clean_val.npy", to_float(val))),
+        "noisy": {}, "noisy_val": {},
+    }
+    for i, spec in enumerate(specs):
+        noise = NoiseSpec.parse(spec)
+        prepared["noisy"][spec] = str(save_array(out / f"noisy_test_{i}.npy",
+                                                 noisy_copy(test, spec=noise, seed=seed)))
+        prepared["noisy_val"][spec] = str(save_array(out / f"noisy_val_{i}.npy",
+                                                     noisy_copy(val, spec=noise, seed=seed + 1)))
+    write_json(out / "prepared.json", prepared)
+    log.info("evaluating on %d test images (%d for tuning) with noise %s", len(test), len(val),
+             ", ".join(specs))
+    return prepared
+
+
+def _rows(method: str, kind: str, noise: str, prepared: dict, clean: np.ndarray,
+          output: np.ndarray) -> pd.DataFrame:
+    labels = load_array(prepared["labels"])
+    return pd.DataFrame({
+        "method": method, "kind": kind, "noise": noise, "noise_seed": prepared["seed"],
+        "image_index": np.arange(len(clean)), "label": labels.astype(np.int64),
+        "psnr": psnr(clean, output), "ssim": ssim(clean, output), "mse": mse(clean, output),
+    })
+
+
+def _write_part(out_dir: Path, name: str, frames: list[pd.DataFrame], meta: list[dict]) -> str:
+    path = out_dir / "parts" / f"{name}.parquet"
+    write_parquet(pd.concat(frames, ignore_index=True), path)
+    write_json(path.with_suffix(".json"), meta)
+    return str(path)
+
+
+def score_noisy(out_dir: str | os.PathLike[str], prepared: dict) -> str:
+    """The identity baseline: the noisy input itself, the number every method must beat."""
+    clean = load_array(prepared["clean"])
+    frames, meta = [], []
+    for spec in prepared["noises"]:
+        noisy = load_array(prepared["noisy"][spec])
+        frames.append(_rows("noisy", "identity", spec, prepared, clean, noisy))
+        meta.append({"method": "noisy", "kind": "identity", "noise": spec, "images_per_s": None,
+                     "params": {}})
+    return _write_part(Path(out_dir), "noisy", frames, meta)
+
+
+def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
+                models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+                device: str = "auto", batch_size: int = 512) -> str:
+    """A trained model (id in the store or a .pt path) on every noise."""
+    found = checkpoint.resolve_checkpoint(model, models_dir)
+    torch_device = resolve_device(device)
+    net = checkpoint.load_model(found, device=torch_device)
+    clean = load_array(prepared["clean"])
+    frames, meta = [], []
+    for spec in prepared["noises"]:
+        noisy = load_array(prepared["noisy"][spec])
+        denoise(net, noisy[:batch_size], batch_size=batch_size, device=torch_device)  # warm-up
+        started = time.perf_counter()
+        output = denoise(net, noisy, batch_size=batch_size, device=torch_device)
+        rate = len(noisy) / (time.perf_counter() - started)
+        frames.append(_rows(found.model_id, "model", spec, prepared, clean, output))
+        recipe = found.metadata.get("config", {})
+        meta.append({"method": found.model_id, "kind": "model", "noise": spec, "images_per_s": rate,
+                     "params": {"weights": count_parameters(net), "architecture": recipe.get("model"),
+                                "trained_on": recipe.get("noise"), "epochs": recipe.get("epochs"),
+                                "device": str(torch_device)}})
+    return _write_part(Path(out_dir), found.model_id, frames, meta)
+
+
+def tune(baseline: baselines.Baseline, clean_val: np.ndarray, noisy_val: np.ndarray) -> dict[str, Any]:
+    """The grid value with the best mean validation PSNR (after the fitted tone curve)."""
+    scores = {}
+    for value in baseline.grid:
+        output = baselines.apply(baseline, noisy_val, value)
+        curve = baselines.ToneCurve(output, clean_val)
+        scores[value] = float(psnr(clean_val, curve(output)).mean())
+    best = max(scores, key=scores.get)
+    return {baseline.parameter: best, "validation_psnr": {str(k): round(v, 3) for k, v in scores.items()}}
+
+
+def score_baseline(out_dir: str | os.PathLike[str], prepared: dict, name: str) -> str | None:
+    """A classical baseline on every noise, tuned per noise; None when its package is missing."""
+    baseline = baselines.get(name)
+    missing = baseline.missing()
+    if missing:
+        log.warning("baseline %s skipped: needs %s (pip install .[baselines]%s)", name,
+                    ", ".join(missing), "; bm3d: pip install bm3d" if name == "bm3d" else "")
+        return None
+    clean, clean_val = load_array(prepared["clean"]), load_array(prepared["clean_val"])
+    frames, meta = [], []
+    for spec in prepared["noises"]:
+        noisy_val = load_array(prepared["noisy_val"][spec])
+        tuned = tune(baseline, clean_val, noisy_val)
+        value = tuned[baseline.parameter]
+        curve = baselines.ToneCurve(baselines.apply(baseline, noisy_val, value), clean_val)
+        noisy = load_array(prepared["noisy"][spec])
+        started = time.perf_counter()
+        output = curve(baselines.apply(baseline, noisy, value))
+        rate = len(noisy) / (time.perf_counter() - started)
+        log.info("%s on %s: %s = %g (tuned), %.0f images/s", name, spec, baseline.parameter, value, rate)
+        frames.append(_rows(name, "baseline", spec, prepared, clean, output))
+        meta.append({"method": name, "kind": "baseline", "noise": spec, "images_per_s": rate,
+                     "params": {**tuned, "tone_curve": True}})
+    return _write_part(Path(out_dir), name, frames, meta)
+
+
+def summarize(out_dir: str | os.PathLike[str], parts: list[str | None]) -> dict[str, Any]:
+    """Join the parts into ``evaluation.parquet`` and ``summary.json``; the summary rows."""
+    out = Path(out_dir)
+    found = [Path(p) for p in parts if p]
+    if not found:
+        raise ValueError("nothing was evaluated: every method was skipped")
+    rows = pd.concat([pd.read_parquet(p) for p in found], ignore_index=True)
+    meta = {(m["method"], m["noise"]): m for p in found for m in read_json(p.with_suffix(".json"))}
+    table = []
+    for (method, noise), group in rows.groupby(["method", "noise"], sort=False):
+        info = meta[(method, noise)]
+        table.append({
+            "method": method, "kind": info["kind"], "noise": noise, "images": len(group),
+            "psnr_mean": float(group["psnr"].mean()), "psnr_median": float(group["psnr"].median()),
+            "ssim_mean": float(group["ssim"].mean()), "ssim_median": float(group["ssim"].median()),
+            "images_per_s": info["images_per_s"], "params": info["params"],
+        })
+    table.sort(key=lambda r: (r["noise"], -r["psnr_mean"]))
+    write_parquet(rows, out / "evaluation.parquet")
+    summary = {"rows": table, "evaluation": str(out / "evaluation.parquet")}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def format_table(rows: list[dict]) -> str:
+    """The summary as an aligned text table."""
+    lines = [f"{'noise':18}{'method':24}{'PSNR mean':>10}{'median':>8}{'SSIM mean':>10}{'median':>8}"
+             f"{'images/s':>11}  params"]
+    for r in rows:
+        rate = "" if r["images_per_s"] is None else f"{r['images_per_s']:,.0f}"
+        params = {k: v for k, v in r["params"].items() if k != "validation_psnr"}
+        lines.append(f"{r['noise']:18}{r['method']:24}{r['psnr_mean']:10.2f}{r['psnr_median']:8.2f}"
+                     f"{r['ssim_mean']:10.3f}{r['ssim_median']:8.3f}{rate:>11}  {json.dumps(params)}")
+    return "\n".join(lines)
+
+
+def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_names: list[str],
+             noises: list[str], data_dir: str | None = None, dataset: str = "mnist",
+             limit: int | None = None, seed: int = 0,
+             models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+             device: str = "auto") -> dict[str, Any]:
+    """Every stage in order, without Prefect (``flows/evaluate.py`` adds a task per method)."""
+    prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit, seed=seed)
+    parts = [score_noisy(out_dir, prepared)]
+    parts += [score_model(out_dir, prepared, m, models_dir=models_dir, device=device) for m in models]
+    parts += [score_baseline(out_dir, prepared, name) for name in baseline_names]
+    return summarize(out_dir, parts)

@@ -1,0 +1,82 @@
+"""The evaluation flow: prepare the noisy test set, score each method in its own task, summarize.
+
+Methods run one after another, not side by side, so each one's images/s is measured on
+an otherwise idle machine.
+
+    denoiser evaluate --models unet-3f2a9c1b7d4e conv-1a2b3c4d5e6f --limit 1000
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from denoiser import checkpoint, evaluate, stages
+from flows.logs import library_logs
+from flows.pipeline import retry_unless_bad_input
+
+RETRIES = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
+               cache_policy=NO_CACHE)
+
+
+@task(name="prepare-evaluation", task_run_name="prepare-evaluation", **RETRIES)
+@library_logs
+def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str], limit: int | None,
+            seed: int) -> dict:
+    return evaluate.prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit,
+                            seed=seed)
+
+
+@task(name="score", task_run_name="score-{method}", **RETRIES)
+@library_logs
+def score(method: str, kind: str, out_dir: str, prepared: dict, models_dir: str, device: str) -> str | None:
+    if kind == "identity":
+        return evaluate.score_noisy(out_dir, prepared)
+    if kind == "model":
+        return evaluate.score_model(out_dir, prepared, method, models_dir=models_dir, device=device)
+    return evaluate.score_baseline(out_dir, prepared, method)
+
+
+@task(name="summarize", task_run_name="summarize", **RETRIES)
+@library_logs
+def summarize(out_dir: str, parts: list[str | None]) -> dict:
+    summary = evaluate.summarize(out_dir, parts)
+    table = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k != "params"}
+             | {"params": str({k: v for k, v in row["params"].items() if k != "validation_psnr"})}
+             for row in summary["rows"]]
+    create_table_artifact(table=table, key="evaluation-summary",
+                          description=f"Mean and median PSNR / SSIM per method and noise ({out_dir})")
+    return summary
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_models(
+    models: list[str] | None = None,
+    baselines: list[str] | None = None,
+    noises: list[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
+    out_dir: str | None = None,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Score models (default: every model in the store) and classical baselines on the same
+    noisy MNIST test images."""
+    logger = get_run_logger()
+    if models is None:
+        models = [c.model_id for c in checkpoint.list_checkpoints(models_dir)]
+    out_dir = out_dir or str(evaluate.DEFAULT_EVAL_DIR / stages.new_run_id())
+    noises = noises or ["gaussian:0.5"]
+    logger.info("evaluating %d models and %d baselines into %s", len(models), len(baselines or []), out_dir)
+    prepared = prepare(out_dir, data_dir, dataset, noises, limit, seed)
+    methods = [("noisy", "identity"), *((m, "model") for m in models),
+               *((b, "baseline") for b in baselines or [])]
+    parts = [score(name, kind, out_dir, prepared, models_dir, device) for name, kind in methods]
+    summary = summarize(out_dir, parts)
+    return {**summary, "dir": str(Path(out_dir))}

@@ -1,0 +1,109 @@
+"""Evaluation of models and classical baselines on a tiny synthetic set."""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from denoiser import baselines, checkpoint, evaluate
+from denoiser.data import ANY_IDX, load_dataset
+from denoiser.train import TrainConfig, train
+from tests.test_cli import denoiser
+
+
+@pytest.fixture(scope="module")
+def trained_store(idx_dir, tmp_path_factory):
+    """A U-Net trained for a few epochs on the synthetic training digits."""
+    folder, _ = idx_dir
+    data = load_dataset(folder, dataset=ANY_IDX)
+    config = TrainConfig.recipe("unet", epochs=4, batch_size=16, seed=1)
+    model = train(data.train_images, config, device=torch.device("cpu"), show_progress=False).model
+    store = tmp_path_factory.mktemp("eval-models")
+    checkpoint.save_checkpoint(store, "unet-tiny", model,
+                               {"architecture": "unet", "config": config.to_dict()})
+    return store
+
+
+def test_every_method_scores_the_same_images_and_the_model_beats_the_noisy_input(
+        idx_dir, trained_store, tmp_path):
+    folder, _ = idx_dir
+    fast = [b for b in baselines.BASELINES if b != "bm3d"]  # bm3d: ~1 s per image, if installed
+    summary = evaluate.evaluate(tmp_path / "eval", models=["unet-tiny"], baseline_names=fast,
+                                noises=["gaussian:0.5", "salt-pepper:0.1"], data_dir=str(folder),
+                                dataset="idx", limit=24, models_dir=trained_store, device="cpu")
+    available = [b for b in fast if not baselines.get(b).missing()]
+    expected = {"noisy", "unet-tiny", *available}
+    rows = {(r["method"], r["noise"]): r for r in summary["rows"]}
+    assert {m for m, _ in rows} == expected
+    for row in summary["rows"]:
+        assert math.isfinite(row["psnr_mean"]) and math.isfinite(row["ssim_mean"]), row["method"]
+        assert row["images"] == 24
+    for name in available:  # the tuned value is one of the grid's, recorded with its scores
+        baseline = baselines.get(name)
+        params = rows[(name, "gaussian:0.5")]["params"]
+        assert params[baseline.parameter] in baseline.grid
+        assert len(params["validation_psnr"]) == len(baseline.grid)
+        assert rows[(name, "gaussian:0.5")]["images_per_s"] > 0
+    psnr = {key: row["psnr_mean"] for key, row in rows.items()}
+    assert psnr[("unet-tiny", "gaussian:0.5")] > psnr[("noisy", "gaussian:0.5")] + 2
+    # Trained on Gaussian noise, it still helps with salt and pepper.
+    assert psnr[("unet-tiny", "salt-pepper:0.1")] > psnr[("noisy", "salt-pepper:0.1")]
+    assert rows[("unet-tiny", "gaussian:0.5")]["params"]["weights"] > 100_000
+
+    frame = pd.read_parquet(summary["evaluation"])
+    assert len(frame) == 24 * 2 * len(expected)
+    assert set(frame.columns) >= {"method", "noise", "noise_seed", "image_index", "label", "psnr", "ssim"}
+    # Every method saw the same noisy images: the noisy rows' PSNR is the same per image.
+    noisy = frame[(frame["method"] == "noisy") & (frame["noise"] == "gaussian:0.5")]
+    assert noisy["image_index"].tolist() == list(range(24))
+    assert json.loads((tmp_path / "eval/summary.json").read_text())["rows"][0]["method"]
+
+
+def test_missing_baseline_packages_are_skipped_with_a_note(tmp_path, idx_dir, caplog):
+    folder, _ = idx_dir
+    prepared = evaluate.prepare(tmp_path, data_dir=str(folder), dataset="idx", limit=4)
+    fake = baselines.Baseline("fake", "x", (1.0,), ("no_such_module_here",), lambda im, v: im)
+    baselines.REGISTRY["fake"] = fake
+    try:
+        assert evaluate.score_baseline(tmp_path, prepared, "fake") is None
+    finally:
+        del baselines.REGISTRY["fake"]
+    assert "baseline fake skipped: needs no_such_module_here" in caplog.text
+    with pytest.raises(ValueError, match="unknown baseline 'blur'"):
+        baselines.get("blur")
+
+
+def test_tone_curve_removes_the_bias_of_clipped_noise():
+    rng = np.random.default_rng(0)
+    clean = (rng.random((50, 28, 28)) > 0.8).astype(float)
+    biased = 0.2 + 0.6 * clean  # what smoothing clipped noise leaves: a gray background
+    curve = baselines.ToneCurve(biased, clean)
+    np.testing.assert_allclose(curve(biased), clean, atol=1e-9)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs scikit-image")
+def test_evaluate_command_prints_the_table_and_writes_json(idx_dir, trained_store, tmp_path):
+    folder, _ = idx_dir
+    out = denoiser("evaluate", "--models", "unet-tiny", "--models-dir", str(trained_store), "--baselines",
+                   "tv,median", "--limit", "16", "--data-dir", str(folder), "--dataset", "idx",
+                   "--device", "cpu", "--out-dir", str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"),
+                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "unet-tiny" in out.stdout and "PSNR mean" in out.stdout
+    rows = json.loads((tmp_path / "e.json").read_text())
+    assert {r["method"] for r in rows} == {"noisy", "unet-tiny", "tv", "median"}
+    for row in rows:
+        assert {"method", "noise", "psnr_mean", "ssim_mean", "images_per_s", "params"} <= set(row)
+    assert len(pd.read_parquet(tmp_path / "eval/evaluation.parquet")) == 16 * 4
+
+
+def test_evaluate_command_refuses_bad_input_in_one_line(tmp_path, trained_store):
+    bad = denoiser("evaluate", "--baselines", "tv,blur", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown baseline 'blur'" in bad.stderr
+    missing = denoiser("evaluate", "--models", "unet-nope", "--models-dir", str(trained_store), cwd=tmp_path)
+    assert missing.returncode in (1, 2) and len(missing.stderr.strip().splitlines()) == 1
+    assert "unet-nope" in missing.stderr
