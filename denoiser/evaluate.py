@@ -207,11 +207,12 @@ def format_table(rows: list[dict]) -> str:
 
 def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_names: list[str],
              noises: list[str], data_dir: str | None = None, dataset: str = "mnist",
-             limit: int | None = None, seed: int = 0,
+             limit: int | None = None, tune_images: int = 300, seed: int = 0,
              models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
              device: str = "auto") -> dict[str, Any]:
     """Every stage in order, without Prefect (``flows/evaluate.py`` adds a task per method)."""
-    prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit, seed=seed)
+    prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit,
+                       tune_images=tune_images, seed=seed)
     parts = [score_noisy(out_dir, prepared)]
     parts += [score_model(out_dir, prepared, m, models_dir=models_dir, device=device) for m in models]
     parts += [score_baseline(out_dir, prepared, name) for name in baseline_names]

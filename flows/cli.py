@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="one or more noise specs to evaluate at")
     evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N",
                           help="use the first N test images (all when unset)")
+    evaluate.add_argument("--tune-images", type=positive_int, default=300, metavar="N",
+                          help="validation images on which baselines tune their parameter")
     evaluate.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                           help="seed of the test noise (the same as denoiser run's --seed)")
     evaluate.add_argument("--json", metavar="PATH", default=None,
@@ -401,7 +403,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from flows.evaluate import evaluate_models
 
     result = evaluate_models(models=models, baselines=args.baselines, noises=args.noise,
-                             limit=args.limit, seed=args.seed, data_dir=args.data_dir,
+                             limit=args.limit, tune_images=args.tune_images, seed=args.seed,
+                             data_dir=args.data_dir,
                              dataset=args.dataset, models_dir=args.models_dir, out_dir=args.out_dir,
                              device=args.device)
     print(evaluate.format_table(result["rows"]))

@@ -26,9 +26,9 @@ RETRIES = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unles
 @task(name="prepare-evaluation", task_run_name="prepare-evaluation", **RETRIES)
 @library_logs
 def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str], limit: int | None,
-            seed: int) -> dict:
+            tune_images: int, seed: int) -> dict:
     return evaluate.prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit,
-                            seed=seed)
+                            tune_images=tune_images, seed=seed)
 
 
 @task(name="score", task_run_name="score-{method}", **RETRIES)
@@ -59,6 +59,7 @@ def evaluate_models(
     baselines: list[str] | None = None,
     noises: list[str] | None = None,
     limit: int | None = None,
+    tune_images: int = 300,
     seed: int = 0,
     data_dir: str | None = None,
     dataset: str = "mnist",
@@ -74,7 +75,7 @@ def evaluate_models(
     out_dir = out_dir or str(evaluate.DEFAULT_EVAL_DIR / stages.new_run_id())
     noises = noises or ["gaussian:0.5"]
     logger.info("evaluating %d models and %d baselines into %s", len(models), len(baselines or []), out_dir)
-    prepared = prepare(out_dir, data_dir, dataset, noises, limit, seed)
+    prepared = prepare(out_dir, data_dir, dataset, noises, limit, tune_images, seed)
     methods = [("noisy", "identity"), *((m, "model") for m in models),
                *((b, "baseline") for b in baselines or [])]
     parts = [score(name, kind, out_dir, prepared, models_dir, device) for name, kind in methods]

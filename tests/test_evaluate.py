@@ -89,7 +89,8 @@ def test_tone_curve_removes_the_bias_of_clipped_noise():
 def test_evaluate_command_prints_the_table_and_writes_json(idx_dir, trained_store, tmp_path):
     folder, _ = idx_dir
     out = denoiser("evaluate", "--models", "unet-tiny", "--models-dir", str(trained_store), "--baselines",
-                   "tv,median", "--limit", "16", "--data-dir", str(folder), "--dataset", "idx",
+                   "tv,median", "--limit", "16", "--tune-images", "20", "--data-dir", str(folder),
+                   "--dataset", "idx",
                    "--device", "cpu", "--out-dir", str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"),
                    cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
     assert out.returncode == 0, out.stderr[-2000:]
