@@ -8,6 +8,7 @@ starts (or an ephemeral API), so its wall time, peak RSS and the split the flow 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -56,7 +57,11 @@ def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
     all cores): read + hash + decode, denoise, encode + atomic write."""
     files = sorted(folder.rglob("*.png"))[:limit]
     start = time.perf_counter()
-    images = [read_image(path, path.read_bytes()) for path in files]
+    images = []
+    for path in files:  # as a shard does: read, hash (for the manifest), decode
+        content = path.read_bytes()
+        hashlib.sha256(content).hexdigest()
+        images.append(read_image(path, content))
     decode = len(files) / (time.perf_counter() - start)
 
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
