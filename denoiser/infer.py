@@ -46,8 +46,11 @@ def _prepared(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     return copy.deepcopy(model).to(device, memory_format=torch.channels_last).eval()
 
 
-def _pad_to_multiple(image: np.ndarray, multiple: int = 8) -> np.ndarray:
-    """Pad a (H, W) image at the bottom and right to multiples of ``multiple`` (mirrored)."""
+def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
+    """Pad a (H, W) image at the bottom and right to multiples of ``multiple`` (mirrored).
+
+    4 makes the U-Net's two poolings exact and leaves a 28x28 digit as the models were
+    trained on it (padding it to 32x32 would cost 30% more compute for nothing)."""
     h, w = image.shape
     pad_h, pad_w = -h % multiple, -w % multiple
     if not (pad_h or pad_w):
@@ -75,7 +78,7 @@ def denoise_images(
 ) -> list[np.ndarray]:
     """Denoise float (H, W) images in [0, 1] of any sizes with a fully convolutional model.
 
-    Each image is padded to a multiple of 8 and cropped back. Images no larger than
+    Each image is padded to a multiple of 4 and cropped back. Images no larger than
     ``tile`` x ``tile`` are batched with others of the same size, up to ``batch_size`` of
     them and :data:`MAX_BATCH_PIXELS` pixels per batch; larger ones are cut into
     tiles that overlap by ``overlap`` pixels on each side, so memory stays bounded by the

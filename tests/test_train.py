@@ -187,3 +187,15 @@ def test_batched_denoising_matches_one_image_at_a_time_in_eager_nchw(digits):
         plain = [torch.sigmoid(model(torch.from_numpy(im.astype(np.float32) / 255)[None, None]))[0, 0].numpy()
                  for im in images]
     np.testing.assert_allclose(denoise(model, images, batch_size=512), np.stack(plain), atol=1e-5, rtol=0)
+
+
+def test_folder_denoising_of_digit_sized_images_matches_the_mnist_path(digits):
+    """denoise_images (folders, any size) and denoise (MNIST arrays) agree on 28x28 digits."""
+    from denoiser.infer import denoise_images
+    from denoiser.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("unet")
+    images = [d.astype(np.float32) / 255 for d in digits[:5]]
+    np.testing.assert_allclose(np.stack(denoise_images(model, images)), denoise(model, np.stack(images)),
+                               atol=1e-5, rtol=0)
