@@ -25,6 +25,7 @@ import torch
 from bench import folder, speed
 from bench.machine import has_fast_bf16, matmul_flops, median_of, model_flops
 from denoiser.device import resolve_device
+from denoiser.infer import default_batch_size
 from denoiser.model import build_model
 from denoiser.train import DEFAULT_MODEL
 
@@ -82,7 +83,7 @@ def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dic
     limit = limit_flops / flops["conv"]["forward"]
     default = median_of(lambda: speed.product_denoise(images, DEFAULT_MODEL, device), size["repeats"])
     return {
-        "images": size["infer"], "batch_size": 512,
+        "images": size["infer"], "batch_size": default_batch_size(device),
         "product_images_per_s": product_rate, "reference_images_per_s": reference_rate,
         "product_runs": product, "reference_runs": reference,
         "ratio": product_rate / reference_rate,

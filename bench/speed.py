@@ -67,13 +67,13 @@ def reference_train(images: np.ndarray, device: torch.device, epochs: int = 1) -
     return epochs * len(images) / (time.perf_counter() - start)
 
 
-def product_denoise(images: np.ndarray, model: str, device: torch.device, batch_size: int = 512) -> float:
+def product_denoise(images: np.ndarray, model: str, device: torch.device) -> float:
     """Images/s of :func:`denoiser.infer.denoise` at its default batch size."""
     net = build_model(model)
-    denoise(net, images[:batch_size], batch_size=batch_size, device=device)  # warm-up
+    denoise(net, images[:256], device=device)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    denoise(net, images, batch_size=batch_size, device=device)
+    denoise(net, images, device=device)
     _sync(device)
     return len(images) / (time.perf_counter() - start)
 

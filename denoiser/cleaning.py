@@ -49,7 +49,7 @@ REPORT_COLUMNS = {
 
 @dataclass(frozen=True)
 class CleanOptions:
-    batch_size: int = 256
+    batch_size: int | None = None  # None: infer.default_batch_size for the device
     tile: int = 256
     overlap: int = 32
     overwrite: bool = False
@@ -57,7 +57,7 @@ class CleanOptions:
     workers: int = 2  # threads reading and writing beside the model
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
@@ -164,7 +164,7 @@ def clean_shard(
     manifest = Manifest(work_dir(out_dir) / "manifest.sqlite")
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], checkpoint.model_id)
     job = _ShardJob(out_dir, checkpoint.model_id, run_id, current, clock)
-    chunk = max(options.batch_size, 256)
+    chunk = max(options.batch_size or 0, 256)
     parts = [entries[i : i + chunk] for i in range(0, len(entries), chunk)]
     model, device = None, None
     rows: list[dict[str, Any]] = []

@@ -110,7 +110,7 @@ def score_noisy(out_dir: str | os.PathLike[str], prepared: dict) -> str:
 
 def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
                 models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
-                device: str = "auto", batch_size: int = 512) -> str:
+                device: str = "auto", batch_size: int | None = None) -> str:
     """A trained model (id in the store or a .pt path) on every noise."""
     found = checkpoint.resolve_checkpoint(model, models_dir)
     torch_device = resolve_device(device)
@@ -119,7 +119,7 @@ def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
     frames, meta = [], []
     for spec in prepared["noises"]:
         noisy = load_array(prepared["noisy"][spec])
-        denoise(net, noisy[:batch_size], batch_size=batch_size, device=torch_device)  # warm-up
+        denoise(net, noisy[:256], batch_size=batch_size, device=torch_device)  # warm-up
         started = time.perf_counter()
         output = denoise(net, noisy, batch_size=batch_size, device=torch_device)
         rate = len(noisy) / (time.perf_counter() - started)

@@ -159,7 +159,7 @@ def denoise(
     noisy: str,
     model_id: str,
     models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: str = "auto",
 ) -> StageResult:
     """Write ``denoised_test.npy``: the noisy test images through the stored model."""
@@ -249,7 +249,7 @@ def run_pipeline(
     dataset: str = "mnist",
     config: TrainConfig | None = None,
     test_limit: int | None = None,
-    batch_size: int = 512,
+    batch_size: int | None = None,
     device: str = "auto",
     models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
     retrain: bool = False,

@@ -62,7 +62,7 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
       cache_policy=NO_CACHE)
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
-                run_id: str, batch_size: int, overwrite: bool, device: str) -> dict:
+                run_id: str, batch_size: int | None, overwrite: bool, device: str) -> dict:
     clock = cleaning.ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
@@ -145,7 +145,7 @@ def clean_folder(
     out_dir: str,
     model: str | None = None,
     report: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     shard_size: int = SHARD_SIZE,
     overwrite: bool = False,
     device: str = "auto",

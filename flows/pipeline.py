@@ -123,7 +123,7 @@ def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: di
 
 
 @_stage_task("denoise")
-def denoise(run_dir: str, noisy: str, model_id: str, models_dir: str, batch_size: int,
+def denoise(run_dir: str, noisy: str, model_id: str, models_dir: str, batch_size: int | None,
             device: str) -> dict:
     return stages.denoise(run_dir, noisy=noisy, model_id=model_id, models_dir=models_dir,
                           batch_size=batch_size, device=device)
@@ -205,7 +205,7 @@ def mnist_pipeline(
     learning_rate: float | None = None,
     loss: str | None = None,
     schedule: str | None = None,
-    denoise_batch_size: int = 512,
+    denoise_batch_size: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
     device: str = "auto",
