@@ -18,6 +18,7 @@ import os
 import platform
 import statistics
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,51 +46,42 @@ def bench_machine(device: torch.device, repeats: int) -> dict:
     return result
 
 
-def bench_train(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
-    images = speed.synthetic_digits(size["train"])
-    product, reference = [], []
-    for _ in range(size["repeats"]):  # alternate, so both see the same background
-        product.append(median_of(lambda: speed.product_train(images, "conv", device), 1))
-        reference.append(median_of(lambda: speed.reference_train(images, device), 1))
-    product_rate = statistics.median([p["median"] for p in product])
-    reference_rate = statistics.median([r["median"] for r in reference])
-    limit = limit_flops / flops["conv"]["train_step"]
-    default = median_of(lambda: speed.product_train(images, DEFAULT_MODEL, device), size["repeats"])
+def side_by_side(product: Callable[[str], float], reference: Callable[[], float], *, repeats: int,
+                 flops: dict, limit_flops: float) -> dict:
+    """The product (on the seed's model) and the reference, alternated so both see the same
+    background; then the product on the default model. ``flops``: per image, per model."""
+    runs: dict[str, list] = {"product_runs": [], "reference_runs": []}
+    for _ in range(repeats):
+        runs["product_runs"].append(median_of(lambda: product("conv"), 1))
+        runs["reference_runs"].append(median_of(reference, 1))
+    product_rate = statistics.median([r["median"] for r in runs["product_runs"]])
+    reference_rate = statistics.median([r["median"] for r in runs["reference_runs"]])
+    limit = limit_flops / flops["conv"]
+    default = median_of(lambda: product(DEFAULT_MODEL), repeats)
     return {
-        "images": size["train"], "batch_size": 128,
-        "product_images_per_s": product_rate, "reference_images_per_s": reference_rate,
-        "product_runs": product, "reference_runs": reference,
+        "product_images_per_s": product_rate, "reference_images_per_s": reference_rate, **runs,
         "ratio": product_rate / reference_rate,
         "limit_images_per_s": limit, "limit_fraction": product_rate / limit,
-        "default_model": _default_model(default, flops[DEFAULT_MODEL]["train_step"], limit_flops),
+        "default_model": {"model": DEFAULT_MODEL, "images_per_s": default["median"], **default,
+                          "limit_fraction": default["median"] * flops[DEFAULT_MODEL] / limit_flops},
     }
 
 
-def _default_model(measured: dict, flops_per_image: float, limit_flops: float) -> dict:
-    rate = measured["median"]
-    return {"model": DEFAULT_MODEL, "images_per_s": rate, **measured,
-            "limit_fraction": rate * flops_per_image / limit_flops}
+def bench_train(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
+    images = speed.synthetic_digits(size["train"])
+    measured = side_by_side(lambda model: speed.product_train(images, model, device),
+                            lambda: speed.reference_train(images, device), repeats=size["repeats"],
+                            flops={m: f["train_step"] for m, f in flops.items()}, limit_flops=limit_flops)
+    return {"images": size["train"], "batch_size": 128, **measured}
 
 
 def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
     images = speed.synthetic_digits(size["infer"], seed=1)
-    product, reference = [], []
-    for _ in range(size["repeats"]):
-        product.append(median_of(lambda: speed.product_denoise(images, "conv", device), 1))
-        few = images[: size["infer_ref"]]
-        reference.append(median_of(lambda few=few: speed.reference_denoise(few, device), 1))
-    product_rate = statistics.median([p["median"] for p in product])
-    reference_rate = statistics.median([r["median"] for r in reference])
-    limit = limit_flops / flops["conv"]["forward"]
-    default = median_of(lambda: speed.product_denoise(images, DEFAULT_MODEL, device), size["repeats"])
-    return {
-        "images": size["infer"], "batch_size": default_batch_size(device),
-        "product_images_per_s": product_rate, "reference_images_per_s": reference_rate,
-        "product_runs": product, "reference_runs": reference,
-        "ratio": product_rate / reference_rate,
-        "limit_images_per_s": limit, "limit_fraction": product_rate / limit,
-        "default_model": _default_model(default, flops[DEFAULT_MODEL]["forward"], limit_flops),
-    }
+    few = images[: size["infer_ref"]]
+    measured = side_by_side(lambda model: speed.product_denoise(images, model, device),
+                            lambda: speed.reference_denoise(few, device), repeats=size["repeats"],
+                            flops={m: f["forward"] for m, f in flops.items()}, limit_flops=limit_flops)
+    return {"images": size["infer"], "batch_size": default_batch_size(device), **measured}
 
 
 def bench_folder(size: dict, work: Path, server: bool) -> dict:
