@@ -270,6 +270,7 @@ def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: 
             overwrite: bool = False) -> list[dict[str, Any]]:
     """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
     manifest = Manifest(work_dir(out_dir) / "manifest.sqlite", create=False)
+    current = {} if model_id is None or overwrite else manifest.current([e.rel for e in entries], model_id)
     rows = []
     for entry in entries:
         if entry.skip or entry.problem:
@@ -283,8 +284,8 @@ def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: 
         except (ImageError, OSError) as error:
             rows.append(_row("dry-run", entry, model_id or "", status="error", error=_one_line(error)))
             continue
-        current = model_id is not None and not overwrite and manifest.is_current(entry.rel, digest, model_id)
-        rows.append(_row("dry-run", entry, model_id or "", status="skipped" if current else "todo",
+        done = current.get(entry.rel) == digest
+        rows.append(_row("dry-run", entry, model_id or "", status="skipped" if done else "todo",
                          input_sha256=digest))
     return rows
 

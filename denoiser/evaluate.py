@@ -39,9 +39,6 @@ from denoiser.train import TrainConfig, split_train_val
 log = logging.getLogger(__name__)
 
 DEFAULT_EVAL_DIR = Path("data") / "evaluations"
-ROW_COLUMNS = ["method", "kind", "noise", "noise_seed", "image_index", "label", "psnr", "ssim", "mse"]
-SUMMARY_COLUMNS = ["method", "kind", "noise", "images", "psnr_mean", "psnr_median", "ssim_mean",
-                   "ssim_median", "images_per_s", "params"]
 
 
 def prepare(out_dir: str | os.PathLike[str], *, data_dir: str | None = None, dataset: str = "mnist",
@@ -132,15 +129,18 @@ def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
     return _write_part(Path(out_dir), found.model_id, frames, meta)
 
 
-def tune(baseline: baselines.Baseline, clean_val: np.ndarray, noisy_val: np.ndarray) -> dict[str, Any]:
-    """The grid value with the best mean validation PSNR (after the fitted tone curve)."""
-    scores = {}
+def tune(baseline: baselines.Baseline, clean_val: np.ndarray,
+         noisy_val: np.ndarray) -> tuple[dict[str, Any], baselines.ToneCurve]:
+    """The grid value with the best mean validation PSNR (after the tone curve fitted for
+    it), with every value's score; and that value's tone curve."""
+    scores, curves = {}, {}
     for value in baseline.grid:
         output = baselines.apply(baseline, noisy_val, value)
-        curve = baselines.ToneCurve(output, clean_val)
-        scores[value] = float(psnr(clean_val, curve(output)).mean())
+        curves[value] = baselines.ToneCurve(output, clean_val)
+        scores[value] = float(psnr(clean_val, curves[value](output)).mean())
     best = max(scores, key=scores.get)
-    return {baseline.parameter: best, "validation_psnr": {str(k): round(v, 3) for k, v in scores.items()}}
+    params = {baseline.parameter: best, "validation_psnr": {str(k): round(v, 3) for k, v in scores.items()}}
+    return params, curves[best]
 
 
 def score_baseline(out_dir: str | os.PathLike[str], prepared: dict, name: str) -> str | None:
@@ -155,9 +155,8 @@ def score_baseline(out_dir: str | os.PathLike[str], prepared: dict, name: str) -
     frames, meta = [], []
     for spec in prepared["noises"]:
         noisy_val = load_array(prepared["noisy_val"][spec])
-        tuned = tune(baseline, clean_val, noisy_val)
+        tuned, curve = tune(baseline, clean_val, noisy_val)
         value = tuned[baseline.parameter]
-        curve = baselines.ToneCurve(baselines.apply(baseline, noisy_val, value), clean_val)
         noisy = load_array(prepared["noisy"][spec])
         started = time.perf_counter()
         output = curve(baselines.apply(baseline, noisy, value))

@@ -48,17 +48,6 @@ class Manifest:
         finally:
             db.close()
 
-    def is_current(self, rel: str, input_sha256: str, model_id: str) -> bool:
-        """True when ``rel`` with this content was cleaned by ``model_id`` and the output exists."""
-        if not self.exists:
-            return False
-        with self._connect() as db:
-            row = db.execute(
-                "SELECT input_sha256, model_id, output_path FROM files WHERE path = ?", (rel,)
-            ).fetchone()
-        return (row is not None and row[0] == input_sha256 and row[1] == model_id
-                and Path(row[2]).is_file())
-
     def current(self, rels: list[str], model_id: str) -> dict[str, str]:
         """``{rel: input_sha256}`` of the ``rels`` cleaned by ``model_id`` whose output exists,
         in one query per thousand paths (a shard asks once, not once per file)."""
