@@ -7,7 +7,14 @@ A spec string picks the kind and its level:
 ``salt-pepper:0.1``  10% of pixels set to 0 or 1, half each (level = fraction)
 ``poisson:30``     shot noise at a peak of 30 photons: ``Poisson(30 x) / 30``, clipped
 ``speckle:0.3``    multiplicative: ``clip(x + 0.3 * x * randn, 0, 1)``
+``scan``           realistic scans (:mod:`denoiser.degrade`): paper and ink tones, both
+                   polarities, texture, lighting, blur, noise, dust, JPEG, in random
+                   order; ``scan:1.5`` scales its noise, dust and blur by 1.5
 =================  ====================================================================
+
+``scan`` changes the clean target too: the truth is the digit on its paper in its ink,
+and a model trained on it sees each image through the tone map of :mod:`denoiser.tones`
+(:func:`training_pair`), as the cleaner later shows it real scans.
 
 A range such as ``gaussian:0.1-0.7`` draws each image's level uniformly from it: training
 on a range gives one *blind* model for noise of unknown strength.
@@ -24,9 +31,18 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from torch.nn import functional as F
+
+from denoiser import degrade, tones
 from denoiser.data import to_float
 
-NOISE_KINDS = ("gaussian", "salt-pepper", "poisson", "speckle")
+#: Scans at this many times MNIST's scale or more are shrunk to it before the model sees
+#: them (the cleaner's rule: :data:`denoiser.restore.RESCALE_ABOVE`).
+SHRINK_ABOVE = 1.5
+#: Training estimates each scan's levels on at most this many of its pixels (a regular
+#: grid): a large batch of 4x scans costs as much to sort as to train on otherwise.
+TRAINING_LEVEL_PIXELS = 1 << 12
+NOISE_KINDS = ("gaussian", "salt-pepper", "poisson", "speckle", "scan")
 DEFAULT_NOISE = "gaussian:0.5"
 
 
@@ -46,6 +62,8 @@ class NoiseSpec:
                 raise ValueError(f"noise level must be a finite number >= 0, got {value}")
             if self.kind == "salt-pepper" and value > 1:
                 raise ValueError(f"salt-pepper level is a fraction in [0, 1], got {value}")
+        if self.kind == "scan" and (self.level_max not in (None, self.level) or self.level == 0):
+            raise ValueError("scan takes one strength > 0 (scan or scan:1.5), not a range")
         if self.kind == "poisson" and self.level == 0:
             raise ValueError("poisson level is the peak photon count and must be > 0")
         if self.high < self.level:
@@ -59,6 +77,8 @@ class NoiseSpec:
     def parse(cls, text: str) -> NoiseSpec:
         """``'gaussian:0.5'`` -> ``NoiseSpec('gaussian', 0.5)``."""
         kind, sep, level = text.strip().partition(":")
+        if kind.strip().lower() == "scan" and not sep:
+            return cls("scan", 1.0)
         if not sep:
             raise ValueError(
                 f"noise spec {text!r} is not KIND:LEVEL (e.g. gaussian:0.5, salt-pepper:0.1, "
@@ -74,6 +94,8 @@ class NoiseSpec:
         return cls(kind.strip().lower(), *values)
 
     def __str__(self) -> str:
+        if self.kind == "scan":
+            return "scan" if self.level == 1 else f"scan:{self.level:g}"
         if self.level_max is None or self.level_max == self.level:
             return f"{self.kind}:{self.level:g}"
         return f"{self.kind}:{self.level:g}-{self.level_max:g}"
@@ -85,6 +107,8 @@ def add_noise(images: torch.Tensor, *, spec: NoiseSpec, rng: torch.Generator) ->
     The noise is drawn on ``rng``'s device and the result lands on ``images``' device: with
     a CPU generator the noise is the same whatever the device.
     """
+    if spec.kind == "scan":
+        raise ValueError("scan noise changes the truth too: use training_pair or synthesize")
     shape, device = images.shape, images.device
     clean = images.float().to(rng.device)
 
@@ -116,3 +140,36 @@ def noisy_copy(images: np.ndarray, *, spec: NoiseSpec, seed: int) -> np.ndarray:
     rng = torch.Generator().manual_seed(seed)
     clean = torch.from_numpy(to_float(images))
     return add_noise(clean, spec=spec, rng=rng).numpy()
+
+
+def training_pair(clean: torch.Tensor, *, spec: NoiseSpec,
+                  rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, target) for a batch of clean ``(N, 1, H, W)`` digits in [0, 1].
+
+    For the simple kinds: the noisy copy and the clean digits. For ``scan``: the degraded
+    scan and its clean scan, both through the tone map estimated on the degraded one, as
+    the cleaner will see a real scan (:func:`denoiser.tones.to_model`).
+    """
+    if spec.kind != "scan":
+        return add_noise(clean, spec=spec, rng=rng), clean
+    truth, degraded = degrade.degrade(clean.squeeze(1), degrade.SCAN.scaled(spec.level), rng=rng)
+    paper, ink = tones.estimate_levels(degraded, max_pixels=TRAINING_LEVEL_PIXELS)
+    pair = tones.to_model(degraded, paper, ink).unsqueeze(1), tones.to_model(truth, paper, ink).unsqueeze(1)
+    scale = degraded.shape[-1] / clean.shape[-1]
+    if scale >= SHRINK_ABOVE:  # shrunk to MNIST's scale in the model's look, as the cleaner does
+        return tuple(F.interpolate(x, size=clean.shape[-2:], mode="area") for x in pair)
+    return pair
+
+
+def synthesize(images: np.ndarray, *, spec: NoiseSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(truth, noisy)`` float32 ``(N, H, W)`` copies of uint8 or float ``images``, by seed.
+
+    The truth is the images themselves, except for ``scan``, where it is the clean scan
+    (the digit on its paper, in its ink, at its own scale of 1).
+    """
+    clean = torch.from_numpy(to_float(images))
+    if spec.kind != "scan":
+        return clean.numpy(), noisy_copy(images, spec=spec, seed=seed)
+    rng = torch.Generator().manual_seed(seed)
+    truth, degraded = degrade.degrade(clean, degrade.SCAN.scaled(spec.level), rng=rng, scale=1.0)
+    return truth.numpy(), degraded.numpy()
