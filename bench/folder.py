@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from denoiser import checkpoint
+from denoiser import checkpoint, restore
 from denoiser.files import read_json
 from denoiser.images import read_image, write_like
 from denoiser.infer import denoise_images
@@ -54,19 +54,21 @@ def save_model(models_dir: Path, model: str) -> str:
 
 def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
     """Images/s of each part of the pipeline run by itself on one thread (the model on
-    all cores): read + hash + decode, denoise, encode + atomic write."""
+    all cores): read + hash + decode + tone and scale measurement, denoise, map back +
+    encode + atomic write."""
     files = sorted(folder.rglob("*.png"))[:limit]
     start = time.perf_counter()
-    images = []
-    for path in files:  # as a shard does: read, hash (for the manifest), decode
+    images, prepared = [], []
+    for path in files:  # as a shard does: read, hash (for the manifest), decode, measure
         content = path.read_bytes()
         hashlib.sha256(content).hexdigest()
         images.append(read_image(path, content))
+        prepared.append(restore.prepare(images[-1].pixels))
     decode = len(files) / (time.perf_counter() - start)
 
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
     model = checkpoint.load_model(found, device="cpu")
-    pixels = [image.pixels for image in images]
+    pixels = [mapped for mapped, _ in prepared]
     denoise_images(model, pixels[:64])  # warm-up
     start = time.perf_counter()
     outputs = denoise_images(model, pixels)
@@ -75,9 +77,9 @@ def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
     out = folder.parent / "encode-alone"
     out.mkdir(exist_ok=True)
     start = time.perf_counter()
-    for i, (image, result) in enumerate(zip(images, outputs, strict=True)):
+    for i, (image, result, (_, info)) in enumerate(zip(images, outputs, prepared, strict=True)):
         tmp = out / f".{i}.part"
-        write_like(image, result, tmp)
+        write_like(image, restore.finish(result, info, image.pixels.shape), tmp)
         os.replace(tmp, out / f"{i}.png")
     encode = len(files) / (time.perf_counter() - start)
     shutil.rmtree(out)

@@ -110,17 +110,6 @@ def list_checkpoints(models_dir: str | os.PathLike[str]) -> list[Checkpoint]:
     return sorted(complete, key=lambda c: (c.metadata.get("created_at", ""), c.weights.stat().st_mtime))
 
 
-def select_checkpoint(reference: str | None, models_dir: str | os.PathLike[str]) -> Checkpoint | None:
-    """The model to use: ``reference`` (id or path) if given, else the newest in the store.
-
-    None when no reference is given and the store is empty (the caller trains one).
-    """
-    if reference:
-        return resolve_checkpoint(reference, models_dir)
-    stored = list_checkpoints(models_dir)
-    return stored[-1] if stored else None
-
-
 def resolve_checkpoint(reference: str, models_dir: str | os.PathLike[str]) -> Checkpoint:
     """A checkpoint by model id (in ``models_dir``) or by the path of its ``.pt`` or ``.json``."""
     path = Path(reference)

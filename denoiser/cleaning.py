@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,19 +28,21 @@ import pandas as pd
 from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.device import resolve_device
 from denoiser.files import atomic_path
-from denoiser.images import Entry, GrayImage, ImageError, is_inverted, read_image, scan_folder, write_like
+from denoiser.images import Entry, GrayImage, ImageError, read_image, scan_folder, write_like
 from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
 from denoiser.metrics import noise_sigma
+from denoiser.restore import TONES, ScanInfo, finish, model_headroom, prepare
+from denoiser.workdir import work_dir
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = ".denoiser"  # under OUT_DIR: manifest, temporary files, shard reports
 STATUSES = ("ok", "error", "skipped")
 REPORT_COLUMNS = {
     "run_id": "string", "path": "string", "status": "string", "error": "string",
     "format": "string", "mode": "string", "width": "Int64", "height": "Int64",
-    "inverted": "boolean", "model_id": "string", "input_sha256": "string",
+    "inverted": "boolean", "paper": "float64", "ink": "float64", "scale": "float64",
+    "model_id": "string", "model_reason": "string", "input_sha256": "string",
     "output_path": "string", "recon_mse": "float64", "noise_sigma_in": "float64",
     "noise_sigma_out": "float64", "seconds": "float64",
 }
@@ -55,16 +56,16 @@ class CleanOptions:
     overwrite: bool = False
     device: str = "auto"
     workers: int = 2  # threads reading and writing beside the model
+    tones: str = "keep"  # keep the scan's paper and ink, or "normalize" to full contrast
+    rerun_other_models: bool = True  # clean again files that another model cleaned
 
     def __post_init__(self) -> None:
+        if self.tones not in TONES:
+            raise ValueError(f"unknown tones {self.tones!r}; choose one of {', '.join(TONES)}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-
-
-def work_dir(out_dir: str | os.PathLike[str]) -> Path:
-    return Path(out_dir) / WORK_DIR
 
 
 def plan(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> list[Entry]:
@@ -83,16 +84,6 @@ def shards(entries: list[Entry], size: int) -> list[list[Entry]]:
     if size < 1:
         raise ValueError(f"shard size must be >= 1, got {size}")
     return [entries[i : i + size] for i in range(0, len(entries), size)]
-
-
-def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> int:
-    """Delete temporary files a killed run left behind; returns how many."""
-    tmp = work_dir(out_dir) / "tmp"
-    if not tmp.is_dir():
-        return 0
-    stale = list(tmp.iterdir())
-    shutil.rmtree(tmp, ignore_errors=True)
-    return len(stale)
 
 
 def _row(run_id: str, entry: Entry, model_id: str, **fields: Any) -> dict[str, Any]:
@@ -123,7 +114,8 @@ class _Pending:
     entry: Entry
     image: GrayImage
     digest: str
-    inverted: bool
+    mapped: np.ndarray  # in the model's look (paper 0, ink 1), shrunk if its strokes are wide
+    info: ScanInfo
     seconds: float  # spent on it so far
 
 
@@ -151,6 +143,7 @@ def clean_shard(
     run_id: str,
     options: CleanOptions = CleanOptions(),
     timings: ShardTimings | None = None,
+    model_reason: str | None = None,
 ) -> list[dict[str, Any]]:
     """Clean one shard of files; returns one report row per entry.
 
@@ -162,8 +155,9 @@ def clean_shard(
     clock = timings if timings is not None else ShardTimings()
     clock.started = time.time()
     manifest = Manifest(work_dir(out_dir) / "manifest.sqlite")
-    current = {} if options.overwrite else manifest.current([e.rel for e in entries], checkpoint.model_id)
-    job = _ShardJob(out_dir, checkpoint.model_id, run_id, current, clock)
+    done_by = checkpoint.model_id if options.rerun_other_models else None
+    current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
+    job = _ShardJob(out_dir, checkpoint, run_id, current, clock, options.tones, model_reason)
     chunk = max(options.batch_size or 0, 256)
     parts = [entries[i : i + chunk] for i in range(0, len(entries), chunk)]
     model, device = None, None
@@ -182,11 +176,10 @@ def clean_shard(
             if model is None:
                 device = resolve_device(options.device)
                 model = load_model(checkpoint, device=device)
-            # Denoise: dark-on-light scans are inverted for the model and back afterwards.
+            # Denoise, in the model's look (the readers mapped tones and scale; writers map back).
             started = time.perf_counter()
-            inputs = [1.0 - p.image.pixels if p.inverted else p.image.pixels for p in pending]
-            outputs = denoise_images(model, inputs, batch_size=options.batch_size, device=device,
-                                     tile=options.tile, overlap=options.overlap)
+            outputs = denoise_images(model, [p.mapped for p in pending], batch_size=options.batch_size,
+                                     device=device, tile=options.tile, overlap=options.overlap)
             share = (time.perf_counter() - started) / len(pending)
             clock.model += share * len(pending)
             written += [pool.submit(job.write, item, out, share)
@@ -205,33 +198,38 @@ def clean_shard(
 class _ShardJob:
     """The per-file steps of a shard, run in worker threads."""
 
-    def __init__(self, out_dir: Path, model_id: str, run_id: str, current: dict[str, str],
-                 clock: ShardTimings) -> None:
-        self.out_dir, self.model_id, self.run_id = out_dir, model_id, run_id
+    def __init__(self, out_dir: Path, checkpoint: Checkpoint, run_id: str, current: dict[str, str],
+                 clock: ShardTimings, tones: str, reason: str | None) -> None:
+        self.out_dir, self.model_id, self.run_id = out_dir, checkpoint.model_id, run_id
+        self.headroom, self.tones, self.reason = model_headroom(checkpoint.metadata), tones, reason
         self.tmp_dir = work_dir(out_dir) / "tmp"
         self.current, self.clock = current, clock
         self.records: list[tuple[str, str, str, str]] = []
         self._lock = threading.Lock()
+
+    def row(self, entry: Entry, **fields: Any) -> dict[str, Any]:
+        return _row(self.run_id, entry, self.model_id, model_reason=self.reason, **fields)
 
     def read(self, entry: Entry) -> _Pending | dict[str, Any]:
         """Hash and decode one input: a _Pending, or a finished row (skipped or error)."""
         started = time.perf_counter()
         try:
             if entry.skip:
-                return _row(self.run_id, entry, self.model_id, status="skipped", error=entry.skip)
+                return self.row(entry, status="skipped", error=entry.skip)
             if entry.problem:
                 raise ImageError(entry.problem)
             content = entry.path.read_bytes()
             digest = hashlib.sha256(content).hexdigest()
             if self.current.get(entry.rel) == digest:
-                return _row(self.run_id, entry, self.model_id, status="skipped", input_sha256=digest,
-                            output_path=str(self.out_dir / entry.rel),
-                            seconds=time.perf_counter() - started)
+                return self.row(entry, status="skipped", input_sha256=digest,
+                                output_path=str(self.out_dir / entry.rel),
+                                seconds=time.perf_counter() - started)
             image = read_image(entry.path, content)
-            return _Pending(entry, image, digest, is_inverted(image.pixels), time.perf_counter() - started)
-        except (ImageError, OSError) as error:
-            return _row(self.run_id, entry, self.model_id, status="error", error=_one_line(error),
-                        seconds=time.perf_counter() - started)
+            mapped, info = prepare(image.pixels, headroom=self.headroom)
+            return _Pending(entry, image, digest, mapped, info, time.perf_counter() - started)
+        except (ImageError, OSError, ValueError, RuntimeError) as error:  # this file's error row
+            return self.row(entry, status="error", error=_one_line(error),
+                            seconds=time.perf_counter() - started)
         finally:
             with self._lock:
                 self.clock.decode += time.perf_counter() - started
@@ -240,23 +238,25 @@ class _ShardJob:
         """Write one output atomically; its report row."""
         started = time.perf_counter()
         image, entry = item.image, item.entry
-        cleaned = 1.0 - result if item.inverted else result
+        info = item.info
         base = dict(format=image.format, mode=image.mode, width=image.width, height=image.height,
-                    inverted=item.inverted, input_sha256=item.digest)
+                    inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale,
+                    input_sha256=item.digest)
         try:
+            cleaned = finish(result, info, image.pixels.shape, tone=self.tones)
             dest = _output_path(self.out_dir, entry.rel)
             # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
             # nothing half-written among the outputs, and the next run sweeps it away.
             with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
                 write_like(image, cleaned, tmp)
         except (ImageError, OSError, ValueError) as error:
-            return _row(self.run_id, entry, self.model_id, status="error", error=_one_line(error),
-                        seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
+            return self.row(entry, status="error", error=_one_line(error),
+                            seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
         finally:
             with self._lock:
                 self.clock.encode += time.perf_counter() - started
-        row = _row(
-            self.run_id, entry, self.model_id, status="ok", output_path=str(dest),
+        row = self.row(
+            entry, status="ok", output_path=str(dest),
             recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
             noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
@@ -267,10 +267,12 @@ class _ShardJob:
 
 
 def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: str | None,
-            overwrite: bool = False) -> list[dict[str, Any]]:
+            overwrite: bool = False, rerun_other_models: bool = True) -> list[dict[str, Any]]:
     """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
     manifest = Manifest(work_dir(out_dir) / "manifest.sqlite", create=False)
-    current = {} if model_id is None or overwrite else manifest.current([e.rel for e in entries], model_id)
+    done_by = model_id if rerun_other_models else None
+    skip_none = overwrite or (model_id is None and rerun_other_models)
+    current = {} if skip_none else manifest.current([e.rel for e in entries], done_by)
     rows = []
     for entry in entries:
         if entry.skip or entry.problem:
@@ -299,32 +301,3 @@ def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {status: int((frame["status"] == status).sum()) for status in STATUSES}
-
-
-class FolderBusy(RuntimeError):
-    """Another run holds the output folder's lock."""
-
-
-class folder_lock:  # noqa: N801 - used as a context manager, like a function
-    """An exclusive, non-blocking lock on ``out_dir`` (``.denoiser/lock``) for one run.
-
-    The operating system drops it when the process ends, however it ends.
-    """
-
-    def __init__(self, out_dir: str | os.PathLike[str]) -> None:
-        import fcntl
-
-        path = work_dir(out_dir) / "lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "a+")  # noqa: SIM115 - held for the lock's lifetime
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise FolderBusy(f"another run is cleaning into {out_dir}") from None
-
-    def __enter__(self) -> folder_lock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()

@@ -19,34 +19,40 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from denoiser import baselines, checkpoint
+from denoiser import baselines, checkpoint, digits, restore, scanset
 from denoiser.data import DATASETS, load_dataset, to_float
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
-from denoiser.infer import denoise
 from denoiser.metrics import mse, psnr, ssim
 from denoiser.model import count_parameters
-from denoiser.noise import NoiseSpec, noisy_copy
+from denoiser.noise import NoiseSpec, synthesize
 from denoiser.report import write_parquet
 from denoiser.train import TrainConfig, split_train_val
 
 log = logging.getLogger(__name__)
 
 DEFAULT_EVAL_DIR = Path("data") / "evaluations"
+SCORE_VERSION = 1  # bump when the scan kinds or the scoring change what use_score means
 
 
 def prepare(out_dir: str | os.PathLike[str], *, data_dir: str | None = None, dataset: str = "mnist",
-            noises: list[str] | tuple[str, ...] = ("gaussian:0.5",), limit: int | None = None,
-            seed: int = 0, tune_images: int = 300) -> dict[str, Any]:
-    """Write the clean and noisy test and validation arrays; returns their paths."""
-    specs = [str(NoiseSpec.parse(n)) for n in noises]
-    if len(set(specs)) != len(specs):
+            noises: list[str] | tuple[str, ...] = ("gaussian:0.5",), scans: bool = False,
+            limit: int | None = None, seed: int = 0, tune_images: int = 300) -> dict[str, Any]:
+    """Write the truth and noisy arrays of the test and validation images; returns their paths.
+
+    ``noises`` are noise specs; with ``scans``, the kinds of :data:`denoiser.scanset.KINDS`
+    instead. Each is a label with its own truth (the clean digits, or for a scan kind the
+    clean scan) and noisy copies.
+    """
+    labels_in = list(scanset.KINDS) if scans else [str(NoiseSpec.parse(n)) for n in noises]
+    if len(set(labels_in)) != len(labels_in):
         raise ValueError(f"the same noise is named twice in {', '.join(noises)}")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
@@ -58,31 +64,49 @@ def prepare(out_dir: str | os.PathLike[str], *, data_dir: str | None = None, dat
     val = data.train_images[val_idx[:tune_images]]
     out = Path(out_dir)
     prepared: dict[str, Any] = {
-        "dir": str(out), "seed": seed, "noises": specs,
-        "clean": str(save_array(out / "clean_test.npy", to_float(test))),
+        "dir": str(out), "seed": seed, "noises": labels_in, "scans": scans,
         "labels": str(save_array(out / "test_labels.npy", data.test_labels[:limit])),
-        "clean_val": str(save_array(out / "clean_val.npy", to_float(val))),
-        "noisy": {}, "noisy_val": {},
+        "reference": str(save_array(out / "reference_images.npy", data.train_images)),
+        "reference_labels": str(save_array(out / "reference_labels.npy", data.train_labels)),
+        "clean": {}, "noisy": {}, "clean_val": {}, "noisy_val": {},
     }
-    for i, spec in enumerate(specs):
-        noise = NoiseSpec.parse(spec)
-        prepared["noisy"][spec] = str(save_array(out / f"noisy_test_{i}.npy",
-                                                 noisy_copy(test, spec=noise, seed=seed)))
-        prepared["noisy_val"][spec] = str(save_array(out / f"noisy_val_{i}.npy",
-                                                     noisy_copy(val, spec=noise, seed=seed + 1)))
+    if not scans:
+        clean_test = str(save_array(out / "clean_test.npy", to_float(test)))
+        clean_val = str(save_array(out / "clean_val.npy", to_float(val)))
+    for i, label in enumerate(labels_in):
+        if scans:
+            truth, noisy = scanset.render(test, label, seed=seed)
+            truth_val, noisy_val = scanset.render(val, label, seed=seed + 1)
+            prepared["clean"][label] = str(save_array(out / f"clean_test_{i}.npy", truth))
+            prepared["clean_val"][label] = str(save_array(out / f"clean_val_{i}.npy", truth_val))
+        else:
+            noise = NoiseSpec.parse(label)
+            _, noisy = synthesize(test, spec=noise, seed=seed)
+            _, noisy_val = synthesize(val, spec=noise, seed=seed + 1)
+            prepared["clean"][label], prepared["clean_val"][label] = clean_test, clean_val
+        prepared["noisy"][label] = str(save_array(out / f"noisy_test_{i}.npy", noisy))
+        prepared["noisy_val"][label] = str(save_array(out / f"noisy_val_{i}.npy", noisy_val))
     write_json(out / "prepared.json", prepared)
-    log.info("evaluating on %d test images (%d for tuning) with noise %s", len(test), len(val),
-             ", ".join(specs))
+    log.info("evaluating on %d test images (%d for tuning) with %s", len(test), len(val),
+             ", ".join(labels_in))
     return prepared
 
 
-def _rows(method: str, kind: str, noise: str, prepared: dict, clean: np.ndarray,
-          output: np.ndarray) -> pd.DataFrame:
-    labels = load_array(prepared["labels"])
+def _classifier(prepared: dict) -> digits.NearestNeighbour:
+    reference = load_array(prepared["reference"])
+    return digits.NearestNeighbour(reference, load_array(prepared["reference_labels"]))
+
+
+def _rows(method: str, kind: str, noise: str, prepared: dict, output: np.ndarray,
+          classifier: digits.NearestNeighbour) -> pd.DataFrame:
+    labels = load_array(prepared["labels"]).astype(np.int64)
+    clean = load_array(prepared["clean"][noise])
     return pd.DataFrame({
         "method": method, "kind": kind, "noise": noise, "noise_seed": prepared["seed"],
-        "image_index": np.arange(len(clean)), "label": labels.astype(np.int64),
+        "image_index": np.arange(len(clean)), "label": labels,
         "psnr": psnr(clean, output), "ssim": ssim(clean, output), "mse": mse(clean, output),
+        "correct": classifier.predict(output) == labels,
+        "correct_truth": classifier.predict(clean) == labels,
     })
 
 
@@ -95,11 +119,11 @@ def _write_part(out_dir: Path, name: str, frames: list[pd.DataFrame], meta: list
 
 def score_noisy(out_dir: str | os.PathLike[str], prepared: dict) -> str:
     """The identity baseline: the noisy input itself, the number every method must beat."""
-    clean = load_array(prepared["clean"])
+    classifier = _classifier(prepared)
     frames, meta = [], []
     for spec in prepared["noises"]:
         noisy = load_array(prepared["noisy"][spec])
-        frames.append(_rows("noisy", "identity", spec, prepared, clean, noisy))
+        frames.append(_rows("noisy", "identity", spec, prepared, noisy, classifier))
         meta.append({"method": "noisy", "kind": "identity", "noise": spec, "images_per_s": None,
                      "params": {}})
     return _write_part(Path(out_dir), "noisy", frames, meta)
@@ -112,15 +136,16 @@ def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
     found = checkpoint.resolve_checkpoint(model, models_dir)
     torch_device = resolve_device(device)
     net = checkpoint.load_model(found, device=torch_device)
-    clean = load_array(prepared["clean"])
+    classifier = _classifier(prepared)
     frames, meta = [], []
     for spec in prepared["noises"]:
         noisy = load_array(prepared["noisy"][spec])
-        denoise(net, noisy[:256], batch_size=batch_size, device=torch_device)  # warm-up
+        run = dict(as_scans=prepared["scans"], device=torch_device, batch_size=batch_size)
+        restore.apply_model(found.metadata, net, noisy[:64], **run)  # warm-up
         started = time.perf_counter()
-        output = denoise(net, noisy, batch_size=batch_size, device=torch_device)
+        output = restore.apply_model(found.metadata, net, noisy, **run)
         rate = len(noisy) / (time.perf_counter() - started)
-        frames.append(_rows(found.model_id, "model", spec, prepared, clean, output))
+        frames.append(_rows(found.model_id, "model", spec, prepared, output, classifier))
         recipe = found.metadata.get("config", {})
         meta.append({"method": found.model_id, "kind": "model", "noise": spec, "images_per_s": rate,
                      "params": {"weights": count_parameters(net), "architecture": recipe.get("model"),
@@ -129,42 +154,51 @@ def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
     return _write_part(Path(out_dir), found.model_id, frames, meta)
 
 
-def tune(baseline: baselines.Baseline, clean_val: np.ndarray,
-         noisy_val: np.ndarray) -> tuple[dict[str, Any], baselines.ToneCurve]:
+def tune(baseline: baselines.Baseline, clean_val: np.ndarray, noisy_val: np.ndarray, *,
+         tone_curve: bool = True) -> tuple[dict[str, Any], Callable[[np.ndarray], np.ndarray]]:
     """The grid value with the best mean validation PSNR (after the tone curve fitted for
-    it), with every value's score; and that value's tone curve."""
+    it, unless ``tone_curve`` is off), with every value's score; and that value's curve."""
     scores, curves = {}, {}
     for value in baseline.grid:
         output = baselines.apply(baseline, noisy_val, value)
-        curves[value] = baselines.ToneCurve(output, clean_val)
+        curves[value] = baselines.ToneCurve(output, clean_val) if tone_curve else _identity
         scores[value] = float(psnr(clean_val, curves[value](output)).mean())
     best = max(scores, key=scores.get)
     params = {baseline.parameter: best, "validation_psnr": {str(k): round(v, 3) for k, v in scores.items()}}
     return params, curves[best]
 
 
+def _identity(images: np.ndarray) -> np.ndarray:
+    return images
+
+
 def score_baseline(out_dir: str | os.PathLike[str], prepared: dict, name: str) -> str | None:
-    """A classical baseline on every noise, tuned per noise; None when its package is missing."""
+    """A classical baseline on every noise, tuned per noise; None when its package is missing.
+
+    On MNIST noises its output goes through a tone curve fitted on the validation truth
+    (the bias correction a model learns). On scans it does not: a user filtering a scan has
+    no clean copy to fit one on, and the scan kinds' truths have their own tones."""
     baseline = baselines.get(name)
     missing = baseline.missing()
     if missing:
         log.warning("baseline %s skipped: needs %s (pip install .[baselines]%s)", name,
                     ", ".join(missing), "; bm3d: pip install bm3d" if name == "bm3d" else "")
         return None
-    clean, clean_val = load_array(prepared["clean"]), load_array(prepared["clean_val"])
+    classifier = _classifier(prepared)
     frames, meta = [], []
     for spec in prepared["noises"]:
+        clean_val = load_array(prepared["clean_val"][spec])
         noisy_val = load_array(prepared["noisy_val"][spec])
-        tuned, curve = tune(baseline, clean_val, noisy_val)
+        tuned, curve = tune(baseline, clean_val, noisy_val, tone_curve=not prepared["scans"])
         value = tuned[baseline.parameter]
         noisy = load_array(prepared["noisy"][spec])
         started = time.perf_counter()
         output = curve(baselines.apply(baseline, noisy, value))
         rate = len(noisy) / (time.perf_counter() - started)
         log.info("%s on %s: %s = %g (tuned), %.0f images/s", name, spec, baseline.parameter, value, rate)
-        frames.append(_rows(name, "baseline", spec, prepared, clean, output))
+        frames.append(_rows(name, "baseline", spec, prepared, output, classifier))
         meta.append({"method": name, "kind": "baseline", "noise": spec, "images_per_s": rate,
-                     "params": {**tuned, "tone_curve": True}})
+                     "params": {**tuned, "tone_curve": not prepared["scans"]}})
     return _write_part(Path(out_dir), name, frames, meta)
 
 
@@ -183,6 +217,8 @@ def summarize(out_dir: str | os.PathLike[str], parts: list[str | None]) -> dict[
             "method": method, "kind": info["kind"], "noise": noise, "images": len(group),
             "psnr_mean": float(group["psnr"].mean()), "psnr_median": float(group["psnr"].median()),
             "ssim_mean": float(group["ssim"].mean()), "ssim_median": float(group["ssim"].median()),
+            "accuracy": float(group["correct"].mean()),
+            "accuracy_truth": float(group["correct_truth"].mean()),
             "images_per_s": info["images_per_s"], "params": info["params"],
         })
     table.sort(key=lambda r: (r["noise"], -r["psnr_mean"]))
@@ -195,24 +231,46 @@ def summarize(out_dir: str | os.PathLike[str], parts: list[str | None]) -> dict[
 def format_table(rows: list[dict]) -> str:
     """The summary as an aligned text table."""
     lines = [f"{'noise':18}{'method':24}{'PSNR mean':>10}{'median':>8}{'SSIM mean':>10}{'median':>8}"
-             f"{'images/s':>11}  params"]
+             f"{'digits':>8}{'truth':>7}{'images/s':>11}  params"]
     for r in rows:
         rate = "" if r["images_per_s"] is None else f"{r['images_per_s']:,.0f}"
         params = {k: v for k, v in r["params"].items() if k != "validation_psnr"}
         lines.append(f"{r['noise']:18}{r['method']:24}{r['psnr_mean']:10.2f}{r['psnr_median']:8.2f}"
-                     f"{r['ssim_mean']:10.3f}{r['ssim_median']:8.3f}{rate:>11}  {json.dumps(params)}")
+                     f"{r['ssim_mean']:10.3f}{r['ssim_median']:8.3f}{100 * r['accuracy']:7.1f}%"
+                     f"{100 * r['accuracy_truth']:6.1f}%{rate:>11}  {json.dumps(params)}")
     return "\n".join(lines)
 
 
 def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_names: list[str],
-             noises: list[str], data_dir: str | None = None, dataset: str = "mnist",
+             noises: list[str], scans: bool = False, data_dir: str | None = None, dataset: str = "mnist",
              limit: int | None = None, tune_images: int = 300, seed: int = 0,
              models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
              device: str = "auto") -> dict[str, Any]:
     """Every stage in order, without Prefect (``flows/evaluate.py`` adds a task per method)."""
-    prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit,
-                       tune_images=tune_images, seed=seed)
+    prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, scans=scans,
+                       limit=limit, tune_images=tune_images, seed=seed)
     parts = [score_noisy(out_dir, prepared)]
     parts += [score_model(out_dir, prepared, m, models_dir=models_dir, device=device) for m in models]
     parts += [score_baseline(out_dir, prepared, name) for name in baseline_names]
     return summarize(out_dir, parts)
+
+
+def use_score(out_dir: str | os.PathLike[str], model: str, use: str, *, data_dir: str | None = None,
+              dataset: str = "mnist", models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+              limit: int = 500, seed: int = 0, device: str = "auto") -> float:
+    """The number that decides promotion for ``use``: the mean PSNR (dB) of ``model`` over
+    the first ``limit`` test digits rendered as every scan kind (``clean``), or with the
+    seed's noise (``run``). Cached in ``out_dir`` by model, use, limit and seed."""
+    cache = Path(out_dir) / "scores.json"
+    key = f"{model}|{use}|{limit}|{seed}|{SCORE_VERSION}"
+    scores = read_json(cache) if cache.is_file() else {}
+    if key not in scores:
+        work = Path(out_dir) / f"{use}-{limit}-{seed}"
+        prepared = (read_json(work / "prepared.json") if (work / "prepared.json").is_file() else
+                    prepare(work, data_dir=data_dir, dataset=dataset, scans=use == "clean", limit=limit,
+                            seed=seed, tune_images=1))
+        rows = pd.read_parquet(score_model(work, prepared, model, models_dir=models_dir, device=device))
+        scores = read_json(cache) if cache.is_file() else {}
+        scores[key] = float(rows.groupby("noise")["psnr"].mean().mean())
+        write_json(cache, scores)
+    return float(scores[key])

@@ -213,7 +213,3 @@ def write_like(source: GrayImage, gray: np.ndarray, path: str | os.PathLike[str]
         options.setdefault("quality", 95)
     image.save(path, format=source.format, **options)
 
-
-def is_inverted(gray: np.ndarray) -> bool:
-    """True for dark ink on light paper (the model expects light ink on black)."""
-    return bool(np.median(gray) > 0.5)

@@ -48,9 +48,10 @@ class Manifest:
         finally:
             db.close()
 
-    def current(self, rels: list[str], model_id: str) -> dict[str, str]:
-        """``{rel: input_sha256}`` of the ``rels`` cleaned by ``model_id`` whose output exists,
-        in one query per thousand paths (a shard asks once, not once per file)."""
+    def current(self, rels: list[str], model_id: str | None) -> dict[str, str]:
+        """``{rel: input_sha256}`` of the ``rels`` cleaned by ``model_id`` (None: by any model)
+        whose output exists, in one query per thousand paths (a shard asks once, not once per
+        file)."""
         if not self.exists or not rels:
             return {}
         found: dict[str, str] = {}
@@ -58,12 +59,10 @@ class Manifest:
             for start in range(0, len(rels), 900):  # below SQLite's limit on parameters
                 part = rels[start : start + 900]
                 marks = ",".join("?" * len(part))
-                found.update(
-                    (rel, sha) for rel, sha, out in db.execute(
-                        f"SELECT path, input_sha256, output_path FROM files WHERE model_id = ? "
-                        f"AND path IN ({marks})", (model_id, *part))
-                    if Path(out).is_file()
-                )
+                which = "" if model_id is None else "model_id = ? AND "
+                query = f"SELECT path, input_sha256, output_path FROM files WHERE {which}path IN ({marks})"
+                args = part if model_id is None else [model_id, *part]
+                found.update((rel, sha) for rel, sha, out in db.execute(query, args) if Path(out).is_file())
         return found
 
     def record(self, rel: str, input_sha256: str, model_id: str, output_path: str) -> None:

@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from denoiser import checkpoint, data, infer, report
+from denoiser import checkpoint, data, report, restore, tones
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
-from denoiser.noise import NoiseSpec, noisy_copy
+from denoiser.noise import NoiseSpec, synthesize
 from denoiser.train import EpochStats, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -83,12 +83,17 @@ def ingest(
 def synthesize_noise(
     run_dir: str | os.PathLike[str], *, test_images: str, noise: str, seed: int
 ) -> StageResult:
-    """Write ``noisy_test.npy``: the test images with ``noise``, reproducible from ``seed``."""
+    """Write ``noisy_test.npy``: the test images with ``noise``, reproducible from ``seed``.
+
+    Scan degradations also change the truth (paper and ink tones): it goes to
+    ``truth_test.npy``, which the report then scores against instead of the test images.
+    """
     started, run_dir = time.perf_counter(), Path(run_dir)
     spec = NoiseSpec.parse(noise)
-    noisy = noisy_copy(load_array(test_images), spec=spec, seed=seed)
+    truth, noisy = synthesize(load_array(test_images), spec=spec, seed=seed)
     result = {
         "noisy": str(save_array(run_dir / "noisy_test.npy", noisy)),
+        "truth": str(save_array(run_dir / "truth_test.npy", truth)) if spec.kind == "scan" else test_images,
         "noise": str(spec),
         "noise_seed": seed,
     }
@@ -133,6 +138,7 @@ def train_or_load(
             "architecture": config.model,
             "config": config.to_dict(),
             "noise": config.noise,
+            **({"tone_headroom": tones.HEADROOM} if NoiseSpec.parse(config.noise).kind == "scan" else {}),
             "data_sha256": train_sha256,
             "train_size": outcome.train_size,
             "val_size": outcome.val_size,
@@ -171,7 +177,8 @@ def denoise(
     model = checkpoint.load_model(found, device=torch_device)
     images = load_array(noisy)
     t0 = time.perf_counter()
-    denoised = infer.denoise(model, images, batch_size=batch_size, device=torch_device)
+    denoised = restore.apply_model(found.metadata, model, images, as_scans=False,
+                                   batch_size=batch_size, device=torch_device)
     seconds = time.perf_counter() - t0
     result = {
         "denoised": str(save_array(run_dir / "denoised_test.npy", denoised)),
@@ -266,7 +273,7 @@ def run_pipeline(
                           models_dir=models_dir, device=device, retrain=retrain)
     cleaned = denoise(run_dir, noisy=noised["noisy"], model_id=model["model_id"],
                       models_dir=models_dir, batch_size=batch_size, device=device)
-    return write_report(run_dir, run_id=run_id, test_images=ingested["test_images"],
+    return write_report(run_dir, run_id=run_id, test_images=noised["truth"],
                         test_labels=ingested["test_labels"], noisy=noised["noisy"],
                         denoised=cleaned["denoised"], noise=noised["noise"],
                         noise_seed=noised["noise_seed"], model_id=model["model_id"])

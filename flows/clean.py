@@ -8,9 +8,11 @@ incremental, and a retried shard skips what it already finished.
 
     denoiser clean scans/ cleaned/
     denoiser serve scans/ cleaned/ --interval 3600
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here: Prefect builds a pydantic model from the
+flow's signature when a deployment runs it, and a postponed ``Literal[...]`` annotation is
+not resolved there ("not fully defined").
+"""
 
 import base64
 import io
@@ -18,7 +20,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from PIL import Image
@@ -27,11 +29,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from denoiser import checkpoint, cleaning, stages
+from denoiser import checkpoint, cleaning, registry, stages, workdir
 from denoiser.images import Entry, ImageError, read_image
 from denoiser.files import write_json
 from denoiser.report import write_parquet
-from denoiser.train import TrainConfig
 from flows.logs import library_logs
 from flows.pipeline import retry_unless_bad_input
 
@@ -43,61 +44,66 @@ SHARD_SIZE = 2000
 @library_logs
 def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
                   device: str) -> dict:
-    """The model to clean with: ``model`` (id or path), else the newest in the store, else
-    the default recipe trained on MNIST (the train-or-load stage)."""
+    """The model to clean with (:func:`denoiser.registry.choose_clean_model`): ``model`` (id
+    or path), else the one promoted for clean, else the scan recipe's, trained on MNIST
+    first if the store lacks it (the train-or-load stage)."""
     started = time.time()
-    found = checkpoint.select_checkpoint(model, models_dir)
+    choice = registry.choose_clean_model(model, models_dir)
+    found = choice.checkpoint
     if found is None:
-        get_run_logger().info("the model store %s is empty: training the default model", models_dir)
+        get_run_logger().info("no model is promoted for clean and the store %s lacks the scan recipe's "
+                              "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
         run_dir = Path(runs_dir) / f"default-model-{stages.new_run_id()}"
         ingested = stages.ingest(run_dir, data_dir=data_dir)
         trained = stages.train_or_load(run_dir, train_images=ingested["train_images"],
-                                       train_sha256=ingested["train_sha256"], config=TrainConfig.recipe(),
+                                       train_sha256=ingested["train_sha256"], config=registry.CLEAN_RECIPE,
                                        models_dir=models_dir, device=device)
         found = checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
-    return {"model_id": found.model_id, "weights": str(found.weights), "span": (started, time.time())}
+    return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
+            "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
+            "rerun": choice.rerun, "span": (started, time.time())}
 
 
 @task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
       cache_policy=NO_CACHE)
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
-                run_id: str, batch_size: int | None, overwrite: bool, device: str) -> dict:
+                run_id: str, batch_size: int | None, overwrite: bool, device: str, tones: str) -> dict:
     clock = cleaning.ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
-    rows = cleaning.clean_shard(
-        entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
-        options=cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device),
-        timings=clock,
-    )
+    options = cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
+                                    rerun_other_models=model["rerun"])
+    rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
+                                options=options, timings=clock, model_reason=model["reason"])
     frame = cleaning.report_frame(rows)
-    path = cleaning.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
+    path = workdir.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
     write_parquet(frame, path)
     clock.ended = time.time()
     return {"index": index, "rows": str(path), "timings": clock.to_dict(), **cleaning.counts(frame)}
 
 
 @task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE)
-def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str) -> dict:
+def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str, model: dict) -> dict:
     started = time.time()
     frames = [pd.read_parquet(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])]
     frame = cleaning.report_frame(pd.concat(frames).to_dict("records") if frames else [])
     write_parquet(frame, report)
     totals = cleaning.counts(frame)
-    publish_artifacts(frame, totals, run_id, in_dir)
+    publish_artifacts(frame, totals, run_id, in_dir, model["why"])
     return {"report": report, "files": int(len(frame)), "span": (started, time.time()), **totals}
 
 
-def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str) -> None:
+def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str, model: str) -> None:
     worst = frame[frame["status"] == "ok"].nlargest(10, "recon_mse")
     table = [{"path": f"({status} files)", "recon_mse": None, "count": n} for status, n in totals.items()]
     table += [{"path": row.path, "recon_mse": float(row.recon_mse), "count": 1}
               for row in worst.itertuples()]
     create_table_artifact(table=table, key="clean-summary",
-                          description=f"Run {run_id}: counts, then the 10 files of highest recon_mse")
+                          description=f"Run {run_id} (model {model}): counts, then the 10 files of "
+                                      "highest recon_mse")
     strip = before_after_strip(frame, in_dir)
-    markdown = (f"# Cleaning run {run_id}\n\n" +
+    markdown = (f"# Cleaning run {run_id}\n\nModel {model}.\n\n" +
                 " · ".join(f"**{n}** {status}" for status, n in totals.items()) + "\n\n")
     if strip:
         markdown += f"Before (top) and after (bottom):\n\n![strip](data:image/png;base64,{strip})\n"
@@ -136,7 +142,7 @@ def _thumbnail_source(path: str | Path) -> Image.Image:
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
-    return str(cleaning.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
+    return str(workdir.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
 
 
 @flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
@@ -149,6 +155,7 @@ def clean_folder(
     shard_size: int = SHARD_SIZE,
     overwrite: bool = False,
     device: str = "auto",
+    tones: Literal["keep", "normalize"] = "keep",
     models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
     data_dir: str | None = None,
     runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
@@ -162,29 +169,34 @@ def clean_folder(
     entries = cleaning.plan(in_dir, out_dir)
     os.makedirs(out_dir, exist_ok=True)
     try:
-        lock = cleaning.folder_lock(out_dir)
-    except cleaning.FolderBusy as busy:
+        lock = workdir.folder_lock(out_dir)
+    except workdir.FolderBusy as busy:
         logger.warning("%s; this run does nothing", busy)
         return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "report": None}
     with lock:
-        removed = cleaning.remove_stale_temporaries(out_dir)
+        removed = workdir.remove_stale_temporaries(out_dir)
         if removed:
             logger.info("removed %d temporary files left by an interrupted run", removed)
         chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
         parts = cleaning.shards(entries, shard_size)
-        logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["model_id"])
+        logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["why"])
+        if chosen["rerun"] and not overwrite:
+            logger.info("%s is %s: files another model cleaned, if any, are cleaned again with it",
+                        chosen["model_id"], "named" if chosen["reason"] == "named" else "promoted for clean")
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, batch_size,
-                                      overwrite, device) for i, part in enumerate(parts)]
+                                      overwrite, device, tones) for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
-        summary = write_report(results, report or default_report_path(out_dir, run_id), run_id, in_dir)
+        report_path = report or default_report_path(out_dir, run_id)
+        summary = write_report(results, report_path, run_id, in_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)
-        write_json(cleaning.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
+        write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
     logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped", summary)
     logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
                 "of orchestration", timings)
     totals = {k: v for k, v in summary.items() if k != "span"}
-    return {"status": "done", "model_id": chosen["model_id"], "run_id": run_id, **totals}
+    return {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
+            **totals}
 
 
 def run_timings(flow_started: float, chosen: dict, shards: list[dict], summary: dict) -> dict:

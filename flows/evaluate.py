@@ -25,10 +25,10 @@ RETRIES = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unles
 
 @task(name="prepare-evaluation", task_run_name="prepare-evaluation", **RETRIES)
 @library_logs
-def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str], limit: int | None,
-            tune_images: int, seed: int) -> dict:
-    return evaluate.prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, limit=limit,
-                            tune_images=tune_images, seed=seed)
+def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str], scans: bool,
+            limit: int | None, tune_images: int, seed: int) -> dict:
+    return evaluate.prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, scans=scans,
+                            limit=limit, tune_images=tune_images, seed=seed)
 
 
 @task(name="score", task_run_name="score-{method}", **RETRIES)
@@ -58,6 +58,7 @@ def evaluate_models(
     models: list[str] | None = None,
     baselines: list[str] | None = None,
     noises: list[str] | None = None,
+    scans: bool = False,
     limit: int | None = None,
     tune_images: int = 300,
     seed: int = 0,
@@ -68,14 +69,14 @@ def evaluate_models(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Score models (default: every model in the store) and classical baselines on the same
-    noisy MNIST test images."""
+    noisy MNIST test images, or with ``scans`` on the scan test set."""
     logger = get_run_logger()
     if models is None:
         models = [c.model_id for c in checkpoint.list_checkpoints(models_dir)]
     out_dir = out_dir or str(evaluate.DEFAULT_EVAL_DIR / stages.new_run_id())
     noises = noises or ["gaussian:0.5"]
     logger.info("evaluating %d models and %d baselines into %s", len(models), len(baselines or []), out_dir)
-    prepared = prepare(out_dir, data_dir, dataset, noises, limit, tune_images, seed)
+    prepared = prepare(out_dir, data_dir, dataset, noises, scans, limit, tune_images, seed)
     methods = [("noisy", "identity"), *((m, "model") for m in models),
                *((b, "baseline") for b in baselines or [])]
     parts = [score(name, kind, out_dir, prepared, models_dir, device) for name, kind in methods]

@@ -39,7 +39,7 @@ from denoiser.train import DEFAULT_MODEL, TrainConfig
 from flows.logs import library_logs
 
 TASK_RETRIES = 2
-CODE_VERSION = "1"  # part of every cache key: bump when a stage's outputs change meaning
+CODE_VERSION = "2"  # part of every cache key: bump when a stage's outputs change meaning
 
 
 # --- caching and retries ------------------------------------------------------------
@@ -236,5 +236,5 @@ def mnist_pipeline(
     cleaned = denoise.with_options(**opts)(
         run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size, device)
     return write_report.with_options(**opts)(
-        run_dir, run_id, ingested["test_images"], ingested["test_labels"], noised["noisy"],
+        run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
         cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])

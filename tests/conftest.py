@@ -41,4 +41,27 @@ def untrained(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def store(untrained):
+    """The store of ``untrained``, with 'conv-test' promoted as the default for clean."""
+    from denoiser import registry
+
+    registry.promote(untrained.weights.parent, "conv-test", "clean", score=lambda _: 0.0)
     return untrained.weights.parent
+
+
+@pytest.fixture(scope="session")
+def trained_store(idx_dir, tmp_path_factory):
+    """A U-Net trained for a few epochs on the synthetic training digits."""
+    import torch
+
+    from denoiser import checkpoint
+    from denoiser.data import ANY_IDX, load_dataset
+    from denoiser.train import TrainConfig, train
+
+    folder, _ = idx_dir
+    data = load_dataset(folder, dataset=ANY_IDX)
+    config = TrainConfig.recipe("unet", epochs=4, batch_size=16, seed=1)
+    model = train(data.train_images, config, device=torch.device("cpu"), show_progress=False).model
+    store = tmp_path_factory.mktemp("eval-models")
+    checkpoint.save_checkpoint(store, "unet-tiny", model,
+                               {"architecture": "unet", "config": config.to_dict()})
+    return store

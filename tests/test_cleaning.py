@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from denoiser import checkpoint, cleaning
+from denoiser import checkpoint, cleaning, workdir
 from denoiser.images import read_image
 from denoiser.manifest import Manifest
 from denoiser.model import ConvDAE
@@ -132,6 +132,20 @@ def test_a_new_model_redoes_everything(tree, untrained, tmp_path):
     assert cleaning.counts(run(in_dir, out_dir, other))["ok"] == sum(s == "ok" for s in expected.values())
 
 
+def test_a_fallback_model_leaves_what_another_model_cleaned(tree, untrained, tmp_path):
+    in_dir, out_dir, _, expected = tree
+    run(in_dir, out_dir, untrained)
+    before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*.png") if ".denoiser" not in p.parts}
+    other = checkpoint.save_checkpoint(tmp_path / "m2", "conv-other", ConvDAE(), {"architecture": "conv"})
+    again = run(in_dir, out_dir, other, rerun_other_models=False)
+    assert cleaning.counts(again)["ok"] == 0
+    assert cleaning.counts(again)["skipped"] >= sum(s == "ok" for s in expected.values())
+    assert {p: p.stat().st_mtime_ns for p in before} == before  # good outputs not overwritten
+    dry = cleaning.dry_run(cleaning.plan(in_dir, out_dir), out_dir=out_dir, model_id="conv-other",
+                           rerun_other_models=False)
+    assert not any(r["status"] == "todo" for r in dry)
+
+
 def test_folders_that_overlap_are_refused(tmp_path):
     (tmp_path / "in").mkdir()
     with pytest.raises(ValueError, match="must not be the input folder or inside it"):
@@ -149,10 +163,10 @@ def test_dry_run_writes_nothing(tree, untrained):
 
 
 def test_lock_keeps_a_second_run_out(tmp_path):
-    with cleaning.folder_lock(tmp_path):
-        with pytest.raises(cleaning.FolderBusy, match="another run"):
-            cleaning.folder_lock(tmp_path)
-    with cleaning.folder_lock(tmp_path):
+    with workdir.folder_lock(tmp_path):
+        with pytest.raises(workdir.FolderBusy, match="another run"):
+            workdir.folder_lock(tmp_path)
+    with workdir.folder_lock(tmp_path):
         pass  # released
 
 
@@ -183,7 +197,8 @@ def test_report_columns(tree, untrained):
     frame.to_parquet(path)
     back = pd.read_parquet(path)
     assert list(back.columns) == ["run_id", "path", "status", "error", "format", "mode", "width",
-                                  "height", "inverted", "model_id", "input_sha256", "output_path",
+                                  "height", "inverted", "paper", "ink", "scale", "model_id",
+                                  "model_reason", "input_sha256", "output_path",
                                   "recon_mse", "noise_sigma_in", "noise_sigma_out", "seconds"]
 
 
@@ -233,3 +248,22 @@ def test_manifest_answers_a_shard_in_one_query(tmp_path):
     assert "gone.png" not in current and "new.png" not in current  # output missing; never cleaned
     assert manifest.current(["f1.png"], "model-2") == {}
     assert Manifest(tmp_path / "absent.sqlite", create=False).current(["f1.png"], "model-1") == {}
+
+
+def test_grey_paper_keeps_its_tone_or_is_normalized(tmp_path, trained):
+    digits = draw_digits(6, seed=21)[0] / 255.0
+    rng = np.random.default_rng(1)
+    for i, digit in enumerate(digits):  # dark ink (0.3) on grey paper (0.75), a little noise
+        scan = np.clip(0.75 - 0.45 * digit + 0.03 * rng.standard_normal(digit.shape), 0, 1)
+        (tmp_path / "in").mkdir(exist_ok=True)
+        Image.fromarray(np.round(scan * 255).astype(np.uint8), "L").save(tmp_path / f"in/{i}.png")
+    kept = run(tmp_path / "in", tmp_path / "kept", trained)
+    normalized = run(tmp_path / "in", tmp_path / "normalized", trained, tones="normalize")
+    assert (normalized["status"] == "ok").all()
+    assert kept["inverted"].all() and (kept["paper"] - 0.75).abs().max() < 0.03
+    for i in range(6):
+        paper_kept = np.median(read_image(tmp_path / f"kept/{i}.png").pixels)
+        paper_normalized = np.median(read_image(tmp_path / f"normalized/{i}.png").pixels)
+        assert abs(paper_kept - 0.75) < 0.05 and paper_normalized > 0.95
+    with pytest.raises(ValueError, match="unknown tones"):
+        cleaning.CleanOptions(tones="vivid")

@@ -51,7 +51,9 @@ def test_clean_prints_a_summary_and_sets_the_exit_status(tmp_path, store):
     out = denoiser(*args, env=prefect_env(tmp_path))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "4 files: 3 ok, 1 error, 0 skipped" in out.stdout
-    assert len(pd.read_parquet(tmp_path / "report.parquet")) == 4
+    assert "model conv-test: promoted as the default for clean" in out.stdout
+    report = pd.read_parquet(tmp_path / "report.parquet")
+    assert len(report) == 4 and set(report["model_reason"].dropna()) == {"promoted"}
     strict = denoiser(*args, "--strict", env=prefect_env(tmp_path))
     assert strict.returncode == 1 and "0 ok, 1 error, 3 skipped" in strict.stdout
 
@@ -84,6 +86,7 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, store):
                    "--models-dir", str(store))
     assert out.returncode == 0
     assert "todo     batch0/scan 000.png" in out.stdout and "2 to clean" in out.stdout
+    assert "model conv-test: promoted" in out.stdout
     assert not (tmp_path / "out").exists()
 
 

@@ -7,25 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from denoiser import baselines, checkpoint, evaluate
-from denoiser.data import ANY_IDX, load_dataset
-from denoiser.train import TrainConfig, train
+from denoiser import baselines, evaluate, scanset
 from tests.test_cli import denoiser
-
-
-@pytest.fixture(scope="module")
-def trained_store(idx_dir, tmp_path_factory):
-    """A U-Net trained for a few epochs on the synthetic training digits."""
-    folder, _ = idx_dir
-    data = load_dataset(folder, dataset=ANY_IDX)
-    config = TrainConfig.recipe("unet", epochs=4, batch_size=16, seed=1)
-    model = train(data.train_images, config, device=torch.device("cpu"), show_progress=False).model
-    store = tmp_path_factory.mktemp("eval-models")
-    checkpoint.save_checkpoint(store, "unet-tiny", model,
-                               {"architecture": "unet", "config": config.to_dict()})
-    return store
 
 
 def test_every_method_scores_the_same_images_and_the_model_beats_the_noisy_input(
@@ -108,3 +92,26 @@ def test_evaluate_command_refuses_bad_input_in_one_line(tmp_path, trained_store)
     missing = denoiser("evaluate", "--models", "unet-nope", "--models-dir", str(trained_store), cwd=tmp_path)
     assert missing.returncode in (1, 2) and len(missing.stderr.strip().splitlines()) == 1
     assert "unet-nope" in missing.stderr
+
+
+def test_scan_evaluation_scores_every_kind_against_its_own_truth(idx_dir, trained_store, tmp_path):
+    folder, _ = idx_dir
+    summary = evaluate.evaluate(tmp_path / "scans", models=["unet-tiny"], baseline_names=["median"],
+                                noises=[], scans=True, data_dir=str(folder), dataset="idx", limit=12,
+                                tune_images=8, models_dir=trained_store, device="cpu")
+    kinds = set(scanset.KINDS)
+    rows = {(r["method"], r["noise"]): r for r in summary["rows"]}
+    methods = {"noisy", "unet-tiny"} | ({"median"} if not baselines.get("median").missing() else set())
+    assert set(rows) == {(m, k) for m in methods for k in kinds}
+    for row in summary["rows"]:
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["accuracy_truth"] <= 1
+        assert math.isfinite(row["psnr_mean"])
+    frame = pd.read_parquet(summary["evaluation"])
+    assert len(frame) == 12 * len(kinds) * len(methods)
+    assert frame["correct"].dtype == bool and frame["correct_truth"].dtype == bool
+    prepared = json.loads((tmp_path / "scans/prepared.json").read_text())
+    assert np.load(prepared["clean"]["scale-3x"]).shape == (12, 84, 84)
+    faded = np.load(prepared["clean"]["faded"])
+    assert np.median(faded) > 0.6  # the truth keeps its grey paper
+    if "median" in methods:
+        assert rows[("median", "seed-noise")]["params"]["tone_curve"] is False

@@ -16,7 +16,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect_dask import DaskTaskRunner
 
-from denoiser import cleaning
+from denoiser import cleaning, workdir
 from flows.clean import clean_folder
 from tests.helpers import draw_digits
 
@@ -101,6 +101,6 @@ def test_dask_runner_gives_the_same_outputs(scans, tmp_path, store):
 
 def test_an_overlapping_run_does_nothing(scans, tmp_path, store):
     out = tmp_path / "out"
-    with cleaning.folder_lock(out):
+    with workdir.folder_lock(out):
         result = clean_folder(**params(scans, out, store))
     assert result["status"] == "busy" and not read_outputs(out)

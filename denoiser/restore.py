@@ -1,0 +1,128 @@
+"""Cleaning real scans with a model trained on MNIST's look: tones and scale around it.
+
+For each scan (float gray (H, W) in [0, 1], any size, either polarity):
+
+1. estimate its paper and ink levels and map it to MNIST's look, paper 0 and ink 1
+   (:mod:`denoiser.tones`; a dark-on-light scan is flipped by the same map);
+2. estimate its stroke width (:mod:`denoiser.strokes`; at most what the image's size
+   allows a digit); a scan whose strokes are at least :data:`RESCALE_ABOVE` times MNIST's
+   is shrunk to MNIST's stroke width;
+3. denoise (batched by size, tiled when large: :func:`denoiser.infer.denoise_images`);
+4. enlarge the result back to the scan's size, and map it back: to the scan's own paper
+   and ink (``tones="keep"``), or to pure paper and full-contrast ink in the scan's
+   polarity (``tones="normalize"``).
+
+Why shrink rather than train at every scale: a model that sees 4x strokes needs a 4x
+receptive field and 16x the pixels per training image, which a 15-minute CPU budget cannot
+buy; shrinking also averages the noise down before the model sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from denoiser import strokes, tones
+from denoiser.infer import denoise, denoise_images
+from denoiser.noise import SHRINK_ABOVE
+
+TONES = ("keep", "normalize")
+#: Scans whose strokes are this many times MNIST's width or more are shrunk to it (the
+#: scan recipe trains on the same rule).
+RESCALE_ABOVE = SHRINK_ABOVE
+#: MNIST's digits fill a 20x20 box: a digit at scale s needs 20 s pixels, so an image's
+#: scale is at most its shorter side / 20 (a 28x28 digit is never shrunk, however noisy).
+DIGIT_BOX = 20
+
+
+@dataclass(frozen=True)
+class ScanInfo:
+    """What the cleaner measured on one scan."""
+
+    paper: float
+    ink: float  # where the model's 1 maps to: the measured ink moved out by ``headroom``
+    scale: float  # stroke width / MNIST's
+    resized: bool
+    headroom: float = 1.0
+
+    @property
+    def inverted(self) -> bool:
+        """Dark ink on light paper (the model sees it flipped)."""
+        return self.ink < self.paper
+
+
+def model_headroom(metadata: dict) -> float:
+    """The tone headroom a stored model was trained with (1: none, the MNIST-only models)."""
+    return float(metadata.get("tone_headroom", 1.0))
+
+
+def tone_mapped(metadata: dict) -> bool:
+    """Whether a stored model was trained on tone-mapped scans (``--noise scan``)."""
+    return "tone_headroom" in metadata
+
+
+def apply_model(metadata: dict, model: torch.nn.Module, images: np.ndarray, *, as_scans: bool,
+                device: torch.device | str = "cpu", batch_size: int | None = None) -> np.ndarray:
+    """A stored model's outputs for (N, H, W) images: through the tone and scale handling
+    of :func:`restore` for scans and for models trained on tone-mapped input, else straight
+    through the network (the MNIST-only models on MNIST, as they were trained)."""
+    if as_scans or tone_mapped(metadata):
+        outputs, _ = restore(model, list(images), headroom=model_headroom(metadata),
+                             batch_size=batch_size, device=device)
+        return np.stack(outputs)
+    return denoise(model, images, batch_size=batch_size, device=device)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    shrinking = size[0] < image.shape[0]
+    out = F.interpolate(t, size=size, mode="area") if shrinking else \
+        F.interpolate(t, size=size, mode="bicubic", align_corners=False)
+    return out[0, 0].clamp(0, 1).numpy()
+
+
+def prepare(image: np.ndarray, *, headroom: float = tones.HEADROOM,
+            rescale: bool = True) -> tuple[np.ndarray, ScanInfo]:
+    """One scan in the model's look (shrunk when its strokes are wide), and what was measured."""
+    paper, ink = tones.estimate_levels(image[None], headroom=headroom)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))[None]
+    mapped = tones.to_model(pixels, paper, ink)[0].numpy()
+    scale = min(strokes.stroke_scale(mapped), min(mapped.shape) / DIGIT_BOX) if rescale else 1.0
+    resized = scale >= RESCALE_ABOVE
+    if resized:
+        h, w = mapped.shape
+        mapped = _resize(mapped, (max(8, round(h / scale)), max(8, round(w / scale))))
+    return mapped, ScanInfo(float(paper), float(ink), float(scale), resized, headroom)
+
+
+def finish(output: np.ndarray, info: ScanInfo, shape: tuple[int, int], *, tone: str = "keep") -> np.ndarray:
+    """A model output back at the scan's size and tones."""
+    if tone not in TONES:
+        raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
+    if output.shape != shape:
+        output = np.clip(_resize(output, shape), 0.0, 1.0)
+    y = torch.from_numpy(output)
+    paper, ink = torch.tensor(info.paper), torch.tensor(info.ink)
+    if tone == "keep":
+        back = tones.from_model(y, paper, ink)
+    else:
+        back = tones.normalized((y * info.headroom).clamp(0, 1), paper, ink)
+    return back.numpy().astype(np.float32)
+
+
+def restore(model: torch.nn.Module, images: list[np.ndarray], *, tone: str = "keep",
+            headroom: float = tones.HEADROOM, rescale: bool = True, batch_size: int | None = None,
+            device: torch.device | str = "cpu", tile: int = 256,
+            overlap: int = 32) -> tuple[list[np.ndarray], list[ScanInfo]]:
+    """Clean float (H, W) scans in [0, 1] of any sizes; the outputs and what was measured."""
+    if tone not in TONES:
+        raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
+    prepared = [prepare(image, headroom=headroom, rescale=rescale) for image in images]
+    outputs = denoise_images(model, [p[0] for p in prepared], batch_size=batch_size, device=device,
+                             tile=tile, overlap=overlap)
+    cleaned = [finish(out, info, image.shape, tone=tone)
+               for out, (_, info), image in zip(outputs, prepared, images, strict=True)]
+    return cleaned, [info for _, info in prepared]

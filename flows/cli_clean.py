@@ -1,0 +1,173 @@
+"""``denoiser clean`` and ``denoiser serve``: a folder of scans into a cleaned mirror, once
+or on a schedule (the flow is :func:`flows.clean.clean_folder`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.device import DEVICES, resolve_device
+from denoiser.restore import TONES
+from flows.options import HelpFormatter, positive_int
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    clean = commands.add_parser(
+        "clean",
+        help="clean a folder of scanned digit images into a mirror folder",
+        description=(
+            "Clean every image under IN_DIR (png, jpg, bmp, tif, webp, gif; any mode, size "
+            "and bit depth) into the same relative path under OUT_DIR, in the same format. "
+            "Unchanged inputs are skipped on reruns; bad files become error rows."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_clean_arguments(clean)
+    clean.add_argument("--report", metavar="PATH", default=None,
+                       help="where the Parquet report goes (default: "
+                            "OUT_DIR/.denoiser/reports/RUN_ID.parquet)")
+    clean.add_argument("--task-runner", choices=("thread", "dask"), default="thread",
+                       help="run shards in a thread pool or on a Dask cluster")
+    clean.add_argument("--dask-address", metavar="ADDR", default=None,
+                       help="scheduler of an existing Dask cluster, e.g. tcp://host:8786 "
+                            "(default: a local cluster)")
+    clean.add_argument("--overwrite", action="store_true",
+                       help="clean every file again, even unchanged ones")
+    clean.add_argument("--strict", action="store_true",
+                       help="exit with status 1 if any file could not be processed")
+    clean.add_argument("--dry-run", action="store_true",
+                       help="list what would be cleaned, skipped or refused; write nothing")
+
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a scheduled deployment that cleans IN_DIR into OUT_DIR",
+        description=(
+            "Register a deployment of the cleaning flow with a schedule on the Prefect server "
+            "in $PREFECT_API_URL and run its scheduled runs until stopped (Ctrl-C). Each run "
+            "cleans what is new or changed."
+        ),
+        formatter_class=HelpFormatter,
+    )
+    add_clean_arguments(serve)
+    when = serve.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", metavar="EXPR", help="cron schedule, e.g. '0 * * * *'")
+    when.add_argument("--interval", type=positive_int, metavar="SECONDS",
+                      help="run every SECONDS seconds")
+    serve.add_argument("--name", default="clean-folder", help="deployment name")
+
+
+def add_clean_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("in_dir", metavar="IN_DIR", help="folder of images to clean (only read)")
+    command.add_argument("out_dir", metavar="OUT_DIR", help="folder for the cleaned mirror")
+    command.add_argument("--model", metavar="ID|PATH", default=None,
+                         help="model id in the store, or a checkpoint's .pt path (default: the model "
+                              "promoted for clean (denoiser models promote ID --for clean), else the "
+                              "scan recipe's model, trained on MNIST first if absent)")
+    command.add_argument("--tones", choices=TONES, default="keep",
+                         help="keep each scan's paper tone and ink darkness, or normalize to pure "
+                              "paper and full-contrast ink")
+    command.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                         help="images of one size denoised together, fewer when they are "
+                              "large so a batch stays under 1M pixels (default: 64 on a CPU, "
+                              "1024 on a GPU)")
+    command.add_argument("--shard-size", type=positive_int, default=2000, metavar="N",
+                         help="files per shard; a shard is one retryable task, streamed "
+                              "through in chunks so memory does not grow with it")
+    command.add_argument("--device", choices=DEVICES, default="auto",
+                         help="where to denoise; auto picks CUDA, then MPS, then CPU")
+    command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
+                         help="the model store")
+    command.add_argument("--data-dir", metavar="DIR", default=None,
+                         help="MNIST folder, used only to train the default model when the "
+                              "store is empty (default: $DENOISER_MNIST_DIR, else data/mnist)")
+
+
+def _clean_parameters(args: argparse.Namespace) -> dict:
+    return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
+                model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
+                device=args.device, tones=args.tones, models_dir=os.path.abspath(args.models_dir),
+                data_dir=args.data_dir and os.path.abspath(args.data_dir))
+
+
+def clean(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from denoiser import cleaning, registry
+
+    resolve_device(args.device)
+    entries = cleaning.plan(args.in_dir, args.out_dir)
+    chosen = registry.choose_clean_model(args.model, args.models_dir)  # a bad --model fails here
+    if args.dry_run:
+        model_id = chosen.model_id
+        frame = cleaning.report_frame(cleaning.dry_run(entries, out_dir=args.out_dir, model_id=model_id,
+                                                       overwrite=args.overwrite,
+                                                       rerun_other_models=chosen.rerun))
+        for row in frame.itertuples():
+            print(f"{row.status:8} {row.path}" + ("" if pd.isna(row.error) else f"  ({row.error})"))
+        n = frame["status"].value_counts()
+        print(f"dry run: {len(frame)} files: {n.get('todo', 0)} to clean, {n.get('skipped', 0)} "
+              f"skipped, {n.get('error', 0)} error"
+              + f"; model {chosen.describe()}")
+        return 0
+
+    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
+    from flows.clean import clean_folder
+
+    flow = clean_folder
+    if args.task_runner == "dask":
+        flow = clean_folder.with_options(task_runner=dask_task_runner(args.dask_address))
+    result = flow(**_clean_parameters(args), overwrite=args.overwrite,
+                  report=args.report and os.path.abspath(args.report))
+    if result["status"] == "busy":
+        print(f"another run is cleaning into {args.out_dir}; nothing done", file=sys.stderr)
+        return 1
+    print(f"{result['files']} files: {result['ok']} ok, {result['error']} error, "
+          f"{result['skipped']} skipped\nmodel {result['model_why']}\nreport: {result['report']}")
+    if result["files"] and result["ok"] + result["skipped"] == 0:
+        return 1
+    return 1 if args.strict and result["error"] else 0
+
+
+def dask_task_runner(address: str | None):
+    """prefect-dask's runner on an existing cluster, or on a local one."""
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    # Worker processes need a real Prefect server to report to; without one, keep the
+    # workers in this process (threads) rather than start a temporary server in each.
+    processes = bool(os.environ.get("PREFECT_API_URL"))
+    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": processes,
+                                          "threads_per_worker": 1})
+
+
+def serve(args: argparse.Namespace) -> int:
+    resolve_device(args.device)
+    from denoiser import cleaning
+
+    cleaning.plan(args.in_dir, args.out_dir)
+    import flows  # noqa: F401
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ValueError(
+            "schedules need a running Prefect server, and PREFECT_API_URL is not set: start one "
+            "with `prefect server start` and run `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.clean import clean_folder
+
+    clean_folder.serve(
+        name=args.name,
+        cron=args.cron,
+        interval=args.interval,
+        parameters=_clean_parameters(args),
+        global_limit=1,
+        description=f"Clean {args.in_dir} into {args.out_dir}",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
+    return 0

@@ -1,0 +1,137 @@
+"""``denoiser models``: list the model store, show one model, promote one as a use's default.
+
+    denoiser models list
+    denoiser models show unet-3f2a9c1b7d4e
+    denoiser models promote unet-3f2a9c1b7d4e --for clean      # refused if it scores lower
+    denoiser models promote unet-3f2a9c1b7d4e --for clean --force
+
+Promotion scores the candidate and the current default on the use's evaluation (the scan
+test set for ``clean``, MNIST with the seed's noise for ``run``; see
+:func:`denoiser.evaluate.use_score`), and refuses a candidate below the current default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from denoiser import checkpoint, evaluate, registry
+from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.data import DATASETS
+from denoiser.device import DEVICES
+from flows.options import HelpFormatter, non_negative_int, positive_int
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    models = commands.add_parser(
+        "models", help="list, show and promote the models in the store",
+        description="The model store: what is in it, and which model each use runs by default.",
+        formatter_class=HelpFormatter)
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="a table of the stored models", formatter_class=HelpFormatter)
+    show = actions.add_parser("show", help="one model's metadata as JSON", formatter_class=HelpFormatter)
+    show.add_argument("model", metavar="ID|PATH", help="model id in the store or a checkpoint path")
+    promote = actions.add_parser(
+        "promote", help="make a model the default for clean or run, if it scores at least as well",
+        description="Score the model and the current default on the use's evaluation (clean: the scan "
+                    "test set; run: MNIST with the seed's noise) and make it the default unless it "
+                    "scores lower.", formatter_class=HelpFormatter)
+    promote.add_argument("model", metavar="ID|PATH", help="model id in the store or a checkpoint path")
+    promote.add_argument("--for", dest="use", choices=registry.USES, required=True,
+                         help="which command's default it becomes")
+    promote.add_argument("--force", action="store_true",
+                         help="promote even if it scores below the current default (says so)")
+    promote.add_argument("--limit", type=positive_int, default=500, metavar="N",
+                         help="test digits per scan kind (or MNIST test images) to score on")
+    promote.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                         help="seed of the evaluation's noise")
+    promote.add_argument("--data-dir", metavar="DIR", default=None,
+                         help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
+    promote.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                         help="which checksums to verify the data against")
+    promote.add_argument("--device", choices=DEVICES, default="auto", help="where the models run")
+    for command in (listing, show, promote):
+        command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
+                             help="the model store")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        print(format_listing(args.models_dir))
+        return 0
+    if args.action == "show":
+        found = checkpoint.resolve_checkpoint(args.model, args.models_dir)
+        shown = {**found.metadata, "default_for": registry.defaults_for(args.models_dir, found.model_id)}
+        print(json.dumps(shown, indent=2))
+        return 0
+    return _promote(args)
+
+
+def _scores_dir(models_dir: str) -> Path:
+    return Path(models_dir) / "scores"
+
+
+def _promote(args: argparse.Namespace) -> int:
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("denoiser")
+    library_log.addHandler(console)
+    library_log.setLevel(logging.INFO)
+
+    def score(model_id: str) -> float:
+        value = evaluate.use_score(_scores_dir(args.models_dir), model_id, args.use, data_dir=args.data_dir,
+                                   dataset=args.dataset, models_dir=args.models_dir, limit=args.limit,
+                                   seed=args.seed, device=args.device)
+        print(f"{model_id}: {value:.2f} dB on the {args.use} evaluation ({args.limit} images"
+              f"{' per scan kind' if args.use == 'clean' else ''})")
+        return value
+
+    try:
+        entry = registry.promote(args.models_dir, args.model, args.use, score=score, force=args.force)
+    finally:
+        library_log.removeHandler(console)
+    forced = " (forced past the quality gate)" if entry["forced"] else ""
+    print(f"{entry['model_id']} is now the default for {args.use}{forced}")
+    return 0
+
+
+def format_listing(models_dir: str | os.PathLike[str]) -> str:
+    """The store as an aligned table, oldest first."""
+    stored = checkpoint.list_checkpoints(models_dir)
+    if not stored:
+        return f"no models in {models_dir}"
+    defaults = registry.read_defaults(models_dir)
+    cached = _cached_scores(models_dir)
+    lines = [f"{'model':24}{'recipe':8}{'noise':16}{'epochs':>7}{'val PSNR':>10}{'clean dB':>10}"
+             f"{'run dB':>8}  {'created':26}default for"]
+    for found in stored:
+        meta = found.metadata
+        config = meta.get("config", {})
+        val = meta.get("final", {}).get("val_psnr")
+        uses = [use for use, entry in defaults.items() if entry["model_id"] == found.model_id]
+        clean, run_score = (cached.get((found.model_id, use)) for use in registry.USES)
+        lines.append(
+            f"{found.model_id:24}{str(meta.get('architecture', '?')):8}{str(config.get('noise', '?')):16}"
+            f"{str(config.get('epochs', '?')):>7}{_number(val):>10}{_number(clean):>10}"
+            f"{_number(run_score):>8}"
+            f"  {str(meta.get('created_at', '?')):26}{', '.join(uses) or '-'}")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _cached_scores(models_dir: str | os.PathLike[str]) -> dict[tuple[str, str], float]:
+    """The latest promotion scores computed for each (model, use), from the scores cache."""
+    path = _scores_dir(str(models_dir)) / "scores.json"
+    if not path.is_file():
+        return {}
+    found = {}
+    for key, value in json.loads(path.read_text()).items():
+        model_id, use, *_ = key.split("|")
+        found[(model_id, use)] = value
+    return found

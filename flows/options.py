@@ -1,0 +1,68 @@
+"""The command line's option types and formatting, shared by every ``denoiser`` command."""
+
+from __future__ import annotations
+
+import argparse
+
+from denoiser.baselines import BASELINES
+from denoiser.noise import NoiseSpec
+from denoiser.train import RECIPES
+
+DEFAULT_BASELINES = ["gaussian", "median", "tv", "wavelet", "nlmeans"]
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``, with a plain-words error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be {minimum} or more")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
+def noise_spec(text: str) -> str:
+    try:
+        return str(NoiseSpec.parse(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def recipe_default(option: str) -> str:
+    """'(default: the model's recipe: unet 8, conv 10)' for an option the recipes set."""
+    values = {model: RECIPES[model][option] for model in ("unet", "conv")}
+    return "(default: the model's recipe: " + ", ".join(f"{m} {v}" for m, v in values.items()) + ")"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows '(default: X)' after each option's help, except where there is no default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Errors in one line (no usage block), exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def baseline_list(text: str) -> list[str]:
+    """An argparse type: 'tv,nlmeans' -> ['tv', 'nlmeans']; 'none' -> []."""
+    names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown baseline {unknown[0]!r}; choose from {','.join(BASELINES)}")
+    return names
