@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,9 +103,22 @@ def _output_path(out_dir: Path, rel: str) -> Path:
     return dest
 
 
+def read_regular_file(path: Path) -> bytes:
+    """A file's bytes, refusing what is not a regular file (a FIFO would block the run
+    forever, a device could be endless)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise ImageError("not a regular file (a FIFO, device or socket)")
+    return path.read_bytes()
+
+
 def _one_line(error: BaseException) -> str:
+    """The error's first line; named by its type where it is not one of ours (a KeyError
+    from a codec reads as "KeyError: 'XPM'", not "'XPM'")."""
     text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
+    line = text[0] if text else ""
+    if not isinstance(error, (ImageError, OSError)) or not line:
+        line = f"{type(error).__name__}: {line}".rstrip(": ")
+    return line[:300]
 
 
 @dataclass
@@ -218,7 +232,7 @@ class _ShardJob:
                 return self.row(entry, status="skipped", error=entry.skip)
             if entry.problem:
                 raise ImageError(entry.problem)
-            content = entry.path.read_bytes()
+            content = read_regular_file(entry.path)
             digest = hashlib.sha256(content).hexdigest()
             if self.current.get(entry.rel) == digest:
                 return self.row(entry, status="skipped", input_sha256=digest,
@@ -227,7 +241,7 @@ class _ShardJob:
             image = read_image(entry.path, content)
             mapped, info = prepare(image.pixels, headroom=self.headroom)
             return _Pending(entry, image, digest, mapped, info, time.perf_counter() - started)
-        except (ImageError, OSError, ValueError, RuntimeError) as error:  # this file's error row
+        except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             return self.row(entry, status="error", error=_one_line(error),
                             seconds=time.perf_counter() - started)
         finally:
@@ -249,7 +263,7 @@ class _ShardJob:
             # nothing half-written among the outputs, and the next run sweeps it away.
             with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
                 write_like(image, cleaned, tmp)
-        except (ImageError, OSError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             return self.row(entry, status="error", error=_one_line(error),
                             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
         finally:
@@ -280,10 +294,10 @@ def dry_run(entries: list[Entry], *, out_dir: str | os.PathLike[str], model_id: 
                              error=entry.skip or entry.problem))
             continue
         try:
-            content = entry.path.read_bytes()
+            content = read_regular_file(entry.path)
             digest = hashlib.sha256(content).hexdigest()
             read_image(entry.path, content)  # decoding finds the bad files without writing
-        except (ImageError, OSError) as error:
+        except Exception as error:  # noqa: BLE001 - a dry run reports what a run would
             rows.append(_row("dry-run", entry, model_id or "", status="error", error=_one_line(error)))
             continue
         done = current.get(entry.rel) == digest

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
+#: The file name suffixes read, and the one Pillow format each may hold: a file is opened
+#: only as what its name says (an XPM or Sun raster named .png is an error row, never a
+#: format that cannot be written back).
+SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
+                  ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
+IMAGE_SUFFIXES = frozenset(SUFFIX_FORMATS)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 
 
@@ -106,9 +111,11 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None) -> Gr
     """Read one image file (or its already-read ``content``) as gray.
 
     Raises :class:`ImageError` with a one-line reason for anything that is not a readable
-    image: empty, truncated, unidentifiable, a decompression bomb, unreadable.
+    image: empty, truncated, unidentifiable or not the format its name says, a
+    decompression bomb, unreadable, not a regular file.
     """
     path = Path(path)
+    expected = SUFFIX_FORMATS.get(path.suffix.lower())
     try:
         if content is None:
             content = path.read_bytes()
@@ -117,7 +124,7 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None) -> Gr
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice its limit: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(content)) as image:
+            with Image.open(io.BytesIO(content), formats=[expected] if expected else None) as image:
                 image.load()
                 return _to_gray(image)
     except ImageError:
@@ -125,6 +132,8 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None) -> Gr
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"decompression bomb refused: {error}".split(". ")[0]) from error
     except UnidentifiedImageError:
+        if expected:
+            raise ImageError(f"not a {expected} image, as its name says") from None
         raise ImageError("not an image Pillow can identify") from None
     except PermissionError:
         raise ImageError("permission denied") from None

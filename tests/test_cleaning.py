@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,7 @@ def test_messy_tree_is_mirrored_exactly(tree, untrained):
     assert frame["path"].tolist() == sorted(expected)
     errors = frame[frame["status"] == "error"].set_index("path")["error"]
     assert errors["bad/empty.png"] == "empty file (0 bytes)"
-    assert "not an image" in errors["bad/not-an-image.png"]
+    assert errors["bad/not-an-image.png"] == "not a PNG image, as its name says"
     assert "truncated" in errors["bad/truncated.png"]
     assert "decompression bomb" in errors["bad/bomb.png"]
     assert errors["bad/dangling.png"] == "dangling link"
@@ -267,3 +268,35 @@ def test_grey_paper_keeps_its_tone_or_is_normalized(tmp_path, trained):
         assert abs(paper_kept - 0.75) < 0.05 and paper_normalized > 0.95
     with pytest.raises(ValueError, match="unknown tones"):
         cleaning.CleanOptions(tones="vivid")
+
+
+XPM = b"""/* XPM */
+static char *x[] = {
+"2 2 2 1",
+"a c #000000",
+"b c #ffffff",
+"ab",
+"ba"};
+"""
+
+
+def test_disguised_formats_and_fifos_are_error_rows_and_the_batch_goes_on(tmp_path, untrained):
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(in_dir / "good.png")
+    (in_dir / "xpm.png").write_bytes(XPM)  # Pillow reads XPM but cannot write it back
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(in_dir / "png.tif", format="PNG")
+    os.mkfifo(in_dir / "pipe.png")  # reading it would block forever
+    signal.alarm(120)  # a regression hangs here: fail instead
+    try:
+        frame = run(in_dir, tmp_path / "out", untrained).set_index("path")
+        dry = {r["path"]: r for r in cleaning.dry_run(cleaning.plan(in_dir, tmp_path / "dry"),
+                                                      out_dir=tmp_path / "dry", model_id="conv-test")}
+    finally:
+        signal.alarm(0)
+    assert frame.loc["good.png", "status"] == "ok"
+    assert frame.loc["xpm.png", "error"] == "not a PNG image, as its name says"
+    assert frame.loc["png.tif", "error"] == "not a TIFF image, as its name says"
+    assert frame.loc["pipe.png", "error"] == "not a regular file (a FIFO, device or socket)"
+    assert dry["pipe.png"]["status"] == "error" and dry["xpm.png"]["status"] == "error"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".denoiser") == ["good.png"]

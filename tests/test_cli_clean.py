@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from denoiser import workdir
 from tests.test_cli import denoiser
 
 BIN = Path(sys.executable).parent
@@ -78,6 +79,15 @@ def test_user_mistakes_get_one_line(tmp_path, store):
         out = denoiser(*args)
         assert out.returncode != 0 and message in out.stderr, out.stderr
         assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_that_finds_the_folder_busy_does_nothing_and_exits_0(tmp_path, store):
+    write_scans(tmp_path / "in", 2)
+    with workdir.folder_lock(tmp_path / "out"):  # another run holds the folder
+        out = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
+                       "--device", "cpu", env=prefect_env(tmp_path))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "another run is cleaning into" in out.stderr and not outputs(tmp_path / "out")
 
 
 def test_dry_run_lists_and_writes_nothing(tmp_path, store):
