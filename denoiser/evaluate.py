@@ -255,13 +255,28 @@ def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_nam
     return summarize(out_dir, parts)
 
 
+SCORES_FILE = "scores.json"
+
+
+def cached_use_scores(out_dir: str | os.PathLike[str]) -> dict[tuple[str, str], float]:
+    """``{(model, use): score}`` of the scores :func:`use_score` has cached in ``out_dir``
+    at this score version (the last computed, where several limits or seeds were)."""
+    cache = Path(out_dir) / SCORES_FILE
+    found = {}
+    for key, value in (read_json(cache) if cache.is_file() else {}).items():
+        model, use, *_, version = key.split("|")
+        if version == str(SCORE_VERSION):
+            found[(model, use)] = float(value)
+    return found
+
+
 def use_score(out_dir: str | os.PathLike[str], model: str, use: str, *, data_dir: str | None = None,
               dataset: str = "mnist", models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
               limit: int = 500, seed: int = 0, device: str = "auto") -> float:
     """The number that decides promotion for ``use``: the mean PSNR (dB) of ``model`` over
     the first ``limit`` test digits rendered as every scan kind (``clean``), or with the
     seed's noise (``run``). Cached in ``out_dir`` by model, use, limit and seed."""
-    cache = Path(out_dir) / "scores.json"
+    cache = Path(out_dir) / SCORES_FILE
     key = f"{model}|{use}|{limit}|{seed}|{SCORE_VERSION}"
     scores = read_json(cache) if cache.is_file() else {}
     if key not in scores:

@@ -104,7 +104,7 @@ def format_listing(models_dir: str | os.PathLike[str]) -> str:
     if not stored:
         return f"no models in {models_dir}"
     defaults = registry.read_defaults(models_dir)
-    cached = _cached_scores(models_dir)
+    cached = evaluate.cached_use_scores(_scores_dir(str(models_dir)))
     lines = [f"{'model':24}{'recipe':8}{'noise':16}{'epochs':>7}{'val PSNR':>10}{'clean dB':>10}"
              f"{'run dB':>8}  {'created':26}default for"]
     for found in stored:
@@ -124,14 +124,3 @@ def format_listing(models_dir: str | os.PathLike[str]) -> str:
 def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
-
-def _cached_scores(models_dir: str | os.PathLike[str]) -> dict[tuple[str, str], float]:
-    """The latest promotion scores computed for each (model, use), from the scores cache."""
-    path = _scores_dir(str(models_dir)) / "scores.json"
-    if not path.is_file():
-        return {}
-    found = {}
-    for key, value in json.loads(path.read_text()).items():
-        model_id, use, *_ = key.split("|")
-        found[(model_id, use)] = value
-    return found
