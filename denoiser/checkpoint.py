@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import platform
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +30,10 @@ from denoiser.model import build_model, count_parameters
 from denoiser.train import RECIPE_VERSION, TrainConfig
 
 DEFAULT_MODELS_DIR = Path("data") / "models"
+
+
+class CheckpointError(ValueError):
+    """A file in the store, or given as a model, that is not a usable checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -83,20 +89,38 @@ def find_checkpoint(models_dir: str | os.PathLike[str], model_id: str) -> Checkp
     weights, meta = models_dir / f"{model_id}.pt", models_dir / f"{model_id}.json"
     if not (weights.is_file() and meta.is_file()):
         return None
-    return Checkpoint(model_id, weights, read_json(meta))
+    try:
+        metadata = read_json(meta)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{meta}: not a checkpoint this tool wrote (its metadata is not JSON: "
+                              f"{str(error).splitlines()[0]})") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{meta}: not a checkpoint this tool wrote (its metadata is not an object)")
+    return Checkpoint(model_id, weights, metadata)
 
 
 def load_model(checkpoint: Checkpoint, *, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Rebuild the architecture named in the metadata and load the weights into it."""
     architecture = checkpoint.metadata.get("architecture")
     if architecture is None:
-        raise ValueError(f"{checkpoint.weights}: metadata names no architecture")
-    model = build_model(architecture)
+        raise CheckpointError(f"{checkpoint.weights}: not a checkpoint this tool wrote "
+                              "(its metadata names no architecture)")
     try:
-        state = torch.load(checkpoint.weights, map_location="cpu", weights_only=True)
+        model = build_model(architecture)
+    except ValueError as error:
+        raise CheckpointError(f"{checkpoint.weights}: not a checkpoint this tool wrote ({error})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says it
+            state = torch.load(checkpoint.weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (RuntimeError, OSError, EOFError) as error:
-        raise ValueError(f"{checkpoint.weights}: not a valid {architecture} checkpoint ({error})") from error
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{checkpoint.weights}: not a checkpoint this tool wrote (it holds pickled "
+                              "objects other than tensors; they were not loaded)") from None
+    except Exception as error:  # noqa: BLE001 - truncated, not a zip or pickle, wrong tensors...
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"{checkpoint.weights}: not a checkpoint this tool wrote, or damaged "
+                              f"({type(error).__name__}: {reason[:200]})") from None
     return model.to(device).eval()
 
 

@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 
 
+_NAME_ROOM = 255 - len(".0123abcd.part") - 1  # bytes of a name left in a temporary's name
+
+
 def _new_temporary(directory: Path, name: str) -> Path:
     """A new empty file ``.<name>.<random>.part`` in ``directory``.
 
@@ -26,6 +29,9 @@ def _new_temporary(directory: Path, name: str) -> Path:
     0600, so the renamed result is readable as any other file the user writes.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    encoded = os.fsencode(name)
+    if len(encoded) > _NAME_ROOM:  # long names: keep a prefix, so the whole fits in 255 bytes
+        name = os.fsdecode(encoded[:_NAME_ROOM])
     while True:
         path = directory / f".{name}.{secrets.token_hex(4)}.part"
         try:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,9 @@ from PIL import Image, UnidentifiedImageError
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
                   ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
 IMAGE_SUFFIXES = frozenset(SUFFIX_FORMATS)
+#: Formats whose EXIF (orientation included) is written back unchanged. Pillow applies a
+#: TIFF's orientation tag as it decodes, so a TIFF output is written upright, without it.
+EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's "L"
 
 
@@ -107,8 +112,12 @@ def _int_scale(values: np.ndarray) -> float:
     return 65535.0 if values.size == 0 or values.max() <= 65535 else float(2**31 - 1)
 
 
-def read_image(path: str | os.PathLike[str], content: bytes | None = None) -> GrayImage:
+def read_image(path: str | os.PathLike[str], content: bytes | None = None, *,
+               reserve: Callable[[int], None] | None = None) -> GrayImage:
     """Read one image file (or its already-read ``content``) as gray.
+
+    ``reserve`` is called with the image's pixel count once its header is read and before
+    it is decoded (a caller bounding memory may block there).
 
     Raises :class:`ImageError` with a one-line reason for anything that is not a readable
     image: empty, truncated, unidentifiable or not the format its name says, a
@@ -125,12 +134,16 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None) -> Gr
             # Pillow only warns between its limit and twice its limit: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(content), formats=[expected] if expected else None) as image:
+                if reserve is not None:
+                    reserve(image.width * image.height)
                 image.load()
                 return _to_gray(image)
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"decompression bomb refused: {error}".split(". ")[0]) from error
+        size = re.search(r"\((\d+) pixels\)", str(error))
+        raise ImageError(f"decompression bomb refused: {size.group(1) + ' pixels' if size else 'an image'} "
+                         f"over the limit of {Image.MAX_IMAGE_PIXELS} pixels") from None
     except UnidentifiedImageError:
         if expected:
             raise ImageError(f"not a {expected} image, as its name says") from None
@@ -153,6 +166,9 @@ def _to_gray(image: Image.Image) -> GrayImage:
         options["dpi"] = image.info["dpi"]
     if fmt == "TIFF" and image.info.get("compression") not in (None, "raw"):
         options["compression"] = image.info["compression"]
+    exif = image.getexif()
+    if exif and fmt in EXIF_FORMATS:  # orientation and the rest, written back unchanged
+        options["exif"] = exif.tobytes()
     alpha = None
     if mode == "1":
         pixels, scale = np.asarray(image, dtype=np.float32), 1.0
@@ -180,6 +196,7 @@ def _to_gray(image: Image.Image) -> GrayImage:
     elif mode == "P":
         rgba = np.asarray(image.convert("RGBA"))
         pixels, scale = _gray_from_rgb(rgba), 255.0
+        alpha = rgba[..., 3].copy() if "transparency" in image.info else None
     else:  # CMYK, YCbCr, LAB, HSV...: through RGB
         pixels, scale = _gray_from_rgb(np.asarray(image.convert("RGB"))), 255.0
     return GrayImage(np.clip(pixels, 0.0, 1.0), fmt, mode, scale, alpha, options)
@@ -206,8 +223,20 @@ def _from_gray(source: GrayImage, gray: np.ndarray) -> Image.Image:
     if mode == "F":
         return Image.fromarray((gray * source.scale).astype(np.float32), mode="F")
     if mode == "P":
-        return Image.fromarray(u8, mode="L").convert("P")
+        return _palette_image(gray, source.alpha)
     return Image.fromarray(u8, mode="L").convert(mode)
+
+
+def _palette_image(gray: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
+    """A gray palette image; with ``alpha``, index 255 is transparent where alpha < 128."""
+    if alpha is None:
+        return Image.fromarray(np.round(gray * 255.0).astype(np.uint8), mode="L").convert("P")
+    index = np.where(alpha < 128, 255, np.round(gray * 254.0)).astype(np.uint8)
+    image = Image.fromarray(index, mode="P")
+    levels = [round(i * 255 / 254) for i in range(255)]
+    image.putpalette([v for level in levels for v in (level, level, level)] + [0, 0, 0])
+    image.info["transparency"] = 255
+    return image
 
 
 def write_like(source: GrayImage, gray: np.ndarray, path: str | os.PathLike[str]) -> None:

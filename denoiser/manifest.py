@@ -2,7 +2,12 @@
 
 A SQLite file under ``OUT_DIR/.denoiser/`` (safe for concurrent shards and crash-safe:
 a row is committed only after its output file is in place). A rerun skips an input whose
-content hash and model id match its row and whose output still exists.
+content hash and model id match its row and whose output still exists. A path that is not
+UTF-8 is stored as its bytes (:func:`denoiser.safe_fs.name_key`).
+
+A manifest that SQLite cannot read raises :class:`ManifestError`; :func:`rebuild` sets it
+aside and derives a new one from the shard reports of earlier runs, keeping only the rows
+whose output still exists and whose input still has the recorded hash.
 """
 
 from __future__ import annotations
@@ -10,9 +15,16 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
+import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pandas as pd
+
+from denoiser.images import ImageError
+from denoiser.safe_fs import name_key, read_input
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -25,6 +37,10 @@ CREATE TABLE IF NOT EXISTS files (
 """
 
 
+class ManifestError(ValueError):
+    """The manifest exists but SQLite cannot read it."""
+
+
 class Manifest:
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         """Open (or with ``create``, make) the manifest; a missing one reads as empty."""
@@ -34,17 +50,32 @@ class Manifest:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.exists = True
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(_SCHEMA)
+        for attempt in range(100):  # shards starting together on a new folder: one sets it up
+            try:
+                with self._connect() as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.execute(_SCHEMA)
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or attempt == 99:
+                    raise
+                time.sleep(0.1)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A connection that commits on success and is always closed."""
-        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            db = sqlite3.connect(self.path, timeout=60)
+        except sqlite3.Error as error:
+            raise ManifestError(f"cannot open the manifest {self.path}: {error}") from None
         try:
             with db:
                 yield db
+        except sqlite3.DatabaseError as error:
+            if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+                raise
+            raise ManifestError(f"the manifest {self.path} is corrupt or not a manifest ({error}); "
+                                "it can be rebuilt from the run reports") from None
         finally:
             db.close()
 
@@ -55,26 +86,64 @@ class Manifest:
         if not self.exists or not rels:
             return {}
         found: dict[str, str] = {}
+        keys = {name_key(rel): rel for rel in rels}
         with self._connect() as db:
             for start in range(0, len(rels), 900):  # below SQLite's limit on parameters
-                part = rels[start : start + 900]
+                part = list(keys)[start : start + 900]
                 marks = ",".join("?" * len(part))
                 which = "" if model_id is None else "model_id = ? AND "
                 query = f"SELECT path, input_sha256, output_path FROM files WHERE {which}path IN ({marks})"
                 args = part if model_id is None else [model_id, *part]
-                found.update((rel, sha) for rel, sha, out in db.execute(query, args) if Path(out).is_file())
+                found.update((keys[key], sha) for key, sha, out in db.execute(query, args)
+                             if os.path.isfile(os.fsdecode(out)))
         return found
-
-    def record(self, rel: str, input_sha256: str, model_id: str, output_path: str) -> None:
-        self.record_many([(rel, input_sha256, model_id, output_path)])
 
     def record_many(self, records: list[tuple[str, str, str, str]]) -> None:
         """Record (rel, input_sha256, model_id, output_path) rows in one transaction."""
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with self._connect() as db:
             db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
-                           [(*record, stamp) for record in records])
+                           [(name_key(rel), sha, model, name_key(out), stamp)
+                            for rel, sha, model, out in records])
 
     def __len__(self) -> int:
         with self._connect() as db:
             return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+
+def rebuild(path: str | os.PathLike[str], in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+            shard_reports: list[Path], *, max_bytes: int) -> int:
+    """Set the manifest at ``path`` aside (``.corrupt-<time>``) and derive a new one from
+    ``shard_reports`` (oldest first; a later row for a path wins). A row is kept only if its
+    output (the same relative path under ``out_dir``) exists and its input, read again, has
+    the hash the report recorded. Returns how many rows the new manifest holds."""
+    path = Path(path)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    for suffix in ("", "-wal", "-shm"):
+        old = Path(f"{path}{suffix}")
+        if old.exists():
+            old.rename(Path(f"{path}.corrupt-{stamp}{suffix}"))
+    latest: dict[str, tuple[str, str]] = {}
+    for report in shard_reports:
+        try:
+            frame = pd.read_parquet(report, columns=["path", "path_bytes", "status", "input_sha256",
+                                                     "model_id"])
+        except Exception:  # noqa: BLE001 - an unreadable old report only means fewer rows
+            continue
+        for row in frame[frame["status"] == "ok"].itertuples():
+            rel = os.fsdecode(row.path_bytes) if isinstance(row.path_bytes, bytes) else row.path
+            latest[rel] = (row.input_sha256, row.model_id)
+    records = []
+    for rel, (sha, model_id) in sorted(latest.items()):
+        output = Path(out_dir) / rel
+        if not output.is_file() or output.is_symlink():
+            continue
+        try:
+            content = read_input(in_dir, Path(in_dir) / rel, max_bytes=max_bytes)
+        except ImageError:
+            continue
+        if hashlib.sha256(content).hexdigest() == sha:
+            records.append((rel, sha, model_id, str(output)))
+    manifest = Manifest(path)
+    manifest.record_many(records)
+    return len(records)

@@ -17,7 +17,6 @@ not resolved there ("not fully defined").
 import base64
 import io
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +28,14 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from denoiser import checkpoint, cleaning, registry, stages, workdir
-from denoiser.images import Entry, ImageError, read_image
+from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
+from denoiser.clean_rows import counts, report_frame
+from denoiser.device import resolve_device
+from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
+from denoiser.images import Entry, GrayImage, ImageError, read_image
 from denoiser.report import write_parquet
+from denoiser.safe_fs import MAX_FILE_MB, read_input
 from flows.logs import library_logs
 from flows.pipeline import retry_unless_bad_input
 
@@ -40,7 +43,7 @@ SHARD_SIZE = 2000
 
 
 @task(name="resolve-model", task_run_name="resolve-model", retries=2, retry_delay_seconds=10,
-      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE)
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
 @library_logs
 def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
                   device: str) -> dict:
@@ -59,37 +62,37 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
                                        train_sha256=ingested["train_sha256"], config=registry.CLEAN_RECIPE,
                                        models_dir=models_dir, device=device)
         found = checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
+    cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
             "rerun": choice.rerun, "span": (started, time.time())}
 
 
 @task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
-      cache_policy=NO_CACHE)
+      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
-                run_id: str, batch_size: int | None, overwrite: bool, device: str, tones: str) -> dict:
-    clock = cleaning.ShardTimings()
+                run_id: str, options: dict) -> dict:
+    clock = ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
-    options = cleaning.CleanOptions(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
-                                    rerun_other_models=model["rerun"])
     rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
-                                options=options, timings=clock, model_reason=model["reason"])
-    frame = cleaning.report_frame(rows)
+                                options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"]),
+                                timings=clock, model_reason=model["reason"])
+    frame = report_frame(rows)
     path = workdir.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
     write_parquet(frame, path)
     clock.ended = time.time()
-    return {"index": index, "rows": str(path), "timings": clock.to_dict(), **cleaning.counts(frame)}
+    return {"index": index, "rows": str(path), "timings": clock.to_dict(), **counts(frame)}
 
 
-@task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE)
+@task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE, persist_result=False)
 def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str, model: dict) -> dict:
     started = time.time()
     frames = [pd.read_parquet(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])]
-    frame = cleaning.report_frame(pd.concat(frames).to_dict("records") if frames else [])
+    frame = report_frame(pd.concat(frames).to_dict("records") if frames else [])
     write_parquet(frame, report)
-    totals = cleaning.counts(frame)
+    totals = counts(frame)
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
     return {"report": report, "files": int(len(frame)), "span": (started, time.time()), **totals}
 
@@ -112,16 +115,17 @@ def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: st
 
 
 def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height: int = 64) -> str:
-    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below."""
-    done = frame[frame["status"] == "ok"].head(count)
+    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below; each
+    thumbnail at most ``height`` x 4 ``height`` pixels, whatever the image's shape."""
+    done = frame[(frame["status"] == "ok") & frame["path_bytes"].isna()].head(count)
     pairs = []
     for row in done.itertuples():
         try:  # read as the cleaner does, so 16-bit and float scans show at their real scale
-            before, after = (_thumbnail_source(path) for path in (Path(in_dir) / row.path, row.output_path))
+            before = _thumbnail(read_image(row.path, read_input(in_dir, Path(in_dir) / row.path)), height)
+            after = _thumbnail(read_image(row.output_path), height)
         except (ImageError, OSError):
             continue
-        width = max(1, round(before.width * height / before.height))
-        pairs.append((before.resize((width, height)), after.resize((width, height))))
+        pairs.append((before, after))
     if not pairs:
         return ""
     gap = 4
@@ -136,16 +140,18 @@ def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _thumbnail_source(path: str | Path) -> Image.Image:
-    gray = read_image(path).pixels
-    return Image.fromarray((gray * 255).round().astype("uint8"), mode="L")
+def _thumbnail(image: GrayImage, height: int) -> Image.Image:
+    width = min(4 * height, max(1, round(image.width * height / image.height)))
+    gray = Image.fromarray((image.pixels * 255).round().astype("uint8"), mode="L")
+    return gray.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
     return str(workdir.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
 
 
-@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True)
+@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True,
+      persist_result=False)
 def clean_folder(
     in_dir: str,
     out_dir: str,
@@ -156,6 +162,8 @@ def clean_folder(
     overwrite: bool = False,
     device: str = "auto",
     tones: Literal["keep", "normalize"] = "keep",
+    max_file_mb: float = MAX_FILE_MB,
+    rebuild_manifest: bool = False,
     models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
     data_dir: str | None = None,
     runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
@@ -166,17 +174,21 @@ def clean_folder(
     flow_started = time.time()
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
-    entries = cleaning.plan(in_dir, out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    entries = cleaning.plan(in_dir, out_dir, report)
+    workdir.prepare_output(out_dir)
     try:
         lock = workdir.folder_lock(out_dir)
     except workdir.FolderBusy as busy:
         logger.warning("%s; this run does nothing", busy)
         return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "report": None}
     with lock:
-        removed = workdir.remove_stale_temporaries(out_dir)
+        removed = workdir.remove_stale_temporaries(out_dir, report)
         if removed:
             logger.info("removed %d temporary files left by an interrupted run", removed)
+        if rebuild_manifest:
+            kept = manifest.rebuild(workdir.work_dir(out_dir) / "manifest.sqlite", in_dir, out_dir,
+                                    workdir.shard_reports(out_dir), max_bytes=int(max_file_mb * 10**6))
+            logger.info("manifest rebuilt from the run reports: %d files recorded as cleaned", kept)
         chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
         parts = cleaning.shards(entries, shard_size)
         logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["why"])
@@ -184,8 +196,10 @@ def clean_folder(
             logger.info("%s is %s: files another model cleaned, if any, are cleaned again with it",
                         chosen["model_id"], "named" if chosen["reason"] == "named" else "promoted for clean")
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
-        futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, batch_size,
-                                      overwrite, device, tones) for i, part in enumerate(parts)]
+        options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
+                       max_file_mb=max_file_mb)
+        futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
+                   for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
         report_path = report or default_report_path(out_dir, run_id)
         summary = write_report(results, report_path, run_id, in_dir, chosen)

@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.checkpoint import DEFAULT_MODELS_DIR, CheckpointError
 from denoiser.data import DATASETS, DataError, load_dataset
 from denoiser.device import DEVICES, resolve_device
+from denoiser.manifest import ManifestError
 from denoiser.model import MODEL_NAMES
 from denoiser.noise import DEFAULT_NOISE
 from denoiser.registry import PromotionRefused
 from denoiser.stages import DEFAULT_RUNS_DIR
 from denoiser.train import DEFAULT_MODEL, LOSSES, SCHEDULES, TrainConfig
-from flows import cli_clean, cli_evaluate, cli_models
+from denoiser.workdir import OutputFolderError
+from flows import cli_clean, cli_evaluate, cli_models, orphans
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
@@ -159,6 +162,9 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("run", "clean", "evaluate") and not os.environ.get("PREFECT_API_URL"):
+        orphans.stop_orphans()  # temporary servers a killed command left behind
+        orphans.start_watchdog()
     try:
         if args.command == "run":
             return _run(args)
@@ -173,14 +179,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PromotionRefused as refused:
         print(f"denoiser models: {refused}", file=sys.stderr)
         return 1
-    except (DataError, ValueError, FileNotFoundError) as error:
-        print(f"denoiser {args.command}: error: {error}", file=sys.stderr)
-        return 2 if not isinstance(error, (DataError, FileNotFoundError)) else 1
+    except ManifestError as error:
+        print(f"denoiser {args.command}: error: {error}: rerun with --rebuild-manifest", file=sys.stderr)
+        return 1
+    except (DataError, ValueError, OSError) as error:
+        print(f"denoiser {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2 if not isinstance(error, (DataError, OSError, CheckpointError, OutputFolderError)) else 1
     except KeyboardInterrupt:
         print(f"denoiser {args.command}: interrupted", file=sys.stderr)
         return 130
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return text[0] if text else type(error).__name__
 
 
 if __name__ == "__main__":

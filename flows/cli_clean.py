@@ -10,7 +10,8 @@ import sys
 from denoiser.checkpoint import DEFAULT_MODELS_DIR
 from denoiser.device import DEVICES, resolve_device
 from denoiser.restore import TONES
-from flows.options import HelpFormatter, positive_int
+from denoiser.safe_fs import MAX_FILE_MB
+from flows.options import HelpFormatter, positive_float, positive_int
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -39,6 +40,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="exit with status 1 if any file could not be processed")
     clean.add_argument("--dry-run", action="store_true",
                        help="list what would be cleaned, skipped or refused; write nothing")
+    clean.add_argument("--rebuild-manifest", action="store_true",
+                       help="set a corrupt manifest aside and rebuild it from the run reports "
+                            "(only outputs whose input still has the recorded hash count as done)")
 
 
     serve = commands.add_parser(
@@ -76,6 +80,8 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--shard-size", type=positive_int, default=2000, metavar="N",
                          help="files per shard; a shard is one retryable task, streamed "
                               "through in chunks so memory does not grow with it")
+    command.add_argument("--max-file-mb", type=positive_float, default=MAX_FILE_MB, metavar="MB",
+                         help="input files larger than this are error rows, never read")
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
@@ -88,23 +94,27 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
 def _clean_parameters(args: argparse.Namespace) -> dict:
     return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
-                device=args.device, tones=args.tones, models_dir=os.path.abspath(args.models_dir),
+                device=args.device, tones=args.tones, max_file_mb=args.max_file_mb,
+                models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir))
 
 
 def clean(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from denoiser import cleaning, registry
+    from denoiser import clean_rows, cleaning, registry, workdir
 
-    resolve_device(args.device)
-    entries = cleaning.plan(args.in_dir, args.out_dir)
+    device = resolve_device(args.device)
+    entries = cleaning.plan(args.in_dir, args.out_dir, args.report)
     chosen = registry.choose_clean_model(args.model, args.models_dir)  # a bad --model fails here
+    if chosen.checkpoint is not None:  # load and check it once, before anything starts
+        cleaning.cached_model(chosen.checkpoint, device)
     if args.dry_run:
         model_id = chosen.model_id
-        frame = cleaning.report_frame(cleaning.dry_run(entries, out_dir=args.out_dir, model_id=model_id,
-                                                       overwrite=args.overwrite,
-                                                       rerun_other_models=chosen.rerun))
+        frame = clean_rows.report_frame(cleaning.dry_run(entries, in_dir=args.in_dir, out_dir=args.out_dir,
+                                                         model_id=model_id, overwrite=args.overwrite,
+                                                         rerun_other_models=chosen.rerun,
+                                                         max_file_mb=args.max_file_mb))
         for row in frame.itertuples():
             print(f"{row.status:8} {row.path}" + ("" if pd.isna(row.error) else f"  ({row.error})"))
         n = frame["status"].value_counts()
@@ -112,6 +122,7 @@ def clean(args: argparse.Namespace) -> int:
               f"skipped, {n.get('error', 0)} error"
               + f"; model {chosen.describe()}")
         return 0
+    os.close(workdir.open_lock_file(args.out_dir))  # a read-only or broken OUT_DIR is one line, here
 
     import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
     from flows.clean import clean_folder
@@ -119,7 +130,7 @@ def clean(args: argparse.Namespace) -> int:
     flow = clean_folder
     if args.task_runner == "dask":
         flow = clean_folder.with_options(task_runner=dask_task_runner(args.dask_address))
-    result = flow(**_clean_parameters(args), overwrite=args.overwrite,
+    result = flow(**_clean_parameters(args), overwrite=args.overwrite, rebuild_manifest=args.rebuild_manifest,
                   report=args.report and os.path.abspath(args.report))
     if result["status"] == "busy":  # not a failure: the run in progress does the work
         print(f"another run is cleaning into {args.out_dir}; nothing done", file=sys.stderr)
@@ -139,9 +150,14 @@ def dask_task_runner(address: str | None):
         return DaskTaskRunner(address=address)
     # Worker processes need a real Prefect server to report to; without one, keep the
     # workers in this process (threads) rather than start a temporary server in each.
+    # Bound to this machine only, the dashboard included: to expose a cluster deliberately,
+    # start one yourself (dask scheduler --host ...) and pass --dask-address.
     processes = bool(os.environ.get("PREFECT_API_URL"))
-    return DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": processes,
-                                          "threads_per_worker": 1})
+    kwargs = {"n_workers": 2, "processes": processes, "threads_per_worker": 1,
+              "dashboard_address": "127.0.0.1:0", "worker_dashboard_address": "127.0.0.1:0"}
+    if processes:  # worker processes talk over TCP (threads in one process do not)
+        kwargs["host"] = "127.0.0.1"
+    return DaskTaskRunner(cluster_kwargs=kwargs)
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -29,6 +29,17 @@ def int_at_least(minimum: int):
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0, with a plain-words error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
+    return value
+
+
 def noise_spec(text: str) -> str:
     try:
         return str(NoiseSpec.parse(text))

@@ -1,10 +1,10 @@
 """The MNIST pipeline flow: ingest -> synthesize noise -> train or load -> denoise -> report.
 
 Each stage is a task with retries that wraps one function of :mod:`denoiser.stages` and
-hands the next stage file paths inside ``<runs_dir>/<run_id>/``. Task results are
-persisted and cached under a key made of the stage, its parameters and the run
-directory's token, so a retry of the whole flow run (or a rerun with the same ``run_id``)
-reuses the stages that completed, and a deleted run directory is never taken for done.
+hands the next stage file paths inside ``<runs_dir>/<run_id>/``. Each stage's result is
+kept as JSON in the run directory under a digest of its parameters, so a retry of the
+whole flow run (or a rerun with the same ``run_id``) reuses the stages that completed,
+and a deleted run directory is never taken for done.
 
 Run it with ``denoiser run`` (see ``flows/cli.py``) or from Python::
 
@@ -15,9 +15,10 @@ Run it with ``denoiser run`` (see ``flows/cli.py``) or from Python::
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import inspect
 import json
-import secrets
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.context import TaskRunContext
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect.states import Completed
 
 from denoiser import stages
 from denoiser.checkpoint import DEFAULT_MODELS_DIR
@@ -45,22 +47,28 @@ CODE_VERSION = "2"  # part of every cache key: bump when a stage's outputs chang
 # --- caching and retries ------------------------------------------------------------
 
 
-def run_token(run_dir: Path) -> str:
-    """A random token stored in the run directory, made once, read on every later call."""
-    marker = run_dir / "run.json"
-    if marker.is_file():
-        return read_json(marker)["token"]
-    token = secrets.token_hex(8)
-    write_json(marker, {"token": token})
-    return token
-
-
-def stage_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
-    """Stage name + run directory token + a digest of the (small) parameters."""
-    token = run_token(Path(parameters["run_dir"]))
+def stage_record(run_dir: str, name: str, parameters: dict[str, Any]) -> Path:
+    """Where a stage's result for these parameters is kept: inside the run directory, so a
+    deleted run directory is never taken for done."""
     blob = json.dumps(parameters, sort_keys=True, default=str).encode()
     digest = hashlib.sha256(blob + CODE_VERSION.encode()).hexdigest()[:16]
-    return f"{context.task.name}-{token}-{digest}"
+    return Path(run_dir) / "stages" / "done" / f"{name}-{digest}.json"
+
+
+def read_stage_record(path: Path) -> dict | None:
+    """A stored stage result, read as plain JSON (no object hooks, nothing imported or
+    unpickled); None, with a warning, if it is anything but a JSON object."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        stored = None
+    if not isinstance(stored, dict):
+        get_run_logger().warning("stored result %s is not a JSON object: rejected, the stage runs again",
+                                 path)
+        return None
+    return stored
 
 
 def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's hook)
@@ -75,17 +83,38 @@ def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Pref
 
 
 def _stage_task(name: str):
-    """A stage: retried, cached by :func:`stage_cache_key`, library logs in the run logs."""
+    """A stage: retried, its result kept as JSON in the run directory and reused by a later
+    call with the same parameters (a flow-run retry, ``--run-id``), library logs in the run
+    logs. Prefect persists nothing (``persist_result=False``): Prefect's stored results
+    name their own serializer, pickle included, so a replaced one could run code."""
     make_task = task(
         name=name,
         task_run_name=name,
         retries=TASK_RETRIES,
         retry_delay_seconds=10,
         retry_condition_fn=retry_unless_bad_input,
-        persist_result=True,
-        cache_key_fn=stage_cache_key,
+        persist_result=False,
+        cache_policy=NO_CACHE,
     )
-    return lambda fn: make_task(library_logs(fn))
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def remembered(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            record = stage_record(bound.arguments["run_dir"], name, dict(bound.arguments))
+            stored = read_stage_record(record)
+            if stored is not None:
+                return Completed(data=stored, name="Cached", message=f"reused {record.name}")
+            result = fn(*args, **kwargs)
+            write_json(record, result)
+            return result
+
+        return make_task(library_logs(remembered))
+
+    return decorate
 
 
 # --- the five stages ----------------------------------------------------------------
@@ -194,7 +223,7 @@ def default_run_id() -> str:
     return f"{started:%Y%m%d-%H%M%S}-{str(flow_run.id).replace('-', '')[:6]}"
 
 
-@flow(name="mnist-denoise", retries=1, retry_delay_seconds=10, log_prints=True)
+@flow(name="mnist-denoise", retries=1, retry_delay_seconds=10, log_prints=True, persist_result=False)
 def mnist_pipeline(
     data_dir: str | None = None,
     dataset: str = "mnist",
@@ -227,14 +256,14 @@ def mnist_pipeline(
     get_run_logger().info("run %s in %s", run_id, run_dir)
     opts = {"retry_delay_seconds": retry_delay_seconds}
 
-    ingested = ingest.with_options(**opts)(run_dir, data_dir, dataset, test_limit)
-    noised = synthesize_noise.with_options(**opts)(
-        run_dir, ingested["test_images"], config.noise, seed)
-    trained = train_or_load.with_options(**opts)(
-        run_dir, ingested["train_images"], ingested["train_sha256"], config.to_dict(),
-        models_dir, device, retrain)
-    cleaned = denoise.with_options(**opts)(
-        run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size, device)
-    return write_report.with_options(**opts)(
-        run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
-        cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])
+    def run(stage, *args):  # noqa: ANN001, ANN202 - a reused stage returns its "Cached" state
+        return stage.with_options(**opts)(*args, return_state=True).result()
+
+    ingested = run(ingest, run_dir, data_dir, dataset, test_limit)
+    noised = run(synthesize_noise, run_dir, ingested["test_images"], config.noise, seed)
+    trained = run(train_or_load, run_dir, ingested["train_images"], ingested["train_sha256"],
+                  config.to_dict(), models_dir, device, retrain)
+    cleaned = run(denoise, run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size,
+                  device)
+    return run(write_report, run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
+               cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])

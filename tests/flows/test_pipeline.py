@@ -136,3 +136,23 @@ def test_tasks_run_as_plain_functions(tmp_path, idx_dir):
     noised = pipeline.synthesize_noise.fn(str(tmp_path / "run"), result["test_images"],
                                           "salt-pepper:0.2", 1)
     assert noised["noise"] == "salt-pepper:0.2"
+
+
+def test_a_replaced_stored_result_is_rejected_not_executed(params, tmp_path, monkeypatch):
+    import pickle
+
+    first = pipeline.mnist_pipeline(**params, run_id="resume-me")
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    records = sorted((tmp_path / "runs" / "resume-me" / "stages" / "done").glob("ingest-*.json"))
+    assert len(records) == 1
+    records[0].write_bytes(pickle.dumps(Payload()))
+    calls = count_calls(monkeypatch, ["ingest", "denoise"])
+    second = pipeline.mnist_pipeline(**params, run_id="resume-me")
+    assert not marker.exists()
+    assert (calls["ingest"], calls["denoise"]) == (1, 0)  # the replaced one runs again, the rest are reused
+    assert second["report"] == first["report"]

@@ -1,0 +1,58 @@
+"""The cleaning report: one row per input file, its columns and types, and the counts.
+
+Every path in a row is in display form (:func:`denoiser.safe_fs.display_name`), so a file
+name that is not UTF-8 reaches Parquet escaped; ``path_bytes`` then holds its exact bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pandas as pd
+
+from denoiser.images import ImageError
+from denoiser.safe_fs import display_name
+
+STATUSES = ("ok", "error", "skipped")
+REPORT_COLUMNS = {
+    "run_id": "string", "path": "string", "status": "string", "error": "string",
+    "format": "string", "mode": "string", "width": "Int64", "height": "Int64",
+    "inverted": "boolean", "paper": "float64", "ink": "float64", "scale": "float64",
+    "model_id": "string", "model_reason": "string", "input_sha256": "string",
+    "output_path": "string", "recon_mse": "float64", "noise_sigma_in": "float64",
+    "noise_sigma_out": "float64", "seconds": "float64",
+    "path_bytes": "object",  # the name's exact bytes where it is not UTF-8, else null
+}
+
+
+def new_row(run_id: str, rel: str, model_id: str, **fields: Any) -> dict[str, Any]:
+    """A report row for the file at ``rel`` (unset columns are None)."""
+    row: dict[str, Any] = dict.fromkeys(REPORT_COLUMNS)
+    shown = display_name(rel)
+    row.update(run_id=run_id, path=shown, path_bytes=None if shown == rel else os.fsencode(rel),
+               model_id=model_id, **fields)
+    if row["output_path"] is not None:
+        row["output_path"] = display_name(row["output_path"])
+    return row
+
+
+def error_line(error: BaseException) -> str:
+    """The error's first line; named by its type where it is not one of ours (a KeyError
+    from a codec reads as "KeyError: 'XPM'", not "'XPM'")."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    if not isinstance(error, (ImageError, OSError)) or not line:
+        line = f"{type(error).__name__}: {line}".rstrip(": ")
+    return display_name(line[:300])
+
+
+def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame with the report's columns and types, sorted by path."""
+    frame = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    frame = frame.astype(REPORT_COLUMNS)
+    return frame.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def counts(frame: pd.DataFrame) -> dict[str, int]:
+    return {status: int((frame["status"] == status).sum()) for status in STATUSES}

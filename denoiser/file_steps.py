@@ -1,0 +1,184 @@
+"""The per-file steps of cleaning, run in worker threads: read and decode, then write.
+
+Whatever one file does (a disguised format, a FIFO, a link swapped in, a codec that raises
+``KeyError``), it ends as that file's report row with a one-line reason; it never stops
+the shard. Decoded pixels are reserved from a :class:`PixelBudget` before decoding and
+given back once the output is written, so memory is bounded by the budget, not by the
+files' sizes or the shard's length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from denoiser.checkpoint import Checkpoint
+from denoiser.clean_rows import error_line, new_row
+from denoiser.files import atomic_path
+from denoiser.images import Entry, GrayImage, ImageError, read_image, write_like
+from denoiser.metrics import noise_sigma
+from denoiser.restore import ScanInfo, finish, model_headroom, prepare
+from denoiser.safe_fs import make_folders_inside, read_input
+
+
+class PixelBudget:
+    """Decoded pixels in flight: :meth:`reserve` blocks while the budget is spent, except
+    that one file larger than the whole budget may go when nothing else is held."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held, self.waiting = limit, 0, 0
+        self._cond = threading.Condition()
+
+    def reserve(self, pixels: int) -> None:
+        with self._cond:
+            self.waiting += 1
+            try:
+                self._cond.wait_for(lambda: self.held == 0 or self.held + pixels <= self.limit)
+            finally:
+                self.waiting -= 1
+            self.held += pixels
+
+    def open(self) -> None:
+        """No limit from now on (a failing shard lets its readers finish)."""
+        with self._cond:
+            self.limit = float("inf")
+            self._cond.notify_all()
+
+    def release(self, pixels: int) -> None:
+        if pixels:
+            with self._cond:
+                self.held -= pixels
+                self._cond.notify_all()
+
+
+def fetch(entry: Entry, in_dir: str | Path, max_bytes: int) -> tuple[bytes, str]:
+    """An entry's bytes, read safely (:func:`denoiser.safe_fs.read_input`), and their hash."""
+    if entry.problem:
+        raise ImageError(entry.problem)
+    content = read_input(in_dir, entry.path, max_bytes=max_bytes)
+    return content, hashlib.sha256(content).hexdigest()
+
+
+@dataclass
+class Pending:
+    """A decoded input waiting for the model."""
+
+    entry: Entry
+    image: GrayImage
+    digest: str
+    mapped: np.ndarray  # in the model's look (paper 0, ink 1), shrunk if its strokes are wide
+    info: ScanInfo
+    pixels: int  # reserved from the budget
+    seconds: float  # spent on it so far
+
+
+@dataclass
+class ShardTimings:
+    """Where a shard's time went: seconds summed over files (reading and writing overlap
+    the model in worker threads), and the shard's wall-clock span."""
+
+    decode: float = 0.0
+    model: float = 0.0
+    encode: float = 0.0
+    started: float = 0.0  # time.time() at the start and end of the shard
+    ended: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in self.__dict__.items()}
+
+
+class FileSteps:
+    """Read one file into a :class:`Pending`, write one result; each returns a report row
+    when the file is done (skipped, failed or written)."""
+
+    def __init__(self, *, in_dir: str | Path, out_dir: Path, tmp_dir: Path, checkpoint: Checkpoint,
+                 run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
+                 reason: str | None, max_bytes: int, budget: PixelBudget) -> None:
+        self.in_dir, self.out_dir, self.tmp_dir = in_dir, out_dir, tmp_dir
+        self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
+        self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
+        self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
+        self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
+        self._lock = threading.Lock()
+
+    def row(self, entry: Entry, **fields: Any) -> dict[str, Any]:
+        return new_row(self.run_id, entry.rel, self.model_id, model_reason=self.reason, **fields)
+
+    def read(self, entry: Entry) -> Pending | dict[str, Any]:
+        """Hash and decode one input: a Pending, or a finished row (skipped or error)."""
+        started = time.perf_counter()
+        reserved = 0
+
+        def reserve(pixels: int) -> None:
+            nonlocal reserved
+            self.budget.reserve(pixels)
+            reserved = pixels
+
+        try:
+            if entry.skip:
+                return self.row(entry, status="skipped", error=entry.skip)
+            content, digest = fetch(entry, self.in_dir, self.max_bytes)
+            if self.current.get(entry.rel) == digest:
+                return self.row(entry, status="skipped", input_sha256=digest,
+                                output_path=str(self.out_dir / entry.rel),
+                                seconds=time.perf_counter() - started)
+            image = read_image(entry.path, content, reserve=reserve)
+            del content
+            mapped, info = prepare(image.pixels, headroom=self.headroom)
+            return Pending(entry, image, digest, mapped, info, reserved, time.perf_counter() - started)
+        except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
+            self.budget.release(reserved)
+            return self.row(entry, status="error", error=error_line(error),
+                            seconds=time.perf_counter() - started)
+        finally:
+            with self._lock:
+                self.clock.decode += time.perf_counter() - started
+
+    def write(self, item: Pending, result: np.ndarray, model_seconds: float) -> dict[str, Any]:
+        """Write one output atomically; its report row."""
+        started = time.perf_counter()
+        image, entry, info = item.image, item.entry, item.info
+        base = dict(format=image.format, mode=image.mode, width=image.width, height=image.height,
+                    inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale,
+                    input_sha256=item.digest)
+        try:
+            cleaned = finish(result, info, image.pixels.shape, tone=self.tones)
+            parent = make_folders_inside(self.out_dir, Path(entry.rel).parent)
+            dest = parent / Path(entry.rel).name
+            if dest.is_symlink():
+                raise ImageError("the output is a link; refusing to write through it")
+            # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
+            # nothing half-written among the outputs, and the next run sweeps it away.
+            with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
+                write_like(image, cleaned, tmp)
+            row = self.row(
+                entry, status="ok", output_path=str(dest),
+                recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
+                noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
+                seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
+            )
+        except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
+            return self.row(entry, status="error", error=error_line(error),
+                            seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
+        finally:
+            self.budget.release(item.pixels)
+            with self._lock:
+                self.clock.encode += time.perf_counter() - started
+        with self._lock:
+            self.records.append((entry.rel, item.digest, self.model_id, str(dest)))
+        return row
+
+    def take_records(self, at_least: int = 1) -> list[tuple[str, str, str, str]]:
+        """The written files not yet handed to the manifest (each handed once), if there
+        are ``at_least`` of them."""
+        with self._lock:
+            if len(self.records) < at_least:
+                return []
+            taken, self.records = self.records, []
+        return taken

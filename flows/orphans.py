@@ -1,0 +1,112 @@
+"""No temporary Prefect server outlives the command that started it.
+
+Without ``PREFECT_API_URL`` Prefect starts a temporary API server (a uvicorn subprocess)
+and stops it when the process exits normally; a ``kill -9`` gives it no chance, and the
+server runs on, orphaned. Prefect offers no hook for that, so the ``denoiser`` command:
+
+- starts a small watchdog (:func:`start_watchdog`, this module run as a script) that
+  notes the command's temporary servers while it lives and stops them once it is gone;
+- on start, stops orphaned temporary servers of the same ``PREFECT_HOME`` that an earlier
+  command left when the watchdog was killed too (:func:`stop_orphans`).
+
+Linux only (it reads ``/proc``); elsewhere both do nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVER_MARK = "prefect.server.api.server:create_app"  # in a temporary server's command line
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _prefect_home(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"PREFECT_HOME="):
+            return item.split(b"=", 1)[1].decode(errors="replace")
+    return ""
+
+
+def temporary_servers() -> list[int]:
+    """Pids of this user's temporary Prefect servers."""
+    if not Path("/proc").is_dir():
+        return []
+    mine = os.getuid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and SERVER_MARK in _cmdline(int(entry.name)):
+            try:
+                if entry.stat().st_uid == mine:
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _stop(pids: list[int]) -> None:
+    for pid in pids:
+        if SERVER_MARK in _cmdline(pid):  # still the server, not a reused pid
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def stop_orphans() -> int:
+    """Stop temporary servers of this ``PREFECT_HOME`` whose parent is gone (adopted by
+    init or a subreaper, which is not a Python process). Returns how many."""
+    home = os.environ.get("PREFECT_HOME", "")
+    orphans = [pid for pid in temporary_servers()
+               if _prefect_home(pid) == home and "python" not in _cmdline(_parent(pid))]
+    _stop(orphans)
+    return len(orphans)
+
+
+_watched = False
+
+
+def start_watchdog() -> None:
+    """Watch this process from a separate session (once per process); stop its temporary
+    servers once it dies."""
+    global _watched
+    if _watched or not Path("/proc").is_dir():
+        return
+    _watched = True
+    subprocess.Popen([sys.executable, "-m", "flows.orphans", str(os.getpid())], start_new_session=True,
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     cwd=Path(__file__).resolve().parent.parent)
+
+
+def watch(parent: int, every: float = 0.5) -> None:
+    """Until ``parent`` exits: note its temporary servers. Then stop them."""
+    servers: set[int] = set()
+    while Path(f"/proc/{parent}").exists() and _cmdline(parent):
+        servers.update(pid for pid in temporary_servers() if _parent(pid) == parent)
+        time.sleep(every)
+    _stop(sorted(servers))
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]))

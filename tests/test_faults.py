@@ -1,0 +1,361 @@
+"""The fault corpus: files and folder states a hostile folder or a careless operator makes,
+generated here. Each must end as an error row or a correct output, with a one-line
+reason, while the rest of the batch goes on, and nothing is written outside OUT_DIR."""
+
+import io
+import os
+import shutil
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from denoiser import clean_rows, cleaning, manifest, workdir
+from denoiser.images import read_image
+from denoiser.safe_fs import make_folders_inside, read_input
+from tests.helpers import digit_scan
+from tests.test_cli import denoiser
+
+XPM = b'/* XPM */\nstatic char *x[] = {\n"2 2 2 1",\n"a c #000000",\n"b c #ffffff",\n"ab",\n"ba"};\n'
+
+
+def sun_raster(width: int = 4, height: int = 4) -> bytes:
+    header = struct.pack(">8I", 0x59A66A95, width, height, 8, width * height, 1, 0, 0)
+    return header + bytes(range(width * height))
+
+
+def digit_png() -> Image.Image:
+    _, noisy = digit_scan((28, 28), seed=3)
+    return Image.fromarray((noisy * 255).astype(np.uint8), "L")
+
+
+def clean(in_dir, out_dir, model, **options):
+    rows = cleaning.clean_shard(cleaning.plan(in_dir, out_dir), in_dir=in_dir, out_dir=out_dir,
+                                checkpoint=model, run_id="faults", options=cleaning.CleanOptions(**options))
+    return clean_rows.report_frame(rows).set_index("path")
+
+
+def files_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """An input folder holding two good scans and every kind of bad file."""
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    digit_png().save(root / "good.png")
+    digit_png().save(root / "good-too.png")
+    (root / "xpm-as.png").write_bytes(XPM)
+    (root / "sun-as.tif").write_bytes(sun_raster())
+    eps = io.BytesIO()
+    digit_png().save(eps, format="EPS")
+    (root / "eps-as.png").write_bytes(eps.getvalue())
+    os.mkfifo(root / "pipe.png")
+    digit_png().save(root / os.fsdecode(b"caf\xe9.png"))
+    digit_png().save(root / ("n" * 251 + ".png"))
+    return root, outside
+
+
+def test_every_bad_file_is_its_own_error_row_and_the_batch_goes_on(corpus, tmp_path, untrained):
+    root, outside = corpus
+    out = tmp_path / "out"
+    signal.alarm(120)  # a FIFO that blocks would hang here: fail instead
+    try:
+        frame = clean(root, out, untrained)
+    finally:
+        signal.alarm(0)
+    status = frame["status"].to_dict()
+    assert status["good.png"] == status["good-too.png"] == "ok"
+    for disguised in ("xpm-as.png", "eps-as.png"):
+        assert status[disguised] == "error"
+        assert frame.loc[disguised, "error"] == "not a PNG image, as its name says"
+    assert frame.loc["sun-as.tif", "error"] == "not a TIFF image, as its name says"
+    assert frame.loc["pipe.png", "error"] == "not a regular file (a FIFO, device or socket)"
+    assert all("\n" not in e for e in frame["error"].dropna())
+    # A name that is not UTF-8: cleaned, reported escaped, its bytes kept exactly.
+    assert status["caf\\xe9.png"] == "ok"
+    assert frame.loc["caf\\xe9.png", "path_bytes"] == b"caf\xe9.png"
+    assert (out / os.fsdecode(b"caf\xe9.png")).is_file()
+    # A 255-byte name: its temporary name must still fit the file system's limit.
+    assert status["n" * 251 + ".png"] == "ok"
+    assert not list(outside.iterdir())
+    report = tmp_path / "report.parquet"
+    frame.reset_index().to_parquet(report)
+    back = pd.read_parquet(report)
+    assert set(back["path_bytes"].dropna()) == {b"caf\xe9.png"}
+    # The manifest keeps the raw name: a rerun skips every file it cleaned.
+    again = clean(root, out, untrained)
+    assert (again["status"] == "skipped").sum() == (frame["status"] == "ok").sum()
+
+
+def test_a_link_swapped_in_after_the_scan_is_not_followed(tmp_path, untrained):
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    digit_png().save(root / "a.png")
+    digit_png().save(root / "b.png")
+    digit_png().save(outside / "secret.png")
+    entries = cleaning.plan(root, tmp_path / "out")
+    (root / "b.png").unlink()
+    (root / "b.png").symlink_to(outside / "secret.png")  # after the scan, before the read
+    rows = cleaning.clean_shard(entries, in_dir=root, out_dir=tmp_path / "out", checkpoint=untrained,
+                                run_id="r")
+    by_path = {r["path"]: r for r in rows}
+    assert by_path["a.png"]["status"] == "ok"
+    assert by_path["b.png"]["status"] == "error"
+    assert "outside the input folder" in by_path["b.png"]["error"]
+    assert not (tmp_path / "out" / "b.png").exists()
+
+
+def test_a_folder_link_planted_in_out_dir_gets_nothing_written_through_it(tmp_path, untrained):
+    root, outside, out = tmp_path / "in", tmp_path / "outside", tmp_path / "out"
+    (root / "sub" / "deeper").mkdir(parents=True)
+    outside.mkdir()
+    digit_png().save(root / "sub" / "deeper" / "x.png")
+    digit_png().save(root / "top.png")
+    out.mkdir()
+    (out / "sub").symlink_to(outside, target_is_directory=True)
+    frame = clean(root, out, untrained)
+    assert frame.loc["top.png", "status"] == "ok"
+    assert frame.loc["sub/deeper/x.png", "status"] == "error"
+    assert "is a link; refusing to write through it" in frame.loc["sub/deeper/x.png", "error"]
+    assert not list(outside.iterdir())  # not even the folder 'deeper'
+    with pytest.raises(ValueError, match="is a link"):
+        make_folders_inside(out, "sub/deeper")
+
+
+def test_a_planted_work_folder_link_is_refused_before_anything_is_written(tmp_path, untrained):
+    root, outside, out = tmp_path / "in", tmp_path / "outside", tmp_path / "out"
+    root.mkdir()
+    outside.mkdir()
+    out.mkdir()
+    digit_png().save(root / "x.png")
+    (out / ".denoiser").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(workdir.OutputFolderError, match="is a link"):
+        clean(root, out, untrained)
+    assert not list(outside.iterdir())
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_read(tmp_path, untrained):
+    root = tmp_path / "in"
+    root.mkdir()
+    digit_png().save(root / "small.png")
+    with open(root / "huge.png", "wb") as handle:  # sparse: 4 GiB on paper, nothing on disk
+        handle.truncate(4 * 2**30)
+    frame = clean(root, tmp_path / "out", untrained, max_file_mb=1)
+    assert frame.loc["small.png", "status"] == "ok"
+    assert frame.loc["huge.png", "error"] == "file of 4295 MB is over the size limit of 1 MB"
+
+
+def test_exif_orientation_and_palette_transparency_are_kept(tmp_path, untrained):
+    root = tmp_path / "in"
+    root.mkdir()
+    exif = Image.Exif()
+    exif[274] = 6  # "rotate 90 degrees clockwise to display"
+    digit_png().save(root / "rotated.jpg", exif=exif.tobytes(), quality=95)
+    index = np.zeros((28, 28), np.uint8)
+    index[:, 14:] = 1
+    index[10:18, 2:10] = 2
+    palette = Image.fromarray(index, "P")
+    palette.putpalette([0, 0, 0, 255, 255, 255, 128, 128, 128] + [0] * 759)
+    palette.save(root / "palette.png", transparency=0)
+    frame = clean(root, tmp_path / "out", untrained)
+    assert (frame["status"] == "ok").all()
+    with Image.open(tmp_path / "out" / "rotated.jpg") as rotated:
+        assert rotated.getexif().get(274) == 6 and rotated.size == (28, 28)
+    with Image.open(tmp_path / "out" / "palette.png") as cleaned:
+        assert cleaned.mode == "P" and "transparency" in cleaned.info
+        alpha = np.asarray(cleaned.convert("RGBA"))[..., 3]
+    np.testing.assert_array_equal(alpha, np.where(index == 0, 0, 255))
+
+
+def test_a_corrupt_manifest_is_rebuilt_from_the_run_reports(tmp_path, untrained):
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        digit_png().save(root / name)
+    first = clean(root, out, untrained)
+    shard = workdir.work_dir(out) / "runs" / "faults" / "shard-00000.parquet"
+    shard.parent.mkdir(parents=True)
+    first.reset_index().to_parquet(shard)
+    path = workdir.work_dir(out) / "manifest.sqlite"
+    path.write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+    with pytest.raises(manifest.ManifestError, match="corrupt or not a manifest"):
+        clean(root, out, untrained)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "b.png")  # changed since it was cleaned
+    kept = manifest.rebuild(path, root, out, [shard], max_bytes=10**6)
+    assert kept == 2  # a.png and c.png; b.png's input no longer has the recorded hash
+    assert list(path.parent.glob("manifest.sqlite.corrupt-*"))
+    again = clean(root, out, untrained)
+    assert again["status"].to_dict() == {"a.png": "skipped", "b.png": "ok", "c.png": "skipped"}
+
+
+def test_read_input_refuses_links_fifos_and_escapes(tmp_path):
+    root = tmp_path / "in"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "f.png").write_bytes(b"x")
+    (root / "link.png").symlink_to(root / "d" / "f.png")
+    assert read_input(root, root / "link.png") == b"x"  # a link inside the folder is fine
+    (tmp_path / "elsewhere").mkdir()
+    (root / "d2").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "g.png").write_bytes(b"y")
+    with pytest.raises(ValueError, match="outside the input folder"):
+        read_input(root, root / "d2" / "g.png")
+
+
+@pytest.fixture
+def cli_folder(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    digit_png().save(root / "x.png")
+    return root
+
+
+def one_line_error(result, expected: str, status: int = 1) -> None:
+    assert result.returncode == status, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+
+
+def test_a_crafted_pickle_as_model_is_one_line_and_runs_nothing(tmp_path, cli_folder):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (evil / "model.pt").write_bytes(pickle.dumps(Payload()))
+    (evil / "model.json").write_text('{"architecture": "conv"}')
+    result = denoiser("clean", str(cli_folder), str(tmp_path / "out"), "--model", str(evil / "model.pt"),
+                      "--device", "cpu", timeout=60)
+    one_line_error(result, "not a checkpoint this tool wrote")
+    assert not marker.exists()
+    assert not (tmp_path / "out").exists()  # refused before anything was made
+
+
+def test_a_read_only_out_dir_is_one_line_even_for_root(tmp_path, cli_folder, untrained):
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o555)
+    # Root ignores permissions unless it lacks CAP_DAC_OVERRIDE: drop it for the command.
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
+        if os.geteuid() == 0 and shutil.which("setpriv") else []
+    command = [sys.executable, "-m", "flows.cli", "clean", str(cli_folder), str(out),
+               "--model", str(untrained.weights), "--device", "cpu"]
+    result = subprocess.run(drop + command, capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    one_line_error(result, "is not writable (permission denied)")
+
+
+@pytest.mark.parametrize("state", ["lock-is-a-folder", "dangling-out-dir", "report-inside-in-dir"])
+def test_broken_folder_states_are_one_line(tmp_path, cli_folder, untrained, state):
+    out = tmp_path / "out"
+    args = ["clean", str(cli_folder), str(out), "--model", str(untrained.weights), "--device", "cpu"]
+    if state == "lock-is-a-folder":
+        (out / ".denoiser" / "lock").mkdir(parents=True)
+        expected = "it is a folder"
+    elif state == "dangling-out-dir":
+        out.symlink_to(tmp_path / "gone")
+        expected = "is a dangling link"
+    else:
+        args += ["--report", str(cli_folder / "report.parquet")]
+        expected = "must not be inside the input folder"
+    result = denoiser(*args, env={"PREFECT_HOME": str(tmp_path / "ph"),
+                                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}, timeout=180)
+    one_line_error(result, expected, status=2 if state == "report-inside-in-dir" else 1)
+    assert not (cli_folder / "report.parquet").exists()
+
+
+@pytest.mark.parametrize("api_url", ["", "http://127.0.0.1:1/api"])
+def test_the_dask_cluster_listens_on_this_machine_only(monkeypatch, api_url):
+    pytest.importorskip("prefect_dask")
+    from distributed import LocalCluster
+
+    from flows.cli_clean import dask_task_runner
+
+    monkeypatch.setenv("PREFECT_API_URL", api_url)  # worker processes only with a real server
+    kwargs = {**dask_task_runner(None).cluster_kwargs, "n_workers": 1}
+    import psutil
+
+    def listening() -> set[tuple[str, int]]:
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        return {(c.laddr.ip, c.laddr.port) for p in processes for c in p.net_connections("inet")
+                if c.status == psutil.CONN_LISTEN}
+
+    before = listening()
+    with LocalCluster(**kwargs):
+        opened = listening() - before
+    assert opened, "the cluster opened no port: the dashboard at least should listen"
+    assert {ip for ip, _ in opened} == {"127.0.0.1"}, opened
+
+
+def test_decoded_images_read_the_same_through_read_input(tmp_path):
+    path = tmp_path / "x.png"
+    digit_png().save(path)
+    safely = read_image(path, read_input(tmp_path, path))
+    np.testing.assert_array_equal(read_image(path).pixels, safely.pixels)
+
+
+def test_manifest_schema_reads_a_text_and_a_bytes_key_apart(tmp_path):
+    db = manifest.Manifest(tmp_path / "m.sqlite")
+    name = os.fsdecode(b"caf\xe9.png")
+    (tmp_path / "o1").write_bytes(b"")
+    (tmp_path / "o2").write_bytes(b"")
+    db.record_many([(name, "h1", "m", str(tmp_path / "o1")),
+                    ("caf\\xe9.png", "h2", "m", str(tmp_path / "o2"))])
+    assert db.current([name, "caf\\xe9.png"], "m") == {name: "h1", "caf\\xe9.png": "h2"}
+    with sqlite3.connect(tmp_path / "m.sqlite") as raw:
+        assert {type(k) for (k,) in raw.execute("SELECT path FROM files")} == {str, bytes}
+
+
+def test_a_shard_that_fails_midway_keeps_and_then_skips_what_it_finished(tmp_path, untrained, monkeypatch):
+    root, out = tmp_path / "in", tmp_path / "out"
+    root.mkdir()
+    for i in range(40):
+        digit_png().save(root / f"{i:02d}.png")
+    monkeypatch.setattr(cleaning, "BATCH_PIXELS", 8 * 28 * 28)  # batches of 8 files
+    monkeypatch.setattr(cleaning, "COMMIT_EVERY", 8)
+    original, calls = cleaning.denoise_images, []
+
+    def fails_on_the_fourth_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("the model's device went away")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(cleaning, "denoise_images", fails_on_the_fourth_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        clean(root, out, untrained)
+    finished = len(manifest.Manifest(workdir.work_dir(out) / "manifest.sqlite"))
+    assert finished >= 16  # at least the batches before the failure were recorded
+    assert not list((workdir.work_dir(out) / "tmp").iterdir())
+    retried = clean(root, out, untrained)
+    assert (retried["status"] == "skipped").sum() == finished
+    assert (retried["status"] == "ok").sum() == 40 - finished
+
+
+def test_every_temporary_a_killed_run_leaves_is_swept_and_nothing_else(tmp_path):
+    out, reports = tmp_path / "out", tmp_path / "reports"
+    (out / ".denoiser" / "tmp").mkdir(parents=True)
+    (out / ".denoiser" / "reports").mkdir()
+    reports.mkdir()
+    left = [out / ".denoiser" / "tmp" / ".a.png.0123abcd.part",
+            out / ".denoiser" / "reports" / ".r1.parquet.0123abcd.part",
+            reports / ".mine.parquet.0123abcd.part"]
+    kept = [reports / ".someone-elses.parquet.0123abcd.part", reports / "mine.parquet"]
+    for path in left + kept:
+        path.write_bytes(b"x")
+    assert workdir.remove_stale_temporaries(out, reports / "mine.parquet") == 3
+    assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
