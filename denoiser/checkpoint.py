@@ -1,8 +1,8 @@
 """The model store: a checkpoint is ``<model_id>.pt`` (a state_dict) + ``<model_id>.json``.
 
-The model id is derived from everything that determines the weights: the training config,
-the checksum of the training data and :data:`denoiser.train.RECIPE_VERSION`. The device
-is not part of it: a model trained on a GPU serves CPU users and the other way round.
+The model id is derived from everything that determines the weights
+(:func:`denoiser.train.model_id_for`); the store takes it as given and depends on nothing
+above it.
 
 The ``.json`` is written last, so a checkpoint without one is incomplete and ignored.
 Weights are loaded with ``torch.load(weights_only=True)``: no pickled code runs.
@@ -10,8 +10,6 @@ Weights are loaded with ``torch.load(weights_only=True)``: no pickled code runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 import platform
@@ -27,7 +25,6 @@ import torch
 from denoiser import __version__
 from denoiser.files import atomic_path, read_json, write_json
 from denoiser.model import build_model, count_parameters
-from denoiser.train import RECIPE_VERSION, TrainConfig
 
 DEFAULT_MODELS_DIR = Path("data") / "models"
 
@@ -41,13 +38,6 @@ class Checkpoint:
     model_id: str
     weights: Path
     metadata: dict[str, Any]
-
-
-def model_id_for(config: TrainConfig, data_checksum: str) -> str:
-    """``<model>-<12 hex>``: a digest of the config, the data checksum and the recipe version."""
-    recipe = {"config": config.to_dict(), "data": data_checksum, "recipe": RECIPE_VERSION}
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
-    return f"{config.model}-{digest[:12]}"
 
 
 def library_versions() -> dict[str, str]:
@@ -76,7 +66,6 @@ def save_checkpoint(
         "parameters": count_parameters(model),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": library_versions(),
-        "recipe_version": RECIPE_VERSION,
         **metadata,
     }
     write_json(models_dir / f"{model_id}.json", meta)

@@ -1,11 +1,5 @@
-"""MNIST-layout IDX data: reading, verifying, downloading, and the image conventions.
-
-Conventions used across the library:
-
-- stored images are ``uint8`` arrays ``(N, H, W)``; labels ``uint8`` ``(N,)``;
-- noisy and denoised images are ``float32`` arrays ``(N, H, W)`` in [0, 1];
-- the model sees ``float32`` tensors ``(N, 1, H, W)`` in [0, 1]
-  (:func:`to_model_input` / :func:`from_model_output`).
+"""MNIST-layout IDX data: reading, verifying and downloading (the array conventions are
+in :mod:`denoiser.arrays`).
 
 The data folder is, in order: the ``data_dir`` argument, the ``DENOISER_MNIST_DIR``
 environment variable, ``data/mnist`` under the current folder. Each of the four files may be
@@ -25,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from denoiser.files import atomic_path
 from denoiser.idx import DataError, is_gzip, parse_idx, read_content
@@ -290,23 +283,3 @@ def download_file(
     if not reached_any:
         raise Unreachable("; ".join(problems) or "no mirrors are known")
     raise DataError(f"could not download a valid {destination.name}: " + "; ".join(problems))
-
-
-# --- conventions --------------------------------------------------------------------
-
-
-def to_model_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` or float ``(N, H, W)`` in [0, 1] -> float32 ``(N, 1, H, W)``."""
-    if images.ndim != 3:
-        raise ValueError(f"expected images of shape (N, H, W), got {images.shape}")
-    return torch.from_numpy(np.ascontiguousarray(to_float(images))).unsqueeze(1)
-
-
-def from_model_output(images: torch.Tensor) -> np.ndarray:
-    """float ``(N, 1, H, W)`` tensor -> float32 ``(N, H, W)`` array."""
-    return images.detach().float().cpu().squeeze(1).numpy()
-
-
-def to_float(images: np.ndarray) -> np.ndarray:
-    """uint8 images -> float32 in [0, 1]; float images pass through as float32."""
-    return images.astype(np.float32) / 255.0 if images.dtype == np.uint8 else images.astype(np.float32)

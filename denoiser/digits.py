@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser import tones
-from denoiser.data import to_float
+from denoiser.arrays import to_float
 
 SIDE = 28
 BLUR_SIGMA = 1.0

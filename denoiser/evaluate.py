@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from denoiser import baselines, checkpoint, digits, restore, scanset
-from denoiser.data import DATASETS, load_dataset, to_float
+from denoiser.arrays import to_float
+from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
 from denoiser.metrics import mse, psnr, ssim

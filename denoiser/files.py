@@ -8,7 +8,6 @@ and Windows within one file system).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -91,11 +90,3 @@ def save_array(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
 def load_array(path: str | os.PathLike[str]) -> np.ndarray:
     return np.load(path, allow_pickle=False)
-
-
-def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

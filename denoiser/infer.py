@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import torch
 
-from denoiser.data import from_model_output, to_model_input
+from denoiser.arrays import from_model_output, to_model_input
 
 # A batch of large images is cut to at most this many pixels, so memory for the
 # activations (64 channels of float32: ~256 MB) stays bounded whatever the image size.

@@ -34,7 +34,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser import degrade, tones
-from denoiser.data import to_float
+from denoiser.arrays import to_float
 
 #: Scans at this many times MNIST's scale or more are shrunk to it before the model sees
 #: them (the cleaner's rule: :data:`denoiser.restore.RESCALE_ABOVE`).

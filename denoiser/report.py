@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from denoiser.data import to_float
+from denoiser.arrays import to_float
 from denoiser.files import atomic_path, write_json
 from denoiser.metrics import bce, mse, psnr, ssim
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from denoiser.data import to_float
+from denoiser.arrays import to_float
 from denoiser.degrade import Degradation, degrade
 
 _NONE = dict(p_texture=0.0, p_lighting=0.0, p_blur=0.0, p_dust=0.0, p_jpeg=0.0, p_second_noise=0.0,

@@ -30,7 +30,7 @@ from denoiser import checkpoint, data, report, restore, tones
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
 from denoiser.noise import NoiseSpec, synthesize
-from denoiser.train import EpochStats, TrainConfig, train
+from denoiser.train import RECIPE_VERSION, EpochStats, TrainConfig, model_id_for, train
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def train_or_load(
 ) -> StageResult:
     """Load the model this recipe names from the store, or train and store it."""
     started, run_dir = time.perf_counter(), Path(run_dir)
-    model_id = checkpoint.model_id_for(config, train_sha256)
+    model_id = model_id_for(config, train_sha256)
     found = None if retrain else checkpoint.find_checkpoint(models_dir, model_id)
     if found is not None:
         log.info("loaded model %s from %s (recipe already trained)", model_id, found.weights)
@@ -137,6 +137,7 @@ def train_or_load(
         {
             "architecture": config.model,
             "config": config.to_dict(),
+            "recipe_version": RECIPE_VERSION,
             "noise": config.noise,
             **({"tone_headroom": tones.HEADROOM} if NoiseSpec.parse(config.noise).kind == "scan" else {}),
             "data_sha256": train_sha256,

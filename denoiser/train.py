@@ -15,6 +15,8 @@ progress bar is updated.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import time
@@ -26,7 +28,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from denoiser.data import to_model_input
+from denoiser.arrays import to_model_input
 from denoiser.device import autocast, grad_scaler
 from denoiser.metrics import psnr
 from denoiser.model import MODEL_NAMES, build_model
@@ -290,3 +292,12 @@ def train(
     # so both compute bit-identical outputs.
     result.model = model.to(memory_format=torch.contiguous_format).eval()
     return result
+
+
+def model_id_for(config: TrainConfig, data_checksum: str) -> str:
+    """``<model>-<12 hex>``: a digest of the config, the data checksum and the recipe
+    version. The device is not part of it: a model trained on a GPU serves CPU users and
+    the other way round."""
+    recipe = {"config": config.to_dict(), "data": data_checksum, "recipe": RECIPE_VERSION}
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+    return f"{config.model}-{digest[:12]}"

@@ -20,7 +20,7 @@ from flows.logs import library_logs
 from flows.pipeline import retry_unless_bad_input
 
 RETRIES = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
-               cache_policy=NO_CACHE)
+               cache_policy=NO_CACHE, persist_result=False)
 
 
 @task(name="prepare-evaluation", task_run_name="prepare-evaluation", **RETRIES)
@@ -53,7 +53,7 @@ def summarize(out_dir: str, parts: list[str | None]) -> dict:
     return summary
 
 
-@flow(name="evaluate", log_prints=True)
+@flow(name="evaluate", log_prints=True, persist_result=False)
 def evaluate_models(
     models: list[str] | None = None,
     baselines: list[str] | None = None,

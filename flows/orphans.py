@@ -65,13 +65,21 @@ def temporary_servers() -> list[int]:
     return found
 
 
-def _stop(pids: list[int]) -> None:
-    for pid in pids:
-        if SERVER_MARK in _cmdline(pid):  # still the server, not a reused pid
+def _stop(pids: list[int], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL to whichever has not exited after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid in pids if SERVER_MARK in _cmdline(pid)]  # not a reused pid
+        for pid in alive:
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             except OSError:
                 pass
+        deadline = time.monotonic() + grace
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.1)
+            alive = [pid for pid in alive if SERVER_MARK in _cmdline(pid)]
+        if not alive:
+            return
 
 
 def stop_orphans() -> int:

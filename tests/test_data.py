@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from tests.helpers import idx_bytes, write_idx_dataset
 
-from denoiser import data
+from denoiser import arrays, data
 from denoiser.data import DataError, load_dataset
 from denoiser.idx import read_idx
 
@@ -192,9 +192,9 @@ def test_real_mnist_counts_and_checksums(mnist_dir):
 
 def test_conversions_follow_the_convention():
     images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
-    x = data.to_model_input(images)
+    x = arrays.to_model_input(images)
     assert x.shape == (1, 1, 2, 2) and x.dtype.is_floating_point
     assert float(x.max()) == 1.0 and abs(float(x[0, 0, 1, 0]) - 0.2) < 1e-7
-    np.testing.assert_allclose(data.from_model_output(x), images / 255.0, atol=1e-7)
+    np.testing.assert_allclose(arrays.from_model_output(x), images / 255.0, atol=1e-7)
     with pytest.raises(ValueError, match="expected images of shape"):
-        data.to_model_input(np.zeros((2, 2), np.uint8))
+        arrays.to_model_input(np.zeros((2, 2), np.uint8))

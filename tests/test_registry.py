@@ -58,7 +58,8 @@ def test_clean_uses_the_promoted_model_never_the_newest(two_models):
 
 
 def test_the_scan_recipe_model_is_the_clean_fallback(two_models):
-    meta = {"architecture": "unet", "config": registry.CLEAN_RECIPE.to_dict(), "tone_headroom": 1.25}
+    meta = {"architecture": "unet", "config": registry.CLEAN_RECIPE.to_dict(), "tone_headroom": 1.25,
+            "recipe_version": RECIPE_VERSION}  # as the trainer writes it
     checkpoint.save_checkpoint(two_models, "unet-scanrecipe", UNet(), meta)
     found = registry.recipe_model(two_models)
     assert found is not None and found.model_id == "unet-scanrecipe"

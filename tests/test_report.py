@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -67,8 +65,3 @@ def test_whole_pipeline_without_prefect(tmp_path, idx_dir):
     assert not [p for p in run_dir.rglob(".*.part")]
 
 
-def test_library_never_imports_prefect():
-    code = ("import sys, denoiser, denoiser.stages, denoiser.report, denoiser.checkpoint;"
-            "print('prefect' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"

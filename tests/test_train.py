@@ -6,7 +6,7 @@ from tests.helpers import draw_digits
 from denoiser import checkpoint, stages
 from denoiser.data import array_digest
 from denoiser.infer import denoise
-from denoiser.train import TrainConfig, split_train_val, train
+from denoiser.train import TrainConfig, model_id_for, split_train_val, train
 
 CPU = torch.device("cpu")
 
@@ -64,7 +64,7 @@ def test_callbacks_see_every_epoch_and_progress_reaches_one(digits):
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, digits):
     config = TrainConfig(epochs=1, batch_size=32, train_limit=64)
     model = train(digits, config, device=CPU, show_progress=False).model
-    model_id = checkpoint.model_id_for(config, array_digest(digits))
+    model_id = model_id_for(config, array_digest(digits))
     saved = checkpoint.save_checkpoint(tmp_path, model_id, model, {"architecture": "conv"})
     found = checkpoint.find_checkpoint(tmp_path, model_id)
     assert found is not None and found.metadata["parameters"] == 121_281
@@ -82,13 +82,13 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
 
 
 def test_model_id_changes_with_anything_that_changes_the_weights():
-    base = checkpoint.model_id_for(TrainConfig(), "data1")
-    assert base.startswith("conv-") and base == checkpoint.model_id_for(TrainConfig(), "data1")
+    base = model_id_for(TrainConfig(), "data1")
+    assert base.startswith("conv-") and base == model_id_for(TrainConfig(), "data1")
     others = {
-        checkpoint.model_id_for(TrainConfig(epochs=9), "data1"),
-        checkpoint.model_id_for(TrainConfig(noise="gaussian:0.3"), "data1"),
-        checkpoint.model_id_for(TrainConfig(seed=1), "data1"),
-        checkpoint.model_id_for(TrainConfig(), "data2"),
+        model_id_for(TrainConfig(epochs=9), "data1"),
+        model_id_for(TrainConfig(noise="gaussian:0.3"), "data1"),
+        model_id_for(TrainConfig(seed=1), "data1"),
+        model_id_for(TrainConfig(), "data2"),
     }
     assert base not in others and len(others) == 4
 
@@ -144,7 +144,7 @@ def test_every_loss_and_the_cosine_schedule_train(digits, loss):
 
 
 def test_keep_best_ends_with_the_best_validation_epoch(digits):
-    from denoiser.data import to_model_input
+    from denoiser.arrays import to_model_input
     from denoiser.metrics import psnr
     from denoiser.noise import NoiseSpec, add_noise
 

@@ -2,6 +2,7 @@
 
 import time
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -141,7 +142,12 @@ def test_tasks_run_as_plain_functions(tmp_path, idx_dir):
 def test_a_replaced_stored_result_is_rejected_not_executed(params, tmp_path, monkeypatch):
     import pickle
 
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
+
+    storage = Path(PREFECT_LOCAL_STORAGE_PATH.value())
+    stored_before = set(storage.rglob("*")) if storage.exists() else set()
     first = pipeline.mnist_pipeline(**params, run_id="resume-me")
+    assert (set(storage.rglob("*")) if storage.exists() else set()) == stored_before  # Prefect kept nothing
     marker = tmp_path / "pwned"
 
     class Payload:
