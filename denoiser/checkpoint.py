@@ -126,7 +126,9 @@ def list_checkpoints(models_dir: str | os.PathLike[str]) -> list[Checkpoint]:
 def resolve_checkpoint(reference: str, models_dir: str | os.PathLike[str]) -> Checkpoint:
     """A checkpoint by model id (in ``models_dir``) or by the path of its ``.pt`` or ``.json``."""
     path = Path(reference)
-    if path.suffix in (".pt", ".json") and path.exists():
+    if path.suffix in (".pt", ".json") and not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix in (".pt", ".json"):
         found = find_checkpoint(path.parent, path.stem)
         if found is None:
             raise FileNotFoundError(f"{path}: a checkpoint needs both {path.stem}.pt and {path.stem}.json")

@@ -119,6 +119,9 @@ def _run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):  # a typo must not become a folder
+        raise DataError(f"--data-dir {args.data_dir} does not exist (create it first to download "
+                        f"{args.dataset} into it; without --data-dir the download goes to data/mnist)")
     # Bad or missing data is the most common user error: find it (downloading the files
     # if needed) before the flow starts, so it ends in one line rather than a failed run.
     console = logging.StreamHandler()

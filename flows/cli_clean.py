@@ -166,7 +166,15 @@ def serve(args: argparse.Namespace) -> int:
 
     cleaning.plan(args.in_dir, args.out_dir)
     import flows  # noqa: F401
+    from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
+
+    if args.cron is not None:
+        try:
+            CronSchedule(cron=args.cron)
+        except ValueError:
+            raise ValueError(f"--cron {args.cron!r} is not a cron expression (e.g. '0 * * * *': "
+                             "minute hour day month weekday)") from None
 
     if not PREFECT_API_URL.value():
         raise ValueError(

@@ -8,7 +8,7 @@ from denoiser.baselines import BASELINES
 from denoiser.noise import NoiseSpec
 from denoiser.train import RECIPES
 
-DEFAULT_BASELINES = ["gaussian", "median", "tv", "wavelet", "nlmeans"]
+DEFAULT_BASELINES = "gaussian,median,tv,wavelet,nlmeans"  # as typed; argparse applies baseline_list
 
 
 def int_at_least(minimum: int):
@@ -57,8 +57,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows '(default: X)' after each option's help, except where there is no default."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False) or action.default is argparse.SUPPRESS:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
             return action.help or ""
+        if isinstance(action.default, (list, tuple)):  # as the user would type them
+            return f"{action.help or ''} (default: {' '.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 

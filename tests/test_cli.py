@@ -84,3 +84,20 @@ def test_run_prints_where_the_report_is(tmp_path, idx_dir):
     frame = pd.read_parquet(tmp_path / "data/runs/smoke/report.parquet")
     assert len(frame) == 32
     assert len(list((tmp_path / "data/models").glob("unet-*.pt"))) == 1  # the default model
+
+
+def test_polished_errors_a_new_user_meets(tmp_path):
+    typo = tmp_path / "no-such-folder"
+    out = denoiser("run", "--data-dir", str(typo), "--epochs", "1")
+    assert out.returncode == 1 and "does not exist" in out.stderr and not typo.exists()
+    (tmp_path / "in").mkdir()
+    out = denoiser("serve", str(tmp_path / "in"), str(tmp_path / "out"), "--cron", "bad",
+                   env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "not a cron expression" in out.stderr
+    out = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--model", "missing/model.pt")
+    assert out.returncode == 1 and "missing/model.pt: no such checkpoint file" in out.stderr
+    run_help = " ".join(denoiser("run", "--help").stdout.split())
+    assert "(default: 0)" in run_help  # --seed's default is shown
+    evaluate_help = " ".join(denoiser("evaluate", "--help").stdout.split())
+    assert "(default: gaussian,median,tv,wavelet,nlmeans)" in evaluate_help
+    assert "(default: gaussian:0.5)" in evaluate_help and "['" not in evaluate_help  # no Python lists
