@@ -48,7 +48,7 @@ def bench_machine(device: torch.device, repeats: int) -> dict:
 
 def side_by_side(product: Callable[[str], float], reference: Callable[[], float], *, repeats: int,
                  flops: dict, limit_flops: float) -> dict:
-    """The product (on the seed's model) and the reference, alternated so both see the same
+    """The product (on the tutorial's model) and the reference, alternated so both see the same
     background; then the product on the default model. ``flops``: per image, per model."""
     runs: dict[str, list] = {"product_runs": [], "reference_runs": []}
     for _ in range(repeats):

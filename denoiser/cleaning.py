@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from denoiser.checkpoint import Checkpoint, load_model
-from denoiser.clean_rows import error_line, new_row
+from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
 from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder

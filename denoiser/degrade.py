@@ -230,7 +230,7 @@ def degrade(digits: torch.Tensor, spec: Degradation, *, rng: torch.Generator,
     light = lighting_field(shape, _uniform(rng, n, spec.lighting), rng)
     use_noise = _chance(rng, n, spec.p_noise)
     # Noise scales with the ink's contrast (floored at 0.3): faint ink under noise as
-    # strong as the seed's is illegible on any real page, and teaches only guessing.
+    # strong as the tutorial's is illegible on any real page, and teaches only guessing.
     level = _uniform(rng, n, spec.noise) * contrast.abs().clamp(min=0.3)
     probs = torch.tensor(spec.noise_kinds, dtype=torch.float32, device=rng.device)
     kinds = torch.multinomial(probs, n, replacement=True, generator=rng).view(n, 1, 1)

@@ -276,7 +276,7 @@ def use_score(out_dir: str | os.PathLike[str], model: str, use: str, *, data_dir
               limit: int = 500, seed: int = 0, device: str = "auto") -> float:
     """The number that decides promotion for ``use``: the mean PSNR (dB) of ``model`` over
     the first ``limit`` test digits rendered as every scan kind (``clean``), or with the
-    seed's noise (``run``). Cached in ``out_dir`` by model, use, limit and seed."""
+    tutorial's noise (``run``). Cached in ``out_dir`` by model, use, limit and seed."""
     cache = Path(out_dir) / SCORES_FILE
     key = f"{model}|{use}|{limit}|{seed}|{SCORE_VERSION}"
     scores = read_json(cache) if cache.is_file() else {}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from denoiser.checkpoint import Checkpoint
-from denoiser.clean_rows import error_line, new_row
+from denoiser.clean_report import error_line, new_row
 from denoiser.files import atomic_path
 from denoiser.images import Entry, GrayImage, ImageError, read_image, write_like
 from denoiser.metrics import noise_sigma

@@ -1,4 +1,4 @@
-"""The networks: a small U-Net (the default), the seed's conv DAE and its dense baselines.
+"""The networks: a small U-Net (the default), the tutorial's conv DAE and its dense baselines.
 
 Every model maps float32 images ``(N, 1, H, W)`` in [0, 1] to *logits* of the same shape;
 ``torch.sigmoid`` of the logits is the reconstructed image. Models know nothing about
@@ -15,12 +15,12 @@ MODEL_NAMES = ("unet", "conv", "dense-ae", "dense-dae")
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    # 3x3, stride 1, 'same' padding, as tf.layers.conv2d(..., padding='same') in the seed.
+    # 3x3, stride 1, 'same' padding, as tf.layers.conv2d(..., padding='same') in the tutorial.
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
 
 
 class ConvDAE(nn.Module):
-    """The seed's conv DAE: 121,281 parameters, bottleneck 32x4x4 for a 28x28 input.
+    """The tutorial's conv DAE: 121,281 parameters, bottleneck 32x4x4 for a 28x28 input.
 
     Encoder: conv 64 -> pool -> conv 64 -> pool -> conv 32 -> pool (28 -> 14 -> 7 -> 4,
     pooling with 'same' padding, i.e. ceil mode). Decoder: nearest upsample to 7, 14, 28,
@@ -56,13 +56,13 @@ class ConvDAE(nn.Module):
 
 
 class UNet(nn.Module):
-    """A small U-Net: the seed's two poolings, but with skip connections and a wider middle.
+    """A small U-Net: the tutorial's two poolings, but with skip connections and a wider middle.
 
     Encoder: conv ``w`` x2 at full size, pool, conv ``2w`` x2, pool, conv ``2w`` x2 at a
     quarter size. Decoder: nearest upsample, *add* the encoder's feature map of that size
     (additive skips cost no extra convolution width), conv; a 3x3 conv to one channel of
     logits. Fine detail reaches the output through the skips instead of a 4x4 bottleneck,
-    which is what limits the seed's model. Fully convolutional, like :class:`ConvDAE`.
+    which is what limits the tutorial's model. Fully convolutional, like :class:`ConvDAE`.
     """
 
     def __init__(self, width: int = 32) -> None:
@@ -86,7 +86,7 @@ class UNet(nn.Module):
 
 
 class DenseAE(nn.Module):
-    """The seed's dense baselines: 784 -> hidden (ReLU) -> 784 logits, on 28x28 images."""
+    """The tutorial's dense baselines: 784 -> hidden (ReLU) -> 784 logits, on 28x28 images."""
 
     def __init__(self, hidden: int, side: int = 28) -> None:
         super().__init__()

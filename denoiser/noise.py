@@ -1,9 +1,9 @@
-"""Noise synthesis: the seed's Gaussian noise plus salt-and-pepper, Poisson and speckle.
+"""Noise synthesis: the tutorial's Gaussian noise plus salt-and-pepper, Poisson and speckle.
 
 A spec string picks the kind and its level:
 
 =================  ====================================================================
-``gaussian:0.5``   ``clip(x + 0.5 * randn, 0, 1)``, the seed's noise (level = std dev)
+``gaussian:0.5``   ``clip(x + 0.5 * randn, 0, 1)``, the tutorial's noise (level = std dev)
 ``salt-pepper:0.1``  10% of pixels set to 0 or 1, half each (level = fraction)
 ``poisson:30``     shot noise at a peak of 30 photons: ``Poisson(30 x) / 30``, clipped
 ``speckle:0.3``    multiplicative: ``clip(x + 0.3 * x * randn, 0, 1)``

@@ -6,7 +6,7 @@ beside them names the one *promoted* for each use:
 ========  ==================================================================================
 ``clean`` what ``denoiser clean`` uses without ``--model``; scored on the scan test set
           (:mod:`denoiser.scanset`): mean PSNR over its kinds, cleaned as ``clean`` cleans
-``run``   the MNIST pipeline's reference; scored on MNIST test with the seed's noise
+``run``   the MNIST pipeline's reference; scored on MNIST test with the tutorial's noise
 ========  ==================================================================================
 
 With nothing promoted for ``clean``, the cleaner takes the scan recipe's model

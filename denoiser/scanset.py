@@ -1,7 +1,7 @@
 """The scan test set: MNIST digits rendered through each kind of real-scan degradation.
 
 Each kind is a narrow :class:`~denoiser.degrade.Degradation` standing for one thing users
-bring: the seed's noise, weak noise, a flatbed scanner (grey paper, sensor noise, slight
+bring: the tutorial's noise, weak noise, a flatbed scanner (grey paper, sensor noise, slight
 blur, JPEG), dust on white paper, faded ink on grey paper, uneven lighting, and a scan at
 3x MNIST's scale. Every kind is drawn with its own fixed seed, so all methods see the same
 images; the truth of each image is its clean scan (same paper, ink and scale, nothing
@@ -24,7 +24,7 @@ _MNIST_LOOK = dict(dark_ink=0.0, paper=(0.0, 0.0), contrast=(1.0, 1.0))
 
 #: name -> (degradation, resampling scale)
 KINDS: dict[str, tuple[Degradation, float]] = {
-    "seed-noise": (Degradation(**_MNIST_LOOK, **_NONE, p_noise=1.0, noise=(0.5, 0.5),
+    "tutorial-noise": (Degradation(**_MNIST_LOOK, **_NONE, p_noise=1.0, noise=(0.5, 0.5),
                                noise_kinds=(1.0, 0.0, 0.0)), 1.0),
     "weak-noise": (Degradation(**_MNIST_LOOK, **_NONE, p_noise=1.0, noise=(0.2, 0.2),
                                noise_kinds=(1.0, 0.0, 0.0)), 1.0),

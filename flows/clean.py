@@ -14,36 +14,32 @@ flow's signature when a deployment runs it, and a postponed ``Literal[...]`` ann
 not resolved there ("not fully defined").
 """
 
-import base64
-import io
 import math
 import time
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
-from PIL import Image
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
-from denoiser.clean_rows import counts, report_frame
-from denoiser.device import resolve_device
+from denoiser.clean_report import before_after_strip, counts, join_reports, report_frame
+from denoiser.device import DEVICES, resolve_device
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
-from denoiser.images import Entry, GrayImage, ImageError, read_image
+from denoiser.images import Entry
 from denoiser.report import write_parquet
-from denoiser.safe_fs import MAX_FILE_MB, read_input
+from denoiser.restore import TONES
+from denoiser.safe_fs import MAX_FILE_MB
 from flows.logs import library_logs
-from flows.pipeline import retry_unless_bad_input
+from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
 SHARD_SIZE = 2000
 
 
-@task(name="resolve-model", task_run_name="resolve-model", retries=2, retry_delay_seconds=10,
-      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
+@task(name="resolve-model", task_run_name="resolve-model", **TASK_DEFAULTS)
 @library_logs
 def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
                   device: str) -> dict:
@@ -68,8 +64,7 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
             "rerun": choice.rerun, "span": (started, time.time())}
 
 
-@task(name="clean-shard", task_run_name="clean-shard-{index}", retries=2, retry_delay_seconds=10,
-      retry_condition_fn=retry_unless_bad_input, cache_policy=NO_CACHE, persist_result=False)
+@task(name="clean-shard", task_run_name="clean-shard-{index}", **TASK_DEFAULTS)
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
                 run_id: str, options: dict) -> dict:
@@ -86,11 +81,10 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, mod
     return {"index": index, "rows": str(path), "timings": clock.to_dict(), **counts(frame)}
 
 
-@task(name="write-report", task_run_name="write-report", cache_policy=NO_CACHE, persist_result=False)
+@task(name="write-report", task_run_name="write-report", **TASK_DEFAULTS)
 def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str, model: dict) -> dict:
     started = time.time()
-    frames = [pd.read_parquet(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])]
-    frame = report_frame(pd.concat(frames).to_dict("records") if frames else [])
+    frame = join_reports([r["rows"] for r in sorted(shard_results, key=lambda r: r["index"])])
     write_parquet(frame, report)
     totals = counts(frame)
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
@@ -114,44 +108,11 @@ def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: st
                              description=f"Before/after strip of run {run_id}")
 
 
-def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height: int = 64) -> str:
-    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below; each
-    thumbnail at most ``height`` x 4 ``height`` pixels, whatever the image's shape."""
-    done = frame[(frame["status"] == "ok") & frame["path_bytes"].isna()].head(count)
-    pairs = []
-    for row in done.itertuples():
-        try:  # read as the cleaner does, so 16-bit and float scans show at their real scale
-            before = _thumbnail(read_image(row.path, read_input(in_dir, Path(in_dir) / row.path)), height)
-            after = _thumbnail(read_image(row.output_path), height)
-        except (ImageError, OSError):
-            continue
-        pairs.append((before, after))
-    if not pairs:
-        return ""
-    gap = 4
-    strip = Image.new("L", (sum(b.width + gap for b, _ in pairs) + gap, 2 * height + 3 * gap), 255)
-    x = gap
-    for before, after in pairs:
-        strip.paste(before, (x, gap))
-        strip.paste(after, (x, height + 2 * gap))
-        x += before.width + gap
-    buffer = io.BytesIO()
-    strip.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _thumbnail(image: GrayImage, height: int) -> Image.Image:
-    width = min(4 * height, max(1, round(image.width * height / image.height)))
-    gray = Image.fromarray((image.pixels * 255).round().astype("uint8"), mode="L")
-    return gray.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
-
-
 def default_report_path(out_dir: str, run_id: str) -> str:
     return str(workdir.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
 
 
-@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), log_prints=True,
-      persist_result=False)
+@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), **FLOW_DEFAULTS)
 def clean_folder(
     in_dir: str,
     out_dir: str,
@@ -160,8 +121,8 @@ def clean_folder(
     batch_size: int | None = None,
     shard_size: int = SHARD_SIZE,
     overwrite: bool = False,
-    device: str = "auto",
-    tones: Literal["keep", "normalize"] = "keep",
+    device: Literal[DEVICES] = "auto",
+    tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
     models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),

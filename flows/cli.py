@@ -1,7 +1,7 @@
 """The ``denoiser`` command.
 
     denoiser run                                   # the default model on MNIST, full size
-    denoiser run --model conv                      # the seed's model and recipe
+    denoiser run --model conv                      # the tutorial's model and recipe
     denoiser run --epochs 1 --train-limit 2048 --test-limit 512   # a smoke-sized run
     denoiser run --data-dir ~/mnist --noise salt-pepper:0.1 --retrain
     denoiser evaluate --limit 1000 --baselines tv,nlmeans --json eval.json
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="which checksums to verify against ('idx': any set in MNIST's "
                           "layout, unverified)")
     run.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL,
-                     help="network: a small U-Net, the seed's conv DAE, or a dense baseline; "
+                     help="network: a small U-Net, the tutorial's conv DAE, or a dense baseline; "
                           "each comes with its recipe, which the options below override")
     run.add_argument("--noise", type=noise_spec, default=DEFAULT_NOISE, metavar="SPEC",
                      help="KIND:LEVEL, one of gaussian:STD, salt-pepper:FRACTION, "

@@ -102,7 +102,7 @@ def _clean_parameters(args: argparse.Namespace) -> dict:
 def clean(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from denoiser import clean_rows, cleaning, registry, workdir
+    from denoiser import clean_report, cleaning, registry, workdir
 
     device = resolve_device(args.device)
     entries = cleaning.plan(args.in_dir, args.out_dir, args.report)
@@ -111,7 +111,7 @@ def clean(args: argparse.Namespace) -> int:
         cleaning.cached_model(chosen.checkpoint, device)
     if args.dry_run:
         model_id = chosen.model_id
-        frame = clean_rows.report_frame(cleaning.dry_run(entries, in_dir=args.in_dir, out_dir=args.out_dir,
+        frame = clean_report.report_frame(cleaning.dry_run(entries, in_dir=args.in_dir, out_dir=args.out_dir,
                                                          model_id=model_id, overwrite=args.overwrite,
                                                          rerun_other_models=chosen.rerun,
                                                          max_file_mb=args.max_file_mb))

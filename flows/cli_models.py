@@ -6,7 +6,7 @@
     denoiser models promote unet-3f2a9c1b7d4e --for clean --force
 
 Promotion scores the candidate and the current default on the use's evaluation (the scan
-test set for ``clean``, MNIST with the seed's noise for ``run``; see
+test set for ``clean``, MNIST with the tutorial's noise for ``run``; see
 :func:`denoiser.evaluate.use_score`), and refuses a candidate below the current default.
 """
 
@@ -37,7 +37,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     promote = actions.add_parser(
         "promote", help="make a model the default for clean or run, if it scores at least as well",
         description="Score the model and the current default on the use's evaluation (clean: the scan "
-                    "test set; run: MNIST with the seed's noise) and make it the default unless it "
+                    "test set; run: MNIST with the tutorial's noise) and make it the default unless it "
                     "scores lower.", formatter_class=HelpFormatter)
     promote.add_argument("model", metavar="ID|PATH", help="model id in the store or a checkpoint path")
     promote.add_argument("--for", dest="use", choices=registry.USES, required=True,

@@ -13,17 +13,14 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from denoiser import checkpoint, evaluate, stages
 from flows.logs import library_logs
-from flows.pipeline import retry_unless_bad_input
-
-RETRIES = dict(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_unless_bad_input,
-               cache_policy=NO_CACHE, persist_result=False)
+from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
 
-@task(name="prepare-evaluation", task_run_name="prepare-evaluation", **RETRIES)
+
+@task(name="prepare-evaluation", task_run_name="prepare-evaluation", **TASK_DEFAULTS)
 @library_logs
 def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str], scans: bool,
             limit: int | None, tune_images: int, seed: int) -> dict:
@@ -31,7 +28,7 @@ def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str],
                             limit=limit, tune_images=tune_images, seed=seed)
 
 
-@task(name="score", task_run_name="score-{method}", **RETRIES)
+@task(name="score", task_run_name="score-{method}", **TASK_DEFAULTS)
 @library_logs
 def score(method: str, kind: str, out_dir: str, prepared: dict, models_dir: str, device: str) -> str | None:
     if kind == "identity":
@@ -41,7 +38,7 @@ def score(method: str, kind: str, out_dir: str, prepared: dict, models_dir: str,
     return evaluate.score_baseline(out_dir, prepared, method)
 
 
-@task(name="summarize", task_run_name="summarize", **RETRIES)
+@task(name="summarize", task_run_name="summarize", **TASK_DEFAULTS)
 @library_logs
 def summarize(out_dir: str, parts: list[str | None]) -> dict:
     summary = evaluate.summarize(out_dir, parts)
@@ -53,7 +50,7 @@ def summarize(out_dir: str, parts: list[str | None]) -> dict:
     return summary
 
 
-@flow(name="evaluate", log_prints=True, persist_result=False)
+@flow(name="evaluate", **FLOW_DEFAULTS)
 def evaluate_models(
     models: list[str] | None = None,
     baselines: list[str] | None = None,

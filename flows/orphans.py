@@ -38,7 +38,7 @@ def _parent(pid: int) -> int:
         return 0
 
 
-def _prefect_home(pid: int) -> str | None:
+def prefect_home_of(pid: int) -> str | None:
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
@@ -87,7 +87,7 @@ def stop_orphans() -> int:
     init or a subreaper, which is not a Python process). Returns how many."""
     home = os.environ.get("PREFECT_HOME", "")
     orphans = [pid for pid in temporary_servers()
-               if _prefect_home(pid) == home and "python" not in _cmdline(_parent(pid))]
+               if prefect_home_of(pid) == home and "python" not in _cmdline(_parent(pid))]
     _stop(orphans)
     return len(orphans)
 

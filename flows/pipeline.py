@@ -6,13 +6,15 @@ kept as JSON in the run directory under a digest of its parameters, so a retry o
 whole flow run (or a rerun with the same ``run_id``) reuses the stages that completed,
 and a deleted run directory is never taken for done.
 
+Flow parameters with fixed choices are typed ``Literal[...]``, so Prefect validates them and
+the UI offers the choices. No ``from __future__ import annotations``: a postponed
+``Literal`` is not resolved where Prefect builds its parameter model.
+
 Run it with ``denoiser run`` (see ``flows/cli.py``) or from Python::
 
     from flows.pipeline import mnist_pipeline
     mnist_pipeline(epochs=1, train_limit=2048, test_limit=512)
 """
-
-from __future__ import annotations
 
 import base64
 import functools
@@ -20,7 +22,7 @@ import hashlib
 import inspect
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -29,18 +31,20 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from denoiser import stages
 from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.data import DATASETS
+from denoiser.device import DEVICES
 from denoiser.files import read_json, write_json
+from denoiser.model import MODEL_NAMES
 from denoiser.noise import DEFAULT_NOISE
-from denoiser.train import DEFAULT_MODEL, TrainConfig
+from denoiser.train import DEFAULT_MODEL, LOSSES, SCHEDULES, TrainConfig
 from flows.logs import library_logs
+from flows.policy import FLOW_DEFAULTS, RETRY_DELAY_SECONDS, TASK_DEFAULTS
 
-TASK_RETRIES = 2
 CODE_VERSION = "2"  # part of every cache key: bump when a stage's outputs change meaning
 
 
@@ -71,31 +75,11 @@ def read_stage_record(path: Path) -> dict | None:
     return stored
 
 
-def retry_unless_bad_input(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect's hook)
-    """Retry transient failures; a ValueError (bad data, bad option) fails at once."""
-    try:
-        state.result()
-    except ValueError:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return True
-
-
 def _stage_task(name: str):
     """A stage: retried, its result kept as JSON in the run directory and reused by a later
     call with the same parameters (a flow-run retry, ``--run-id``), library logs in the run
-    logs. Prefect persists nothing (``persist_result=False``): Prefect's stored results
-    name their own serializer, pickle included, so a replaced one could run code."""
-    make_task = task(
-        name=name,
-        task_run_name=name,
-        retries=TASK_RETRIES,
-        retry_delay_seconds=10,
-        retry_condition_fn=retry_unless_bad_input,
-        persist_result=False,
-        cache_policy=NO_CACHE,
-    )
+    logs. Prefect itself persists nothing (:mod:`flows.policy`)."""
+    make_task = task(name=name, task_run_name=name, **TASK_DEFAULTS)
 
     def decorate(fn):
         signature = inspect.signature(fn)
@@ -223,21 +207,21 @@ def default_run_id() -> str:
     return f"{started:%Y%m%d-%H%M%S}-{str(flow_run.id).replace('-', '')[:6]}"
 
 
-@flow(name="mnist-denoise", retries=1, retry_delay_seconds=10, log_prints=True, persist_result=False)
+@flow(name="mnist-denoise", retries=1, retry_delay_seconds=RETRY_DELAY_SECONDS, **FLOW_DEFAULTS)
 def mnist_pipeline(
     data_dir: str | None = None,
-    dataset: str = "mnist",
-    model: str = DEFAULT_MODEL,
+    dataset: Literal[tuple(DATASETS)] = "mnist",
+    model: Literal[MODEL_NAMES] = DEFAULT_MODEL,
     noise: str = DEFAULT_NOISE,
     epochs: int | None = None,
     batch_size: int | None = None,
     learning_rate: float | None = None,
-    loss: str | None = None,
-    schedule: str | None = None,
+    loss: Literal[LOSSES] | None = None,
+    schedule: Literal[SCHEDULES] | None = None,
     denoise_batch_size: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
-    device: str = "auto",
+    device: Literal[DEVICES] = "auto",
     seed: int = 0,
     retrain: bool = False,
     runs_dir: str = str(stages.DEFAULT_RUNS_DIR),

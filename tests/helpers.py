@@ -1,9 +1,14 @@
-"""Test data the tests make themselves: IDX files and digit-like images."""
+"""What the tests share: data they make themselves (IDX files, digit-like images), the
+``denoiser`` command run as a user runs it, a free local port."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +151,19 @@ def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
     (root / "link-outside.png").symlink_to((outside / "secret.png").resolve())
     expected["link-outside.png"] = "skipped"
     return expected
+
+
+def denoiser(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """Run the ``denoiser`` command in a subprocess, as a user would."""
+    script = Path(sys.executable).with_name("denoiser")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd,
+                          env=full_env, timeout=timeout)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -30,7 +30,7 @@ def test_bench_smoke_writes_every_figure(tmp_path):
         assert isinstance(value, float) and math.isfinite(value), name
     assert result["train"]["product_images_per_s"] > 0 and result["infer"]["reference_images_per_s"] > 0
     assert result["machine"]["fp32_flops"]["median"] > 1e9
-    assert result["model_flops"]["conv"]["forward"] == 83_994_624  # the seed's model: 84 MFLOP
+    assert result["model_flops"]["conv"]["forward"] == 83_994_624  # the tutorial's model: 84 MFLOP
     runs = result["folder"]["runs"]
     assert [runs[n]["files"] for n in ("40", "80")] == [40, 80]
     assert "train conv" in run.stdout and "Prefect overhead" in run.stdout

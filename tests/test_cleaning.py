@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from denoiser import checkpoint, clean_rows, cleaning, file_steps, workdir
+from denoiser import checkpoint, clean_report, cleaning, file_steps, workdir
 from denoiser.images import read_image
 from denoiser.manifest import Manifest
 from denoiser.model import ConvDAE
@@ -34,9 +34,9 @@ def snapshot(root: Path) -> dict[str, tuple]:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A conv DAE trained briefly on drawn digits with the seed's noise."""
+    """A conv DAE trained briefly on drawn digits with the tutorial's noise."""
     digits = draw_digits(480, seed=11)[0]
-    config = TrainConfig(epochs=5, batch_size=16, seed=3)
+    config = TrainConfig(model="conv", epochs=5, batch_size=16, seed=3)
     model = train(digits, config, device=torch.device("cpu"), show_progress=False).model
     store = tmp_path_factory.mktemp("trained")
     return checkpoint.save_checkpoint(store, "conv-brief", model, {"architecture": "conv"})
@@ -54,7 +54,7 @@ def run(in_dir, out_dir, model, run_id="r", **options):
     for part in cleaning.shards(entries, 7):
         rows += cleaning.clean_shard(part, in_dir=in_dir, out_dir=out_dir, checkpoint=model,
                                      run_id=run_id, options=cleaning.CleanOptions(**options))
-    return clean_rows.report_frame(rows)
+    return clean_report.report_frame(rows)
 
 
 def test_messy_tree_is_mirrored_exactly(tree, untrained):
@@ -116,7 +116,7 @@ def test_reruns_are_incremental(tree, untrained):
     n_ok = sum(status == "ok" for status in expected.values())
 
     again = run(in_dir, out_dir, untrained, run_id="r2")
-    assert clean_rows.counts(again) == {"ok": 0, "error": 5, "skipped": n_ok + 1}
+    assert clean_report.counts(again) == {"ok": 0, "error": 5, "skipped": n_ok + 1}
 
     changed = in_dir / "sizes/16x16.png"
     Image.fromarray(np.full((16, 16), 40, np.uint8)).save(changed)
@@ -124,14 +124,14 @@ def test_reruns_are_incremental(tree, untrained):
     assert third.loc[third["status"] == "ok", "path"].tolist() == ["sizes/16x16.png"]
 
     forced = run(in_dir, out_dir, untrained, run_id="r4", overwrite=True)
-    assert clean_rows.counts(forced)["ok"] == n_ok
+    assert clean_report.counts(forced)["ok"] == n_ok
 
 
 def test_a_new_model_redoes_everything(tree, untrained, tmp_path):
     in_dir, out_dir, _, expected = tree
     run(in_dir, out_dir, untrained)
     other = checkpoint.save_checkpoint(tmp_path / "m2", "conv-other", ConvDAE(), {"architecture": "conv"})
-    assert clean_rows.counts(run(in_dir, out_dir, other))["ok"] == sum(s == "ok" for s in expected.values())
+    assert clean_report.counts(run(in_dir, out_dir, other))["ok"] == sum(s == "ok" for s in expected.values())
 
 
 def test_a_fallback_model_leaves_what_another_model_cleaned(tree, untrained, tmp_path):
@@ -140,8 +140,8 @@ def test_a_fallback_model_leaves_what_another_model_cleaned(tree, untrained, tmp
     before = {p: p.stat().st_mtime_ns for p in out_dir.rglob("*.png") if ".denoiser" not in p.parts}
     other = checkpoint.save_checkpoint(tmp_path / "m2", "conv-other", ConvDAE(), {"architecture": "conv"})
     again = run(in_dir, out_dir, other, rerun_other_models=False)
-    assert clean_rows.counts(again)["ok"] == 0
-    assert clean_rows.counts(again)["skipped"] >= sum(s == "ok" for s in expected.values())
+    assert clean_report.counts(again)["ok"] == 0
+    assert clean_report.counts(again)["skipped"] >= sum(s == "ok" for s in expected.values())
     assert {p: p.stat().st_mtime_ns for p in before} == before  # good outputs not overwritten
     dry = cleaning.dry_run(cleaning.plan(in_dir, out_dir), in_dir=in_dir, out_dir=out_dir,
                            model_id="conv-other", rerun_other_models=False)

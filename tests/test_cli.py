@@ -1,24 +1,12 @@
 """The ``denoiser`` command as a user runs it: in a subprocess."""
 
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
 from denoiser.train import RECIPES
-
-
-def denoiser(*args, cwd=None, env=None, timeout=300):
-    script = Path(sys.executable).with_name("denoiser")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd,
-                          env=full_env, timeout=timeout)
+from tests.helpers import denoiser, free_port
 
 
 def test_help_documents_every_option_with_its_default():
@@ -62,9 +50,7 @@ def test_missing_cuda_is_a_one_line_error():
 
 
 def test_offline_without_data_says_where_to_put_the_files(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    dead = f"http://127.0.0.1:{free_port()}/"
     out = denoiser("run", "--epochs", "1", cwd=tmp_path,
                    env={"DENOISER_MNIST_MIRRORS": dead, "DENOISER_MNIST_DIR": ""})
     assert out.returncode == 1

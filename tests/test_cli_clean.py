@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 from denoiser import workdir
-from tests.test_cli import denoiser
+from tests.helpers import denoiser, free_port
 
 BIN = Path(sys.executable).parent
 
@@ -31,12 +30,6 @@ def write_scans(folder: Path, count: int, size: int = 28) -> None:
 
 def outputs(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and ".denoiser" not in p.parts)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def prefect_env(tmp_path, **extra):

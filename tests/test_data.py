@@ -1,14 +1,13 @@
 import gzip
 import hashlib
 import http.server
-import socket
 import threading
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.helpers import idx_bytes, write_idx_dataset
+from tests.helpers import free_port, idx_bytes, write_idx_dataset
 
 from denoiser import arrays, data
 from denoiser.data import DataError, load_dataset
@@ -133,7 +132,7 @@ def test_download_fetches_verifies_and_loads(tmp_path, mirror):
 
 def test_download_skips_a_dead_mirror(tmp_path, mirror):
     url, spec, _ = mirror
-    dead = f"http://127.0.0.1:{_free_port()}/"
+    dead = f"http://127.0.0.1:{free_port()}/"
     splits = load_dataset(tmp_path / "d", dataset=replace(spec, mirrors=(dead, url)))
     assert len(splits.test_images) == 12
 
@@ -151,7 +150,7 @@ def test_download_with_checksum_mismatch_leaves_nothing(tmp_path, mirror):
 
 
 def test_unreachable_mirror_gives_the_offline_sentence(tmp_path):
-    spec = replace(data.MNIST, mirrors=(f"http://127.0.0.1:{_free_port()}/",))
+    spec = replace(data.MNIST, mirrors=(f"http://127.0.0.1:{free_port()}/",))
     target = tmp_path / "mnist"
     with pytest.raises(DataError) as error:
         load_dataset(target, dataset=spec, timeout=2)
@@ -166,12 +165,6 @@ def test_a_dataset_without_mirrors_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv(data.ENV_MIRRORS, raising=False)
     with pytest.raises(DataError, match="has no download mirror: put train-images-idx3-ubyte.gz"):
         load_dataset(tmp_path, dataset=data.ANY_IDX)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- the real MNIST files (CI points DENOISER_MNIST_DIR at a local copy) -------------

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from denoiser import baselines, evaluate, scanset
-from tests.test_cli import denoiser
+from tests.helpers import denoiser
 
 
 def test_every_method_scores_the_same_images_and_the_model_beats_the_noisy_input(
@@ -114,4 +114,4 @@ def test_scan_evaluation_scores_every_kind_against_its_own_truth(idx_dir, traine
     faded = np.load(prepared["clean"]["faded"])
     assert np.median(faded) > 0.6  # the truth keeps its grey paper
     if "median" in methods:
-        assert rows[("median", "seed-noise")]["params"]["tone_curve"] is False
+        assert rows[("median", "tutorial-noise")]["params"]["tone_curve"] is False

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from denoiser import clean_rows, cleaning, manifest, workdir
+from denoiser import clean_report, cleaning, manifest, workdir
 from denoiser.images import read_image
 from denoiser.safe_fs import make_folders_inside, read_input
 from tests.helpers import digit_scan
-from tests.test_cli import denoiser
+from tests.helpers import denoiser
 
 XPM = b'/* XPM */\nstatic char *x[] = {\n"2 2 2 1",\n"a c #000000",\n"b c #ffffff",\n"ab",\n"ba"};\n'
 
@@ -39,7 +39,7 @@ def digit_png() -> Image.Image:
 def clean(in_dir, out_dir, model, **options):
     rows = cleaning.clean_shard(cleaning.plan(in_dir, out_dir), in_dir=in_dir, out_dir=out_dir,
                                 checkpoint=model, run_id="faults", options=cleaning.CleanOptions(**options))
-    return clean_rows.report_frame(rows).set_index("path")
+    return clean_report.report_frame(rows).set_index("path")
 
 
 def files_under(folder: Path) -> set[str]:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 def test_mixed_precision_training_on_cuda_serves_cpu_users(tmp_path):
     images = draw_digits(320, seed=2)[0]
-    config = TrainConfig(epochs=3, batch_size=16)
+    config = TrainConfig(model="conv", epochs=3, batch_size=16)
     result = train(images, config, device=torch.device("cuda"), show_progress=False)
     assert result.history[-1].train_loss < result.history[0].train_loss
     saved = checkpoint.save_checkpoint(tmp_path, "conv-gpu", result.model, {"architecture": "conv"})

@@ -46,7 +46,7 @@ def test_gaussian_is_the_seeds_clip_of_x_plus_f_randn():
     residual = (noisy - clean).numpy()  # 0.5 +- 0.1 is almost never clipped
     assert abs(residual.mean()) < 0.002
     assert abs(residual.std() - 0.1) < 0.002
-    # On black images, half the noise is clipped to 0; PSNR is the seed's ~9.4 dB region.
+    # On black images, half the noise is clipped to 0; PSNR is the tutorial's ~9.4 dB region.
     black = torch.zeros(200, 28, 28)
     out = add_noise(black, spec=NoiseSpec("gaussian", 0.5), rng=torch.Generator().manual_seed(0))
     assert abs(float((out == 0).float().mean()) - 0.5) < 0.01

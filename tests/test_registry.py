@@ -8,7 +8,7 @@ import torch
 from denoiser import checkpoint, evaluate, registry
 from denoiser.model import ConvDAE, UNet
 from denoiser.train import RECIPE_VERSION
-from tests.test_cli import denoiser
+from tests.helpers import denoiser
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_whole_pipeline_without_prefect(tmp_path, idx_dir):
     folder, _ = idx_dir
     result = stages.run_pipeline(
         runs_dir=tmp_path / "runs", run_id="r1", data_dir=str(folder), dataset="idx",
-        config=TrainConfig(epochs=1, batch_size=16), test_limit=20,
+        config=TrainConfig(model="conv", epochs=1, batch_size=16), test_limit=20,
         models_dir=tmp_path / "models", device="cpu",
     )
     run_dir = tmp_path / "runs" / "r1"

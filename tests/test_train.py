@@ -36,7 +36,7 @@ def test_split_holds_out_validation_and_is_deterministic():
 
 
 def test_short_training_lowers_the_loss(digits):
-    config = TrainConfig(epochs=3, batch_size=16, seed=1)
+    config = TrainConfig(model="conv", epochs=3, batch_size=16, seed=1)
     result = train(digits, config, device=CPU, show_progress=False)
     losses = [s.train_loss for s in result.history]
     assert losses[-1] < losses[0] * 0.8
@@ -45,7 +45,7 @@ def test_short_training_lowers_the_loss(digits):
 
 
 def test_training_is_deterministic_given_a_seed(digits):
-    config = TrainConfig(epochs=1, batch_size=32, seed=7, train_limit=128)
+    config = TrainConfig(model="conv", epochs=1, batch_size=32, seed=7, train_limit=128)
     a = train(digits, config, device=CPU, show_progress=False).model.state_dict()
     b = train(digits, config, device=CPU, show_progress=False).model.state_dict()
     for name in a:
@@ -54,7 +54,7 @@ def test_training_is_deterministic_given_a_seed(digits):
 
 def test_callbacks_see_every_epoch_and_progress_reaches_one(digits):
     epochs, progress = [], []
-    train(digits, TrainConfig(epochs=2, batch_size=64, train_limit=128), device=CPU,
+    train(digits, TrainConfig(model="conv", epochs=2, batch_size=64, train_limit=128), device=CPU,
           on_epoch_end=epochs.append, on_progress=progress.append, show_progress=False)
     assert [e.epoch for e in epochs] == [1, 2]
     assert "loss" in epochs[0].line() and "val PSNR" in epochs[0].line()
@@ -62,7 +62,7 @@ def test_callbacks_see_every_epoch_and_progress_reaches_one(digits):
 
 
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path, digits):
-    config = TrainConfig(epochs=1, batch_size=32, train_limit=64)
+    config = TrainConfig(model="conv", epochs=1, batch_size=32, train_limit=64)
     model = train(digits, config, device=CPU, show_progress=False).model
     model_id = model_id_for(config, array_digest(digits))
     saved = checkpoint.save_checkpoint(tmp_path, model_id, model, {"architecture": "conv"})
@@ -83,7 +83,7 @@ def test_incomplete_checkpoint_is_ignored(tmp_path):
 
 def test_model_id_changes_with_anything_that_changes_the_weights():
     base = model_id_for(TrainConfig(), "data1")
-    assert base.startswith("conv-") and base == model_id_for(TrainConfig(), "data1")
+    assert base.startswith("unet-") and base == model_id_for(TrainConfig(), "data1")
     others = {
         model_id_for(TrainConfig(epochs=9), "data1"),
         model_id_for(TrainConfig(noise="gaussian:0.3"), "data1"),
@@ -95,7 +95,7 @@ def test_model_id_changes_with_anything_that_changes_the_weights():
 
 def test_train_or_load_trains_once_then_loads(tmp_path, digits):
     np.save(tmp_path / "train.npy", digits)
-    config = TrainConfig(epochs=1, batch_size=32, train_limit=64)
+    config = TrainConfig(model="conv", epochs=1, batch_size=32, train_limit=64)
     kwargs = dict(train_images=str(tmp_path / "train.npy"), train_sha256=array_digest(digits),
                   config=config, models_dir=tmp_path / "models", device="cpu")
     first = stages.train_or_load(tmp_path / "run1", **kwargs)
@@ -124,9 +124,9 @@ def test_each_model_has_its_recipe_and_options_override_it():
     seed = TrainConfig.recipe("conv")
     assert (seed.epochs, seed.learning_rate, seed.loss, seed.schedule, seed.keep_best) == (
         10, 1e-3, "bce", "constant", False)
-    assert seed == TrainConfig()  # the dataclass defaults are the seed's recipe
     default = TrainConfig.recipe()
     assert default.model == "unet" and default.schedule == "cosine" and default.keep_best
+    assert default == TrainConfig()  # the dataclass defaults are the default model's recipe
     assert TrainConfig.recipe("unet", epochs=3, loss=None).epochs == 3
     assert TrainConfig.recipe("unet", loss=None).loss == default.loss  # None means "the recipe's"
     with pytest.raises(ValueError, match="unknown loss 'huber'"):
@@ -149,7 +149,7 @@ def test_keep_best_ends_with_the_best_validation_epoch(digits):
     from denoiser.noise import NoiseSpec, add_noise
 
     # A rate this high makes later epochs worse, so the best epoch is not the last.
-    config = TrainConfig(epochs=3, batch_size=16, learning_rate=0.05, keep_best=True, seed=4)
+    config = TrainConfig(model="conv", epochs=3, batch_size=16, learning_rate=0.05, keep_best=True, seed=4)
     result = train(digits, config, device=CPU, show_progress=False)
     _, val_idx = split_train_val(len(digits), config)
     val_x = to_model_input(digits[val_idx])

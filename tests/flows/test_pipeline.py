@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import (
 
 from denoiser import stages
 from denoiser.files import read_json
-from flows import pipeline
+from flows import pipeline, policy
 
 
 @pytest.fixture
@@ -110,12 +110,12 @@ def test_a_stage_that_fails_once_is_retried(params, monkeypatch):
 def test_flow_run_retry_reuses_completed_stages(params, monkeypatch):
     # denoise fails on all its task retries, so the flow run fails and is retried.
     calls = count_calls(monkeypatch, ["ingest", "synthesize_noise", "train_or_load", "denoise"],
-                        fail_first="denoise", failures=pipeline.TASK_RETRIES + 1)
+                        fail_first="denoise", failures=policy.TASK_RETRIES + 1)
     flow = pipeline.mnist_pipeline.with_options(retries=1, retry_delay_seconds=0)
     state = flow(**params, return_state=True)
     assert state.is_completed()
     assert calls == {"ingest": 1, "synthesize_noise": 1, "train_or_load": 1,
-                     "denoise": pipeline.TASK_RETRIES + 2}
+                     "denoise": policy.TASK_RETRIES + 2}
     states = Counter(r.state.name for r in task_runs(state.state_details.flow_run_id))
     assert states["Cached"] == 3
 
@@ -162,3 +162,16 @@ def test_a_replaced_stored_result_is_rejected_not_executed(params, tmp_path, mon
     assert not marker.exists()
     assert (calls["ingest"], calls["denoise"]) == (1, 0)  # the replaced one runs again, the rest are reused
     assert second["report"] == first["report"]
+
+
+def test_parameters_with_fixed_choices_are_validated_by_prefect():
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.clean import clean_folder
+
+    assert pipeline.mnist_pipeline.validate_parameters({"model": "conv", "loss": "mse"})["loss"] == "mse"
+    for bad in ({"model": "resnet"}, {"loss": "hinge"}, {"device": "tpu"}, {"dataset": "cifar"}):
+        with pytest.raises(ParameterTypeError):
+            pipeline.mnist_pipeline.validate_parameters(bad)
+    with pytest.raises(ParameterTypeError):
+        clean_folder.validate_parameters({"in_dir": "a", "out_dir": "b", "tones": "sepia"})

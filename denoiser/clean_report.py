@@ -1,4 +1,5 @@
-"""The cleaning report: one row per input file, its columns and types, and the counts.
+"""The cleaning report: one row per input file, its columns and types, the counts, the
+report joined from shard reports, and the before/after strip the run publishes.
 
 Every path in a row is in display form (:func:`denoiser.safe_fs.display_name`), so a file
 name that is not UTF-8 reaches Parquet escaped; ``path_bytes`` then holds its exact bytes.
@@ -6,13 +7,17 @@ name that is not UTF-8 reaches Parquet escaped; ``path_bytes`` then holds its ex
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
-from denoiser.images import ImageError
-from denoiser.safe_fs import display_name
+from denoiser.images import GrayImage, ImageError, read_image
+from denoiser.safe_fs import display_name, read_input
 
 STATUSES = ("ok", "error", "skipped")
 REPORT_COLUMNS = {
@@ -56,3 +61,41 @@ def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 
 def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {status: int((frame["status"] == status).sum()) for status in STATUSES}
+
+
+def join_reports(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
+    """Shard reports (Parquet) as one report, in order."""
+    frames = [pd.read_parquet(path) for path in paths]
+    return report_frame(pd.concat(frames).to_dict("records") if frames else [])
+
+
+def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height: int = 64) -> str:
+    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below; each
+    thumbnail at most ``height`` x 4 ``height`` pixels, whatever the image's shape."""
+    done = frame[(frame["status"] == "ok") & frame["path_bytes"].isna()].head(count)
+    pairs = []
+    for row in done.itertuples():
+        try:  # read as the cleaner does, so 16-bit and float scans show at their real scale
+            before = _thumbnail(read_image(row.path, read_input(in_dir, Path(in_dir) / row.path)), height)
+            after = _thumbnail(read_image(row.output_path), height)
+        except (ImageError, OSError):
+            continue
+        pairs.append((before, after))
+    if not pairs:
+        return ""
+    gap = 4
+    strip = Image.new("L", (sum(b.width + gap for b, _ in pairs) + gap, 2 * height + 3 * gap), 255)
+    x = gap
+    for before, after in pairs:
+        strip.paste(before, (x, gap))
+        strip.paste(after, (x, height + 2 * gap))
+        x += before.width + gap
+    buffer = io.BytesIO()
+    strip.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _thumbnail(image: GrayImage, height: int) -> Image.Image:
+    width = min(4 * height, max(1, round(image.width * height / image.height)))
+    gray = Image.fromarray((image.pixels * 255).round().astype("uint8"), mode="L")
+    return gray.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
