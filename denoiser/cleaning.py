@@ -74,8 +74,15 @@ class CleanOptions:
 
 def plan(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
          report: str | os.PathLike[str] | None = None) -> list[Entry]:
-    """The input files to consider, after checking the folders (and the report's path)
-    make sense together: nothing is ever written inside ``in_dir``."""
+    """The input files to consider, after :func:`check_folders`."""
+    check_folders(in_dir, out_dir, report)
+    return scan_folder(in_dir)
+
+
+def check_folders(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                  report: str | os.PathLike[str] | None = None) -> None:
+    """Check that the folders (and the report's path) make sense together, without reading
+    the input tree: nothing is ever written inside ``in_dir``."""
     in_path, out_path = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not in_path.is_dir():
         raise FileNotFoundError(f"input folder {in_dir} does not exist or is not a folder")
@@ -85,7 +92,6 @@ def plan(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
         raise ValueError(f"output folder {out_dir} must not be the input folder or inside it")
     if in_path.is_relative_to(out_path):
         raise ValueError(f"input folder {in_dir} must not be inside the output folder")
-    return scan_folder(in_dir)
 
 
 def shards(entries: list[Entry], size: int) -> list[list[Entry]]:

@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Validate everything that can be checked without Prefect before starting it.
-    config = TrainConfig.recipe(args.model, noise=args.noise, epochs=args.epochs,
+    # Validate everything that can be checked without Prefect before starting it (the flow
+    # builds the same config again from the options the user set).
+    TrainConfig.recipe(args.model, noise=args.noise, epochs=args.epochs,
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 loss=args.loss, schedule=args.schedule,
                                 train_limit=args.train_limit, seed=args.seed)
@@ -140,11 +141,11 @@ def _run(args: argparse.Namespace) -> int:
 
     run_id = args.run_id or new_run_id()
     result = mnist_pipeline.with_options(retries=args.flow_retries)(
-        data_dir=args.data_dir, dataset=args.dataset, model=config.model, noise=config.noise,
-        epochs=config.epochs, batch_size=config.batch_size,
-        learning_rate=config.learning_rate, loss=config.loss, schedule=config.schedule,
-        denoise_batch_size=args.denoise_batch_size, train_limit=config.train_limit,
-        test_limit=args.test_limit, device=args.device, seed=config.seed,
+        data_dir=args.data_dir, dataset=args.dataset, model=args.model, noise=args.noise,
+        epochs=args.epochs, batch_size=args.batch_size,  # what the user set; the flow fills
+        learning_rate=args.learning_rate, loss=args.loss, schedule=args.schedule,  # in the recipe
+        denoise_batch_size=args.denoise_batch_size, train_limit=args.train_limit,
+        test_limit=args.test_limit, device=args.device, seed=args.seed,
         retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,
         run_id=run_id,
     )

@@ -103,13 +103,15 @@ def clean(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from denoiser import clean_report, cleaning, registry, workdir
+    from denoiser.images import scan_folder
 
     device = resolve_device(args.device)
-    entries = cleaning.plan(args.in_dir, args.out_dir, args.report)
+    cleaning.check_folders(args.in_dir, args.out_dir, args.report)  # the flow reads the tree
     chosen = registry.choose_clean_model(args.model, args.models_dir)  # a bad --model fails here
-    if chosen.checkpoint is not None:  # load and check it once, before anything starts
+    if chosen.checkpoint is not None:  # load and check it once; the flow uses the same copy
         cleaning.cached_model(chosen.checkpoint, device)
     if args.dry_run:
+        entries = scan_folder(args.in_dir)
         model_id = chosen.model_id
         frame = clean_report.report_frame(cleaning.dry_run(entries, in_dir=args.in_dir, out_dir=args.out_dir,
                                                          model_id=model_id, overwrite=args.overwrite,
@@ -164,7 +166,7 @@ def serve(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     from denoiser import cleaning
 
-    cleaning.plan(args.in_dir, args.out_dir)
+    cleaning.check_folders(args.in_dir, args.out_dir)
     import flows  # noqa: F401
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
