@@ -89,8 +89,14 @@ def soak(args: argparse.Namespace) -> dict:
     def servers() -> set[int]:  # this soak's own, not those of other commands on the machine
         return {pid for pid in temporary_servers() if prefect_home_of(pid) == str(home)}
 
+    def output_times(folder: Path) -> dict[str, int]:  # outputs the manifest records as done
+        return {rel: (folder / rel).stat().st_mtime_ns for rel in done_rows(folder)
+                if (folder / rel).is_file()}
+
+    redone = 0
     for k in range(args.kills):
         before = servers()
+        done_before = output_times(out_dir)
         process = subprocess.Popen(command(in_dir, out_dir, args.model), env=environment(home), cwd=ROOT,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         delay = rng.uniform(args.min_seconds, args.max_seconds)
@@ -100,8 +106,12 @@ def soak(args: argparse.Namespace) -> dict:
         process.wait()
         time.sleep(args.settle)  # the watchdog stops the orphaned server (SIGKILL after 5 s)
         orphans = sorted(servers() - before)
+        after = output_times(out_dir)
+        rewritten = sum(after.get(rel, stamp) != stamp for rel, stamp in done_before.items())
+        redone += rewritten
         kills.append({"kill": k + 1, "after_s": round(delay, 1), "had_finished": finished,
-                      "recorded_done": len(done_rows(out_dir)), "partial": partial_outputs(out_dir),
+                      "recorded_done": len(done_rows(out_dir)), "redone": rewritten,
+                      "partial": partial_outputs(out_dir),
                       "orphaned_servers": len(orphans)})
         print(json.dumps(kills[-1]), flush=True)
         if 0 < kills[-1]["recorded_done"] < args.files:
@@ -114,12 +124,13 @@ def soak(args: argparse.Namespace) -> dict:
     final = subprocess.run(command(in_dir, out_dir, args.model) + ["--report", str(report)], cwd=ROOT,
                            env=environment(home), capture_output=True, text=True)
     frame = pd.read_parquet(report)
-    redone = frame[(frame["status"] == "ok") & frame["path"].isin(list(recorded))]
+    final_redone = frame[(frame["status"] == "ok") & frame["path"].isin(list(recorded))]
     return {"kills": len(kills), "partial_files": sum(len(k["partial"]) for k in kills),
             "orphaned_servers": sum(k["orphaned_servers"] for k in kills),
             "final_exit": final.returncode, "final_ok": int((frame["status"] == "ok").sum()),
             "final_skipped": int((frame["status"] == "skipped").sum()),
-            "recorded_done_before_final": len(recorded), "redone_that_were_recorded_done": len(redone),
+            "recorded_done_before_final": len(recorded),
+            "redone_that_were_recorded_done": redone + len(final_redone),
             "final_partial": partial_outputs(out_dir)}
 
 

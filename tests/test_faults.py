@@ -359,3 +359,36 @@ def test_every_temporary_a_killed_run_leaves_is_swept_and_nothing_else(tmp_path)
         path.write_bytes(b"x")
     assert workdir.remove_stale_temporaries(out, reports / "mine.parquet") == 3
     assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
+
+
+def test_an_unreadable_file_is_an_error_row_even_for_root(tmp_path, untrained):
+    root = tmp_path / "in"
+    root.mkdir()
+    digit_png().save(root / "fine.png")
+    digit_png().save(root / "locked.png")
+    (root / "locked.png").chmod(0)
+    code = ("import sys; from denoiser import cleaning, clean_report\n"
+            "rows = cleaning.dry_run(cleaning.plan(sys.argv[1], sys.argv[2]), in_dir=sys.argv[1],"
+            " out_dir=sys.argv[2], model_id=None)\n"
+            "print({r['path']: r['error'] or r['status'] for r in rows})")
+    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
+        if os.geteuid() == 0 and shutil.which("setpriv") else []
+    result = subprocess.run(drop + [sys.executable, "-c", code, str(root), str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert eval(result.stdout) == {"fine.png": "todo", "locked.png": "permission denied"}  # noqa: S307
+
+
+def test_the_before_after_strip_stays_small_for_an_extreme_shape(tmp_path, untrained):
+    import base64
+
+    from denoiser.clean_report import before_after_strip
+
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.fromarray(np.full((1, 100_000), 200, np.uint8)).save(root / "line.png")
+    digit_png().save(root / "digit.png")
+    frame = clean(root, tmp_path / "out", untrained).reset_index()
+    strip = Image.open(io.BytesIO(base64.b64decode(before_after_strip(frame, str(root)))))
+    assert strip.height == 2 * 64 + 3 * 4 and strip.width <= 2 * (4 * 64 + 4) + 4
