@@ -14,6 +14,7 @@ that fails or is retried keeps, and then skips, what it finished.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -39,9 +40,11 @@ from denoiser.workdir import WORK_DIR, prepare_output
 
 log = logging.getLogger(__name__)
 
-#: Decoded pixels held at once (read ahead, on the model, being written), beyond one file
-#: larger than this: about 20 bytes each, so ~250 MB whatever the files' sizes.
-HELD_PIXELS = 12 * 2**20
+#: Decoded pixels held at once by all shards of a process (read ahead, on the model, being
+#: written), beyond one file larger than this: with the working copies made on the way,
+#: about 40 bytes each, so ~330 MB whatever the files' sizes.
+HELD_PIXELS = 8 * 2**20
+_BUDGET = PixelBudget(HELD_PIXELS)  # one per process: shards running together share it
 #: Written files are flushed to disk and recorded in the manifest in groups of this many
 #: (a flush costs about as much as writing a few dozen files).
 COMMIT_EVERY = 500
@@ -140,7 +143,7 @@ def clean_shard(
     manifest = Manifest(prepare_output(out_dir) / "manifest.sqlite")
     done_by = checkpoint.model_id if options.rerun_other_models else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
-    budget = PixelBudget(HELD_PIXELS)
+    budget = _BUDGET
     steps = FileSteps(in_dir=in_dir, out_dir=out_dir, tmp_dir=make_folders_inside(out_dir, f"{WORK_DIR}/tmp"),
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
                       tones=options.tones, reason=model_reason,
@@ -166,8 +169,10 @@ def clean_shard(
             manifest.record_many(records)
             cleaned += len(records)
 
-    with ThreadPoolExecutor(options.workers, "read") as readers, \
-            ThreadPoolExecutor(options.workers, "write") as writers:
+    with contextlib.ExitStack() as stack:
+        stack.callback(steps.release_all)  # runs last, once both pools have finished
+        readers = stack.enter_context(ThreadPoolExecutor(options.workers, "read"))
+        writers = stack.enter_context(ThreadPoolExecutor(options.workers, "write"))
         try:
             while todo or reading or batch:
                 while todo and len(reading) < ahead:
@@ -193,7 +198,9 @@ def clean_shard(
         except BaseException:
             for future in reading:
                 future.cancel()
-            budget.open()  # readers waiting for pixels go on, so the pools can close
+            for item in batch:  # readers waiting for pixels go on, so the pools can close
+                steps.release(item.pixels)
+            batch = []
             raise
         finally:  # what was written is recorded, even when the shard fails
             flush(final=True)

@@ -2,9 +2,9 @@
 
 Whatever one file does (a disguised format, a FIFO, a link swapped in, a codec that raises
 ``KeyError``), it ends as that file's report row with a one-line reason; it never stops
-the shard. Decoded pixels are reserved from a :class:`PixelBudget` before decoding and
-given back once the output is written, so memory is bounded by the budget, not by the
-files' sizes or the shard's length.
+the shard. Decoded pixels are reserved from a :class:`PixelBudget` (one per process, shared
+by its shards) before decoding and given back once the output is written, so memory is
+bounded by the budget, not by the files' sizes, the shard's length or the shard count.
 """
 
 from __future__ import annotations
@@ -43,12 +43,6 @@ class PixelBudget:
             finally:
                 self.waiting -= 1
             self.held += pixels
-
-    def open(self) -> None:
-        """No limit from now on (a failing shard lets its readers finish)."""
-        with self._cond:
-            self.limit = float("inf")
-            self._cond.notify_all()
 
     def release(self, pixels: int) -> None:
         if pixels:
@@ -105,7 +99,19 @@ class FileSteps:
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
+        self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
+
+    def release(self, pixels: int) -> None:
+        self.budget.release(pixels)
+        with self._lock:
+            self.held -= pixels
+
+    def release_all(self) -> None:
+        """Give back whatever this shard still holds (after a failure: decoded, never written)."""
+        with self._lock:
+            held, self.held = self.held, 0
+        self.budget.release(held)
 
     def row(self, entry: Entry, **fields: Any) -> dict[str, Any]:
         return new_row(self.run_id, entry.rel, self.model_id, model_reason=self.reason, **fields)
@@ -118,6 +124,8 @@ class FileSteps:
         def reserve(pixels: int) -> None:
             nonlocal reserved
             self.budget.reserve(pixels)
+            with self._lock:
+                self.held += pixels
             reserved = pixels
 
         try:
@@ -133,7 +141,7 @@ class FileSteps:
             mapped, info = prepare(image.pixels, headroom=self.headroom)
             return Pending(entry, image, digest, mapped, info, reserved, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
-            self.budget.release(reserved)
+            self.release(reserved)
             return self.row(entry, status="error", error=error_line(error),
                             seconds=time.perf_counter() - started)
         finally:
@@ -167,7 +175,7 @@ class FileSteps:
             return self.row(entry, status="error", error=error_line(error),
                             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
         finally:
-            self.budget.release(item.pixels)
+            self.release(item.pixels)
             with self._lock:
                 self.clock.encode += time.perf_counter() - started
         with self._lock:

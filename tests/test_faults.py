@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from denoiser import clean_report, cleaning, manifest, workdir
+from denoiser.file_steps import PixelBudget
 from denoiser.images import read_image
 from denoiser.safe_fs import make_folders_inside, read_input
 from tests.helpers import digit_scan
@@ -336,6 +337,14 @@ def test_a_shard_that_fails_midway_keeps_and_then_skips_what_it_finished(tmp_pat
         return original(*args, **kwargs)
 
     monkeypatch.setattr(cleaning, "denoise_images", fails_on_the_fourth_batch)
+    real_wait = cleaning.wait
+
+    def one_at_a_time(futures, **kwargs):  # batches of exactly 8, however fast the reads are
+        done, pending = real_wait(futures, **kwargs)
+        first = set(list(done)[:1])
+        return first, (done - first) | pending
+
+    monkeypatch.setattr(cleaning, "wait", one_at_a_time)
     with pytest.raises(RuntimeError, match="went away"):
         clean(root, out, untrained)
     finished = len(manifest.Manifest(workdir.work_dir(out) / "manifest.sqlite"))
@@ -392,3 +401,28 @@ def test_the_before_after_strip_stays_small_for_an_extreme_shape(tmp_path, untra
     frame = clean(root, tmp_path / "out", untrained).reset_index()
     strip = Image.open(io.BytesIO(base64.b64decode(before_after_strip(frame, str(root)))))
     assert strip.height == 2 * 64 + 3 * 4 and strip.width <= 2 * (4 * 64 + 4) + 4
+
+
+def test_shards_share_one_pixel_budget_and_give_it_all_back(tmp_path, untrained, monkeypatch):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(6):
+        Image.fromarray(np.full((200, 300), 40 * i, np.uint8)).save(root / f"{i}.png")
+    budget = PixelBudget(2 * 200 * 300)  # two of these images at a time, in all
+    peak = []
+    original = budget.reserve
+
+    def reserve(pixels):
+        original(pixels)
+        peak.append(budget.held)
+
+    monkeypatch.setattr(budget, "reserve", reserve)
+    monkeypatch.setattr(cleaning, "_BUDGET", budget)
+    entries = cleaning.plan(root, tmp_path / "out")
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:  # two shards at once, as the flow runs them
+        parts = [pool.submit(cleaning.clean_shard, part, in_dir=root, out_dir=tmp_path / "out",
+                             checkpoint=untrained, run_id="r") for part in cleaning.shards(entries, 3)]
+        rows = [row for part in parts for row in part.result()]
+    assert [r["status"] for r in rows] == ["ok"] * 6
+    assert max(peak) <= 2 * 200 * 300 and budget.held == 0
