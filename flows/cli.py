@@ -18,6 +18,7 @@ is. Wrong option values and bad data end in a one-line error and exit status 2 o
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
 import sys
@@ -163,7 +164,20 @@ def _run(args: argparse.Namespace) -> int:
 
 
 
+def return_large_blocks_to_the_system(threshold: int = 1 << 20) -> None:
+    """Serve allocations of ``threshold`` bytes or more with mmap, so freed image arrays go
+    back to the system. glibc raises its mmap threshold as large blocks are freed, and then
+    keeps them in per-thread heaps: cleaning 2000x2000 scans on five threads peaked at
+    1.29 GB of RSS that way, 0.79 GB with this (measured on 2 cores). glibc only."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD; also turns off the dynamic threshold
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    return_large_blocks_to_the_system()
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("run", "clean", "evaluate") and not os.environ.get("PREFECT_API_URL"):
