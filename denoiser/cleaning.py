@@ -36,7 +36,7 @@ from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
 from denoiser.restore import TONES
 from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
-from denoiser.workdir import WORK_DIR, prepare_output
+from denoiser.workdir import WORK_DIR, prepare_output, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def dry_run(entries: list[Entry], *, in_dir: str | os.PathLike[str], out_dir: st
             model_id: str | None, overwrite: bool = False, rerun_other_models: bool = True,
             max_file_mb: float = MAX_FILE_MB) -> list[dict[str, Any]]:
     """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
-    manifest = Manifest(Path(out_dir) / WORK_DIR / "manifest.sqlite", create=False)
+    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite", create=False)
     done_by = model_id if rerun_other_models else None
     skip_none = overwrite or (model_id is None and rerun_other_models)
     current = {} if skip_none else manifest.current([e.rel for e in entries], done_by)

@@ -136,9 +136,8 @@ def clean_folder(
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
     entries = cleaning.plan(in_dir, out_dir, report)
-    workdir.prepare_output(out_dir)
     try:
-        lock = workdir.folder_lock(out_dir)
+        lock = workdir.folder_lock(out_dir)  # makes and checks OUT_DIR first
     except workdir.FolderBusy as busy:
         logger.warning("%s; this run does nothing", busy)
         return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "report": None}

@@ -24,6 +24,10 @@ from denoiser.safe_fs import make_folders_inside, read_input
 from tests.helpers import digit_scan
 from tests.helpers import denoiser
 
+# Root ignores file permissions unless it lacks CAP_DAC_OVERRIDE: a command prefixed with
+# this runs without it, so permission tests mean the same as root and as a user.
+WITHOUT_ROOT_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
+    if os.geteuid() == 0 and shutil.which("setpriv") else []
 XPM = b'/* XPM */\nstatic char *x[] = {\n"2 2 2 1",\n"a c #000000",\n"b c #ffffff",\n"ab",\n"ba"};\n'
 
 
@@ -250,12 +254,9 @@ def test_a_read_only_out_dir_is_one_line_even_for_root(tmp_path, cli_folder, unt
     out = tmp_path / "out"
     out.mkdir()
     out.chmod(0o555)
-    # Root ignores permissions unless it lacks CAP_DAC_OVERRIDE: drop it for the command.
-    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
-        if os.geteuid() == 0 and shutil.which("setpriv") else []
-    command = [sys.executable, "-m", "flows.cli", "clean", str(cli_folder), str(out),
+    command = WITHOUT_ROOT_OVERRIDE + [sys.executable, "-m", "flows.cli", "clean", str(cli_folder), str(out),
                "--model", str(untrained.weights), "--device", "cpu"]
-    result = subprocess.run(drop + command, capture_output=True, text=True, timeout=120,
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parent.parent)
     one_line_error(result, "is not writable (permission denied)")
 
@@ -380,10 +381,8 @@ def test_an_unreadable_file_is_an_error_row_even_for_root(tmp_path, untrained):
             "rows = cleaning.dry_run(cleaning.plan(sys.argv[1], sys.argv[2]), in_dir=sys.argv[1],"
             " out_dir=sys.argv[2], model_id=None)\n"
             "print({r['path']: r['error'] or r['status'] for r in rows})")
-    drop = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
-        if os.geteuid() == 0 and shutil.which("setpriv") else []
-    result = subprocess.run(drop + [sys.executable, "-c", code, str(root), str(tmp_path / "out")],
-                            capture_output=True, text=True, timeout=120,
+    command = WITHOUT_ROOT_OVERRIDE + [sys.executable, "-c", code, str(root), str(tmp_path / "out")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
                             cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr[-2000:]
     assert eval(result.stdout) == {"fine.png": "todo", "locked.png": "permission denied"}  # noqa: S307
