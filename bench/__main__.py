@@ -28,7 +28,7 @@ from bench.machine import has_fast_bf16, matmul_flops, median_of, model_flops
 from denoiser.device import resolve_device
 from denoiser.infer import default_batch_size
 from denoiser.model import build_model
-from denoiser.train import DEFAULT_MODEL
+from denoiser.recipe import DEFAULT_MODEL
 
 SIZES = {  # images per measurement
     "full": dict(repeats=3, train=16384, infer=10240, infer_ref=2048, folders=(10000, 50000),

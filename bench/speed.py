@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from denoiser.infer import denoise
 from denoiser.model import build_model
-from denoiser.train import TrainConfig, train
+from denoiser.recipe import TrainConfig
+from denoiser.train import train
 
 
 def _sync(device: torch.device) -> None:

@@ -1,7 +1,7 @@
 """The model store: a checkpoint is ``<model_id>.pt`` (a state_dict) + ``<model_id>.json``.
 
 The model id is derived from everything that determines the weights
-(:func:`denoiser.train.model_id_for`); the store takes it as given and depends on nothing
+(:func:`denoiser.recipe.model_id_for`); the store takes it as given and depends on nothing
 above it.
 
 The ``.json`` is written last, so a checkpoint without one is incomplete and ignored.
@@ -25,8 +25,6 @@ import torch
 from denoiser import __version__
 from denoiser.files import atomic_path, read_json, write_json
 from denoiser.model import build_model, count_parameters
-
-DEFAULT_MODELS_DIR = Path("data") / "models"
 
 
 class CheckpointError(ValueError):

@@ -196,14 +196,14 @@ def mirrors_for(dataset: IdxDataset) -> tuple[str, ...]:
     return tuple(extra) or dataset.mirrors
 
 
-def load_dataset(
+def locate_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     *,
     dataset: IdxDataset = MNIST,
     download: bool = True,
     timeout: float = 30.0,
-) -> MnistSplits:
-    """Load (downloading first if needed) and verify the four files of ``dataset``."""
+) -> list[Path]:
+    """The paths of ``dataset``'s four files, downloading the missing ones first."""
     folder = resolve_data_dir(data_dir)
     missing = [spec for spec in dataset.files if _find(folder, spec.name) is None]
     if missing and download and not mirrors_for(dataset):
@@ -219,12 +219,33 @@ def load_dataset(
             ) from None
     elif missing:
         raise DataError(_missing_message(dataset, folder, "and downloading is off"))
-    arrays = [load_file(_find(folder, spec.name), spec) for spec in dataset.files]  # type: ignore[arg-type]
+    return [_find(folder, spec.name) for spec in dataset.files]  # type: ignore[misc]
+
+
+def verify_dataset(data_dir: str | os.PathLike[str] | None = None, *, dataset: IdxDataset = MNIST) -> None:
+    """Find (downloading if needed) and checksum ``dataset``'s files without parsing them:
+    the check a command makes before it starts, so that bad data ends in one line. A file
+    whose compressed checksum is unknown or differs is decompressed to check its content."""
+    for path, spec in zip(locate_dataset(data_dir, dataset=dataset), dataset.files, strict=True):
+        if not (spec.gz_md5 and is_gzip(path) and _md5(path.read_bytes()) == spec.gz_md5):
+            _verify(path, read_content(path), spec)
+
+
+def load_dataset(
+    data_dir: str | os.PathLike[str] | None = None,
+    *,
+    dataset: IdxDataset = MNIST,
+    download: bool = True,
+    timeout: float = 30.0,
+) -> MnistSplits:
+    """Load (downloading first if needed) and verify the four files of ``dataset``."""
+    paths = locate_dataset(data_dir, dataset=dataset, download=download, timeout=timeout)
+    arrays = [load_file(path, spec) for path, spec in zip(paths, dataset.files, strict=True)]
     train_images, train_labels, test_images, test_labels = arrays
     for images, labels, split in ((train_images, train_labels, "train"), (test_images, test_labels, "test")):
         if len(images) != len(labels):
             raise DataError(
-                f"{folder}: {split} has {len(images)} images but {len(labels)} labels"
+                f"{paths[0].parent}: {split} has {len(images)} images but {len(labels)} labels"
             )
     return MnistSplits(train_images, train_labels, test_images, test_labels)
 

@@ -6,7 +6,7 @@ import contextlib
 
 import torch
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+from denoiser.choices import DEVICES
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -28,14 +28,17 @@ import pandas as pd
 
 from denoiser import baselines, checkpoint, digits, restore, scanset
 from denoiser.arrays import to_float
+from denoiser.choices import DEFAULT_MODELS_DIR
 from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
 from denoiser.metrics import mse, psnr, ssim
 from denoiser.model import count_parameters
-from denoiser.noise import NoiseSpec, synthesize
+from denoiser.noise import synthesize
+from denoiser.noise_spec import NoiseSpec
+from denoiser.recipe import TrainConfig
 from denoiser.report import write_parquet
-from denoiser.train import TrainConfig, split_train_val
+from denoiser.train import split_train_val
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +134,7 @@ def score_noisy(out_dir: str | os.PathLike[str], prepared: dict) -> str:
 
 
 def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
-                models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+                models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
                 device: str = "auto", batch_size: int | None = None) -> str:
     """A trained model (id in the store or a .pt path) on every noise."""
     found = checkpoint.resolve_checkpoint(model, models_dir)
@@ -245,7 +248,7 @@ def format_table(rows: list[dict]) -> str:
 def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_names: list[str],
              noises: list[str], scans: bool = False, data_dir: str | None = None, dataset: str = "mnist",
              limit: int | None = None, tune_images: int = 300, seed: int = 0,
-             models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+             models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
              device: str = "auto") -> dict[str, Any]:
     """Every stage in order, without Prefect (``flows/evaluate.py`` adds a task per method)."""
     prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, scans=scans,
@@ -272,7 +275,7 @@ def cached_use_scores(out_dir: str | os.PathLike[str]) -> dict[tuple[str, str], 
 
 
 def use_score(out_dir: str | os.PathLike[str], model: str, use: str, *, data_dir: str | None = None,
-              dataset: str = "mnist", models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+              dataset: str = "mnist", models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
               limit: int = 500, seed: int = 0, device: str = "auto") -> float:
     """The number that decides promotion for ``use``: the mean PSNR (dB) of ``model`` over
     the first ``limit`` test digits rendered as every scan kind (``clean``), or with the

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-
 _NAME_ROOM = 255 - len(".0123abcd.part") - 1  # bytes of a name left in a temporary's name
 
 

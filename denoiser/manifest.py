@@ -13,11 +13,11 @@ whose output still exists and whose input still has the recorded hash.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
-import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 

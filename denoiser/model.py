@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODEL_NAMES = ("unet", "conv", "dense-ae", "dense-dae")
+from denoiser.recipe import MODEL_NAMES
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from denoiser import checkpoint
+from denoiser.choices import USES
 from denoiser.files import read_json, write_json
-from denoiser.train import RECIPE_VERSION, TrainConfig
+from denoiser.recipe import RECIPE_VERSION, TrainConfig
 
-USES = ("clean", "run")
 #: The recipe whose model ``clean`` uses when nothing is promoted for it.
 CLEAN_RECIPE = TrainConfig.recipe("unet", noise="scan")
 

@@ -26,10 +26,10 @@ import torch
 from torch.nn import functional as F
 
 from denoiser import strokes, tones
+from denoiser.choices import TONES
 from denoiser.infer import denoise, denoise_images
 from denoiser.noise import SHRINK_ABOVE
 
-TONES = ("keep", "normalize")
 #: Scans whose strokes are this many times MNIST's width or more are shrunk to it (the
 #: scan recipe trains on the same rule).
 RESCALE_ABOVE = SHRINK_ABOVE

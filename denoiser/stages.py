@@ -27,14 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from denoiser import checkpoint, data, report, restore, tones
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from denoiser.files import load_array, read_json, save_array, write_json
-from denoiser.noise import NoiseSpec, synthesize
-from denoiser.train import RECIPE_VERSION, EpochStats, TrainConfig, model_id_for, train
+from denoiser.noise import synthesize
+from denoiser.noise_spec import NoiseSpec
+from denoiser.recipe import RECIPE_VERSION, TrainConfig, model_id_for
+from denoiser.registry import CLEAN_RECIPE
+from denoiser.train import EpochStats, train
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNS_DIR = Path("data") / "runs"
 STAGES = ("ingest", "synthesize_noise", "train_or_load", "denoise", "report")
 
 StageResult = dict[str, Any]
@@ -106,7 +109,7 @@ def train_or_load(
     train_images: str,
     train_sha256: str,
     config: TrainConfig,
-    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     device: str = "auto",
     retrain: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
@@ -160,12 +163,25 @@ def train_or_load(
     return _record(run_dir, "train_or_load", result, started)
 
 
+def train_clean_default(models_dir: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str],
+                        data_dir: str | None = None, device: str = "auto") -> checkpoint.Checkpoint:
+    """Train the scan recipe's model, the one ``clean`` uses when none is named or promoted
+    (:data:`denoiser.registry.CLEAN_RECIPE`), on MNIST: the ingest and train stages in a
+    run folder of its own."""
+    run_dir = Path(runs_dir) / f"default-model-{new_run_id()}"
+    ingested = ingest(run_dir, data_dir=data_dir)
+    trained = train_or_load(run_dir, train_images=ingested["train_images"],
+                            train_sha256=ingested["train_sha256"], config=CLEAN_RECIPE,
+                            models_dir=models_dir, device=device)
+    return checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
+
+
 def denoise(
     run_dir: str | os.PathLike[str],
     *,
     noisy: str,
     model_id: str,
-    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     batch_size: int | None = None,
     device: str = "auto",
 ) -> StageResult:
@@ -259,7 +275,7 @@ def run_pipeline(
     test_limit: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
-    models_dir: str | os.PathLike[str] = checkpoint.DEFAULT_MODELS_DIR,
+    models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     retrain: bool = False,
 ) -> StageResult:
     """All five stages in order, without Prefect (the flow in ``flows/`` adds retries, UI)."""

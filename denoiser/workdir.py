@@ -8,8 +8,8 @@ files, per-run shard reports and the lock that keeps two runs from cleaning into
 from __future__ import annotations
 
 import errno
-import glob
 import fcntl
+import glob
 import os
 import secrets
 import shutil

@@ -25,13 +25,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, TONES
 from denoiser.clean_report import before_after_strip, counts, join_reports, report_frame
-from denoiser.device import DEVICES, resolve_device
+from denoiser.device import resolve_device
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
 from denoiser.images import Entry
 from denoiser.report import write_parquet
-from denoiser.restore import TONES
 from denoiser.safe_fs import MAX_FILE_MB
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
@@ -52,12 +52,7 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
     if found is None:
         get_run_logger().info("no model is promoted for clean and the store %s lacks the scan recipe's "
                               "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
-        run_dir = Path(runs_dir) / f"default-model-{stages.new_run_id()}"
-        ingested = stages.ingest(run_dir, data_dir=data_dir)
-        trained = stages.train_or_load(run_dir, train_images=ingested["train_images"],
-                                       train_sha256=ingested["train_sha256"], config=registry.CLEAN_RECIPE,
-                                       models_dir=models_dir, device=device)
-        found = checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
+        found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device)
     cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
@@ -125,9 +120,9 @@ def clean_folder(
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
-    models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
+    models_dir: str = str(DEFAULT_MODELS_DIR),
     data_dir: str | None = None,
-    runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
+    runs_dir: str = str(DEFAULT_RUNS_DIR),
     run_id: str | None = None,
     retry_delay_seconds: float = 10,
 ) -> dict[str, Any]:

@@ -24,15 +24,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from denoiser.checkpoint import DEFAULT_MODELS_DIR, CheckpointError
-from denoiser.data import DATASETS, DataError, load_dataset
-from denoiser.device import DEVICES, resolve_device
-from denoiser.manifest import ManifestError
-from denoiser.model import MODEL_NAMES
-from denoiser.noise import DEFAULT_NOISE
-from denoiser.registry import PromotionRefused
-from denoiser.stages import DEFAULT_RUNS_DIR
-from denoiser.train import DEFAULT_MODEL, LOSSES, SCHEDULES, TrainConfig
+# Only modules without torch, pandas or Prefect here: options are parsed and checked before
+# those load (about 2 s), so a mistyped option answers at once. Each command imports them.
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
+from denoiser.data import DATASETS, DataError, verify_dataset
+from denoiser.noise_spec import DEFAULT_NOISE
+from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
 from flows import cli_clean, cli_evaluate, cli_models, orphans
 from flows.options import (
@@ -118,6 +115,8 @@ def _run(args: argparse.Namespace) -> int:
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 loss=args.loss, schedule=args.schedule,
                                 train_limit=args.train_limit, seed=args.seed)
+    from denoiser.device import resolve_device
+
     resolve_device(args.device)
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
@@ -132,11 +131,10 @@ def _run(args: argparse.Namespace) -> int:
     library_log.addHandler(console)
     library_log.setLevel(logging.INFO)
     try:
-        load_dataset(args.data_dir, dataset=DATASETS[args.dataset])
+        verify_dataset(args.data_dir, dataset=DATASETS[args.dataset])  # the ingest stage parses it
     finally:
         library_log.removeHandler(console)  # from here on Prefect's handlers print it
 
-    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
     from denoiser.stages import new_run_id
     from flows.pipeline import mnist_pipeline
 
@@ -194,20 +192,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_evaluate.evaluate(args)
         if args.command == "models":
             return cli_models.run(args)
-    except PromotionRefused as refused:
-        print(f"denoiser models: {refused}", file=sys.stderr)
-        return 1
-    except ManifestError as error:
-        print(f"denoiser {args.command}: error: {error}: rerun with --rebuild-manifest", file=sys.stderr)
-        return 1
-    except (DataError, ValueError, OSError) as error:
-        print(f"denoiser {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 2 if not isinstance(error, (DataError, OSError, CheckpointError, OutputFolderError)) else 1
+    except (ValueError, OSError) as error:
+        return _user_error(args.command, error)
     except KeyboardInterrupt:
         print(f"denoiser {args.command}: interrupted", file=sys.stderr)
         return 130
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _user_error(command: str, error: ValueError | OSError) -> int:
+    """Print a user's mistake or bad input in one line; exit status 1 for bad data or files,
+    2 for a wrong value."""
+    if _is(error, "denoiser.registry", "PromotionRefused"):
+        print(f"denoiser models: {error}", file=sys.stderr)
+        return 1
+    if _is(error, "denoiser.manifest", "ManifestError"):
+        print(f"denoiser {command}: error: {error}: rerun with --rebuild-manifest", file=sys.stderr)
+        return 1
+    print(f"denoiser {command}: error: {_one_line(error)}", file=sys.stderr)
+    bad_input = isinstance(error, (DataError, OSError, OutputFolderError))
+    return 1 if bad_input or _is(error, "denoiser.checkpoint", "CheckpointError") else 2
+
+
+def _is(error: BaseException, module: str, name: str) -> bool:
+    """``isinstance(error, module.name)`` without importing ``module`` (torch, pandas): an
+    error of a module that was never imported cannot have been raised."""
+    return isinstance(error, getattr(sys.modules.get(module), name, ()))
 
 
 def _one_line(error: BaseException) -> str:

@@ -7,9 +7,7 @@ import argparse
 import os
 import sys
 
-from denoiser.checkpoint import DEFAULT_MODELS_DIR
-from denoiser.device import DEVICES, resolve_device
-from denoiser.restore import TONES
+from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
 from denoiser.safe_fs import MAX_FILE_MB
 from flows.options import HelpFormatter, positive_float, positive_int
 
@@ -103,6 +101,7 @@ def clean(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from denoiser import clean_report, cleaning, registry, workdir
+    from denoiser.device import resolve_device
     from denoiser.images import scan_folder
 
     device = resolve_device(args.device)
@@ -126,7 +125,6 @@ def clean(args: argparse.Namespace) -> int:
         return 0
     os.close(workdir.open_lock_file(args.out_dir))  # a read-only or broken OUT_DIR is one line, here
 
-    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
     from flows.clean import clean_folder
 
     flow = clean_folder
@@ -163,11 +161,11 @@ def dask_task_runner(address: str | None):
 
 
 def serve(args: argparse.Namespace) -> int:
-    resolve_device(args.device)
     from denoiser import cleaning
+    from denoiser.device import resolve_device
 
+    resolve_device(args.device)
     cleaning.check_folders(args.in_dir, args.out_dir)
-    import flows  # noqa: F401
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import argparse
 
-from denoiser.checkpoint import DEFAULT_MODELS_DIR
-from denoiser.data import DATASETS, load_dataset
-from denoiser.device import DEVICES, resolve_device
-from denoiser.noise import DEFAULT_NOISE
-from flows.options import BASELINES, DEFAULT_BASELINES, HelpFormatter, baseline_list, noise_spec, \
-    non_negative_int, positive_int
+from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES
+from denoiser.data import DATASETS, verify_dataset
+from denoiser.noise_spec import DEFAULT_NOISE
+from flows.options import (
+    BASELINES,
+    DEFAULT_BASELINES,
+    HelpFormatter,
+    baseline_list,
+    noise_spec,
+    non_negative_int,
+    positive_int,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -61,6 +67,7 @@ def evaluate(args: argparse.Namespace) -> int:
     import json
 
     from denoiser import checkpoint, evaluate
+    from denoiser.device import resolve_device
 
     resolve_device(args.device)
     models = args.models
@@ -68,9 +75,8 @@ def evaluate(args: argparse.Namespace) -> int:
         models = [c.model_id for c in checkpoint.list_checkpoints(args.models_dir)]
     for model in models:  # a wrong id fails here, in one line
         checkpoint.resolve_checkpoint(model, args.models_dir)
-    load_dataset(args.data_dir, dataset=DATASETS[args.dataset])
+    verify_dataset(args.data_dir, dataset=DATASETS[args.dataset])
 
-    import flows  # noqa: F401 - sets Prefect's environment before Prefect is imported
     from flows.evaluate import evaluate_models
 
     result = evaluate_models(models=models, baselines=args.baselines, noises=args.noise, scans=args.scans,

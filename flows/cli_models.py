@@ -18,10 +18,8 @@ import logging
 import os
 from pathlib import Path
 
-from denoiser import checkpoint, evaluate, registry
-from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, USES
 from denoiser.data import DATASETS
-from denoiser.device import DEVICES
 from flows.options import HelpFormatter, non_negative_int, positive_int
 
 
@@ -40,7 +38,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "test set; run: MNIST with the tutorial's noise) and make it the default unless it "
                     "scores lower.", formatter_class=HelpFormatter)
     promote.add_argument("model", metavar="ID|PATH", help="model id in the store or a checkpoint path")
-    promote.add_argument("--for", dest="use", choices=registry.USES, required=True,
+    promote.add_argument("--for", dest="use", choices=USES, required=True,
                          help="which command's default it becomes")
     promote.add_argument("--force", action="store_true",
                          help="promote even if it scores below the current default (says so)")
@@ -59,6 +57,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from denoiser import checkpoint, registry
+
     if args.action == "list":
         print(format_listing(args.models_dir))
         return 0
@@ -75,6 +75,8 @@ def _scores_dir(models_dir: str) -> Path:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from denoiser import evaluate, registry
+
     console = logging.StreamHandler()
     console.setFormatter(logging.Formatter("%(message)s"))
     library_log = logging.getLogger("denoiser")
@@ -100,6 +102,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 def format_listing(models_dir: str | os.PathLike[str]) -> str:
     """The store as an aligned table, oldest first."""
+    from denoiser import checkpoint, evaluate, registry
+
     stored = checkpoint.list_checkpoints(models_dir)
     if not stored:
         return f"no models in {models_dir}"
@@ -112,7 +116,7 @@ def format_listing(models_dir: str | os.PathLike[str]) -> str:
         config = meta.get("config", {})
         val = meta.get("final", {}).get("val_psnr")
         uses = [use for use, entry in defaults.items() if entry["model_id"] == found.model_id]
-        clean, run_score = (cached.get((found.model_id, use)) for use in registry.USES)
+        clean, run_score = (cached.get((found.model_id, use)) for use in USES)
         lines.append(
             f"{found.model_id:24}{str(meta.get('architecture', '?')):8}{str(config.get('noise', '?')):16}"
             f"{str(config.get('epochs', '?')):>7}{_number(val):>10}{_number(clean):>10}"

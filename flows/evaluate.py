@@ -15,9 +15,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from denoiser import checkpoint, evaluate, stages
+from denoiser.choices import DEFAULT_MODELS_DIR
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
-
 
 
 @task(name="prepare-evaluation", task_run_name="prepare-evaluation", **TASK_DEFAULTS)
@@ -61,7 +61,7 @@ def evaluate_models(
     seed: int = 0,
     data_dir: str | None = None,
     dataset: str = "mnist",
-    models_dir: str = str(checkpoint.DEFAULT_MODELS_DIR),
+    models_dir: str = str(DEFAULT_MODELS_DIR),
     out_dir: str | None = None,
     device: str = "auto",
 ) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from denoiser.baselines import BASELINES
-from denoiser.noise import NoiseSpec
-from denoiser.train import RECIPES
+from denoiser.noise_spec import NoiseSpec
+from denoiser.recipe import RECIPES
 
 DEFAULT_BASELINES = "gaussian,median,tv,wavelet,nlmeans"  # as typed; argparse applies baseline_list
 

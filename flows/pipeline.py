@@ -35,13 +35,11 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from denoiser import stages
-from denoiser.checkpoint import DEFAULT_MODELS_DIR
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
 from denoiser.data import DATASETS
-from denoiser.device import DEVICES
 from denoiser.files import read_json, write_json
-from denoiser.model import MODEL_NAMES
-from denoiser.noise import DEFAULT_NOISE
-from denoiser.train import DEFAULT_MODEL, LOSSES, SCHEDULES, TrainConfig
+from denoiser.noise_spec import DEFAULT_NOISE
+from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, RETRY_DELAY_SECONDS, TASK_DEFAULTS
 
@@ -224,7 +222,7 @@ def mnist_pipeline(
     device: Literal[DEVICES] = "auto",
     seed: int = 0,
     retrain: bool = False,
-    runs_dir: str = str(stages.DEFAULT_RUNS_DIR),
+    runs_dir: str = str(DEFAULT_RUNS_DIR),
     models_dir: str = str(DEFAULT_MODELS_DIR),
     run_id: str | None = None,
     retry_delay_seconds: float = 10,

@@ -55,7 +55,8 @@ def trained_store(idx_dir, tmp_path_factory):
 
     from denoiser import checkpoint
     from denoiser.data import ANY_IDX, load_dataset
-    from denoiser.train import TrainConfig, train
+    from denoiser.train import train
+    from denoiser.recipe import TrainConfig
 
     folder, _ = idx_dir
     data = load_dataset(folder, dataset=ANY_IDX)

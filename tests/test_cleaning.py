@@ -15,7 +15,8 @@ from denoiser import checkpoint, clean_report, cleaning, file_steps, workdir
 from denoiser.images import read_image
 from denoiser.manifest import Manifest
 from denoiser.model import ConvDAE
-from denoiser.train import TrainConfig, train
+from denoiser.train import train
+from denoiser.recipe import TrainConfig
 from tests.helpers import draw_digits, make_messy_tree
 
 

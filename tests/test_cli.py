@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from denoiser.train import RECIPES
+from denoiser.recipe import RECIPES
 from tests.helpers import denoiser, free_port
 
 

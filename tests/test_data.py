@@ -75,6 +75,19 @@ def test_checksum_mismatch_is_named(tmp_path):
     assert "t10k-labels-idx1-ubyte" in str(error.value)
 
 
+def test_the_quick_check_verifies_checksums_by_either_digest(tmp_path):
+    spec = write_idx_dataset(tmp_path, n_train=30, n_test=10)
+    data.verify_dataset(tmp_path, dataset=spec)  # by the content's md5
+    gz = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    by_gz = replace(spec, test_labels=replace(spec.test_labels, md5=None,
+                                              gz_md5=hashlib.md5(gz.read_bytes()).hexdigest()))
+    data.verify_dataset(tmp_path, dataset=by_gz)  # by the .gz file's md5, nothing decompressed
+    gz.write_bytes(gzip.compress(b"not the labels"))
+    for dataset in (spec, by_gz):
+        with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.*checksum mismatch"):
+            data.verify_dataset(tmp_path, dataset=dataset)
+
+
 def test_count_mismatch_between_images_and_labels(tmp_path):
     write_idx_dataset(tmp_path, n_train=30, n_test=10)
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from denoiser import degrade
-from denoiser.noise import NoiseSpec, synthesize, training_pair
+from denoiser.noise import synthesize, training_pair
+from denoiser.noise_spec import NoiseSpec
 from tests.helpers import draw_digits
 
 

@@ -7,7 +7,8 @@ from tests.helpers import draw_digits
 
 from denoiser import checkpoint
 from denoiser.infer import denoise
-from denoiser.train import TrainConfig, train
+from denoiser.train import train
+from denoiser.recipe import TrainConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

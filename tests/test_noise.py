@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from denoiser.noise import NoiseSpec, add_noise, noisy_copy
+from denoiser.noise import add_noise, noisy_copy
+from denoiser.noise_spec import NoiseSpec
 
 
 def test_parse_spec_strings():

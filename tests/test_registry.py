@@ -7,7 +7,7 @@ import torch
 
 from denoiser import checkpoint, evaluate, registry
 from denoiser.model import ConvDAE, UNet
-from denoiser.train import RECIPE_VERSION
+from denoiser.recipe import RECIPE_VERSION
 from tests.helpers import denoiser
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from denoiser import report, stages
-from denoiser.train import TrainConfig
+from denoiser.recipe import TrainConfig
 
 REQUIRED = ["run_id", "image_index", "split", "label", "noise", "noise_seed", "model_id",
             "mse_noisy", "mse_denoised", "psnr_noisy", "psnr_denoised", "ssim_noisy",

@@ -6,7 +6,8 @@ from tests.helpers import draw_digits
 from denoiser import checkpoint, stages
 from denoiser.data import array_digest
 from denoiser.infer import denoise
-from denoiser.train import TrainConfig, model_id_for, split_train_val, train
+from denoiser.train import split_train_val, train
+from denoiser.recipe import TrainConfig, model_id_for
 
 CPU = torch.device("cpu")
 
@@ -146,7 +147,8 @@ def test_every_loss_and_the_cosine_schedule_train(digits, loss):
 def test_keep_best_ends_with_the_best_validation_epoch(digits):
     from denoiser.arrays import to_model_input
     from denoiser.metrics import psnr
-    from denoiser.noise import NoiseSpec, add_noise
+    from denoiser.noise import add_noise
+    from denoiser.noise_spec import NoiseSpec
 
     # A rate this high makes later epochs worse, so the best epoch is not the last.
     config = TrainConfig(model="conv", epochs=3, batch_size=16, learning_rate=0.05, keep_best=True, seed=4)

@@ -1,0 +1,16 @@
+"""The names and default places a user picks from, in plain Python.
+
+Each belongs to the module named beside it, which imports it from here; they live apart so
+that the command line can offer and check them without importing torch or pandas (an
+argument error then answers in a fraction of a second).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda", "mps")  # denoiser.device
+TONES = ("keep", "normalize")  # denoiser.restore: keep each scan's paper and ink, or normalize
+USES = ("clean", "run")  # denoiser.registry: the commands a model can be promoted for
+DEFAULT_MODELS_DIR = Path("data") / "models"  # denoiser.checkpoint: the model store
+DEFAULT_RUNS_DIR = Path("data") / "runs"  # denoiser.stages: one folder per MNIST run
