@@ -31,7 +31,7 @@ from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
-from flows import cli_clean, cli_evaluate, cli_models, orphans
+from flows import cli_adapt, cli_clean, cli_evaluate, cli_models, orphans
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retries of the whole flow run; completed stages are not redone")
     cli_clean.add_parsers(commands)
     cli_evaluate.add_parser(commands)
+    cli_adapt.add_parser(commands)
     cli_models.add_parser(commands)
     return parser
 
@@ -178,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return_large_blocks_to_the_system()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("run", "clean", "evaluate") and not os.environ.get("PREFECT_API_URL"):
+    if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
         orphans.stop_orphans()  # temporary servers a killed command left behind
         orphans.start_watchdog()
     try:
@@ -190,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_clean.serve(args)
         if args.command == "evaluate":
             return cli_evaluate.evaluate(args)
+        if args.command == "adapt":
+            return cli_adapt.adapt(args)
         if args.command == "models":
             return cli_models.run(args)
     except (ValueError, OSError) as error:

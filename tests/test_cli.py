@@ -87,3 +87,13 @@ def test_polished_errors_a_new_user_meets(tmp_path):
     evaluate_help = " ".join(denoiser("evaluate", "--help").stdout.split())
     assert "(default: gaussian,median,tv,wavelet,nlmeans)" in evaluate_help
     assert "(default: gaussian:0.5)" in evaluate_help and "['" not in evaluate_help  # no Python lists
+
+
+def test_adapt_refuses_a_missing_or_empty_folder_in_one_line(tmp_path):
+    out = denoiser("adapt", str(tmp_path / "nowhere"))
+    assert out.returncode == 1 and "does not exist" in out.stderr and out.stderr.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    out = denoiser("adapt", str(tmp_path / "empty"))
+    assert out.returncode == 2 and "no image files to adapt on" in out.stderr
+    out = denoiser("adapt", str(tmp_path / "empty"), "--minutes", "0")
+    assert out.returncode == 2 and "--minutes" in out.stderr

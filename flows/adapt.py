@@ -1,0 +1,99 @@
+"""The adaptation flow: sample the folder -> adapt the model to its noise -> gate.
+
+Each stage is a retryable task that hands the next a file (the sample as ``.npz``, the
+adapted model in the store). The gate decides which model cleans this folder: the adapted
+one only if it beats its parent on the gate's images (:data:`denoiser.adapt.GATE_DB`).
+
+    denoiser adapt scans/ --minutes 2.5
+    denoiser clean scans/ cleaned/ --adapt     # adapt on the first run, reuse while the noise holds
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+
+from denoiser import adapt, checkpoint, folder_sample, registry, restore, stages
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
+from flows.logs import library_logs
+from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
+
+
+@task(name="sample-folder", task_run_name="sample-folder", **TASK_DEFAULTS)
+@library_logs
+def sample(in_dir: str, parent_weights: str, run_dir: str, max_images: int, seed: int) -> dict[str, Any]:
+    parent = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
+    taken = folder_sample.sample_folder(in_dir, headroom=restore.model_headroom(parent.metadata),
+                                        max_images=max_images, seed=seed)
+    if len(taken.inputs) < 10:
+        raise ValueError(f"{in_dir}: only {len(taken.inputs)} readable images; adapting needs at least 10")
+    path = folder_sample.save_sample(taken, Path(run_dir) / "sample.npz")
+    get_run_logger().info("sampled %d of %d files (%d unreadable, left out)", len(taken.inputs), taken.files,
+                          taken.unreadable)
+    return {"sample": str(path), "files": taken.files, "images": len(taken.inputs),
+            "unreadable": taken.unreadable, "digest": taken.digest}
+
+
+@task(name="adapt", task_run_name="adapt", **TASK_DEFAULTS)
+@library_logs
+def adapt_model(sample_path: str, parent_weights: str, models_dir: str, data_dir: str | None, dataset: str,
+                config: dict, device: str) -> dict[str, Any]:
+    parent = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
+    progress = create_progress_artifact(progress=0.0, description="adapting to the folder's noise")
+
+    def report(fraction: float) -> None:
+        update_progress_artifact(artifact_id=progress, progress=round(100 * fraction, 1))
+
+    outcome = adapt.adapt_sample(sample_path, parent, models_dir=models_dir, data_dir=data_dir,
+                                 dataset=dataset, config=adapt.AdaptConfig(**config), device=device,
+                                 on_progress=report)
+    update_progress_artifact(artifact_id=progress, progress=100.0)
+    return outcome
+
+
+@task(name="gate", task_run_name="gate", **TASK_DEFAULTS)
+def gate(outcome: dict[str, Any]) -> dict[str, Any]:
+    """Which model cleans this folder, and why (the numbers that decided it)."""
+    logger = get_run_logger()
+    chosen = outcome["model_id"] if outcome["passed"] else outcome["parent"]
+    loss = outcome["blind_spot"]
+    why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
+           f"with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's scans "
+           f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall")
+    if outcome["passed"]:
+        logger.info("the adapted model %s cleans this folder: %s", chosen, why)
+    else:
+        logger.warning("the parent %s keeps cleaning this folder: %s", chosen, why)
+    rows = [{"model": outcome["parent"], "role": "parent", "gate_db": outcome["parent_db"]},
+            {"model": outcome["model_id"], "role": "adapted", "gate_db": outcome["adapted_db"]}]
+    create_table_artifact(key="adapt-gate", table=rows,
+                          description=f"Adapted model against its parent ({why})")
+    return {**outcome, "chosen": chosen, "why": why}
+
+
+@flow(name="adapt-folder", **FLOW_DEFAULTS)
+def adapt_folder(
+    in_dir: str,
+    parent: str | None = None,
+    minutes: float = 2.5,
+    max_images: int = 5000,
+    models_dir: str = str(DEFAULT_MODELS_DIR),
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    runs_dir: str = str(DEFAULT_RUNS_DIR),
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Adapt ``parent`` (default: the model clean uses) to the noise of ``in_dir``'s images."""
+    choice = registry.choose_clean_model(parent, models_dir)
+    found = choice.checkpoint or stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir,
+                                                            device=device)
+    run_dir = Path(runs_dir) / f"adapt-{stages.new_run_id()}"
+    taken = sample(in_dir, str(found.weights), str(run_dir), max_images, seed)
+    config = adapt.AdaptConfig(minutes=minutes, seed=seed).to_dict()
+    outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device)
+    return {**gate(outcome), "files": taken["files"], "images": taken["images"],
+            "unreadable": taken["unreadable"]}

@@ -1,0 +1,124 @@
+"""Adapting a model to a folder's noise: the blind-spot pieces, the noise profile, the folder
+sample, the adapted model's lineage and the gate."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tests.helpers import draw_digits
+
+from denoiser import adapt, blindspot, checkpoint, folder_sample
+from denoiser.data import ANY_IDX
+
+
+def noisy_digits(n: int, sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean = draw_digits(n, seed=seed)[0].astype(np.float32) / 255
+    noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    return clean, np.clip(clean + sigma * noise, 0, 1)
+
+
+def test_the_blind_spot_never_shows_a_pixel_its_own_value():
+    images = torch.rand(2, 1, 12, 12)
+    masked, chosen = blindspot.mask_batch(images, rng=torch.Generator().manual_seed(0), fraction=0.2)
+    assert chosen.sum() > 10
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+    for n, _, y, x in chosen.nonzero().tolist():
+        ring = padded[n, 0, y : y + 3, x : x + 3].flatten()
+        ring = torch.cat([ring[:4], ring[5:]])  # the 8 neighbours, the centre left out
+        assert masked[n, 0, y, x] == ring.median()
+    assert torch.equal(masked[~chosen], images[~chosen])  # only the chosen pixels change
+
+
+def test_structured_masks_hide_the_whole_block_around_each_pixel():
+    images = torch.zeros(1, 1, 9, 9)
+    images[0, 0, 3:6, 3:6] = 1.0  # a bright 3x3 block on black
+    g = torch.Generator().manual_seed(3)
+    while True:
+        masked, chosen = blindspot.mask_batch(images, rng=g, fraction=0.02, radius=1)
+        if chosen[0, 0, 4, 4] and chosen.sum() == 1:
+            break
+    assert masked[0, 0, 3:6, 3:6].max() == 0  # its own block is hidden; the ring outside is black
+
+
+@pytest.mark.parametrize("x", [0.0, 0.3, 0.8, 1.0])
+@pytest.mark.parametrize("sigma", [0.1, 0.5])
+def test_the_clipped_expectation_matches_sampling(x, sigma):
+    draws = np.clip(x + sigma * np.random.default_rng(0).standard_normal(400_000), 0, 1)
+    assert float(blindspot.expected_clipped(torch.tensor(x), sigma)) == pytest.approx(draws.mean(), abs=2e-3)
+
+
+def test_the_noise_level_is_measured_through_the_clipping():
+    clean, noisy = noisy_digits(50, 0.4)
+    assert blindspot.clipped_noise_level(noisy, clean) == pytest.approx(0.4, rel=0.08)
+    assert blindspot.clipped_noise_level(clean, clean) == 0.0
+
+
+def test_a_profile_holds_while_the_noise_holds_and_not_after():
+    base = adapt.NoiseProfile(tuple(np.linspace(0.28, 0.32, 50)))
+    assert adapt.NoiseProfile((0.3,) * 20).within(base)
+    assert not adapt.NoiseProfile((0.6,) * 20).within(base)
+    assert not adapt.NoiseProfile((0.05,) * 20).within(base)
+
+
+def write_folder(folder, images):
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+
+
+def test_the_folder_sample_counts_bad_files_and_names_the_contents(tmp_path):
+    write_folder(tmp_path / "scans", noisy_digits(30, 0.5)[1])
+    taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=100)
+    assert (len(taken.inputs), taken.files, taken.unreadable) == (30, 31, 1)
+    again = folder_sample.load_sample(folder_sample.save_sample(taken, tmp_path / "sample.npz"))
+    assert again.digest == taken.digest and again.paths == taken.paths
+    assert all(np.array_equal(a, b) for a, b in zip(again.inputs, taken.inputs, strict=True))
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "scans" / "000.png")
+    assert folder_sample.sample_folder(tmp_path / "scans", headroom=1.25).digest != taken.digest
+    assert len(folder_sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=5).inputs) <= 5
+
+
+def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(tmp_path, trained_store):
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)  # trained on gaussian 0.5
+    _, noisy = noisy_digits(40, 0.9)
+    clean_digits = draw_digits(300, seed=5)[0].astype(np.float32) / 255
+    config = adapt.AdaptConfig(minutes=0.15, batch_size=16, gate_images=32)
+    result = adapt.adapt(checkpoint.load_model(parent), list(noisy), clean_digits[:-32], clean_digits[-32:],
+                         headroom=1.0, config=config, parent_noise="gaussian:0.5")
+    assert result.steps > 5
+    assert result.profile.summary()["median"] == pytest.approx(0.9, rel=0.2)
+    assert result.gate["adapted_db"] > result.gate["parent_db"]  # it learnt the stronger noise
+    saved = adapt.save_adapted(tmp_path, parent, result, folder=str(tmp_path / "scans"),
+                               folder_digest="f" * 64, images=40, config=config)
+    lineage = checkpoint.resolve_checkpoint(saved.model_id, tmp_path).metadata["adapted"]
+    assert lineage["parent"] == "unet-tiny" and lineage["folder_sha256"] == "f" * 64
+    assert lineage["images"] == 40 and lineage["steps"] == result.steps
+    assert set(lineage["gate"]) == {"parent_db", "adapted_db"} and "parent" in lineage["blind_spot_val_loss"]
+    reloaded = checkpoint.load_model(checkpoint.resolve_checkpoint(saved.model_id, tmp_path))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
+
+
+def test_the_gate_needs_both_numbers():
+    result = adapt.AdaptResult(torch.nn.Identity(), adapt.NoiseProfile((0.3,)), 1, 1.0,
+                               {"parent_db": 20.0, "adapted_db": 21.0}, {"parent": 0.05, "adapted": 0.04})
+    assert result.better
+    result.blind_spot = {"parent": 0.05, "adapted": 0.051}  # the folder's own scans say worse
+    assert not result.better
+    result.blind_spot = {"parent": 0.05, "adapted": 0.04}
+    result.gate = {"parent_db": 20.0, "adapted_db": 20.05}  # below the margin
+    assert not result.better
+
+
+def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, untrained):
+    folder, _ = idx_dir
+    write_folder(tmp_path / "scans", noisy_digits(20, 0.5)[1])
+    taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
+    path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
+    outcome = adapt.adapt_sample(path, untrained, models_dir=tmp_path / "models", data_dir=str(folder),
+                                 dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                        gate_images=16), device="cpu")
+    assert outcome["parent"] == "conv-test" and outcome["model_id"].startswith("conv-")
+    assert checkpoint.find_checkpoint(tmp_path / "models", outcome["model_id"]) is not None
+    assert ANY_IDX.name == "idx"
