@@ -28,6 +28,11 @@ REPORT_COLUMNS = {
     "output_path": "string", "recon_mse": "float64", "noise_sigma_in": "float64",
     "noise_sigma_out": "float64", "seconds": "float64",
     "path_bytes": "object",  # the name's exact bytes where it is not UTF-8, else null
+    # quality without ground truth (denoiser.quality)
+    "noise_level": "float64",  # clipped-noise level in the model's look
+    "psnr_est": "float64",  # estimated PSNR of the output, dB
+    "ood": "boolean",  # unlike the training digits
+    "ood_reason": "string",
 }
 
 

@@ -27,14 +27,15 @@ from typing import Any
 
 import torch
 
+from denoiser import quality
 from denoiser.checkpoint import Checkpoint, load_model
+from denoiser.choices import TONES
 from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
-from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, fetch
+from denoiser.file_steps import Check, FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder
 from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
-from denoiser.restore import TONES
 from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
 from denoiser.workdir import WORK_DIR, prepare_output, work_dir
 
@@ -184,10 +185,15 @@ def clean_shard(
                     started = time.perf_counter()
                     outputs = denoise_images(model, [p.mapped for p in batch], batch_size=options.batch_size,
                                              device=device, tile=options.tile, overlap=options.overlap)
+                    # The quality estimate's check pass: each output with fresh noise, cleaned again.
+                    checks = [quality.renoised(p.mapped, out) for p, out in zip(batch, outputs, strict=True)]
+                    rechecks = denoise_images(model, [c[1] for c in checks], batch_size=options.batch_size,
+                                              device=device, tile=options.tile, overlap=options.overlap)
                     share = (time.perf_counter() - started) / len(batch)
                     clock.model += share * len(batch)
-                    writing.update(writers.submit(steps.write, item, out, share)
-                                   for item, out in zip(batch, outputs, strict=True))
+                    writing.update(writers.submit(steps.write, item, out, share, Check(check[0], recheck))
+                                   for item, out, check, recheck in zip(batch, outputs, checks, rechecks,
+                                                                        strict=True))
                     batch, outputs = [], []
                     flush()
                     continue

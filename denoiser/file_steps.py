@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from denoiser import quality
 from denoiser.checkpoint import Checkpoint
 from denoiser.clean_report import error_line, new_row
 from denoiser.files import atomic_path
@@ -70,6 +71,14 @@ class Pending:
     info: ScanInfo
     pixels: int  # reserved from the budget
     seconds: float  # spent on it so far
+
+
+@dataclass(frozen=True)
+class Check:
+    """The quality estimate's inputs for one output (:mod:`denoiser.quality`)."""
+
+    sigma: float  # the scan's noise level in the model's look
+    recheck: np.ndarray  # the model's output for the output with fresh noise of that level
 
 
 @dataclass
@@ -148,7 +157,8 @@ class FileSteps:
             with self._lock:
                 self.clock.decode += time.perf_counter() - started
 
-    def write(self, item: Pending, result: np.ndarray, model_seconds: float) -> dict[str, Any]:
+    def write(self, item: Pending, result: np.ndarray, model_seconds: float,
+              check: Check | None = None) -> dict[str, Any]:
         """Write one output atomically; its report row."""
         started = time.perf_counter()
         image, entry, info = item.image, item.entry, item.info
@@ -170,6 +180,7 @@ class FileSteps:
                 recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
                 noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
                 seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
+                **(_quality(item, result, check) if check is not None else {}),
             )
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             return self.row(entry, status="error", error=error_line(error),
@@ -190,3 +201,11 @@ class FileSteps:
                 return []
             taken, self.records = self.records, []
         return taken
+
+
+def _quality(item: Pending, output: np.ndarray, check: Check) -> dict[str, Any]:
+    """The report's quality columns for one output."""
+    reason = quality.ood_reason(output, check.sigma)
+    return {"noise_level": check.sigma, "ood": reason is not None, "ood_reason": reason,
+            "psnr_est": quality.estimated_psnr(item.mapped, output, check.recheck, check.sigma,
+                                               paper=item.info.paper, ink=item.info.ink)}

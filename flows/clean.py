@@ -83,24 +83,45 @@ def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: st
     write_parquet(frame, report)
     totals = counts(frame)
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
-    return {"report": report, "files": int(len(frame)), "span": (started, time.time()), **totals}
+    ood = int(frame["ood"].fillna(False).astype(bool).sum())
+    return {"report": report, "files": int(len(frame)), "ood": ood, "span": (started, time.time()), **totals}
 
 
 def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str, model: str) -> None:
-    worst = frame[frame["status"] == "ok"].nlargest(10, "recon_mse")
+    ok = frame[frame["status"] == "ok"]
+    worst = ok.nlargest(10, "recon_mse")
     table = [{"path": f"({status} files)", "recon_mse": None, "count": n} for status, n in totals.items()]
     table += [{"path": row.path, "recon_mse": float(row.recon_mse), "count": 1}
               for row in worst.itertuples()]
     create_table_artifact(table=table, key="clean-summary",
                           description=f"Run {run_id} (model {model}): counts, then the 10 files of "
                                       "highest recon_mse")
+    flagged = ok[ok["ood"].fillna(False).astype(bool)]
+    listed = [{"path": row.path, "reason": row.ood_reason, "psnr_est": round(float(row.psnr_est), 2)}
+              for row in flagged.head(50).itertuples()]
+    listed = listed or [{"path": "(none)", "reason": None, "psnr_est": None}]
+    create_table_artifact(table=listed, key="clean-ood",
+                          description=f"Run {run_id}: {len(flagged)} files unlike the training digits "
+                                      "(the first 50)")
     strip = before_after_strip(frame, in_dir)
     markdown = (f"# Cleaning run {run_id}\n\nModel {model}.\n\n" +
-                " · ".join(f"**{n}** {status}" for status, n in totals.items()) + "\n\n")
+                " · ".join(f"**{n}** {status}" for status, n in totals.items()) +
+                f" · **{len(flagged)}** flagged as unlike the training digits\n\n" + quality_table(ok) + "\n")
     if strip:
         markdown += f"Before (top) and after (bottom):\n\n![strip](data:image/png;base64,{strip})\n"
     create_markdown_artifact(markdown=markdown, key="clean-report",
                              description=f"Before/after strip of run {run_id}")
+
+
+def quality_table(ok: pd.DataFrame) -> str:
+    """The distributions of estimated PSNR and noise level, as a markdown table of quantiles."""
+    if ok.empty or ok["psnr_est"].isna().all():
+        return ""
+    lines = ["| | 10% | 50% | 90% |", "|---|---|---|---|"]
+    for column, label in (("psnr_est", "estimated PSNR (dB)"), ("noise_level", "noise level (model's look)")):
+        q = ok[column].quantile([0.1, 0.5, 0.9])
+        lines.append(f"| {label} | {q.iloc[0]:.2f} | {q.iloc[1]:.2f} | {q.iloc[2]:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
@@ -135,7 +156,8 @@ def clean_folder(
         lock = workdir.folder_lock(out_dir)  # makes and checks OUT_DIR first
     except workdir.FolderBusy as busy:
         logger.warning("%s; this run does nothing", busy)
-        return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "report": None}
+        return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "ood": 0,
+                "report": None}
     with lock:
         removed = workdir.remove_stale_temporaries(out_dir, report)
         if removed:
@@ -160,7 +182,8 @@ def clean_folder(
         summary = write_report(results, report_path, run_id, in_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)
         write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
-    logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped", summary)
+    logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped, %(ood)d flagged as unlike "
+                "the training digits", summary)
     logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
                 "of orchestration", timings)
     totals = {k: v for k, v in summary.items() if k != "span"}

@@ -136,7 +136,8 @@ def clean(args: argparse.Namespace) -> int:
         print(f"another run is cleaning into {args.out_dir}; nothing done", file=sys.stderr)
         return 0
     print(f"{result['files']} files: {result['ok']} ok, {result['error']} error, "
-          f"{result['skipped']} skipped\nmodel {result['model_why']}\nreport: {result['report']}")
+          f"{result['skipped']} skipped, {result['ood']} flagged as unlike the training digits\n"
+          f"model {result['model_why']}\nreport: {result['report']}")
     if result["files"] and result["ok"] + result["skipped"] == 0:
         return 1
     return 1 if args.strict and result["error"] else 0

@@ -1,0 +1,115 @@
+"""Quality without ground truth, measured: the estimated PSNR of each cleaned scan beside its
+true PSNR, per kind of the scan test set (``evaluate --scans``), and the OOD flag's recall
+on images that are not digits beside its false positives on MNIST test digits.
+
+    python -m bench.quality                 # 500 digits per kind, the model clean uses
+    python -m bench.quality --images 200 --json quality.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from torch.nn import functional as F
+
+from denoiser import checkpoint, registry, restore, scanset
+from denoiser.arrays import to_float
+from denoiser.data import load_dataset
+from denoiser.infer import denoise_images
+from denoiser.metrics import psnr
+from denoiser.quality import estimated_psnr, ood_reason, renoised
+
+
+def clean_with_checks(model, headroom: float, noisy: list[np.ndarray]) -> list[tuple]:
+    """Per scan: (mapped, info, output, sigma, recheck), as the cleaner computes them."""
+    prepared = [restore.prepare(y, headroom=headroom) for y in noisy]
+    outputs = denoise_images(model, [p[0] for p in prepared])
+    checks = [renoised(p[0], out, seed=i) for i, (p, out) in enumerate(zip(prepared, outputs, strict=True))]
+    rechecks = denoise_images(model, [c[1] for c in checks])
+    return [(p[0], p[1], out, c[0], r)
+            for p, out, c, r in zip(prepared, outputs, checks, rechecks, strict=True)]
+
+
+def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str) -> dict:
+    truth, noisy = scanset.render(digits, kind, seed=0)
+    true, est = [], []
+    cleaned_scans = clean_with_checks(model, headroom, noisy)
+    for t, y, (mapped, info, out, sigma, recheck) in zip(truth, noisy, cleaned_scans, strict=True):
+        cleaned = restore.finish(out, info, y.shape)
+        true.append(float(psnr(t[None], cleaned[None])[0]))
+        est.append(estimated_psnr(mapped, out, recheck, sigma, paper=info.paper, ink=info.ink))
+    true, est = np.array(true), np.array(est)
+    return {"kind": kind, "true_db": float(true.mean()), "estimated_db": float(est.mean()),
+            "mae_db": float(np.abs(est - true).mean()), "bias_db": float((est - true).mean()),
+            "corr": float(np.corrcoef(true, est)[0, 1])}
+
+
+def letters(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Letters in Pillow's default font, of random size and place, bright on black."""
+    out = np.zeros((n, 28, 28), dtype=np.float32)
+    alphabet = "ABCDEFGHJKLMNPQRTUVWXYabdefghkmnpqrtuwy"
+    for i in range(n):
+        canvas = Image.new("L", (28, 28), 0)
+        size = int(rng.integers(16, 26))
+        font = ImageFont.load_default(size=size)
+        x, y = int(rng.integers(2, 28 - size // 1.5)), int(rng.integers(0, 28 - size))
+        ImageDraw.Draw(canvas).text((x, y), str(rng.choice(list(alphabet))), fill=255, font=font)
+        out[i] = np.asarray(canvas, dtype=np.float32) / 255
+    return out
+
+
+def photos(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Photo-like patches: smooth random fields of many tones."""
+    coarse = torch.from_numpy(rng.random((n, 1, 5, 5)).astype(np.float32))
+    fine = F.interpolate(coarse, size=(28, 28), mode="bicubic", align_corners=False)[:, 0]
+    return fine.clamp(0, 1).numpy()
+
+
+def ood_rates(model, headroom: float, digits: np.ndarray, n: int) -> dict:
+    rng = np.random.default_rng(0)
+    noise = 0.5  # the tutorial's noise on everything
+    sets = {"letters": letters(n, rng), "blank": np.full((n, 28, 28), 0.05, np.float32),
+            "photos": photos(n, rng), "mnist": to_float(digits[:n])}
+    rates = {}
+    for name, clean in sets.items():
+        noisy = np.clip(clean + noise * rng.standard_normal(clean.shape).astype(np.float32), 0, 1)
+        results = clean_with_checks(model, headroom, list(noisy))
+        flags = [ood_reason(out, sigma) for _, _, out, sigma, _ in results]
+        rates[name] = float(np.mean([f is not None for f in flags]))
+    return {"recall": {k: v for k, v in rates.items() if k != "mnist"}, "false_positive": rates["mnist"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=500, help="digits per kind")
+    parser.add_argument("--models-dir", default="data/models")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    mnist = load_dataset(args.data_dir)
+    found = registry.choose_clean_model(None, args.models_dir).checkpoint
+    if found is None:
+        raise SystemExit("no clean model in the store: run denoiser clean once, or promote one")
+    model, headroom = checkpoint.load_model(found), restore.model_headroom(found.metadata)
+    digits = mnist.test_images[5000 : 5000 + args.images]  # the thresholds were set on 5000-5199
+    rows = [estimate_kind(model, headroom, digits, kind) for kind in scanset.KINDS]
+    print(f"{'kind':16}{'true dB':>9}{'est. dB':>9}{'MAE':>7}{'bias':>7}{'corr':>7}")
+    for r in rows:
+        print(f"{r['kind']:16}{r['true_db']:9.2f}{r['estimated_db']:9.2f}{r['mae_db']:7.2f}{r['bias_db']:+7.2f}"
+              f"{r['corr']:7.2f}")
+    overall = float(np.mean([r["mae_db"] for r in rows]))
+    print(f"mean absolute error over the kinds: {overall:.2f} dB")
+    ood = ood_rates(model, headroom, mnist.test_images[8000:], args.images)  # digits the thresholds never saw
+    print("ood recall: " + ", ".join(f"{k} {v:.0%}" for k, v in ood["recall"].items())
+          + f"; false positives on MNIST test digits {ood['false_positive']:.1%}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"kinds": rows, "mae_db": overall, "ood": ood}, out, indent=2)
+
+
+if __name__ == "__main__":
+    main()
