@@ -58,7 +58,7 @@ class AdaptConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
     blind_spot_weight: float = 0.0  # > 0 adds the blind-spot loss on the folder's scans
-    rehearsal: float = 0.5  # share of each batch drawn with the parent's own training noise
+    rehearsal: float = 0.25  # share of each batch drawn with the parent's own training noise
     gate_images: int = 500  # MNIST test digits given the folder's noise
     seed: int = 0
 
@@ -243,3 +243,17 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     return {"model_id": saved.model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
             "blind_spot": result.blind_spot,
             "noise": result.profile.summary(), "steps": result.steps, "seconds": round(result.seconds, 1)}
+
+
+def readapt_reason(state: dict | None, parent_id: str, profile: NoiseProfile) -> str | None:
+    """Why a folder's adapted model must be made again (None: reuse it): none yet, another
+    parent now, or the folder's noise has drifted out of the band it was adapted on."""
+    if state is None:
+        return "no adapted model for this folder yet"
+    if state["parent"] != parent_id:
+        return f"the model to adapt is now {parent_id}, not {state['parent']}"
+    before = NoiseProfile(tuple(state["levels"]))
+    if not profile.within(before):
+        now, then = profile.summary()["median"], before.summary()
+        return f"the folder's noise drifted: median {now:.3f}, adapted on {then['p10']:.3f}-{then['p90']:.3f}"
+    return None

@@ -1,5 +1,6 @@
 """The output folder's working state, under ``OUT_DIR/.denoiser/``: the manifest, temporary
-files, per-run shard reports and the lock that keeps two runs from cleaning into one folder.
+files, per-run shard reports, the lock that keeps two runs from cleaning into one folder,
+and what ``clean --adapt`` decided for it (``adapted.json``).
 
     with folder_lock(out_dir):                # FolderBusy if another run holds it
         remove_stale_temporaries(out_dir)     # what a killed run left in .denoiser/tmp
@@ -10,11 +11,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import json
 import os
 import secrets
 import shutil
 from pathlib import Path
 
+from denoiser.files import write_json
 from denoiser.images import ImageError
 from denoiser.safe_fs import make_folders_inside
 
@@ -127,3 +130,18 @@ def shard_reports(out_dir: str | os.PathLike[str]) -> list[Path]:
     """Every run's shard reports under ``.denoiser/runs``, oldest first."""
     found = work_dir(out_dir).glob("runs/*/shard-*.parquet")
     return sorted(found, key=lambda path: (path.stat().st_mtime, str(path)))
+
+
+def read_adaptation(out_dir: str | os.PathLike[str]) -> dict | None:
+    """What ``clean --adapt`` decided for this folder last time (parent, adapted model, the
+    model chosen, the noise it was adapted on), or None."""
+    path = work_dir(out_dir) / "adapted.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) and {"parent", "chosen", "levels"} <= state.keys() else None
+
+
+def write_adaptation(out_dir: str | os.PathLike[str], state: dict) -> None:
+    write_json(ensure_work_dir(out_dir) / "adapted.json", state)

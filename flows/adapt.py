@@ -16,7 +16,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import adapt, checkpoint, folder_sample, registry, restore, stages
+from denoiser import adapt, checkpoint, folder_sample, registry, restore, stages, workdir
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
@@ -97,3 +97,40 @@ def adapt_folder(
     outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device)
     return {**gate(outcome), "files": taken["files"], "images": taken["images"],
             "unreadable": taken["unreadable"]}
+
+
+@task(name="check-adaptation", task_run_name="check-adaptation", **TASK_DEFAULTS)
+@library_logs
+def check_adaptation(in_dir: str, out_dir: str, parent_weights: str, device: str) -> str | None:
+    """Why this folder's model must be adapted (again), or None to reuse the last one: the
+    folder's noise, measured on a sample of 300 images, against what it was adapted on."""
+    found = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
+    taken = folder_sample.sample_folder(in_dir, headroom=restore.model_headroom(found.metadata),
+                                        max_images=300, seed=1)
+    if not taken.inputs:
+        return None  # nothing readable to measure: clean with what there is
+    model = checkpoint.load_model(found)
+    profile = adapt.NoiseProfile.measure(model, taken.inputs)
+    return adapt.readapt_reason(workdir.read_adaptation(out_dir), found.model_id, profile)
+
+
+def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float, models_dir: str,
+                     data_dir: str | None, runs_dir: str, device: str) -> dict:
+    """``clean --adapt``: the model entry the shards use. The folder's adapted model is made
+    (again) when :func:`check_adaptation` says so, and replaces ``parent`` where it passed
+    the gate; the decision is kept in ``OUT_DIR/.denoiser/adapted.json``."""
+    reason = check_adaptation(in_dir, out_dir, parent["weights"], device)
+    if reason is not None:
+        get_run_logger().info("adapting %s to this folder: %s", parent["model_id"], reason)
+        outcome = adapt_folder(in_dir=in_dir, parent=parent["weights"], minutes=minutes,
+                               models_dir=models_dir, data_dir=data_dir, runs_dir=runs_dir, device=device)
+        lineage = checkpoint.resolve_checkpoint(outcome["model_id"], models_dir).metadata["adapted"]
+        workdir.write_adaptation(out_dir, {"parent": parent["model_id"], "model_id": outcome["model_id"],
+                                           "chosen": outcome["chosen"], "why": outcome["why"],
+                                           "levels": lineage["noise_levels"]})
+    state = workdir.read_adaptation(out_dir)
+    if state is None or state["chosen"] == parent["model_id"]:
+        return parent
+    found = checkpoint.resolve_checkpoint(state["chosen"], models_dir)
+    return {**parent, "model_id": found.model_id, "weights": str(found.weights), "reason": "adapted",
+            "why": f"{found.model_id}: adapted from {state['parent']} to this folder", "rerun": True}

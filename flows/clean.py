@@ -33,6 +33,7 @@ from denoiser.files import write_json
 from denoiser.images import Entry
 from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
+from flows.adapt import model_for_folder
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
@@ -146,8 +147,12 @@ def clean_folder(
     runs_dir: str = str(DEFAULT_RUNS_DIR),
     run_id: str | None = None,
     retry_delay_seconds: float = 10,
+    adapt_to_folder: bool = False,
+    adapt_minutes: float = 2.5,
 ) -> dict[str, Any]:
-    """Clean every image under ``in_dir`` into the same place under ``out_dir``."""
+    """Clean every image under ``in_dir`` into the same place under ``out_dir``; with
+    ``adapt_to_folder``, with a model adapted to the folder's noise (made on the first run,
+    made again when the noise drifts, kept only where it passes the gate)."""
     flow_started = time.time()
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
@@ -167,6 +172,9 @@ def clean_folder(
                                     workdir.shard_reports(out_dir), max_bytes=int(max_file_mb * 10**6))
             logger.info("manifest rebuilt from the run reports: %d files recorded as cleaned", kept)
         chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
+        if adapt_to_folder:
+            chosen = model_for_folder(in_dir, out_dir, chosen, minutes=adapt_minutes, models_dir=models_dir,
+                                      data_dir=data_dir, runs_dir=runs_dir, device=device)
         parts = cleaning.shards(entries, shard_size)
         logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["why"])
         if chosen["rerun"] and not overwrite:

@@ -85,8 +85,14 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                          help="the model store")
     command.add_argument("--data-dir", metavar="DIR", default=None,
-                         help="MNIST folder, used only to train the default model when the "
-                              "store is empty (default: $DENOISER_MNIST_DIR, else data/mnist)")
+                         help="MNIST folder, used to train the default model when the store is "
+                              "empty, and by --adapt (default: $DENOISER_MNIST_DIR, else data/mnist)")
+    command.add_argument("--adapt", action="store_true",
+                         help="clean with the model adapted to this folder's noise (denoiser adapt): "
+                              "made on the first run, reused while the noise holds, made again when "
+                              "it drifts; used only if it passes the gate")
+    command.add_argument("--adapt-minutes", type=positive_float, default=2.5, metavar="N",
+                         help="fine-tuning time when --adapt adapts")
 
 
 def _clean_parameters(args: argparse.Namespace) -> dict:
@@ -94,7 +100,8 @@ def _clean_parameters(args: argparse.Namespace) -> dict:
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
                 device=args.device, tones=args.tones, max_file_mb=args.max_file_mb,
                 models_dir=os.path.abspath(args.models_dir),
-                data_dir=args.data_dir and os.path.abspath(args.data_dir))
+                data_dir=args.data_dir and os.path.abspath(args.data_dir),
+                adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes)
 
 
 def clean(args: argparse.Namespace) -> int:
@@ -124,6 +131,10 @@ def clean(args: argparse.Namespace) -> int:
               + f"; model {chosen.describe()}")
         return 0
     os.close(workdir.open_lock_file(args.out_dir))  # a read-only or broken OUT_DIR is one line, here
+    if args.adapt:
+        from denoiser.data import verify_dataset
+
+        verify_dataset(args.data_dir)  # adapting trains on MNIST's digits
 
     from flows.clean import clean_folder
 

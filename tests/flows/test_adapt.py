@@ -42,3 +42,36 @@ def test_the_gate_keeps_the_parent_unless_the_adapted_model_passes():
                "adapted_db": 20.5, "blind_spot": {"parent": 0.05, "adapted": 0.06}}
     assert gate_alone(outcome)["chosen"] == "unet-old"
     assert gate_alone({**outcome, "passed": True})["chosen"] == "unet-new"
+
+
+def write_noisy_digits(folder, sigma, n=30):
+    from tests.helpers import draw_digits
+
+    folder.mkdir(exist_ok=True)
+    clean = draw_digits(n, seed=2)[0].astype(np.float32) / 255
+    noisy = np.clip(clean + sigma * np.random.default_rng(0).standard_normal(clean.shape), 0, 1)
+    for i, image in enumerate(noisy):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+
+
+def test_clean_adapt_adapts_once_reuses_and_adapts_again_on_drift(tmp_path, trained_store, mnist_dir):
+    from denoiser import workdir
+    from flows.clean import clean_folder
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_store, models)
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    write_noisy_digits(scans, 0.3)
+    options = dict(model="unet-tiny", models_dir=str(models), data_dir=str(mnist_dir),
+                   runs_dir=str(tmp_path / "runs"), device="cpu", adapt_to_folder=True, adapt_minutes=0.02)
+    first = clean_folder(in_dir=str(scans), out_dir=str(out), **options)
+    state = workdir.read_adaptation(out)
+    assert state["parent"] == "unet-tiny" and first["model_id"] == state["chosen"]
+    stored = {c.model_id for c in checkpoint.list_checkpoints(models)}
+    clean_folder(in_dir=str(scans), out_dir=str(out), **options)  # same noise: reused, nothing made
+    assert {c.model_id for c in checkpoint.list_checkpoints(models)} == stored
+    assert workdir.read_adaptation(out) == state
+    write_noisy_digits(scans, 0.8)  # the scanner got much worse
+    clean_folder(in_dir=str(scans), out_dir=str(out), **options)
+    again = workdir.read_adaptation(out)
+    assert again["model_id"] != state["model_id"] and np.median(again["levels"]) > np.median(state["levels"])
