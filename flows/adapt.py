@@ -10,6 +10,7 @@ one only if it beats its parent on the gate's images (:data:`denoiser.adapt.GATE
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,8 +130,10 @@ def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float,
                                            "chosen": outcome["chosen"], "why": outcome["why"],
                                            "levels": lineage["noise_levels"]})
     state = workdir.read_adaptation(out_dir)
+    span = (parent["span"][0], time.time())  # choosing and adapting the model is library work
     if state is None or state["chosen"] == parent["model_id"]:
-        return parent
+        return {**parent, "span": span}
     found = checkpoint.resolve_checkpoint(state["chosen"], models_dir)
     return {**parent, "model_id": found.model_id, "weights": str(found.weights), "reason": "adapted",
-            "why": f"{found.model_id}: adapted from {state['parent']} to this folder", "rerun": True}
+            "why": f"{found.model_id}: adapted from {state['parent']} to this folder", "rerun": True,
+            "span": span}

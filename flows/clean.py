@@ -178,8 +178,10 @@ def clean_folder(
         parts = cleaning.shards(entries, shard_size)
         logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["why"])
         if chosen["rerun"] and not overwrite:
+            how = {"named": "named", "adapted": "adapted to this folder"}.get(chosen["reason"],
+                                                                             "promoted for clean")
             logger.info("%s is %s: files another model cleaned, if any, are cleaned again with it",
-                        chosen["model_id"], "named" if chosen["reason"] == "named" else "promoted for clean")
+                        chosen["model_id"], how)
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
                        max_file_mb=max_file_mb)
