@@ -8,15 +8,14 @@ given exactly that noise (each training image draws its level from the folder's 
 levels) and can add the blind-spot loss on the folder's own scans (``blind_spot_weight``).
 
 Measured (README, "Adapting to a folder"): matched noise gains where the parent's training
-noise differs from the folder's; the blind-spot term, at any weight tried, lowered PSNR,
+noise differs from the folder's; the blind-spot term, at the weight tried, lowered PSNR,
 since a network that learns to predict hidden pixels is not the one that cleans with all
-pixels visible. Its held-out loss is still recorded as a diagnostic.
+pixels visible. Its loss on the folder's scans is the gate's second number.
 
 The gate (:attr:`AdaptResult.better`): held-out clean digits with the folder's measured
 noise, cleaned by parent and adapted model, where the adapted one must gain :data:`GATE_DB`;
-and the blind-spot loss on the folder's own scans (which training never sees), where it
-must be lower. In the measurements, the second agreed in sign with the true PSNR change
-on every test folder.
+and the blind-spot loss on the folder's own scans (which training never sees), which must
+fall by :data:`BLIND_SPOT_MARGIN`.
 """
 
 from __future__ import annotations
@@ -50,6 +49,10 @@ log = logging.getLogger(__name__)
 
 CROP = 28  # MNIST's size: what the parent was trained on
 GATE_DB = 0.1  # the adapted model must beat its parent by this much on the gate's images
+#: ... and lower the blind-spot loss on the folder's scans by this share. Measured
+#: (bench.adapt): -1.9% to -3.7% where adapting gained 1.1-1.3 dB, -0.6% on the scan mix
+#: where it lost 1.1 dB. Five folders: thin evidence, so the margin is a floor, not a fit.
+BLIND_SPOT_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,9 @@ class AdaptConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
     blind_spot_weight: float = 0.0  # > 0 adds the blind-spot loss on the folder's scans
-    rehearsal: float = 0.25  # share of each batch drawn with the parent's own training noise
+    # Share of each batch drawn with the parent's own training noise. Off: a quarter cut the
+    # gain at Gaussian 0.3 to +0.09 dB (bench.adapt); the gate guards against forgetting.
+    rehearsal: float = 0.0
     gate_images: int = 500  # MNIST test digits given the folder's noise
     seed: int = 0
 
@@ -103,11 +108,12 @@ class AdaptResult:
     @property
     def better(self) -> bool:
         """Both: the gate's digits (the folder's measured noise) cleaned :data:`GATE_DB` better,
-        and a lower blind-spot loss on the folder's own scans. The second catches noise the
-        measured level does not describe (blur, JPEG, dust): on the scan test set's mix the
-        adapted model scored 0.6 dB worse, and only this number said so."""
+        and a blind-spot loss on the folder's own scans lower by :data:`BLIND_SPOT_MARGIN`.
+        The second catches noise the measured level does not describe (blur, JPEG, dust): on
+        the scan test set's mix the adapted model scored 1.1 dB worse while the gate's
+        digits said +1.5 dB, and only this number said so."""
         return (self.gate["adapted_db"] >= self.gate["parent_db"] + GATE_DB
-                and self.blind_spot["adapted"] < self.blind_spot["parent"])
+                and self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN))
 
 
 def noisy_like(clean: torch.Tensor, levels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:

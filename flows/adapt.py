@@ -63,7 +63,7 @@ def gate(outcome: dict[str, Any]) -> dict[str, Any]:
     loss = outcome["blind_spot"]
     why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
            f"with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's scans "
-           f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall")
+           f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall {adapt.BLIND_SPOT_MARGIN:.0%}")
     if outcome["passed"]:
         logger.info("the adapted model %s cleans this folder: %s", chosen, why)
     else:

@@ -8,7 +8,8 @@
     denoiser run --noise scan                      # the scan model: realistic scan degradations
     denoiser models promote unet-99c5b8201725 --for clean
     denoiser evaluate --scans --limit 1000         # each kind of real scan, with digit identity
-    denoiser clean scans/ cleaned/ [--tones normalize]
+    denoiser clean scans/ cleaned/ [--tones normalize] [--adapt]
+    denoiser adapt scans/                          # fine-tune the clean model to the folder's noise
 
 ``denoiser run`` validates its options, runs the Prefect flow in ``flows/pipeline.py``
 (on the API in $PREFECT_API_URL, else a temporary local one) and prints where the report

@@ -122,3 +122,13 @@ def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, 
     assert outcome["parent"] == "conv-test" and outcome["model_id"].startswith("conv-")
     assert checkpoint.find_checkpoint(tmp_path / "models", outcome["model_id"]) is not None
     assert ANY_IDX.name == "idx"
+
+
+def test_rehearsal_mixes_in_the_parents_own_scan_noise(trained_store):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    _, noisy = noisy_digits(20, 0.4)
+    clean_digits = draw_digits(100, seed=6)[0].astype(np.float32) / 255
+    config = adapt.AdaptConfig(minutes=0.03, batch_size=8, gate_images=16, rehearsal=0.5)
+    result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.25,
+                         config=config, parent_noise="scan")  # scans drawn at up to 4x, shrunk back
+    assert result.steps > 0 and np.isfinite(result.gate["adapted_db"])
