@@ -65,9 +65,11 @@ def test_clean_flow_end_to_end(scans, tmp_path, store):
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     names = sorted(r.name for r in runs)
     assert names == ["clean-shard-0", "clean-shard-1", "clean-shard-2", "resolve-model", "write-report"]
-    by_type = {a.type: a for a in artifacts}
-    assert "data:image/png;base64," in by_type["markdown"].data
-    assert "(ok files)" in str(by_type["table"].data)
+    by_key = {a.key: a for a in artifacts}
+    assert "data:image/png;base64," in by_key["clean-report"].data
+    assert "estimated PSNR" in by_key["clean-report"].data  # the quality distributions
+    assert "(ok files)" in str(by_key["clean-summary"].data)
+    assert "reason" in str(by_key["clean-ood"].data)  # the flagged files, or "(none)"
 
     again = clean_folder(**params(scans, tmp_path / "out", store))
     assert (again["ok"], again["skipped"], again["error"]) == (0, 12, 1)
