@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser import checkpoint, registry, restore, scanset, tones
-from denoiser.adapt import AdaptConfig, adapt
+from denoiser.adapt import AdaptConfig, adapt, centre_crops
 from denoiser.arrays import to_float
 from denoiser.data import load_dataset
 from denoiser.metrics import psnr
@@ -92,14 +92,6 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
     return float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
 
 
-def _fit(image: np.ndarray, size: int = 28) -> np.ndarray:
-    """``image`` cut or padded (with paper) to size x size."""
-    out = np.zeros((size, size), dtype=np.float32)
-    piece = image[:size, :size]
-    out[: piece.shape[0], : piece.shape[1]] = piece
-    return out
-
-
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
                seed: int) -> torch.nn.Module:
     """The reference: the parent fine-tuned for ``minutes`` on clean/noisy pairs of the exact
@@ -117,10 +109,9 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
                                     torch.tensor(info.ink))[0].numpy()
             if info.resized:
                 target = restore._resize(target, mapped.shape)
-            inputs.append(_fit(mapped))
-            targets.append(_fit(target))
-        x = torch.from_numpy(np.stack(inputs))[:, None]
-        loss = F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(np.stack(targets))[:, None])
+            inputs.append(mapped)
+            targets.append(target)
+        loss = F.binary_cross_entropy_with_logits(model(centre_crops(inputs)), centre_crops(targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

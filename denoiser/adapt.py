@@ -5,12 +5,12 @@ the model as the cleaner shows it (:func:`denoiser.restore.prepare`), the level 
 Gaussian noise on its paper (:func:`denoiser.blindspot.clipped_noise_level`, measured
 against the parent's output). :func:`adapt` fine-tunes a copy of the parent on clean digits
 given exactly that noise (each training image draws its level from the folder's measured
-levels) and can add the blind-spot loss on the folder's own scans (``blind_spot_weight``).
+levels).
 
 Measured (README, "Adapting to a folder"): matched noise gains where the parent's training
-noise differs from the folder's; the blind-spot term, at the weight tried, lowered PSNR,
-since a network that learns to predict hidden pixels is not the one that cleans with all
-pixels visible. Its loss on the folder's scans is the gate's second number.
+noise differs from the folder's; training on the blind-spot loss (alone, or added to this
+one) lowered PSNR, since a network that learns to predict hidden pixels is not the one that
+cleans with all pixels visible. Its loss on the folder's scans is the gate's second number.
 
 The gate (:attr:`AdaptResult.better`): held-out clean digits with the folder's measured
 noise, cleaned by parent and adapted model, where the adapted one must gain :data:`GATE_DB`;
@@ -60,7 +60,6 @@ class AdaptConfig:
     minutes: float = 2.5  # fine-tuning time; sampling and the gate come on top
     batch_size: int = 64
     learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
-    blind_spot_weight: float = 0.0  # > 0 adds the blind-spot loss on the folder's scans
     # Share of each batch drawn with the parent's own training noise. Off: a quarter cut the
     # gain at Gaussian 0.3 to +0.09 dB (bench.adapt); the gate guards against forgetting.
     rehearsal: float = 0.0
@@ -136,7 +135,7 @@ def _blind_spot(model: torch.nn.Module, scans: torch.Tensor, sigma: torch.Tensor
         return float(blind_spot_loss(model, scans, sigma, rng=torch.Generator().manual_seed(1)))
 
 
-def _crops(inputs: list[np.ndarray]) -> torch.Tensor:
+def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:
     """The centre CROP x CROP of each model input (padded with paper where smaller)."""
     out = np.zeros((len(inputs), 1, CROP, CROP), dtype=np.float32)
     for i, image in enumerate(inputs):
@@ -170,7 +169,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     gate_clean = torch.from_numpy(np.asarray(gate_digits, dtype=np.float32))[:, None] / headroom
     rng = torch.Generator().manual_seed(config.seed)
     gate_noisy = noisy_like(gate_clean, levels, torch.Generator().manual_seed(config.seed + 1))
-    scans = _crops(inputs).to(device)
+    scans = centre_crops(inputs).to(device)
     scan_sigma = levels.view(-1, 1, 1, 1).to(device)
 
     model = copy.deepcopy(parent).train()
@@ -188,10 +187,6 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                                         for x in (old_noisy, old_clean))
             noisy, clean = torch.cat([noisy, old_noisy]), torch.cat([clean, old_clean])
         loss = F.binary_cross_entropy_with_logits(model(noisy.to(device)), clean.to(device))
-        if config.blind_spot_weight > 0:
-            pick = torch.randint(0, len(scans), (config.batch_size,), generator=rng)
-            extra = blind_spot_loss(model, scans[pick], scan_sigma[pick], rng=rng)
-            loss = loss + config.blind_spot_weight * extra
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

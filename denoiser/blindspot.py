@@ -48,14 +48,23 @@ def mask_batch(images: torch.Tensor, *, rng: torch.Generator, fraction: float = 
     return torch.where(hidden, replacement, images), chosen
 
 
-def expected_clipped(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-    """``E[clip(x + sigma z, 0, 1)]`` for standard normal ``z``: what a noisy pixel of clean
-    value ``x`` averages. Equals ``x`` as ``sigma`` goes to 0; differentiable in ``x``."""
+def clipped_moments(x: torch.Tensor, sigma: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``clip(x + sigma z, 0, 1)`` for standard normal ``z``: what a
+    noisy pixel of clean value ``x`` averages, and how far it strays. Differentiable in ``x``."""
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).clamp_min(1e-4)
     a, b = -x / sigma, (1 - x) / sigma
     cdf_a, cdf_b = (0.5 * (1 + torch.erf(t / math.sqrt(2))) for t in (a, b))
     pdf_a, pdf_b = (torch.exp(-t * t / 2) / math.sqrt(2 * math.pi) for t in (a, b))
-    return (1 - cdf_b) + x * (cdf_b - cdf_a) + sigma * (pdf_a - pdf_b)
+    inside = cdf_b - cdf_a
+    mean = (1 - cdf_b) + x * inside + sigma * (pdf_a - pdf_b)
+    second = ((1 - cdf_b) + x * x * inside + 2 * x * sigma * (pdf_a - pdf_b)
+              + sigma * sigma * (inside + a * pdf_a - b * pdf_b))
+    return mean, (second - mean * mean).clamp_min(0)
+
+
+def expected_clipped(x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``E[clip(x + sigma z, 0, 1)]``; equals ``x`` as ``sigma`` goes to 0."""
+    return clipped_moments(x, sigma)[0]
 
 
 def blind_spot_loss(model: torch.nn.Module, noisy: torch.Tensor, sigma: torch.Tensor, *,

@@ -43,8 +43,9 @@ def _centre(image: np.ndarray) -> np.ndarray:
 
 
 def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images: int = 5000, seed: int = 0,
-                  max_file_mb: float = MAX_FILE_MB) -> FolderSample:
-    """Up to ``max_images`` images of ``in_dir`` (a seeded random choice), read and prepared."""
+                  max_file_mb: float = MAX_FILE_MB, digest: bool = True) -> FolderSample:
+    """Up to ``max_images`` images of ``in_dir`` (a seeded random choice), read and prepared.
+    The digest reads every file; ``digest=False`` reads only the sample (digest "")."""
     entries = [e for e in scan_folder(in_dir) if not e.skip]
     if not entries:
         raise ValueError(f"{in_dir} holds no image files to adapt on")
@@ -53,6 +54,8 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
     folder_hash = hashlib.sha256()
     inputs, paths, unreadable = [], [], 0
     for index, entry in enumerate(entries):
+        if index not in chosen and not digest:
+            continue
         try:
             content, digest = fetch(entry, in_dir, max_bytes)
         except (OSError, ValueError):
@@ -70,7 +73,7 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
         inputs.append(_centre(mapped))
         paths.append(entry.rel)
     return FolderSample(os.path.abspath(in_dir), inputs, paths, len(entries), unreadable,
-                        folder_hash.hexdigest())
+                        folder_hash.hexdigest() if digest else "")
 
 
 def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:

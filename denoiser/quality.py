@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser.blindspot import clipped_noise_level, expected_clipped
+from denoiser.blindspot import clipped_moments, clipped_noise_level
 
 MAX_DB = 40.0  # the estimate is capped here: beyond it noise hides any error
 BAND_NOISE = 1 / 9 - 1 / 121  # share of white noise's energy the band-pass keeps
@@ -54,19 +54,6 @@ def renoised(mapped: np.ndarray, output: np.ndarray, seed: int = 0) -> tuple[flo
     return sigma, np.clip(output + sigma * noise, 0, 1).astype(np.float32)
 
 
-def _clipped_moments(x: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean, variance and the slope d mean / d x of ``clip(x + sigma z, 0, 1)``."""
-    s = max(sigma, 1e-4)
-    a, b = -x / s, (1 - x) / s
-    cdf_a, cdf_b = (0.5 * (1 + torch.erf(t / math.sqrt(2))) for t in (a, b))
-    pdf_a, pdf_b = (torch.exp(-t * t / 2) / math.sqrt(2 * math.pi) for t in (a, b))
-    inside = cdf_b - cdf_a
-    mean = expected_clipped(x, s)
-    second = ((1 - cdf_b) + x * x * inside + 2 * x * s * (pdf_a - pdf_b)
-              + s * s * (inside + a * pdf_a - b * pdf_b))
-    return mean, (second - mean * mean).clamp_min(0), inside
-
-
 def _band(image: np.ndarray) -> np.ndarray:
     x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
 
@@ -81,7 +68,7 @@ def estimated_mse(mapped: np.ndarray, output: np.ndarray, recheck: np.ndarray, s
     """Estimated mean squared error of ``output`` in the model's look (``recheck``: the model's
     output for :func:`renoised`'s input)."""
     model_error = float(np.mean((recheck - output) ** 2))
-    mean, variance, _ = _clipped_moments(torch.from_numpy(np.asarray(output, np.float32)), sigma)
+    mean, variance = clipped_moments(torch.from_numpy(np.asarray(output, np.float32)), sigma)
     residual = mapped - mean.numpy()
     noise_part = float(variance.mean()) * BAND_NOISE
     lost = float(np.mean(_band(residual) ** 2)) - noise_part * (1 + BAND_SLACK)

@@ -17,8 +17,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import adapt, checkpoint, folder_sample, registry, restore, stages, workdir
+from denoiser import adapt, checkpoint, cleaning, folder_sample, registry, restore, stages, workdir
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
+from denoiser.device import resolve_device
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
@@ -107,11 +108,12 @@ def check_adaptation(in_dir: str, out_dir: str, parent_weights: str, device: str
     folder's noise, measured on a sample of 300 images, against what it was adapted on."""
     found = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
     taken = folder_sample.sample_folder(in_dir, headroom=restore.model_headroom(found.metadata),
-                                        max_images=300, seed=1)
+                                        max_images=300, seed=1, digest=False)  # every run: read little
     if not taken.inputs:
         return None  # nothing readable to measure: clean with what there is
-    model = checkpoint.load_model(found)
-    profile = adapt.NoiseProfile.measure(model, taken.inputs)
+    torch_device = resolve_device(device)
+    model = cleaning.cached_model(found, torch_device)  # loaded once per process, as the shards use it
+    profile = adapt.NoiseProfile.measure(model, taken.inputs, torch_device)
     return adapt.readapt_reason(workdir.read_adaptation(out_dir), found.model_id, profile)
 
 

@@ -77,6 +77,8 @@ def test_the_folder_sample_counts_bad_files_and_names_the_contents(tmp_path):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "scans" / "000.png")
     assert folder_sample.sample_folder(tmp_path / "scans", headroom=1.25).digest != taken.digest
     assert len(folder_sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=5).inputs) <= 5
+    quick = folder_sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=5, digest=False)
+    assert quick.digest == "" and len(quick.inputs) == 5  # only the sample is read
 
 
 def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(tmp_path, trained_store):
