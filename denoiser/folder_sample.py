@@ -57,10 +57,10 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
         if index not in chosen and not digest:
             continue
         try:
-            content, digest = fetch(entry, in_dir, max_bytes)
+            content, file_hash = fetch(entry, in_dir, max_bytes)
         except (OSError, ValueError):
-            digest, content = "unreadable", None
-        folder_hash.update(f"{entry.rel}\0{digest}\n".encode("utf-8", "surrogateescape"))
+            file_hash, content = "unreadable", None
+        folder_hash.update(f"{entry.rel}\0{file_hash}\n".encode("utf-8", "surrogateescape"))
         if index not in chosen:
             continue
         try:
