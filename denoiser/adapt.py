@@ -39,6 +39,7 @@ from denoiser.blindspot import blind_spot_loss, clipped_noise_level
 from denoiser.checkpoint import Checkpoint, load_model, save_checkpoint
 from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
+from denoiser.precision import FP32, Precision, autocast, resolve_precision
 from denoiser.folder_sample import load_sample
 from denoiser.infer import denoise_images
 from denoiser.noise import training_pair
@@ -149,11 +150,12 @@ def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:
 def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.ndarray,
           gate_digits: np.ndarray, *, headroom: float, parent_noise: str | None = None,
           config: AdaptConfig = AdaptConfig(), device: torch.device | str = "cpu",
-          on_progress: Callable[[float], None] | None = None) -> AdaptResult:
+          precision: Precision = FP32, on_progress: Callable[[float], None] | None = None) -> AdaptResult:
     """Fine-tune a copy of ``parent`` to the noise of ``inputs`` (a folder's scans in the
     model's look, float (H, W)); ``clean_digits`` (N, 28, 28) in [0, 1] carry that noise in
     training, ``gate_digits`` (others) in the gate. A ``rehearsal`` share of each batch
-    carries ``parent_noise`` (the parent's training noise), so it keeps what it knew."""
+    carries ``parent_noise`` (the parent's training noise), so it keeps what it knew. The
+    fine-tuning steps run in ``precision`` (more steps fit the time in bf16); the gate in float32."""
     if len(inputs) < 10:
         raise ValueError(f"adapting needs at least 10 readable images, got {len(inputs)}")
     started, device = time.perf_counter(), torch.device(device)
@@ -186,7 +188,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                 old_noisy, old_clean = (F.interpolate(x, size=clean.shape[-2:], mode="area")
                                         for x in (old_noisy, old_clean))
             noisy, clean = torch.cat([noisy, old_noisy]), torch.cat([clean, old_clean])
-        loss = F.binary_cross_entropy_with_logits(model(noisy.to(device)), clean.to(device))
+        with autocast(device, precision):
+            logits = model(noisy.to(device))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), clean.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,7 +216,8 @@ def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig) -> str:
 
 
 def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result: AdaptResult, *,
-                 folder: str, folder_digest: str, images: int, config: AdaptConfig) -> Checkpoint:
+                 folder: str, folder_digest: str, images: int, config: AdaptConfig,
+                 precision: Precision = FP32) -> Checkpoint:
     """Store the adapted model beside its parent; its metadata records the lineage."""
     inherited = ("architecture", "config", "recipe_version", "noise", "tone_headroom", "data_sha256")
     keep = {k: parent.metadata[k] for k in inherited if k in parent.metadata}
@@ -220,29 +225,31 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "images": images, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
                "config": config.to_dict(), "noise_profile": result.profile.summary(),
                "noise_levels": list(result.profile.levels), "gate": result.gate,
-               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot}
+               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot, **precision.to_dict()}
     model_id = adapted_id(parent.model_id, folder_digest, config)
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
 
 
 def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                  models_dir: str | os.PathLike[str], data_dir: str | None = None, dataset: str = "mnist",
-                 config: AdaptConfig = AdaptConfig(), device: str = "auto",
+                 config: AdaptConfig = AdaptConfig(), device: str = "auto", precision: str = "auto",
                  on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The adapt stage: a saved folder sample (:func:`denoiser.folder_sample.save_sample`)
     and the parent in the store -> the adapted model in the store, and the gate's numbers."""
     sample = load_sample(sample_path)
     mnist = load_dataset(data_dir, dataset=DATASETS[dataset])
     torch_device = resolve_device(device)
+    chosen = resolve_precision(precision, torch_device)
+    log.info("fine-tuning in %s (%s)", chosen.name, chosen.reason)
     gate_digits = to_float(mnist.test_images[: config.gate_images])
     result = adapt(load_model(parent, device=torch_device), sample.inputs, to_float(mnist.train_images),
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
-                   device=torch_device, on_progress=on_progress)
+                   device=torch_device, precision=chosen, on_progress=on_progress)
     saved = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
-                         images=len(sample.inputs), config=config)
+                         images=len(sample.inputs), config=config, precision=chosen)
     return {"model_id": saved.model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
-            "blind_spot": result.blind_spot,
+            "blind_spot": result.blind_spot, **chosen.to_dict(),
             "noise": result.profile.summary(), "steps": result.steps, "seconds": round(result.seconds, 1)}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "mps")  # denoiser.device
+PRECISIONS = ("auto", "fp32", "bf16")  # denoiser.precision
 TONES = ("keep", "normalize")  # denoiser.restore: keep each scan's paper and ink, or normalize
 USES = ("clean", "run")  # denoiser.registry: the commands a model can be promoted for
 DEFAULT_MODELS_DIR = Path("data") / "models"  # denoiser.checkpoint: the model store

@@ -32,6 +32,7 @@ from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.choices import TONES
 from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
+from denoiser.precision import resolve_precision
 from denoiser.file_steps import Check, FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder
 from denoiser.infer import denoise_images
@@ -60,6 +61,7 @@ class CleanOptions:
     overlap: int = 32
     overwrite: bool = False
     device: str = "auto"
+    precision: str = "auto"  # denoiser.precision: auto, fp32 or bf16
     workers: int = 2  # threads reading and writing beside the model
     tones: str = "keep"  # keep the scan's paper and ink, or "normalize" to full contrast
     rerun_other_models: bool = True  # clean again files that another model cleaned
@@ -150,6 +152,7 @@ def clean_shard(
                       tones=options.tones, reason=model_reason,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget)
     device = resolve_device(options.device)
+    precision = resolve_precision(options.precision, device)
     ahead = max(options.batch_size or 0, 256)  # files submitted for reading ahead of the model
     todo = deque(entries)
     rows: list[dict[str, Any]] = []
@@ -184,11 +187,13 @@ def clean_shard(
                     model = cached_model(checkpoint, device)
                     started = time.perf_counter()
                     outputs = denoise_images(model, [p.mapped for p in batch], batch_size=options.batch_size,
-                                             device=device, tile=options.tile, overlap=options.overlap)
+                                             device=device, tile=options.tile, overlap=options.overlap,
+                                             precision=precision)
                     # The quality estimate's check pass: each output with fresh noise, cleaned again.
                     checks = [quality.renoised(p.mapped, out) for p, out in zip(batch, outputs, strict=True)]
                     rechecks = denoise_images(model, [c[1] for c in checks], batch_size=options.batch_size,
-                                              device=device, tile=options.tile, overlap=options.overlap)
+                                              device=device, tile=options.tile, overlap=options.overlap,
+                                              precision=precision)
                     share = (time.perf_counter() - started) / len(batch)
                     clock.model += share * len(batch)
                     writing.update(writers.submit(steps.write, item, out, share, Check(check[0], recheck))

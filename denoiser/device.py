@@ -1,8 +1,6 @@
-"""Device choice and mixed precision, in one place."""
+"""Device choice (the precision is :mod:`denoiser.precision`'s)."""
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 
@@ -24,23 +22,3 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("--device mps was asked for but MPS is not available here")
     return torch.device(name)
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The autocast dtype on CUDA (bf16 where supported, else fp16); None elsewhere."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
-    """Mixed-precision autocast on CUDA; a no-op elsewhere (CPU stays in float32)."""
-    dtype = amp_dtype(device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
-def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
-    """A loss scaler, enabled only for fp16 autocast (bf16 and float32 need none)."""
-    return torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)

@@ -31,6 +31,7 @@ from denoiser.arrays import to_float
 from denoiser.choices import DEFAULT_MODELS_DIR
 from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
+from denoiser.precision import resolve_precision
 from denoiser.files import load_array, read_json, save_array, write_json
 from denoiser.metrics import mse, psnr, ssim
 from denoiser.model import count_parameters
@@ -135,16 +136,17 @@ def score_noisy(out_dir: str | os.PathLike[str], prepared: dict) -> str:
 
 def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
                 models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
-                device: str = "auto", batch_size: int | None = None) -> str:
+                device: str = "auto", batch_size: int | None = None, precision: str = "auto") -> str:
     """A trained model (id in the store or a .pt path) on every noise."""
     found = checkpoint.resolve_checkpoint(model, models_dir)
     torch_device = resolve_device(device)
+    chosen = resolve_precision(precision, torch_device)
     net = checkpoint.load_model(found, device=torch_device)
     classifier = _classifier(prepared)
     frames, meta = [], []
     for spec in prepared["noises"]:
         noisy = load_array(prepared["noisy"][spec])
-        run = dict(as_scans=prepared["scans"], device=torch_device, batch_size=batch_size)
+        run = dict(as_scans=prepared["scans"], device=torch_device, batch_size=batch_size, precision=chosen)
         restore.apply_model(found.metadata, net, noisy[:64], **run)  # warm-up
         started = time.perf_counter()
         output = restore.apply_model(found.metadata, net, noisy, **run)
@@ -154,7 +156,7 @@ def score_model(out_dir: str | os.PathLike[str], prepared: dict, model: str, *,
         meta.append({"method": found.model_id, "kind": "model", "noise": spec, "images_per_s": rate,
                      "params": {"weights": count_parameters(net), "architecture": recipe.get("model"),
                                 "trained_on": recipe.get("noise"), "epochs": recipe.get("epochs"),
-                                "device": str(torch_device)}})
+                                "device": str(torch_device), "precision": chosen.name}})
     return _write_part(Path(out_dir), found.model_id, frames, meta)
 
 
@@ -249,12 +251,13 @@ def evaluate(out_dir: str | os.PathLike[str], *, models: list[str], baseline_nam
              noises: list[str], scans: bool = False, data_dir: str | None = None, dataset: str = "mnist",
              limit: int | None = None, tune_images: int = 300, seed: int = 0,
              models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
-             device: str = "auto") -> dict[str, Any]:
+             device: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """Every stage in order, without Prefect (``flows/evaluate.py`` adds a task per method)."""
     prepared = prepare(out_dir, data_dir=data_dir, dataset=dataset, noises=noises, scans=scans,
                        limit=limit, tune_images=tune_images, seed=seed)
     parts = [score_noisy(out_dir, prepared)]
-    parts += [score_model(out_dir, prepared, m, models_dir=models_dir, device=device) for m in models]
+    parts += [score_model(out_dir, prepared, m, models_dir=models_dir, device=device, precision=precision)
+              for m in models]
     parts += [score_baseline(out_dir, prepared, name) for name in baseline_names]
     return summarize(out_dir, parts)
 
@@ -288,7 +291,8 @@ def use_score(out_dir: str | os.PathLike[str], model: str, use: str, *, data_dir
         prepared = (read_json(work / "prepared.json") if (work / "prepared.json").is_file() else
                     prepare(work, data_dir=data_dir, dataset=dataset, scans=use == "clean", limit=limit,
                             seed=seed, tune_images=1))
-        rows = pd.read_parquet(score_model(work, prepared, model, models_dir=models_dir, device=device))
+        rows = pd.read_parquet(score_model(work, prepared, model, models_dir=models_dir, device=device,
+                                           precision="fp32"))  # comparable on every machine
         scores = read_json(cache) if cache.is_file() else {}
         scores[key] = float(rows.groupby("noise")["psnr"].mean().mean())
         write_json(cache, scores)

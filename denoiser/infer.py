@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from denoiser.arrays import from_model_output, to_model_input
+from denoiser.precision import FP32, Precision, autocast
 
 # A batch of large images is cut to at most this many pixels, so memory for the
 # activations (64 channels of float32: ~256 MB) stays bounded whatever the image size.
@@ -28,11 +29,13 @@ def denoise(
     *,
     batch_size: int | None = None,
     device: torch.device | str = "cpu",
+    precision: Precision = FP32,
 ) -> np.ndarray:
     """Denoised float32 ``(N, H, W)`` images in [0, 1] from uint8 or float ``(N, H, W)`` input.
 
-    Runs in float32 under ``torch.inference_mode``, one batch at a time, so the output does
-    not depend on ``batch_size`` (default: :func:`default_batch_size`).
+    Runs under ``torch.inference_mode`` in ``precision`` (float32, or bf16 autocast), one batch
+    at a time, so the output does not depend on ``batch_size`` (default:
+    :func:`default_batch_size`).
     """
     batch_size = batch_size or default_batch_size(device)
     if batch_size < 1:
@@ -42,7 +45,7 @@ def denoise(
     out = np.empty(images.shape, dtype=np.float32)
     for start in range(0, len(images), batch_size):
         out[start : start + batch_size] = _run(model, to_model_input(images[start : start + batch_size]),
-                                               device)
+                                               device, precision)
     return out
 
 
@@ -68,12 +71,14 @@ def _pad_to_multiple(image: np.ndarray, multiple: int = 4) -> np.ndarray:
     return np.pad(image, ((0, pad_h), (0, pad_w)), mode=mode)
 
 
-def _run(model: torch.nn.Module, batch: np.ndarray | torch.Tensor, device: torch.device) -> np.ndarray:
-    """sigmoid(model(x)) for a float (N, H, W) array or an (N, 1, H, W) tensor."""
+def _run(model: torch.nn.Module, batch: np.ndarray | torch.Tensor, device: torch.device,
+         precision: Precision = FP32) -> np.ndarray:
+    """sigmoid(model(x)) in float32 for a float (N, H, W) array or an (N, 1, H, W) tensor."""
     if isinstance(batch, np.ndarray):
         batch = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).unsqueeze(1)
-    with torch.inference_mode():
-        return from_model_output(torch.sigmoid(model(batch.to(device))))
+    with torch.inference_mode(), autocast(device, precision):
+        logits = model(batch.to(device))
+    return from_model_output(torch.sigmoid(logits.float()))
 
 
 def denoise_images(
@@ -84,6 +89,7 @@ def denoise_images(
     device: torch.device | str = "cpu",
     tile: int = 256,
     overlap: int = 32,
+    precision: Precision = FP32,
 ) -> list[np.ndarray]:
     """Denoise float (H, W) images in [0, 1] of any sizes with a fully convolutional model.
 
@@ -107,19 +113,19 @@ def denoise_images(
         if image.shape[0] <= tile and image.shape[1] <= tile:
             by_shape.setdefault(image.shape, []).append(i)
         else:
-            out[i] = _denoise_tiled(model, image, device, tile, overlap)
+            out[i] = _denoise_tiled(model, image, device, tile, overlap, precision)
     for (h, w), indices in by_shape.items():
         per_batch = max(1, min(batch_size, MAX_BATCH_PIXELS // ((h + -h % 4) * (w + -w % 4))))
         for start in range(0, len(indices), per_batch):
             chunk = indices[start : start + per_batch]
             batch = np.stack([_pad_to_multiple(images[i]) for i in chunk])
-            for i, result in zip(chunk, _run(model, batch, device), strict=True):
+            for i, result in zip(chunk, _run(model, batch, device, precision), strict=True):
                 out[i] = result[:h, :w]
     return out  # type: ignore[return-value]
 
 
 def _denoise_tiled(model: torch.nn.Module, image: np.ndarray, device: torch.device,
-                   tile: int, overlap: int) -> np.ndarray:
+                   tile: int, overlap: int, precision: Precision) -> np.ndarray:
     h, w = image.shape
     step = tile - 2 * overlap
     result = np.empty((h, w), dtype=np.float32)
@@ -128,7 +134,7 @@ def _denoise_tiled(model: torch.nn.Module, image: np.ndarray, device: torch.devi
             y0, x0 = max(0, y - overlap), max(0, x - overlap)
             y1, x1 = min(h, y + step + overlap), min(w, x + step + overlap)
             window = image[y0:y1, x0:x1]
-            done = _run(model, _pad_to_multiple(window)[None], device)[0]
+            done = _run(model, _pad_to_multiple(window)[None], device, precision)[0]
             core_h, core_w = min(step, h - y), min(step, w - x)
             result[y : y + core_h, x : x + core_w] = done[y - y0 : y - y0 + core_h, x - x0 : x - x0 + core_w]
     return result

@@ -29,6 +29,7 @@ from denoiser import strokes, tones
 from denoiser.choices import TONES
 from denoiser.infer import denoise, denoise_images
 from denoiser.noise import SHRINK_ABOVE
+from denoiser.precision import FP32, Precision
 
 #: Scans whose strokes are this many times MNIST's width or more are shrunk to it (the
 #: scan recipe trains on the same rule).
@@ -65,15 +66,16 @@ def tone_mapped(metadata: dict) -> bool:
 
 
 def apply_model(metadata: dict, model: torch.nn.Module, images: np.ndarray, *, as_scans: bool,
-                device: torch.device | str = "cpu", batch_size: int | None = None) -> np.ndarray:
+                device: torch.device | str = "cpu", batch_size: int | None = None,
+                precision: Precision = FP32) -> np.ndarray:
     """A stored model's outputs for (N, H, W) images: through the tone and scale handling
     of :func:`restore` for scans and for models trained on tone-mapped input, else straight
     through the network (the MNIST-only models on MNIST, as they were trained)."""
     if as_scans or tone_mapped(metadata):
         outputs, _ = restore(model, list(images), headroom=model_headroom(metadata),
-                             batch_size=batch_size, device=device)
+                             batch_size=batch_size, device=device, precision=precision)
         return np.stack(outputs)
-    return denoise(model, images, batch_size=batch_size, device=device)
+    return denoise(model, images, batch_size=batch_size, device=device, precision=precision)
 
 
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -115,14 +117,14 @@ def finish(output: np.ndarray, info: ScanInfo, shape: tuple[int, int], *, tone: 
 
 def restore(model: torch.nn.Module, images: list[np.ndarray], *, tone: str = "keep",
             headroom: float = tones.HEADROOM, rescale: bool = True, batch_size: int | None = None,
-            device: torch.device | str = "cpu", tile: int = 256,
-            overlap: int = 32) -> tuple[list[np.ndarray], list[ScanInfo]]:
+            device: torch.device | str = "cpu", tile: int = 256, overlap: int = 32,
+            precision: Precision = FP32) -> tuple[list[np.ndarray], list[ScanInfo]]:
     """Clean float (H, W) scans in [0, 1] of any sizes; the outputs and what was measured."""
     if tone not in TONES:
         raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
     prepared = [prepare(image, headroom=headroom, rescale=rescale) for image in images]
     outputs = denoise_images(model, [p[0] for p in prepared], batch_size=batch_size, device=device,
-                             tile=tile, overlap=overlap)
+                             tile=tile, overlap=overlap, precision=precision)
     cleaned = [finish(out, info, image.shape, tone=tone)
                for out, (_, info), image in zip(outputs, prepared, images, strict=True)]
     return cleaned, [info for _, info in prepared]

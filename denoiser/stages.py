@@ -29,6 +29,7 @@ from typing import Any
 from denoiser import checkpoint, data, report, restore, tones
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
+from denoiser.precision import resolve_precision
 from denoiser.files import load_array, read_json, save_array, write_json
 from denoiser.noise import synthesize
 from denoiser.noise_spec import NoiseSpec
@@ -111,6 +112,7 @@ def train_or_load(
     config: TrainConfig,
     models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     device: str = "auto",
+    precision: str = "auto",
     retrain: bool = False,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
@@ -121,7 +123,8 @@ def train_or_load(
     found = None if retrain else checkpoint.find_checkpoint(models_dir, model_id)
     if found is not None:
         log.info("loaded model %s from %s (recipe already trained)", model_id, found.weights)
-        result = {"model_id": model_id, "weights": str(found.weights), "trained": False}
+        result = {"model_id": model_id, "weights": str(found.weights), "trained": False,
+                  "precision": found.metadata.get("precision", "fp32")}  # trained in
         return _record(run_dir, "train_or_load", result, started)
 
     torch_device = resolve_device(device)
@@ -129,6 +132,7 @@ def train_or_load(
         load_array(train_images),
         config,
         device=torch_device,
+        precision=resolve_precision(precision, torch_device),
         on_epoch_end=on_epoch_end,
         on_progress=on_progress,
     )
@@ -148,6 +152,7 @@ def train_or_load(
             "val_size": outcome.val_size,
             "epochs": config.epochs,
             "device": str(torch_device),
+            **outcome.precision.to_dict(),
             "train_seconds": round(outcome.seconds, 3),
             "final": {
                 "train_loss": last.train_loss,
@@ -159,12 +164,13 @@ def train_or_load(
     )
     log.info("trained model %s in %.1f s, saved to %s", model_id, outcome.seconds, saved.weights)
     result = {"model_id": model_id, "weights": str(saved.weights), "trained": True,
-              "val_psnr": last.val_psnr}
+              "val_psnr": last.val_psnr, **outcome.precision.to_dict()}
     return _record(run_dir, "train_or_load", result, started)
 
 
 def train_clean_default(models_dir: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str],
-                        data_dir: str | None = None, device: str = "auto") -> checkpoint.Checkpoint:
+                        data_dir: str | None = None, device: str = "auto",
+                        precision: str = "auto") -> checkpoint.Checkpoint:
     """Train the scan recipe's model, the one ``clean`` uses when none is named or promoted
     (:data:`denoiser.registry.CLEAN_RECIPE`), on MNIST: the ingest and train stages in a
     run folder of its own."""
@@ -172,7 +178,7 @@ def train_clean_default(models_dir: str | os.PathLike[str], *, runs_dir: str | o
     ingested = ingest(run_dir, data_dir=data_dir)
     trained = train_or_load(run_dir, train_images=ingested["train_images"],
                             train_sha256=ingested["train_sha256"], config=CLEAN_RECIPE,
-                            models_dir=models_dir, device=device)
+                            models_dir=models_dir, device=device, precision=precision)
     return checkpoint.resolve_checkpoint(trained["model_id"], models_dir)
 
 
@@ -184,6 +190,7 @@ def denoise(
     models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     batch_size: int | None = None,
     device: str = "auto",
+    precision: str = "auto",
 ) -> StageResult:
     """Write ``denoised_test.npy``: the noisy test images through the stored model."""
     started, run_dir = time.perf_counter(), Path(run_dir)
@@ -191,15 +198,18 @@ def denoise(
     if found is None:
         raise FileNotFoundError(f"model {model_id} is not in {models_dir}")
     torch_device = resolve_device(device)
+    chosen = resolve_precision(precision, torch_device)
+    log.info("denoising in %s (%s)", chosen.name, chosen.reason)
     model = checkpoint.load_model(found, device=torch_device)
     images = load_array(noisy)
     t0 = time.perf_counter()
     denoised = restore.apply_model(found.metadata, model, images, as_scans=False,
-                                   batch_size=batch_size, device=torch_device)
+                                   batch_size=batch_size, device=torch_device, precision=chosen)
     seconds = time.perf_counter() - t0
     result = {
         "denoised": str(save_array(run_dir / "denoised_test.npy", denoised)),
         "images_per_second": round(len(images) / max(seconds, 1e-9), 1),
+        **chosen.to_dict(),
     }
     return _record(run_dir, "denoise", result, started)
 
@@ -245,6 +255,8 @@ def write_report(
         noise_seed=noise_seed,
         seconds_per_stage=stage_seconds,
         denoise_images_per_second=_read_stage(run_dir, "denoise").get("images_per_second"),
+        denoise_precision=_read_stage(run_dir, "denoise").get("precision"),
+        train_precision=_read_stage(run_dir, "train_or_load").get("precision"),
     )
     summary_path = report.write_summary(summary, run_dir / "summary.json")
     result = {"report": str(parquet), "summary": str(summary_path), "preview": str(preview),
@@ -275,6 +287,7 @@ def run_pipeline(
     test_limit: int | None = None,
     batch_size: int | None = None,
     device: str = "auto",
+    precision: str = "auto",
     models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
     retrain: bool = False,
 ) -> StageResult:
@@ -287,9 +300,9 @@ def run_pipeline(
                               noise=config.noise, seed=config.seed)
     model = train_or_load(run_dir, train_images=ingested["train_images"],
                           train_sha256=ingested["train_sha256"], config=config,
-                          models_dir=models_dir, device=device, retrain=retrain)
+                          models_dir=models_dir, device=device, precision=precision, retrain=retrain)
     cleaned = denoise(run_dir, noisy=noised["noisy"], model_id=model["model_id"],
-                      models_dir=models_dir, batch_size=batch_size, device=device)
+                      models_dir=models_dir, batch_size=batch_size, device=device, precision=precision)
     return write_report(run_dir, run_id=run_id, test_images=noised["truth"],
                         test_labels=ingested["test_labels"], noisy=noised["noisy"],
                         denoised=cleaned["denoised"], noise=noised["noise"],

@@ -26,11 +26,11 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from denoiser.arrays import to_model_input
-from denoiser.device import autocast, grad_scaler
 from denoiser.metrics import psnr
 from denoiser.model import build_model
 from denoiser.noise import training_pair
 from denoiser.noise_spec import NoiseSpec
+from denoiser.precision import FP32, Precision, autocast
 from denoiser.recipe import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class TrainResult:
     seconds: float = 0.0
     train_size: int = 0
     val_size: int = 0
+    precision: Precision = FP32
 
 
 def split_train_val(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -86,11 +87,11 @@ def objective(logits: torch.Tensor, clean: torch.Tensor, loss: str, reduction: s
 
 
 def _evaluate(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor, loss: str,
-              batch_size: int = 1024) -> tuple[float, float]:
+              precision: Precision = FP32, batch_size: int = 1024) -> tuple[float, float]:
     """(mean loss, mean per-image PSNR) of the model on a fixed noisy set."""
     model.eval()
     losses, outputs = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(clean.device, precision):
         for start in range(0, len(clean), batch_size):
             x, y = noisy[start : start + batch_size], clean[start : start + batch_size]
             logits = model(x).float()
@@ -118,13 +119,15 @@ def train(
     config: TrainConfig,
     *,
     device: torch.device,
+    precision: Precision = FP32,
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
     show_progress: bool | None = None,
 ) -> TrainResult:
     """Train a fresh ``config.model`` on uint8 ``(N, H, W)`` images; deterministic by seed.
 
-    ``on_epoch_end`` gets each epoch's stats; ``on_progress`` gets the fraction done (0-1)
+    ``precision`` is float32, or bf16 autocast for the forward pass (weights, optimiser and
+    loss stay float32). ``on_epoch_end`` gets each epoch's stats; ``on_progress`` gets the fraction done (0-1)
     about a hundred times over the run. ``show_progress=None`` shows a bar on a terminal.
     """
     # Data: split, then keep both parts as float tensors on the device.
@@ -143,13 +146,12 @@ def train(
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, total_steps))
-    scaler = grad_scaler(device)
     report_every = max(1, total_steps // 100)
     best_psnr, best_state = -math.inf, None
-    result = TrainResult(model=model, train_size=len(train_x), val_size=len(val_x))
+    result = TrainResult(model=model, train_size=len(train_x), val_size=len(val_x), precision=precision)
     log.info(
-        "training %s on %d images (%d held out for validation), %d epochs, noise %s, device %s",
-        config.model, len(train_x), len(val_x), config.epochs, spec, device,
+        "training %s on %d images (%d held out for validation), %d epochs, noise %s, device %s, %s (%s)",
+        config.model, len(train_x), len(val_x), config.epochs, spec, device, precision.name, precision.reason,
     )
 
     started = time.perf_counter()
@@ -166,14 +168,13 @@ def train(
             batch = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
             noisy, clean = training_pair(batch, spec=spec, rng=noise_rng)
             # Forward and loss against the clean image.
-            with autocast(device):
+            with autocast(device, precision):
                 logits = model(noisy)
             loss = objective(logits, clean, config.loss)
             # Backward and step.
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            loss.backward()
+            optimizer.step()
             scheduler.step()
             # Log: reading the loss waits for the device, so only every report_every steps.
             loss_sum += loss.detach() * len(clean)
@@ -186,7 +187,7 @@ def train(
         bar.close()
         train_seconds = time.perf_counter() - epoch_start
 
-        val_loss, val_psnr = _evaluate(model, val_x, val_noisy, config.loss)
+        val_loss, val_psnr = _evaluate(model, val_x, val_noisy, config.loss, precision)
         if config.keep_best and val_psnr > best_psnr:
             best_psnr = val_psnr
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -42,7 +42,7 @@ def sample(in_dir: str, parent_weights: str, run_dir: str, max_images: int, seed
 @task(name="adapt", task_run_name="adapt", **TASK_DEFAULTS)
 @library_logs
 def adapt_model(sample_path: str, parent_weights: str, models_dir: str, data_dir: str | None, dataset: str,
-                config: dict, device: str) -> dict[str, Any]:
+                config: dict, device: str, precision: str = "auto") -> dict[str, Any]:
     parent = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
     progress = create_progress_artifact(progress=0.0, description="adapting to the folder's noise")
 
@@ -51,7 +51,7 @@ def adapt_model(sample_path: str, parent_weights: str, models_dir: str, data_dir
 
     outcome = adapt.adapt_sample(sample_path, parent, models_dir=models_dir, data_dir=data_dir,
                                  dataset=dataset, config=adapt.AdaptConfig(**config), device=device,
-                                 on_progress=report)
+                                 precision=precision, on_progress=report)
     update_progress_artifact(artifact_id=progress, progress=100.0)
     return outcome
 
@@ -87,16 +87,18 @@ def adapt_folder(
     dataset: str = "mnist",
     runs_dir: str = str(DEFAULT_RUNS_DIR),
     device: str = "auto",
+    precision: str = "auto",
     seed: int = 0,
 ) -> dict[str, Any]:
     """Adapt ``parent`` (default: the model clean uses) to the noise of ``in_dir``'s images."""
     choice = registry.choose_clean_model(parent, models_dir)
     found = choice.checkpoint or stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir,
-                                                            device=device)
+                                                            device=device, precision=precision)
     run_dir = Path(runs_dir) / f"adapt-{stages.new_run_id()}"
     taken = sample(in_dir, str(found.weights), str(run_dir), max_images, seed)
     config = adapt.AdaptConfig(minutes=minutes, seed=seed).to_dict()
-    outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device)
+    outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device,
+                          precision)
     return {**gate(outcome), "files": taken["files"], "images": taken["images"],
             "unreadable": taken["unreadable"]}
 
@@ -118,7 +120,7 @@ def check_adaptation(in_dir: str, out_dir: str, parent_weights: str, device: str
 
 
 def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float, models_dir: str,
-                     data_dir: str | None, runs_dir: str, device: str) -> dict:
+                     data_dir: str | None, runs_dir: str, device: str, precision: str = "auto") -> dict:
     """``clean --adapt``: the model entry the shards use. The folder's adapted model is made
     (again) when :func:`check_adaptation` says so, and replaces ``parent`` where it passed
     the gate; the decision is kept in ``OUT_DIR/.denoiser/adapted.json``."""
@@ -126,7 +128,8 @@ def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float,
     if reason is not None:
         get_run_logger().info("adapting %s to this folder: %s", parent["model_id"], reason)
         outcome = adapt_folder(in_dir=in_dir, parent=parent["weights"], minutes=minutes,
-                               models_dir=models_dir, data_dir=data_dir, runs_dir=runs_dir, device=device)
+                               models_dir=models_dir, data_dir=data_dir, runs_dir=runs_dir, device=device,
+                               precision=precision)
         lineage = checkpoint.resolve_checkpoint(outcome["model_id"], models_dir).metadata["adapted"]
         workdir.write_adaptation(out_dir, {"parent": parent["model_id"], "model_id": outcome["model_id"],
                                            "chosen": outcome["chosen"], "why": outcome["why"],

@@ -25,9 +25,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
-from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, TONES
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
 from denoiser.clean_report import before_after_strip, counts, join_reports, report_frame
 from denoiser.device import resolve_device
+from denoiser.precision import resolve_precision
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
 from denoiser.images import Entry
@@ -43,19 +44,24 @@ SHARD_SIZE = 2000
 @task(name="resolve-model", task_run_name="resolve-model", **TASK_DEFAULTS)
 @library_logs
 def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs_dir: str,
-                  device: str) -> dict:
+                  device: str, precision: str = "auto") -> dict:
     """The model to clean with (:func:`denoiser.registry.choose_clean_model`): ``model`` (id
     or path), else the one promoted for clean, else the scan recipe's, trained on MNIST
-    first if the store lacks it (the train-or-load stage)."""
+    first if the store lacks it (the train-or-load stage); and the precision to run it in,
+    decided once for all shards."""
     started = time.time()
     choice = registry.choose_clean_model(model, models_dir)
     found = choice.checkpoint
     if found is None:
         get_run_logger().info("no model is promoted for clean and the store %s lacks the scan recipe's "
                               "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
-        found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device)
+        found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
+                                           precision=precision)
     cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
+    chosen = resolve_precision(precision, resolve_device(device))
+    get_run_logger().info("denoising in %s (%s)", chosen.name, chosen.reason)
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
+            **chosen.to_dict(),
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
             "rerun": choice.rerun, "span": (started, time.time())}
 
@@ -139,6 +145,7 @@ def clean_folder(
     shard_size: int = SHARD_SIZE,
     overwrite: bool = False,
     device: Literal[DEVICES] = "auto",
+    precision: Literal[PRECISIONS] = "auto",
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
@@ -171,10 +178,11 @@ def clean_folder(
             kept = manifest.rebuild(workdir.work_dir(out_dir) / "manifest.sqlite", in_dir, out_dir,
                                     workdir.shard_reports(out_dir), max_bytes=int(max_file_mb * 10**6))
             logger.info("manifest rebuilt from the run reports: %d files recorded as cleaned", kept)
-        chosen = resolve_model(model, models_dir, data_dir, runs_dir, device)
+        chosen = resolve_model(model, models_dir, data_dir, runs_dir, device, precision)
         if adapt_to_folder:
             chosen = model_for_folder(in_dir, out_dir, chosen, minutes=adapt_minutes, models_dir=models_dir,
-                                      data_dir=data_dir, runs_dir=runs_dir, device=device)
+                                      data_dir=data_dir, runs_dir=runs_dir, device=device,
+                                      precision=precision)
         parts = cleaning.shards(entries, shard_size)
         logger.info("%d files in %d shards, model %s", len(entries), len(parts), chosen["why"])
         if chosen["rerun"] and not overwrite:
@@ -184,6 +192,7 @@ def clean_folder(
                         chosen["model_id"], how)
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
+                       precision=chosen["precision"],
                        max_file_mb=max_file_mb)
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
                    for i, part in enumerate(parts)]
@@ -198,7 +207,7 @@ def clean_folder(
                 "of orchestration", timings)
     totals = {k: v for k, v in summary.items() if k != "span"}
     return {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
-            **totals}
+            "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
 
 
 def run_timings(flow_started: float, chosen: dict, shards: list[dict], summary: dict) -> dict:

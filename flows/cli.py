@@ -36,6 +36,7 @@ from flows import cli_adapt, cli_clean, cli_evaluate, cli_models, orphans
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
+    add_precision,
     noise_spec,
     non_negative_int,
     positive_int,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="denoise and report the first N test images (all when unset)")
     run.add_argument("--device", choices=DEVICES, default="auto",
                      help="where to train and denoise; auto picks CUDA, then MPS, then CPU")
+    add_precision(run, "train and denoise")
     run.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                      help="seed for the split, initialisation, batches and noise")
     run.add_argument("--retrain", action="store_true",
@@ -118,8 +120,9 @@ def _run(args: argparse.Namespace) -> int:
                                 loss=args.loss, schedule=args.schedule,
                                 train_limit=args.train_limit, seed=args.seed)
     from denoiser.device import resolve_device
+    from denoiser.precision import resolve_precision
 
-    resolve_device(args.device)
+    resolve_precision(args.precision, resolve_device(args.device))
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):  # a typo must not become a folder
@@ -146,7 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size,  # what the user set; the flow fills
         learning_rate=args.learning_rate, loss=args.loss, schedule=args.schedule,  # in the recipe
         denoise_batch_size=args.denoise_batch_size, train_limit=args.train_limit,
-        test_limit=args.test_limit, device=args.device, seed=args.seed,
+        test_limit=args.test_limit, device=args.device, precision=args.precision, seed=args.seed,
         retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,
         run_id=run_id,
     )

@@ -7,7 +7,7 @@ import argparse
 import os
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
-from flows.options import HelpFormatter, non_negative_int, positive_float, positive_int
+from flows.options import HelpFormatter, add_precision, non_negative_int, positive_float, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -34,6 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     adapt.add_argument("--runs-dir", metavar="DIR", default=str(DEFAULT_RUNS_DIR),
                        help="where the run folder (the sample) goes")
     adapt.add_argument("--device", choices=DEVICES, default="auto", help="where to train")
+    add_precision(adapt, "fine-tune")
 
 
 def adapt(args: argparse.Namespace) -> int:
@@ -41,8 +42,9 @@ def adapt(args: argparse.Namespace) -> int:
     from denoiser.data import verify_dataset
     from denoiser.device import resolve_device
     from denoiser.images import scan_folder
+    from denoiser.precision import resolve_precision
 
-    resolve_device(args.device)
+    resolve_precision(args.precision, resolve_device(args.device))
     if not scan_folder(args.in_dir):
         raise ValueError(f"{args.in_dir} holds no image files to adapt on")
     if args.parent is not None:
@@ -54,7 +56,8 @@ def adapt(args: argparse.Namespace) -> int:
 
     result = adapt_folder(in_dir=os.path.abspath(args.in_dir), parent=args.parent, minutes=args.minutes,
                           max_images=args.max_images, models_dir=args.models_dir, data_dir=args.data_dir,
-                          runs_dir=args.runs_dir, device=args.device, seed=args.seed)
+                          runs_dir=args.runs_dir, device=args.device, precision=args.precision,
+                          seed=args.seed)
     verdict = "use it" if result["passed"] else "its parent stays better; kept for the record"
     print(f"{result['images']} of {result['files']} images sampled ({result['unreadable']} unreadable)\n"
           f"adapted model {result['model_id']} from {result['parent']}: {result['why']}\n"

@@ -9,7 +9,7 @@ import sys
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
 from denoiser.safe_fs import MAX_FILE_MB
-from flows.options import HelpFormatter, positive_float, positive_int
+from flows.options import HelpFormatter, add_precision, positive_float, positive_int
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -82,6 +82,7 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                          help="input files larger than this are error rows, never read")
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
+    add_precision(command, "denoise")
     command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                          help="the model store")
     command.add_argument("--data-dir", metavar="DIR", default=None,
@@ -98,7 +99,7 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
 def _clean_parameters(args: argparse.Namespace) -> dict:
     return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
-                device=args.device, tones=args.tones, max_file_mb=args.max_file_mb,
+                device=args.device, precision=args.precision, tones=args.tones, max_file_mb=args.max_file_mb,
                 models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir),
                 adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes)
@@ -110,8 +111,10 @@ def clean(args: argparse.Namespace) -> int:
     from denoiser import clean_report, cleaning, registry, workdir
     from denoiser.device import resolve_device
     from denoiser.images import scan_folder
+    from denoiser.precision import resolve_precision
 
     device = resolve_device(args.device)
+    resolve_precision(args.precision, device)  # an unsupported bf16 fails here, not in the flow
     cleaning.check_folders(args.in_dir, args.out_dir, args.report)  # the flow reads the tree
     chosen = registry.choose_clean_model(args.model, args.models_dir)  # a bad --model fails here
     if chosen.checkpoint is not None:  # load and check it once; the flow uses the same copy
@@ -175,8 +178,9 @@ def dask_task_runner(address: str | None):
 def serve(args: argparse.Namespace) -> int:
     from denoiser import cleaning
     from denoiser.device import resolve_device
+    from denoiser.precision import resolve_precision
 
-    resolve_device(args.device)
+    resolve_precision(args.precision, resolve_device(args.device))
     cleaning.check_folders(args.in_dir, args.out_dir)
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_URL

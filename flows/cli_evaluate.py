@@ -12,6 +12,7 @@ from flows.options import (
     BASELINES,
     DEFAULT_BASELINES,
     HelpFormatter,
+    add_precision,
     baseline_list,
     noise_spec,
     non_negative_int,
@@ -61,6 +62,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           help="the model store")
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="where models run; auto picks CUDA, then MPS, then CPU")
+    add_precision(evaluate, "run the models")
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -68,8 +70,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
     from denoiser import checkpoint, evaluate
     from denoiser.device import resolve_device
+    from denoiser.precision import resolve_precision
 
-    resolve_device(args.device)
+    resolve_precision(args.precision, resolve_device(args.device))
     models = args.models
     if models is None:
         models = [c.model_id for c in checkpoint.list_checkpoints(args.models_dir)]
@@ -83,7 +86,7 @@ def evaluate(args: argparse.Namespace) -> int:
                              limit=args.limit, tune_images=args.tune_images, seed=args.seed,
                              data_dir=args.data_dir,
                              dataset=args.dataset, models_dir=args.models_dir, out_dir=args.out_dir,
-                             device=args.device)
+                             device=args.device, precision=args.precision)
     print(evaluate.format_table(result["rows"]))
     print(f"evaluation: {result['evaluation']}")
     if args.json:

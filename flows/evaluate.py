@@ -30,11 +30,13 @@ def prepare(out_dir: str, data_dir: str | None, dataset: str, noises: list[str],
 
 @task(name="score", task_run_name="score-{method}", **TASK_DEFAULTS)
 @library_logs
-def score(method: str, kind: str, out_dir: str, prepared: dict, models_dir: str, device: str) -> str | None:
+def score(method: str, kind: str, out_dir: str, prepared: dict, models_dir: str, device: str,
+          precision: str = "auto") -> str | None:
     if kind == "identity":
         return evaluate.score_noisy(out_dir, prepared)
     if kind == "model":
-        return evaluate.score_model(out_dir, prepared, method, models_dir=models_dir, device=device)
+        return evaluate.score_model(out_dir, prepared, method, models_dir=models_dir, device=device,
+                                    precision=precision)
     return evaluate.score_baseline(out_dir, prepared, method)
 
 
@@ -64,6 +66,7 @@ def evaluate_models(
     models_dir: str = str(DEFAULT_MODELS_DIR),
     out_dir: str | None = None,
     device: str = "auto",
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Score models (default: every model in the store) and classical baselines on the same
     noisy MNIST test images, or with ``scans`` on the scan test set."""
@@ -76,6 +79,6 @@ def evaluate_models(
     prepared = prepare(out_dir, data_dir, dataset, noises, scans, limit, tune_images, seed)
     methods = [("noisy", "identity"), *((m, "model") for m in models),
                *((b, "baseline") for b in baselines or [])]
-    parts = [score(name, kind, out_dir, prepared, models_dir, device) for name, kind in methods]
+    parts = [score(name, kind, out_dir, prepared, models_dir, device, precision) for name, kind in methods]
     summary = summarize(out_dir, parts)
     return {**summary, "dir": str(Path(out_dir))}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from denoiser.baselines import BASELINES
+from denoiser.choices import PRECISIONS
 from denoiser.noise_spec import NoiseSpec
 from denoiser.recipe import RECIPES
 
@@ -38,6 +39,14 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a number above 0")
     return value
+
+
+def add_precision(parser: argparse.ArgumentParser, what: str) -> None:
+    """The ``--precision`` option, the same on every command that runs a model."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help=f"precision to {what} in: auto uses bf16 autocast where this machine "
+                             "supports it and a short measurement (kept per machine) finds it faster, "
+                             "float32 otherwise")
 
 
 def noise_spec(text: str) -> str:

@@ -35,7 +35,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed
 
 from denoiser import stages
-from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
 from denoiser.data import DATASETS
 from denoiser.files import read_json, write_json
 from denoiser.noise_spec import DEFAULT_NOISE
@@ -114,7 +114,7 @@ def synthesize_noise(run_dir: str, test_images: str, noise: str, seed: int) -> d
 
 @_stage_task("train-or-load")
 def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: dict,
-                  models_dir: str, device: str, retrain: bool) -> dict:
+                  models_dir: str, device: str, retrain: bool, precision: str = "auto") -> dict:
     progress_id = create_progress_artifact(
         progress=0.0, key="training-progress", description="Training progress (% of batches)"
     )
@@ -124,8 +124,8 @@ def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: di
 
     result = stages.train_or_load(
         run_dir, train_images=train_images, train_sha256=train_sha256,
-        config=TrainConfig(**config), models_dir=models_dir, device=device, retrain=retrain,
-        on_progress=on_progress,
+        config=TrainConfig(**config), models_dir=models_dir, device=device, precision=precision,
+        retrain=retrain, on_progress=on_progress,
     )
     if not result["trained"]:
         update_progress_artifact(artifact_id=progress_id, progress=100.0,
@@ -135,9 +135,9 @@ def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: di
 
 @_stage_task("denoise")
 def denoise(run_dir: str, noisy: str, model_id: str, models_dir: str, batch_size: int | None,
-            device: str) -> dict:
+            device: str, precision: str = "auto") -> dict:
     return stages.denoise(run_dir, noisy=noisy, model_id=model_id, models_dir=models_dir,
-                          batch_size=batch_size, device=device)
+                          batch_size=batch_size, device=device, precision=precision)
 
 
 @_stage_task("write-report")
@@ -220,6 +220,7 @@ def mnist_pipeline(
     train_limit: int | None = None,
     test_limit: int | None = None,
     device: Literal[DEVICES] = "auto",
+    precision: Literal[PRECISIONS] = "auto",
     seed: int = 0,
     retrain: bool = False,
     runs_dir: str = str(DEFAULT_RUNS_DIR),
@@ -244,8 +245,8 @@ def mnist_pipeline(
     ingested = run(ingest, run_dir, data_dir, dataset, test_limit)
     noised = run(synthesize_noise, run_dir, ingested["test_images"], config.noise, seed)
     trained = run(train_or_load, run_dir, ingested["train_images"], ingested["train_sha256"],
-                  config.to_dict(), models_dir, device, retrain)
+                  config.to_dict(), models_dir, device, retrain, precision)
     cleaned = run(denoise, run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size,
-                  device)
+                  device, precision)
     return run(write_report, run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
                cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])

@@ -7,6 +7,7 @@ from tests.helpers import draw_digits
 
 from denoiser import checkpoint
 from denoiser.infer import denoise
+from denoiser.precision import resolve_precision
 from denoiser.train import train
 from denoiser.recipe import TrainConfig
 
@@ -16,10 +17,15 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def test_mixed_precision_training_on_cuda_serves_cpu_users(tmp_path):
     images = draw_digits(320, seed=2)[0]
     config = TrainConfig(model="conv", epochs=3, batch_size=16)
-    result = train(images, config, device=torch.device("cuda"), show_progress=False)
+    cuda = torch.device("cuda")
+    chosen = resolve_precision("auto", cuda)
+    assert chosen.name == ("bf16" if torch.cuda.is_bf16_supported() else "fp32")
+    result = train(images, config, device=cuda, precision=chosen, show_progress=False)
     assert result.history[-1].train_loss < result.history[0].train_loss
     saved = checkpoint.save_checkpoint(tmp_path, "conv-gpu", result.model, {"architecture": "conv"})
     on_cpu = checkpoint.load_model(saved, device="cpu")
     gpu_out = denoise(result.model, images[:16], device="cuda")
     cpu_out = denoise(on_cpu, images[:16], device="cpu")
     np.testing.assert_allclose(gpu_out, cpu_out, atol=1e-3)
+    fast = denoise(result.model, images[:16], device="cuda", precision=chosen)
+    np.testing.assert_allclose(fast, cpu_out, atol=0.03)
