@@ -3,11 +3,13 @@
     python -m bench                  # full sizes (about 15 minutes on 2 CPU cores)
     python -m bench --quick          # a few minutes
     python -m bench --json out.json  # also write the figures as JSON
+    python -m bench --precision fp32 # the product in float32 (default: auto, as the commands)
 
 Every figure is the median of several repetitions; each repetition records the load that
 other processes put on the CPUs (from /proc/stat), and only the quiet ones count when
-there are any. Throughputs are also shown as a fraction of the machine's limit: measured
-matmul FLOP/s divided by the model's FLOPs per image.
+there are any. Throughputs are also shown as a fraction of the machine's limit in the
+precision they ran in (:mod:`bench.machine`: the faster of a matmul and a 3x3 convolution),
+with the models' FLOPs counted as direct convolutions.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ from pathlib import Path
 import torch
 
 from bench import folder, speed
-from bench.machine import has_fast_bf16, matmul_flops, median_of, model_flops
+from bench.machine import conv_flops, limit_note, matmul_flops, median_of, model_flops
+from denoiser.choices import PRECISIONS
 from denoiser.device import resolve_device
 from denoiser.infer import default_batch_size
 from denoiser.model import build_model
+from denoiser.precision import Precision, bf16_supported, resolve_precision
 from denoiser.recipe import DEFAULT_MODEL
 
 SIZES = {  # images per measurement
@@ -39,10 +43,19 @@ SIZES = {  # images per measurement
 }
 
 
-def bench_machine(device: torch.device, repeats: int) -> dict:
-    result = {"fp32_flops": median_of(lambda: matmul_flops(device), repeats)}
-    if has_fast_bf16(device):
+def bench_machine(device: torch.device, repeats: int, chosen: Precision) -> dict:
+    """Matmul and 3x3-conv FLOP/s in each precision this device runs; ``limit``: the peak in
+    the precision the product runs in."""
+    result = {"fp32_flops": median_of(lambda: matmul_flops(device), repeats),
+              "fp32_conv_flops": median_of(lambda: conv_flops(device), repeats)}
+    if bf16_supported(device):
         result["bf16_flops"] = median_of(lambda: matmul_flops(device, torch.bfloat16), repeats)
+        result["bf16_conv_flops"] = median_of(lambda: conv_flops(device, torch.bfloat16), repeats)
+    kernels = {"matmul": result[f"{chosen.name}_flops"]["median"],
+               "conv3x3": result[f"{chosen.name}_conv_flops"]["median"]}
+    kernel = max(kernels, key=kernels.get)
+    result["limit"] = {"precision": chosen.name, "precision_reason": chosen.reason, "kernel": kernel,
+                       "flops": kernels[kernel]}
     return result
 
 
@@ -58,27 +71,29 @@ def side_by_side(product: Callable[[str], float], reference: Callable[[], float]
     reference_rate = statistics.median([r["median"] for r in runs["reference_runs"]])
     limit = limit_flops / flops["conv"]
     default = median_of(lambda: product(DEFAULT_MODEL), repeats)
+    default_fraction = default["median"] * flops[DEFAULT_MODEL] / limit_flops
     return {
         "product_images_per_s": product_rate, "reference_images_per_s": reference_rate, **runs,
         "ratio": product_rate / reference_rate,
         "limit_images_per_s": limit, "limit_fraction": product_rate / limit,
+        "limit_note": limit_note(product_rate / limit),
         "default_model": {"model": DEFAULT_MODEL, "images_per_s": default["median"], **default,
-                          "limit_fraction": default["median"] * flops[DEFAULT_MODEL] / limit_flops},
+                          "limit_fraction": default_fraction, "limit_note": limit_note(default_fraction)},
     }
 
 
-def bench_train(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
+def bench_train(device: torch.device, size: dict, limit_flops: float, flops: dict, chosen: Precision) -> dict:
     images = speed.synthetic_digits(size["train"])
-    measured = side_by_side(lambda model: speed.product_train(images, model, device),
+    measured = side_by_side(lambda model: speed.product_train(images, model, device, chosen),
                             lambda: speed.reference_train(images, device), repeats=size["repeats"],
                             flops={m: f["train_step"] for m, f in flops.items()}, limit_flops=limit_flops)
     return {"images": size["train"], "batch_size": 128, **measured}
 
 
-def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dict) -> dict:
+def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dict, chosen: Precision) -> dict:
     images = speed.synthetic_digits(size["infer"], seed=1)
     few = images[: size["infer_ref"]]
-    measured = side_by_side(lambda model: speed.product_denoise(images, model, device),
+    measured = side_by_side(lambda model: speed.product_denoise(images, model, device, chosen),
                             lambda: speed.reference_denoise(few, device), repeats=size["repeats"],
                             flops={m: f["forward"] for m, f in flops.items()}, limit_flops=limit_flops)
     return {"images": size["infer"], "batch_size": default_batch_size(device), **measured}
@@ -131,8 +146,9 @@ def bench_gpu(size: dict, flops: dict) -> dict | None:
         return None
     device = torch.device("cuda")
     bf16 = median_of(lambda: matmul_flops(device, torch.bfloat16), 3)["median"]
-    train = bench_train(device, {**size, "train": max(size["train"], 16384)}, bf16, flops)
-    infer = bench_infer(device, {**size, "infer": max(size["infer"], 65536)}, bf16, flops)
+    chosen = resolve_precision("auto", device)
+    train = bench_train(device, {**size, "train": max(size["train"], 16384)}, bf16, flops, chosen)
+    infer = bench_infer(device, {**size, "infer": max(size["infer"], 65536)}, bf16, flops, chosen)
     mnist_like = speed.synthetic_digits(60000)
     epoch = {m: speed.gpu_epoch_seconds(mnist_like, m, device) for m in ("conv", DEFAULT_MODEL)}
     fraction = {m: 60000 * flops[m]["train_step"] / bf16 / s for m, s in epoch.items()}
@@ -147,11 +163,17 @@ def table(result: dict) -> str:
         rate = figures.get("product_images_per_s", figures.get("images_per_s"))
         middle = (f"{figures['reference_images_per_s']:11,.0f}{figures['ratio']:7.2f}" if reference
                   else " " * 18)
-        return f"{label:28}{rate:10,.0f}{middle}{figures['limit_fraction']:10.0%}"
+        mark = " *" if figures.get("limit_note") else ""
+        return f"{label:28}{rate:10,.0f}{middle}{figures['limit_fraction']:10.0%}{mark}"
 
+    peaks = ", ".join(f"{p} matmul {m[f'{p}_flops']['median'] / 1e9:,.0f} / conv3x3 "
+                      f"{m[f'{p}_conv_flops']['median'] / 1e9:,.0f} GFLOP/s"
+                      for p in ("fp32", "bf16") if f"{p}_flops" in m)
+    limit = m["limit"]
     lines = [
-        f"machine: {m['cpu']} ({m['threads']} torch threads), "
-        f"fp32 matmul {m['fp32_flops']['median'] / 1e9:,.0f} GFLOP/s",
+        f"machine: {m['cpu']} ({m['threads']} torch threads); {peaks}",
+        f"product in {limit['precision']} ({limit['precision_reason']}); references in fp32; limit: "
+        f"{limit['precision']} {limit['kernel']} {limit['flops'] / 1e9:,.0f} GFLOP/s, direct-conv FLOPs",
         f"{'':28}{'product':>10}{'reference':>11}{'ratio':>7}{'of limit':>10}",
         row("train conv (img/s)", t),
         row("denoise conv (img/s)", i),
@@ -168,6 +190,8 @@ def table(result: dict) -> str:
         f"{f['ephemeral_api_startup_seconds']:.1f} s",
         f"memory: peak RSS {result['memory']['rss_growth']:+.1%} from the small to the large folder",
     ]
+    notes = {n for part in (t, i, t["default_model"], i["default_model"]) if (n := part.get("limit_note"))}
+    lines += [f"* {note}" for note in sorted(notes)]
     if result.get("gpu"):
         g = result["gpu"]
         epochs = ", ".join(f"{name} {s:.2f} s" for name, s in g["mnist_epoch_seconds"].items())
@@ -183,14 +207,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a few minutes")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one repetition: checks it runs")
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="precision of the product's training and denoising (the references stay fp32)")
     parser.add_argument("--api", choices=("server", "ephemeral"), default="server",
                         help="run the folder pipeline against a local prefect server, or an ephemeral API")
     args = parser.parse_args()
     size = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
     cpu = torch.device("cpu")
     flops = {m: model_flops(build_model(m)) for m in ("conv", DEFAULT_MODEL)}
-    machine = bench_machine(cpu, size["repeats"])
-    limit = machine["fp32_flops"]["median"]
+    chosen = resolve_precision(args.precision, cpu)
+    machine = bench_machine(cpu, size["repeats"], chosen)
+    limit = machine["limit"]["flops"]
     result: dict = {
         "sizes": size,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
@@ -198,9 +225,9 @@ def main() -> None:
         "model_flops": flops,
     }
     print("measuring training ...", flush=True)
-    result["train"] = bench_train(cpu, size, limit, flops)
+    result["train"] = bench_train(cpu, size, limit, flops, chosen)
     print("measuring denoising ...", flush=True)
-    result["infer"] = bench_infer(cpu, size, limit, flops)
+    result["infer"] = bench_infer(cpu, size, limit, flops, chosen)
     print("measuring the folder pipeline ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="denoiser-bench-") as work:
         result["folder"] = bench_folder(size, Path(work), server=args.api == "server")

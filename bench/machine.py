@@ -1,4 +1,12 @@
-"""The machine's limit and how busy it is: matmul FLOP/s, model FLOPs, background load."""
+"""The machine's limit and how busy it is: peak FLOP/s per precision, model FLOPs, background load.
+
+The limit is the fastest of two kernels measured in the precision a figure ran in: a square
+matrix multiply, and a 64 -> 64 channel 3x3 convolution (the models' busiest layer shape,
+channels-last, batch 256). FLOPs are those of a direct convolution (2 x multiply-adds, as
+``torch.utils.flop_counter`` counts them). A fraction of the limit above 1 can then only mean
+that a kernel beat both (a fast algorithm such as Winograd does fewer multiplications than
+it is credited with); :func:`limit_note` says so beside the figure.
+"""
 
 from __future__ import annotations
 
@@ -88,15 +96,38 @@ def matmul_flops(device: torch.device, dtype: torch.dtype = torch.float32, size:
     return 2 * size**3 * count / (time.perf_counter() - start)
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """bf16 matmuls in hardware: CUDA with bf16, or a CPU with AVX512-BF16 / AMX."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+def conv_flops(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
+    """Sustained direct-convolution FLOP/s of a 64 -> 64 channel 3x3 conv on 28x28 images
+    (channels-last, batch 256), in ``dtype`` (bf16 through autocast, as the product runs it)."""
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device, memory_format=torch.channels_last).eval()
+    x = torch.rand(256, 64, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
+    per_call = 2 * 256 * 64 * 64 * 9 * 28 * 28
+    autocast = torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+    with torch.inference_mode(), autocast:
+        conv(x)  # warm-up: kernel selection
+        _sync(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            conv(x)
+            count += 1
+        _sync(device)
+    return per_call * count / (time.perf_counter() - start)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """The limit in ``dtype``: the faster of a matmul and a direct 3x3 convolution."""
+    measured = {"matmul": matmul_flops(device, dtype), "conv3x3": conv_flops(device, dtype)}
+    kernel = max(measured, key=measured.get)
+    return {**measured, "peak": measured[kernel], "kernel": kernel}
+
+
+def limit_note(fraction: float) -> str | None:
+    """Why a fraction of the limit is above 1 (None when it is not)."""
+    if fraction <= 1:
+        return None
+    return ("above the limit: the convolution kernels do fewer multiplications than a direct "
+            "convolution is credited with (Winograd-style algorithms), or run faster than the "
+            "kernels measured as the peak")
 
 
 def model_flops(model: torch.nn.Module, side: int = 28) -> dict[str, float]:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from denoiser.infer import denoise
 from denoiser.model import build_model
+from denoiser.precision import FP32, Precision, resolve_precision
 from denoiser.recipe import TrainConfig
 from denoiser.train import train
 
@@ -38,10 +39,11 @@ def synthetic_digits(n: int, seed: int = 0) -> np.ndarray:
     return images
 
 
-def product_train(images: np.ndarray, model: str, device: torch.device, epochs: int = 1) -> float:
+def product_train(images: np.ndarray, model: str, device: torch.device, precision: Precision = FP32,
+                  epochs: int = 1) -> float:
     """Images/s of :func:`denoiser.train.train`'s epoch loop (validation not counted)."""
     config = TrainConfig.recipe(model, epochs=epochs, batch_size=128, val_fraction=0.02)
-    result = train(images, config, device=device, show_progress=False)
+    result = train(images, config, device=device, precision=precision, show_progress=False)
     return float(np.median([e.images_per_second for e in result.history]))
 
 
@@ -68,13 +70,14 @@ def reference_train(images: np.ndarray, device: torch.device, epochs: int = 1) -
     return epochs * len(images) / (time.perf_counter() - start)
 
 
-def product_denoise(images: np.ndarray, model: str, device: torch.device) -> float:
+def product_denoise(images: np.ndarray, model: str, device: torch.device,
+                    precision: Precision = FP32) -> float:
     """Images/s of :func:`denoiser.infer.denoise` at its default batch size."""
     net = build_model(model)
-    denoise(net, images[:256], device=device)  # warm-up
+    denoise(net, images[:256], device=device, precision=precision)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    denoise(net, images, device=device)
+    denoise(net, images, device=device, precision=precision)
     _sync(device)
     return len(images) / (time.perf_counter() - start)
 
@@ -94,8 +97,9 @@ def reference_denoise(images: np.ndarray, device: torch.device) -> float:
 
 
 def gpu_epoch_seconds(images: np.ndarray, model: str, device: torch.device) -> float:
-    """Seconds of one training epoch over ``images`` on the GPU, noise included."""
+    """Seconds of one training epoch over ``images`` on the GPU (bf16 where it has it), noise included."""
     config = TrainConfig.recipe(model, epochs=2, batch_size=128, val_fraction=0.02)
-    result = train(images, config, device=device, show_progress=False)
+    result = train(images, config, device=device, precision=resolve_precision("auto", device),
+                   show_progress=False)
     best = max(result.history[1:] or result.history, key=lambda e: e.images_per_second)
     return len(images) / best.images_per_second

@@ -33,7 +33,8 @@ from denoiser.choices import TONES
 from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
-from denoiser.file_steps import Check, FileSteps, Pending, PixelBudget, ShardTimings, fetch
+from denoiser.render import Check, RenderPool, default_processes
+from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder
 from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
@@ -63,6 +64,9 @@ class CleanOptions:
     device: str = "auto"
     precision: str = "auto"  # denoiser.precision: auto, fp32 or bf16
     workers: int = 2  # threads reading and writing beside the model
+    #: processes encoding outputs and computing their report figures (denoiser.render);
+    #: None: one per core beyond the first, at most 4; 0: in the writing threads
+    encode_processes: int | None = None
     tones: str = "keep"  # keep the scan's paper and ink, or "normalize" to full contrast
     rerun_other_models: bool = True  # clean again files that another model cleaned
     max_file_mb: float = MAX_FILE_MB  # larger input files are error rows, never read
@@ -150,7 +154,9 @@ def clean_shard(
     steps = FileSteps(in_dir=in_dir, out_dir=out_dir, tmp_dir=make_folders_inside(out_dir, f"{WORK_DIR}/tmp"),
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
                       tones=options.tones, reason=model_reason,
-                      max_bytes=int(options.max_file_mb * 10**6), budget=budget)
+                      max_bytes=int(options.max_file_mb * 10**6), budget=budget,
+                      render=RenderPool(default_processes() if options.encode_processes is None
+                                        else options.encode_processes))
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     ahead = max(options.batch_size or 0, 256)  # files submitted for reading ahead of the model

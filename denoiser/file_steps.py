@@ -12,19 +12,19 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from denoiser import quality
 from denoiser.checkpoint import Checkpoint
 from denoiser.clean_report import error_line, new_row
 from denoiser.files import atomic_path
-from denoiser.images import Entry, GrayImage, ImageError, read_image, write_like
-from denoiser.metrics import noise_sigma
-from denoiser.restore import ScanInfo, finish, model_headroom, prepare
+from denoiser.images import Entry, GrayImage, ImageError, read_image
+from denoiser.render import Check, Rendered, render
+from denoiser.restore import ScanInfo, model_headroom, prepare
 from denoiser.safe_fs import make_folders_inside, read_input
 
 
@@ -73,14 +73,6 @@ class Pending:
     seconds: float  # spent on it so far
 
 
-@dataclass(frozen=True)
-class Check:
-    """The quality estimate's inputs for one output (:mod:`denoiser.quality`)."""
-
-    sigma: float  # the scan's noise level in the model's look
-    recheck: np.ndarray  # the model's output for the output with fresh noise of that level
-
-
 @dataclass
 class ShardTimings:
     """Where a shard's time went: seconds summed over files (reading and writing overlap
@@ -102,11 +94,13 @@ class FileSteps:
 
     def __init__(self, *, in_dir: str | Path, out_dir: Path, tmp_dir: Path, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
-                 reason: str | None, max_bytes: int, budget: PixelBudget) -> None:
+                 reason: str | None, max_bytes: int, budget: PixelBudget,
+                 render: Callable[..., Rendered] = render) -> None:
         self.in_dir, self.out_dir, self.tmp_dir = in_dir, out_dir, tmp_dir
         self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
+        self.render = render  # denoiser.render.render, or a RenderPool running it in processes
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
         self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
@@ -166,7 +160,7 @@ class FileSteps:
                     inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale,
                     input_sha256=item.digest)
         try:
-            cleaned = finish(result, info, image.pixels.shape, tone=self.tones)
+            rendered = self.render(image, result, info, self.tones, item.mapped, check)
             parent = make_folders_inside(self.out_dir, Path(entry.rel).parent)
             dest = parent / Path(entry.rel).name
             if dest.is_symlink():
@@ -174,14 +168,10 @@ class FileSteps:
             # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
             # nothing half-written among the outputs, and the next run sweeps it away.
             with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
-                write_like(image, cleaned, tmp)
-            row = self.row(
-                entry, status="ok", output_path=str(dest),
-                recon_mse=float(np.mean((cleaned - image.pixels) ** 2)),
-                noise_sigma_in=noise_sigma(image.pixels), noise_sigma_out=noise_sigma(cleaned),
-                seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
-                **(_quality(item, result, check) if check is not None else {}),
-            )
+                tmp.write_bytes(rendered.data)
+            row = self.row(entry, status="ok", output_path=str(dest),
+                           seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
+                           **rendered.fields)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             return self.row(entry, status="error", error=error_line(error),
                             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
@@ -202,10 +192,3 @@ class FileSteps:
             taken, self.records = self.records, []
         return taken
 
-
-def _quality(item: Pending, output: np.ndarray, check: Check) -> dict[str, Any]:
-    """The report's quality columns for one output."""
-    reason = quality.ood_reason(output, check.sigma)
-    return {"noise_level": check.sigma, "ood": reason is not None, "ood_reason": reason,
-            "psnr_est": quality.estimated_psnr(item.mapped, output, check.recheck, check.sigma,
-                                               paper=item.info.paper, ink=item.info.ink)}

@@ -30,7 +30,24 @@ def test_bench_smoke_writes_every_figure(tmp_path):
         assert isinstance(value, float) and math.isfinite(value), name
     assert result["train"]["product_images_per_s"] > 0 and result["infer"]["reference_images_per_s"] > 0
     assert result["machine"]["fp32_flops"]["median"] > 1e9
+    assert result["machine"]["fp32_conv_flops"]["median"] > 1e9
+    limit = result["machine"]["limit"]
+    assert limit["precision"] in ("fp32", "bf16") and limit["kernel"] in ("matmul", "conv3x3")
+    # The limit is the peak of the precision the product ran in: the faster of the two kernels.
+    kernels = {"matmul": f"{limit['precision']}_flops", "conv3x3": f"{limit['precision']}_conv_flops"}
+    assert limit["flops"] == max(result["machine"][key]["median"] for key in kernels.values())
+    # No fraction of the limit above 1 goes without a reason beside it.
+    for part in (result["train"], result["infer"], result["train"]["default_model"],
+                 result["infer"]["default_model"]):
+        assert (part["limit_fraction"] > 1) == (part["limit_note"] is not None)
     assert result["model_flops"]["conv"]["forward"] == 83_994_624  # the tutorial's model: 84 MFLOP
     runs = result["folder"]["runs"]
     assert [runs[n]["files"] for n in ("40", "80")] == [40, 80]
     assert "train conv" in run.stdout and "Prefect overhead" in run.stdout
+
+
+def test_a_fraction_above_the_limit_is_named():
+    from bench.machine import limit_note
+
+    assert limit_note(0.97) is None and limit_note(1.0) is None
+    assert "Winograd" in limit_note(1.2)

@@ -305,3 +305,19 @@ def test_disguised_formats_and_fifos_are_error_rows_and_the_batch_goes_on(tmp_pa
     assert frame.loc["pipe.png", "error"] == "not a regular file (a FIFO, device or socket)"
     assert dry["pipe.png"]["status"] == "error" and dry["xpm.png"]["status"] == "error"
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".denoiser") == ["good.png"]
+
+
+def test_encoding_in_worker_processes_writes_the_same_bytes_and_rows(tree, trained, tmp_path):
+    """Outputs of every format and mode, encoded in worker processes or in the writing
+    threads: byte-identical files and the same report figures."""
+    in_dir, _, _, _ = tree
+    outputs, frames = {}, {}
+    for processes in (0, 2):
+        out = tmp_path / f"out-{processes}"
+        frame = run(in_dir, out, trained, encode_processes=processes)
+        assert (frame["status"] == "ok").sum() > 5
+        frames[processes] = frame.drop(columns=["seconds", "output_path"]).set_index("path").sort_index()
+        outputs[processes] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+                              if p.is_file() and ".denoiser" not in p.parts}
+    assert outputs[0] == outputs[2]
+    pd.testing.assert_frame_equal(frames[0], frames[2])

@@ -28,7 +28,8 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 def _trained(images: np.ndarray, chosen: Precision, epochs: int = 2) -> torch.nn.Module:
-    config = TrainConfig(model="conv", epochs=epochs, batch_size=32, learning_rate=2e-3, train_limit=len(images))
+    config = TrainConfig(model="conv", epochs=epochs, batch_size=32, learning_rate=2e-3,
+                         train_limit=len(images))
     return train(images, config, device=CPU, precision=chosen, show_progress=False).model
 
 
@@ -103,8 +104,8 @@ def test_the_trained_model_records_its_precision(tmp_path):
     images = draw_digits(64, seed=3)[0]
     path = save_array(tmp_path / "train.npy", images)
     config = TrainConfig(model="conv", epochs=1, batch_size=32, train_limit=64)
-    result = stages.train_or_load(tmp_path / "run", train_images=str(path), train_sha256="x" * 64, config=config,
-                                  models_dir=tmp_path / "models", precision="fp32")
+    result = stages.train_or_load(tmp_path / "run", train_images=str(path), train_sha256="x" * 64,
+                                  config=config, models_dir=tmp_path / "models", precision="fp32")
     metadata = checkpoint.resolve_checkpoint(result["model_id"], tmp_path / "models").metadata
     assert metadata["precision"] == "fp32" and metadata["precision_reason"] == "float32 as asked"
     assert result["precision"] == "fp32"
