@@ -74,10 +74,13 @@ def join_reports(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
     return report_frame(pd.concat(frames).to_dict("records") if frames else [])
 
 
-def before_after_strip(frame: pd.DataFrame, in_dir: str, count: int = 8, height: int = 64) -> str:
-    """A base64 PNG: up to ``count`` cleaned files, inputs on top, outputs below; each
-    thumbnail at most ``height`` x 4 ``height`` pixels, whatever the image's shape."""
-    done = frame[(frame["status"] == "ok") & frame["path_bytes"].isna()].head(count)
+def before_after_strip(frame: pd.DataFrame, in_dir: str, picks: list[int] | None = None, count: int = 8,
+                       height: int = 64) -> str:
+    """A base64 PNG: the cleaned files at the row indices ``picks`` (default: the first
+    ``count``), inputs on top, outputs below; each thumbnail at most ``height`` x 4 ``height``
+    pixels, whatever the image's shape."""
+    done = frame[(frame["status"] == "ok") & frame["path_bytes"].isna()]
+    done = done.loc[[i for i in picks if i in done.index]] if picks is not None else done.head(count)
     pairs = []
     for row in done.itertuples():
         try:  # read as the cleaner does, so 16-bit and float scans show at their real scale

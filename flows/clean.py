@@ -21,17 +21,19 @@ from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
+from prefect.states import Completed, Failed, State
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
+from denoiser import run_summary
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
 from denoiser.clean_report import before_after_strip, counts, join_reports, report_frame
 from denoiser.device import resolve_device
-from denoiser.precision import resolve_precision
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
 from denoiser.images import Entry
+from denoiser.precision import resolve_precision
 from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
 from flows.adapt import model_for_folder
@@ -91,31 +93,46 @@ def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: st
     totals = counts(frame)
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
     ood = int(frame["ood"].fillna(False).astype(bool).sum())
-    return {"report": report, "files": int(len(frame)), "ood": ood, "span": (started, time.time()), **totals}
+    return {"report": report, "files": int(len(frame)), "ood": ood, "span": (started, time.time()),
+            "message": run_summary.state_message(totals, ood, frame), **totals}
 
 
 def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str, model: str) -> None:
+    """The run's tables and its before/after strip, in the UI; its failures also as WARNING lines."""
+    logger = get_run_logger()
     ok = frame[frame["status"] == "ok"]
-    worst = ok.nlargest(10, "recon_mse")
-    table = [{"path": f"({status} files)", "recon_mse": None, "count": n} for status, n in totals.items()]
-    table += [{"path": row.path, "recon_mse": float(row.recon_mse), "count": 1}
-              for row in worst.itertuples()]
-    create_table_artifact(table=table, key="clean-summary",
-                          description=f"Run {run_id} (model {model}): counts, then the 10 files of "
-                                      "highest recon_mse")
     flagged = ok[ok["ood"].fillna(False).astype(bool)]
-    listed = [{"path": row.path, "reason": row.ood_reason, "psnr_est": round(float(row.psnr_est), 2)}
+    create_table_artifact(table=run_summary.count_table(totals, len(flagged)), key="clean-summary",
+                          description=f"Run {run_id}, model {model}: files by outcome")
+    worst = run_summary.worst_table(frame)
+    create_table_artifact(table=worst or [{"path": "(no file cleaned)"}], key="clean-worst",
+                          description=f"Run {run_id}: the {len(worst)} cleaned files the model changed most "
+                                      "(highest recon_mse): look at these first")
+    failed = run_summary.failures(frame, limit=50)
+    create_table_artifact(table=failed or [{"path": "(none)", "error": None}], key="clean-errors",
+                          description=f"Run {run_id}: files that failed ({totals['error']}), with why"
+                                      + (" (the first 50)" if totals["error"] > 50 else ""))
+    for failure in failed[: run_summary.FAILURES_SHOWN]:
+        logger.warning("failed: %s: %s", failure["path"], failure["error"])
+    if totals["error"] > run_summary.FAILURES_SHOWN:
+        logger.warning("... and %d more failed files (all in the report and the clean-errors artifact)",
+                       totals["error"] - run_summary.FAILURES_SHOWN)
+    listed = [{"path": row.path, "reason": row.ood_reason, "psnr_est_db": round(float(row.psnr_est), 1)}
               for row in flagged.head(50).itertuples()]
-    listed = listed or [{"path": "(none)", "reason": None, "psnr_est": None}]
+    listed = listed or [{"path": "(none)", "reason": None, "psnr_est_db": None}]
     create_table_artifact(table=listed, key="clean-ood",
                           description=f"Run {run_id}: {len(flagged)} files unlike the training digits "
                                       "(the first 50)")
-    strip = before_after_strip(frame, in_dir)
+    picks = run_summary.strip_picks(frame)
+    strip = before_after_strip(frame, in_dir, picks=[index for index, _ in picks])
     markdown = (f"# Cleaning run {run_id}\n\nModel {model}.\n\n" +
                 " · ".join(f"**{n}** {status}" for status, n in totals.items()) +
                 f" · **{len(flagged)}** flagged as unlike the training digits\n\n" + quality_table(ok) + "\n")
     if strip:
-        markdown += f"Before (top) and after (bottom):\n\n![strip](data:image/png;base64,{strip})\n"
+        shown = ", ".join(f"{n}. {frame.at[index, 'path']} ({why})"
+                          for n, (index, why) in enumerate(picks, 1))
+        markdown += (f"Before (top) and after (bottom), cleaned by {model.split(':')[0]}: {shown}\n\n"
+                     f"![strip](data:image/png;base64,{strip})\n")
     create_markdown_artifact(markdown=markdown, key="clean-report",
                              description=f"Before/after strip of run {run_id}")
 
@@ -156,10 +173,12 @@ def clean_folder(
     retry_delay_seconds: float = 10,
     adapt_to_folder: bool = False,
     adapt_minutes: float = 2.5,
-) -> dict[str, Any]:
+    strict: bool = False,
+) -> State:
     """Clean every image under ``in_dir`` into the same place under ``out_dir``; with
     ``adapt_to_folder``, with a model adapted to the folder's noise (made on the first run,
-    made again when the noise drifts, kept only where it passes the gate)."""
+    made again when the noise drifts, kept only where it passes the gate). The run fails
+    where no file could be cleaned, or with ``strict`` where any file failed."""
     flow_started = time.time()
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
@@ -168,8 +187,8 @@ def clean_folder(
         lock = workdir.folder_lock(out_dir)  # makes and checks OUT_DIR first
     except workdir.FolderBusy as busy:
         logger.warning("%s; this run does nothing", busy)
-        return {"status": "busy", "files": 0, "ok": 0, "error": 0, "skipped": 0, "ood": 0,
-                "report": None}
+        return Completed(message=str(busy), data={"status": "busy", "files": 0, "ok": 0, "error": 0,
+                                                  "skipped": 0, "ood": 0, "report": None})
     with lock:
         removed = workdir.remove_stale_temporaries(out_dir, report)
         if removed:
@@ -205,9 +224,23 @@ def clean_folder(
                 "the training digits", summary)
     logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
                 "of orchestration", timings)
-    totals = {k: v for k, v in summary.items() if k != "span"}
-    return {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
-            "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
+    totals = {k: v for k, v in summary.items() if k not in ("span", "message")}
+    result = {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
+              "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
+    return final_state(result, summary["message"], strict)
+
+
+def final_state(result: dict[str, Any], message: str, strict: bool) -> State:
+    """The run's final state: Failed where no file could be cleaned, or with ``strict`` where
+    any failed; "Completed with errors" where some failed; else Completed. Its message gives
+    the counts and the first failure, so the run list in the UI tells what happened."""
+    if result["files"] and result["ok"] + result["skipped"] == 0:
+        return Failed(message=f"no file could be cleaned: {message}", data=result)
+    if result["error"] and strict:
+        return Failed(message=f"strict: {message}", data=result)
+    if result["error"]:
+        return Completed(name="Completed with errors", message=message, data=result)
+    return Completed(message=message, data=result)
 
 
 def run_timings(flow_started: float, chosen: dict, shards: list[dict], summary: dict) -> dict:

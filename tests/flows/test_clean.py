@@ -47,6 +47,10 @@ def read_outputs(out):
 def test_clean_flow_end_to_end(scans, tmp_path, store):
     state = clean_folder(**params(scans, tmp_path / "out", store), return_state=True)
     result = state.result()
+    # The run says in its state that a file failed, which, and why.
+    assert state.is_completed() and state.name == "Completed with errors"
+    assert state.message.startswith("13 files: 12 ok, 1 error, 0 skipped")
+    assert "first error: box0/broken.png: " in state.message
     assert result["status"] == "done" and result["model_id"] == "conv-test"
     assert (result["files"], result["ok"], result["error"], result["skipped"]) == (13, 12, 1, 0)
     frame = pd.read_parquet(result["report"])
@@ -68,11 +72,34 @@ def test_clean_flow_end_to_end(scans, tmp_path, store):
     by_key = {a.key: a for a in artifacts}
     assert "data:image/png;base64," in by_key["clean-report"].data
     assert "estimated PSNR" in by_key["clean-report"].data  # the quality distributions
-    assert "(ok files)" in str(by_key["clean-summary"].data)
+    counts = {row["files"]: row["count"] for row in json.loads(by_key["clean-summary"].data)}
+    assert counts["ok"] == 12 and counts["error"] == 1 and counts["skipped"] == 0
+    errors = json.loads(by_key["clean-errors"].data)
+    assert [e["path"] for e in errors] == ["box0/broken.png"] and errors[0]["error"]
+    assert "files that failed (1)" in by_key["clean-errors"].description
+    worst = json.loads(by_key["clean-worst"].data)
+    assert len(worst) == 10 and all(len(repr(row["recon_mse"])) <= 10 for row in worst)  # rounded
     assert "reason" in str(by_key["clean-ood"].data)  # the flagged files, or "(none)"
+    report = by_key["clean-report"].data
+    assert "cleaned by conv-test" in report and "(changed most)" in report
 
     again = clean_folder(**params(scans, tmp_path / "out", store))
     assert (again["ok"], again["skipped"], again["error"]) == (0, 12, 1)
+
+
+def test_a_strict_run_with_a_failed_file_ends_failed(scans, tmp_path, store):
+    state = clean_folder(**params(scans, tmp_path / "out", store, strict=True), return_state=True)
+    assert state.is_failed() and "box0/broken.png" in state.message
+    result = state.result(raise_on_failure=False)
+    assert (result["ok"], result["error"]) == (12, 1)  # the good files are cleaned all the same
+    clean = tmp_path / "clean-only"
+    for path in scans.rglob("*.png"):
+        if path.name != "broken.png":
+            target = clean / path.relative_to(scans)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    state = clean_folder(**params(clean, tmp_path / "out2", store, strict=True), return_state=True)
+    assert state.is_completed() and state.name == "Completed" and "0 errors" in state.message
 
 
 def test_a_shard_that_fails_once_is_retried(scans, tmp_path, store, monkeypatch):
