@@ -38,6 +38,7 @@ from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
 from flows.adapt import model_for_folder
 from flows.logs import library_logs
+from flows.monitor import record_history
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
 SHARD_SIZE = 2000
@@ -220,6 +221,8 @@ def clean_folder(
         summary = write_report(results, report_path, run_id, in_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)
         write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
+        tracked = record_history(out_dir, summary["report"], run_id, chosen["model_id"],
+                                 time.time() - flow_started)
     logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped, %(ood)d flagged as unlike "
                 "the training digits", summary)
     logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
@@ -227,7 +230,8 @@ def clean_folder(
     totals = {k: v for k, v in summary.items() if k not in ("span", "message")}
     result = {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
               "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
-    return final_state(result, summary["message"], strict)
+    message = summary["message"] + (f"; drift: {'; '.join(tracked['drift'])}" if tracked["drift"] else "")
+    return final_state({**result, "drift": tracked["drift"]}, message, strict)
 
 
 def final_state(result: dict[str, Any], message: str, strict: bool) -> State:

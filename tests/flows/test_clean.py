@@ -133,3 +133,33 @@ def test_an_overlapping_run_does_nothing(scans, tmp_path, store):
     with workdir.folder_lock(out):
         result = clean_folder(**params(scans, out, store))
     assert result["status"] == "busy" and not read_outputs(out)
+
+
+def test_each_run_joins_the_folder_history_and_doubled_noise_is_flagged(tmp_path, store):
+    def write_scans(noise):
+        rng = np.random.default_rng(int(noise * 100))
+        for i, digit in enumerate(draw_digits(24, seed=5)[0]):
+            noisy = np.clip(digit / 255 + noise * rng.standard_normal(digit.shape), 0, 1)
+            path = tmp_path / "in" / f"{i:02d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(path)
+
+    write_scans(0.15)
+    out = tmp_path / "out"
+    for _ in range(3):
+        state = clean_folder(**params(tmp_path / "in", out, store, overwrite=True), return_state=True)
+        assert "drift" not in state.message and state.result()["drift"] == []
+    write_scans(0.3)
+    state = clean_folder(**params(tmp_path / "in", out, store, overwrite=True), return_state=True)
+    assert state.result()["drift"] and "drift: median input noise" in state.message
+
+    runs = pd.read_parquet(out / ".denoiser" / "history.parquet")
+    assert len(runs) == 4 and runs["ok"].tolist() == [24] * 4
+    assert runs["drift"].notna().tolist() == [False, False, False, True]
+    assert runs["noise_in_median"].iloc[3] > 1.5 * runs["noise_in_median"].iloc[:3].max()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    by_key = {a.key: a for a in artifacts}
+    assert "**drift**" in by_key["trend-out"].data and "data:image/png;base64," in by_key["trend-out"].data
+    assert len(json.loads(by_key["trend-out-runs"].data)) == 4

@@ -1,0 +1,62 @@
+"""Monitoring across runs: each cleaning run's row in the folder's history, the trend
+artifact, and the drift event an automation turns into an alert (``automations/``)."""
+
+from pathlib import Path
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.events import emit_event
+
+from denoiser import history, trend
+from flows.policy import TASK_DEFAULTS
+
+DRIFT_EVENT = "denoiser.folder.drift"
+TREND_RUNS = 30  # runs the trend artifact shows
+
+
+def folder_resource(out_dir: str) -> dict[str, str]:
+    """The Prefect resource an OUT_DIR's events are about."""
+    folder = str(Path(out_dir).resolve())
+    return {"prefect.resource.id": f"denoiser.folder.{folder}", "prefect.resource.name": folder}
+
+
+def trend_key(out_dir: str) -> str:
+    """The artifact key of a folder's trend: 'trend-' and its name in lower case and dashes
+    (Prefect keys allow no other characters)."""
+    name = "".join(c if c.isascii() and c.isalnum() else "-" for c in Path(out_dir).resolve().name.lower())
+    return ("trend-" + "-".join(part for part in name.split("-") if part))[:60].rstrip("-")
+
+
+@task(name="record-history", task_run_name="record-history", **TASK_DEFAULTS)
+def record_history(out_dir: str, report: str, run_id: str, model_id: str, seconds: float) -> dict:
+    """Append this run to ``OUT_DIR/.denoiser/history.parquet``, publish the folder's trend,
+    and where the run drifted from the runs before it: a WARNING and a drift event."""
+    logger = get_run_logger()
+    frame = pd.read_parquet(report)
+    row = history.run_row(frame, run_id=run_id, model_id=model_id, seconds=seconds)
+    runs, reasons = history.append_run(out_dir, row)
+    key = trend_key(out_dir)
+    create_markdown_artifact(markdown=trend.trend_markdown(runs, out_dir, TREND_RUNS), key=key,
+                             description=f"Trend of {out_dir} over its last runs")
+    shown = runs.tail(TREND_RUNS).iloc[::-1]
+    create_table_artifact(key=f"{key}-runs", table=[_readable(r) for r in shown.to_dict("records")],
+                          description=f"The last runs into {out_dir}, newest first")
+    if reasons:
+        logger.warning("this run drifted from the previous runs into %s: %s", out_dir, "; ".join(reasons))
+        emit_event(event=DRIFT_EVENT, resource=folder_resource(out_dir),
+                   payload={"run_id": run_id, "reasons": reasons, "model_id": model_id})
+    return {"runs": len(runs), "drift": reasons}
+
+
+def _readable(row: dict) -> dict:
+    """A history row for the table: time as text, figures rounded."""
+    out = {}
+    for name, value in row.items():
+        if name == "time":
+            out[name] = pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S UTC")
+        elif isinstance(value, float):
+            out[name] = None if value != value else round(value, 4 if "mse" in name or "noise" in name else 2)
+        else:
+            out[name] = value
+    return out
