@@ -32,7 +32,7 @@ from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
-from flows import cli_adapt, cli_alerts, cli_clean, cli_evaluate, cli_models, orphans
+from flows import cli_adapt, cli_alerts, cli_clean, cli_evaluate, cli_models, cli_server, orphans
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_adapt.add_parser(commands)
     cli_models.add_parser(commands)
     cli_alerts.add_parser(commands)
+    cli_server.add_parser(commands)
     return parser
 
 
@@ -202,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_models.run(args)
         if args.command == "alerts":
             return cli_alerts.run(args)
+        if args.command == "server":
+            return cli_server.run(args)
     except (ValueError, OSError) as error:
         return _user_error(args.command, error)
     except KeyboardInterrupt:
