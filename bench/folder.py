@@ -27,6 +27,7 @@ from denoiser.files import read_json
 from denoiser.images import read_image, write_like
 from denoiser.infer import denoise_images
 from denoiser.model import build_model
+from denoiser.precision import FP32, Precision
 
 PER_FOLDER = 1000
 
@@ -52,7 +53,7 @@ def save_model(models_dir: Path, model: str) -> str:
     return str(saved.weights)
 
 
-def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
+def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = FP32) -> dict[str, float]:
     """Images/s of each part of the pipeline run by itself on one thread (the model on
     all cores): read + hash + decode + tone and scale measurement, denoise, map back +
     encode + atomic write."""
@@ -69,9 +70,9 @@ def parts_alone(folder: Path, weights: str, limit: int) -> dict[str, float]:
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
     model = checkpoint.load_model(found, device="cpu")
     pixels = [mapped for mapped, _ in prepared]
-    denoise_images(model, pixels[:64])  # warm-up
+    denoise_images(model, pixels[:64], precision=precision)  # warm-up
     start = time.perf_counter()
-    outputs = denoise_images(model, pixels)
+    outputs = denoise_images(model, pixels, precision=precision)
     model_rate = len(files) / (time.perf_counter() - start)
 
     out = folder.parent / "encode-alone"
@@ -117,10 +118,11 @@ def prefect_server(home: Path) -> Iterator[dict[str, str]]:
         server.wait(timeout=30)
 
 
-def clean_run(in_dir: Path, out_dir: Path, weights: str, env: dict[str, str]) -> dict:
-    """One ``denoiser clean`` process: wall seconds, peak RSS and the flow's own timings."""
+def clean_run(in_dir: Path, out_dir: Path, weights: str, env: dict[str, str], *options: str) -> dict:
+    """One ``denoiser clean`` process (with ``options``): wall seconds, peak RSS and the
+    flow's own timings."""
     command = [str(Path(sys.executable).parent / "denoiser"), "clean", str(in_dir), str(out_dir),
-               "--model", weights, "--device", "cpu"]
+               "--model", weights, "--device", "cpu", *options]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     stderr = process.stderr.read()  # type: ignore[union-attr]

@@ -164,6 +164,7 @@ def clean_folder(
     overwrite: bool = False,
     device: Literal[DEVICES] = "auto",
     precision: Literal[PRECISIONS] = "auto",
+    encode_processes: int | None = None,
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
@@ -212,7 +213,7 @@ def clean_folder(
                         chosen["model_id"], how)
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
-                       precision=chosen["precision"],
+                       precision=chosen["precision"], encode_processes=encode_processes,
                        max_file_mb=max_file_mb)
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
                    for i, part in enumerate(parts)]

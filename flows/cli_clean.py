@@ -9,7 +9,7 @@ import sys
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
 from denoiser.safe_fs import MAX_FILE_MB
-from flows.options import HelpFormatter, add_precision, positive_float, positive_int
+from flows.options import HelpFormatter, add_precision, non_negative_int, positive_float, positive_int
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -81,6 +81,10 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     add_precision(command, "denoise")
+    command.add_argument("--encode-processes", type=non_negative_int, default=None, metavar="N",
+                         help="worker processes that encode outputs and compute their report figures "
+                              "beside the model; 0 does it in threads (default: one per core beyond "
+                              "the first, at most 4)")
     command.add_argument("--strict", action="store_true",
                          help="a run in which any file could not be processed ends Failed (and "
                               "`clean` exits with status 1); without it such a run ends "
@@ -101,7 +105,8 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
 def _clean_parameters(args: argparse.Namespace) -> dict:
     return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
-                device=args.device, precision=args.precision, tones=args.tones, max_file_mb=args.max_file_mb,
+                device=args.device, precision=args.precision, encode_processes=args.encode_processes,
+                tones=args.tones, max_file_mb=args.max_file_mb,
                 models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir),
                 adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes, strict=args.strict)

@@ -68,7 +68,8 @@ def test_clean_flow_end_to_end(scans, tmp_path, store):
         artifacts = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
     names = sorted(r.name for r in runs)
-    assert names == ["clean-shard-0", "clean-shard-1", "clean-shard-2", "resolve-model", "write-report"]
+    assert names == ["clean-shard-0", "clean-shard-1", "clean-shard-2", "record-history", "resolve-model",
+                     "write-report"]
     by_key = {a.key: a for a in artifacts}
     assert "data:image/png;base64," in by_key["clean-report"].data
     assert "estimated PSNR" in by_key["clean-report"].data  # the quality distributions
