@@ -99,31 +99,39 @@ def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dic
     return {"images": size["infer"], "batch_size": default_batch_size(device), **measured}
 
 
-def bench_folder(size: dict, work: Path, server: bool) -> dict:
+def bench_folder(size: dict, work: Path, server: bool, chosen: Precision) -> dict:
     weights = folder.save_model(work / "models", DEFAULT_MODEL)
     small, large = size["folders"]
     in_large = folder.make_pngs(work / f"in-{large}", large)
     in_small = folder.make_pngs(work / f"in-{small}", small)
-    parts = {name: median_of(lambda n=name: folder.parts_alone(in_small, weights, size["parts"])[n], 1)
-             for name in ("decode", "model", "encode")}
-    rates = {name: m["median"] for name, m in parts.items()}
+    alone = [folder.parts_alone(in_small, weights, size["parts"], chosen) for _ in range(size["repeats"])]
+    rates = {name: statistics.median(a[name] for a in alone) for name in ("decode", "model", "encode")}
     slowest = min(rates, key=rates.get)
+    # The processor's bound: every part's CPU time per image (the model's on all its threads)
+    # shared by all the cores.
+    threads = torch.get_num_threads()
+    core_seconds = 1 / rates["decode"] + threads / rates["model"] + 1 / rates["encode"]
+    cpu_bound = (os.cpu_count() or 1) / core_seconds
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect-ephemeral"), "PREFECT_API_URL": ""}
     runs = {}
+    options = ("--precision", chosen.name)
     with folder.prefect_server(work / "prefect-server") if server else _nothing(env) as api_env:
         for count, source in ((small, in_small), (large, in_large)):
-            runs[str(count)] = folder.clean_run(source, work / f"out-{count}", weights, api_env)
+            runs[str(count)] = folder.clean_run(source, work / f"out-{count}", weights, api_env, *options)
     big = runs[str(large)]
     # With a server, one more (small) run measures what the ephemeral API costs to start.
-    ephemeral = (folder.clean_run(in_small, work / "out-ephemeral", weights, env) if server
+    ephemeral = (folder.clean_run(in_small, work / "out-ephemeral", weights, env, *options) if server
                  else runs[str(small)])
     return {
         "model": DEFAULT_MODEL,
         "api": "prefect server" if server else "ephemeral",
+        "precision": chosen.name,
         "parts_alone_images_per_s": rates, "slowest_part": slowest,
+        "cpu_bound_images_per_s": cpu_bound,
         "runs": runs,
         "images_per_s": big["images_per_s"],
         "fraction_of_slowest_part": big["images_per_s"] / rates[slowest],
+        "fraction_of_cpu_bound": big["images_per_s"] / cpu_bound,
         "prefect_overhead_fraction": big["orchestration_seconds"] / big["flow_seconds"],
         "ephemeral_api_startup_seconds": ephemeral["startup_seconds"],
         "server_startup_seconds": big["startup_seconds"],
@@ -184,7 +192,8 @@ def table(result: dict) -> str:
             for n, r in f["runs"].items()),
         "  parts alone (img/s): "
         + ", ".join(f"{k} {v:,.0f}" for k, v in f["parts_alone_images_per_s"].items())
-        + f"; pipeline = {f['fraction_of_slowest_part']:.0%} of the slowest ({f['slowest_part']})",
+        + f"; pipeline = {f['fraction_of_slowest_part']:.0%} of the slowest ({f['slowest_part']}), "
+        f"{f['fraction_of_cpu_bound']:.0%} of the CPU bound ({f['cpu_bound_images_per_s']:,.0f})",
         f"  Prefect overhead {f['prefect_overhead_fraction']:.1%} of the largest run; start-up "
         f"{f['server_startup_seconds']:.1f} s, ephemeral API start-up "
         f"{f['ephemeral_api_startup_seconds']:.1f} s",
@@ -230,7 +239,7 @@ def main() -> None:
     result["infer"] = bench_infer(cpu, size, limit, flops, chosen)
     print("measuring the folder pipeline ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="denoiser-bench-") as work:
-        result["folder"] = bench_folder(size, Path(work), server=args.api == "server")
+        result["folder"] = bench_folder(size, Path(work), server=args.api == "server", chosen=chosen)
     small, large = (result["folder"]["runs"][str(n)]["peak_rss_mb"] for n in size["folders"])
     result["memory"] = {"peak_rss_mb_small": small, "peak_rss_mb_large": large,
                         "rss_growth": large / small - 1, "folders": size["folders"]}

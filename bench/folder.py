@@ -24,12 +24,14 @@ from PIL import Image
 
 from denoiser import checkpoint, restore
 from denoiser.files import read_json
-from denoiser.images import read_image, write_like
-from denoiser.infer import denoise_images
+from denoiser.images import read_image
 from denoiser.model import build_model
 from denoiser.precision import FP32, Precision
+from denoiser.render import encode
+from denoiser.scan_batch import BatchTimings, clean_batch
 
 PER_FOLDER = 1000
+BATCH = 256  # files a shard sends to the model together (28x28 scans)
 
 
 def make_pngs(folder: Path, count: int, seed: int = 0) -> Path:
@@ -54,37 +56,38 @@ def save_model(models_dir: Path, model: str) -> str:
 
 
 def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = FP32) -> dict[str, float]:
-    """Images/s of each part of the pipeline run by itself on one thread (the model on
-    all cores): read + hash + decode + tone and scale measurement, denoise, map back +
-    encode + atomic write."""
+    """Images/s of each part of the pipeline run by itself, as ``clean`` runs it: decode (read
+    + hash + decode on one thread, then the batch's tones and scale), the model (both passes,
+    on all cores, in ``precision``), encode (the map back and the report figures for the
+    batch, then encoding and the atomic write on one thread)."""
     files = sorted(folder.rglob("*.png"))[:limit]
+    found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
+    model = checkpoint.load_model(found, device="cpu")
+    headroom = restore.model_headroom(found.metadata)
+    clean_batch(model, [np.zeros((28, 28), np.float32)] * 64, headroom=headroom, precision=precision)  # warm-up
     start = time.perf_counter()
-    images, prepared = [], []
-    for path in files:  # as a shard does: read, hash (for the manifest), decode, measure
+    images = []
+    for path in files:  # as a shard's readers do: read, hash (for the manifest), decode
         content = path.read_bytes()
         hashlib.sha256(content).hexdigest()
         images.append(read_image(path, content))
-        prepared.append(restore.prepare(images[-1].pixels))
-    decode = len(files) / (time.perf_counter() - start)
-
-    found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
-    model = checkpoint.load_model(found, device="cpu")
-    pixels = [mapped for mapped, _ in prepared]
-    denoise_images(model, pixels[:64], precision=precision)  # warm-up
-    start = time.perf_counter()
-    outputs = denoise_images(model, pixels, precision=precision)
-    model_rate = len(files) / (time.perf_counter() - start)
-
+    read_seconds = time.perf_counter() - start
+    clock, results = BatchTimings(), []
+    for first in range(0, len(images), BATCH):
+        chunk = images[first : first + BATCH]
+        results += clean_batch(model, [image.pixels for image in chunk], headroom=headroom, precision=precision,
+                               timings=clock)
     out = folder.parent / "encode-alone"
     out.mkdir(exist_ok=True)
     start = time.perf_counter()
-    for i, (image, result, (_, info)) in enumerate(zip(images, outputs, prepared, strict=True)):
+    for i, (image, result) in enumerate(zip(images, results, strict=True)):
         tmp = out / f".{i}.part"
-        write_like(image, restore.finish(result, info, image.pixels.shape), tmp)
+        tmp.write_bytes(encode(image, result.pixels))
         os.replace(tmp, out / f"{i}.png")
-    encode = len(files) / (time.perf_counter() - start)
+    write_seconds = time.perf_counter() - start
     shutil.rmtree(out)
-    return {"decode": decode, "model": model_rate, "encode": encode}
+    return {"decode": len(files) / (read_seconds + clock.prepare), "model": len(files) / clock.model,
+            "encode": len(files) / (clock.finish + write_seconds)}
 
 
 def _free_port() -> int:

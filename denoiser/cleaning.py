@@ -27,17 +27,16 @@ from typing import Any
 
 import torch
 
-from denoiser import quality
 from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.choices import TONES
 from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
-from denoiser.render import Check, RenderPool, default_processes
 from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder
-from denoiser.infer import denoise_images
 from denoiser.manifest import Manifest
+from denoiser.render import RenderPool, default_processes
+from denoiser.scan_batch import BatchTimings, clean_batch
 from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
 from denoiser.workdir import WORK_DIR, prepare_output, work_dir
 
@@ -155,7 +154,7 @@ def clean_shard(
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
                       tones=options.tones, reason=model_reason,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget,
-                      render=RenderPool(default_processes() if options.encode_processes is None
+                      encode=RenderPool(default_processes() if options.encode_processes is None
                                         else options.encode_processes))
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
@@ -187,25 +186,20 @@ def clean_shard(
             while todo or reading or batch:
                 while todo and len(reading) < ahead:
                     reading.add(readers.submit(steps.read, todo.popleft()))
-                pixels = sum(p.mapped.size for p in batch)
+                pixels = sum(p.image.pixels.size for p in batch)
                 stalled = bool(batch) and budget.waiting >= min(len(reading), options.workers)
                 if batch and (not reading or stalled or len(batch) >= ahead or pixels >= BATCH_PIXELS):
                     model = cached_model(checkpoint, device)
-                    started = time.perf_counter()
-                    outputs = denoise_images(model, [p.mapped for p in batch], batch_size=options.batch_size,
-                                             device=device, tile=options.tile, overlap=options.overlap,
-                                             precision=precision)
-                    # The quality estimate's check pass: each output with fresh noise, cleaned again.
-                    checks = [quality.renoised(p.mapped, out) for p, out in zip(batch, outputs, strict=True)]
-                    rechecks = denoise_images(model, [c[1] for c in checks], batch_size=options.batch_size,
-                                              device=device, tile=options.tile, overlap=options.overlap,
-                                              precision=precision)
-                    share = (time.perf_counter() - started) / len(batch)
-                    clock.model += share * len(batch)
-                    writing.update(writers.submit(steps.write, item, out, share, Check(check[0], recheck))
-                                   for item, out, check, recheck in zip(batch, outputs, checks, rechecks,
-                                                                        strict=True))
-                    batch, outputs = [], []
+                    parts = BatchTimings()
+                    results = clean_batch(model, [p.image.pixels for p in batch], headroom=steps.headroom,
+                                          tones=options.tones, device=device, batch_size=options.batch_size,
+                                          tile=options.tile, overlap=options.overlap, precision=precision,
+                                          timings=parts)
+                    steps.count(decode=parts.prepare, model=parts.model, encode=parts.finish)
+                    share = (parts.prepare + parts.model + parts.finish) / len(batch)
+                    writing.update(writers.submit(steps.write, item, result, share)
+                                   for item, result in zip(batch, results, strict=True))
+                    batch = []
                     flush()
                     continue
                 done, reading = wait(reading, timeout=0.05, return_when=FIRST_COMPLETED)

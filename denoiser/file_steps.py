@@ -23,9 +23,10 @@ from denoiser.checkpoint import Checkpoint
 from denoiser.clean_report import error_line, new_row
 from denoiser.files import atomic_path
 from denoiser.images import Entry, GrayImage, ImageError, read_image
-from denoiser.render import Check, Rendered, render
-from denoiser.restore import ScanInfo, model_headroom, prepare
+from denoiser.render import encode
+from denoiser.restore import model_headroom
 from denoiser.safe_fs import make_folders_inside, read_input
+from denoiser.scan_batch import Cleaned
 
 
 class PixelBudget:
@@ -67,8 +68,6 @@ class Pending:
     entry: Entry
     image: GrayImage
     digest: str
-    mapped: np.ndarray  # in the model's look (paper 0, ink 1), shrunk if its strokes are wide
-    info: ScanInfo
     pixels: int  # reserved from the budget
     seconds: float  # spent on it so far
 
@@ -95,12 +94,12 @@ class FileSteps:
     def __init__(self, *, in_dir: str | Path, out_dir: Path, tmp_dir: Path, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
                  reason: str | None, max_bytes: int, budget: PixelBudget,
-                 render: Callable[..., Rendered] = render) -> None:
+                 encode: Callable[[GrayImage, np.ndarray], bytes] = encode) -> None:
         self.in_dir, self.out_dir, self.tmp_dir = in_dir, out_dir, tmp_dir
         self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
-        self.render = render  # denoiser.render.render, or a RenderPool running it in processes
+        self.encode = encode  # denoiser.render.encode, or a RenderPool running it in processes
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
         self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
@@ -115,6 +114,12 @@ class FileSteps:
         with self._lock:
             held, self.held = self.held, 0
         self.budget.release(held)
+
+    def count(self, **seconds: float) -> None:
+        """Add ``seconds`` to the shard's timings (decode, model, encode) from any thread."""
+        with self._lock:
+            for part, value in seconds.items():
+                setattr(self.clock, part, getattr(self.clock, part) + value)
 
     def row(self, entry: Entry, **fields: Any) -> dict[str, Any]:
         return new_row(self.run_id, entry.rel, self.model_id, model_reason=self.reason, **fields)
@@ -141,8 +146,7 @@ class FileSteps:
                                 seconds=time.perf_counter() - started)
             image = read_image(entry.path, content, reserve=reserve)
             del content
-            mapped, info = prepare(image.pixels, headroom=self.headroom)
-            return Pending(entry, image, digest, mapped, info, reserved, time.perf_counter() - started)
+            return Pending(entry, image, digest, reserved, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             self.release(reserved)
             return self.row(entry, status="error", error=error_line(error),
@@ -151,16 +155,19 @@ class FileSteps:
             with self._lock:
                 self.clock.decode += time.perf_counter() - started
 
-    def write(self, item: Pending, result: np.ndarray, model_seconds: float,
-              check: Check | None = None) -> dict[str, Any]:
-        """Write one output atomically; its report row."""
+    def write(self, item: Pending, result: Cleaned | Exception, model_seconds: float) -> dict[str, Any]:
+        """Write one output atomically; its report row (an error row when ``result`` is the
+        exception that stopped the file)."""
         started = time.perf_counter()
-        image, entry, info = item.image, item.entry, item.info
-        base = dict(format=image.format, mode=image.mode, width=image.width, height=image.height,
-                    inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale,
-                    input_sha256=item.digest)
+        image, entry = item.image, item.entry
+        base: dict[str, Any] = dict(format=image.format, mode=image.mode, width=image.width,
+                                    height=image.height, input_sha256=item.digest)
         try:
-            rendered = self.render(image, result, info, self.tones, item.mapped, check)
+            if isinstance(result, Exception):
+                raise result
+            info = result.info
+            base.update(inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale)
+            data = self.encode(image, result.pixels)
             parent = make_folders_inside(self.out_dir, Path(entry.rel).parent)
             dest = parent / Path(entry.rel).name
             if dest.is_symlink():
@@ -168,10 +175,10 @@ class FileSteps:
             # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
             # nothing half-written among the outputs, and the next run sweeps it away.
             with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
-                tmp.write_bytes(rendered.data)
+                tmp.write_bytes(data)
             row = self.row(entry, status="ok", output_path=str(dest),
                            seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
-                           **rendered.fields)
+                           **result.fields)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             return self.row(entry, status="error", error=error_line(error),
                             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)

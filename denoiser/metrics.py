@@ -93,8 +93,16 @@ def noise_sigma(image: np.ndarray) -> float:
     The median absolute value of the diagonal Haar detail (a high-pass residual in which
     smooth content cancels), divided by 0.6745: Donoho's wavelet estimator.
     """
-    x = np.asarray(image, dtype=np.float64)
-    if x.ndim != 2 or min(x.shape) < 2:
+    x = np.asarray(image)
+    if x.ndim != 2:
         return float("nan")
-    detail = (x[1:, 1:] - x[1:, :-1] - x[:-1, 1:] + x[:-1, :-1]) / 2.0
-    return float(np.median(np.abs(detail)) / 0.6745)
+    return float(noise_sigmas(x[None])[0])
+
+
+def noise_sigmas(images: np.ndarray) -> np.ndarray:
+    """:func:`noise_sigma` of each of (N, H, W) images of one size, at once."""
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim != 3 or min(x.shape[1:]) < 2:
+        return np.full(len(x), np.nan)
+    detail = (x[:, 1:, 1:] - x[:, 1:, :-1] - x[:, :-1, 1:] + x[:, :-1, :-1]) / 2.0
+    return np.median(np.abs(detail), axis=(1, 2)) / 0.6745

@@ -24,6 +24,7 @@ rather than ink on paper.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,48 +50,102 @@ MAX_MIDTONES = 1.1  # mid-tone pixels per inked pixel above which it looks like 
 def renoised(mapped: np.ndarray, output: np.ndarray, seed: int = 0) -> tuple[float, np.ndarray]:
     """The scan's noise level and its output with fresh noise of that level: the input of
     the check pass whose output :func:`estimated_psnr` takes."""
-    sigma = clipped_noise_level(mapped, output)
-    noise = np.random.default_rng(seed).standard_normal(output.shape).astype(np.float32)
-    return sigma, np.clip(output + sigma * noise, 0, 1).astype(np.float32)
+    sigmas, inputs = renoised_many([mapped], [output], seed=seed)
+    return sigmas[0], inputs[0]
 
 
-def _band(image: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+def renoised_many(mapped: list[np.ndarray], outputs: list[np.ndarray],
+                  seed: int = 0) -> tuple[list[float], list[np.ndarray]]:
+    """:func:`renoised` for each scan (the same noise for every scan of one size)."""
+    sigmas = [clipped_noise_level(m, out) for m, out in zip(mapped, outputs, strict=True)]
+    noises: dict[tuple[int, ...], np.ndarray] = {}
+    inputs = []
+    for sigma, out in zip(sigmas, outputs, strict=True):
+        if out.shape not in noises:
+            noises[out.shape] = np.random.default_rng(seed).standard_normal(out.shape).astype(np.float32)
+        inputs.append(np.clip(out + sigma * noises[out.shape], 0, 1).astype(np.float32))
+    return sigmas, inputs
+
+
+def _band(images: np.ndarray) -> np.ndarray:
+    """(N, H, W) images band-passed at the scale of strokes: 3x3 less 11x11 means."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
 
     def mean(k: int) -> torch.Tensor:
         pad = min(k // 2, x.shape[-1] - 1, x.shape[-2] - 1)
         return F.avg_pool2d(F.pad(x, (pad,) * 4, mode="reflect"), 2 * pad + 1, 1)
 
-    return (mean(3) - mean(11))[0, 0].numpy()
+    return (mean(3) - mean(11))[:, 0].numpy()
 
 
 def estimated_mse(mapped: np.ndarray, output: np.ndarray, recheck: np.ndarray, sigma: float) -> float:
     """Estimated mean squared error of ``output`` in the model's look (``recheck``: the model's
     output for :func:`renoised`'s input)."""
-    model_error = float(np.mean((recheck - output) ** 2))
-    mean, variance = clipped_moments(torch.from_numpy(np.asarray(output, np.float32)), sigma)
+    return float(_estimated_mses(mapped[None], output[None], recheck[None], np.array([sigma]))[0])
+
+
+def _estimated_mses(mapped: np.ndarray, outputs: np.ndarray, rechecks: np.ndarray,
+                    sigmas: np.ndarray) -> np.ndarray:
+    """:func:`estimated_mse` of (N, H, W) scans of one size at once."""
+    model_error = np.mean((rechecks - outputs) ** 2, axis=(1, 2), dtype=np.float64)
+    mean, variance = clipped_moments(torch.from_numpy(np.asarray(outputs, np.float32)),
+                                     torch.from_numpy(np.asarray(sigmas, np.float32)).view(-1, 1, 1))
     residual = mapped - mean.numpy()
-    noise_part = float(variance.mean()) * BAND_NOISE
-    lost = float(np.mean(_band(residual) ** 2)) - noise_part * (1 + BAND_SLACK)
-    return model_error + max(lost, 0.0) / BAND_DIGIT
+    noise_part = variance.double().mean(dim=(1, 2)).numpy() * BAND_NOISE
+    lost = np.mean(_band(residual) ** 2, axis=(1, 2), dtype=np.float64) - noise_part * (1 + BAND_SLACK)
+    return model_error + np.maximum(lost, 0.0) / BAND_DIGIT
 
 
 def estimated_psnr(mapped: np.ndarray, output: np.ndarray, recheck: np.ndarray, sigma: float, *,
                    paper: float, ink: float) -> float:
     """Estimated PSNR (dB) of the cleaned scan at its own contrast (``ink - paper``)."""
-    mse = estimated_mse(mapped, output, recheck, sigma) * (ink - paper) ** 2
+    return _to_db(estimated_mse(mapped, output, recheck, sigma) * (ink - paper) ** 2)
+
+
+def _to_db(mse: float) -> float:
     return MAX_DB if mse <= 10 ** (-MAX_DB / 10) else min(MAX_DB, -10 * math.log10(mse))
 
 
 def ood_reason(output: np.ndarray, sigma: float) -> str | None:
     """Why a scan is unlike the training digits, from its output in the model's look and its
     noise level; None when nothing is."""
-    inked = output > 0.5 * output.max() if output.max() > 0 else np.zeros(output.shape, bool)
-    if float(np.mean(output > 0.4)) < MIN_INK:
-        return "blank: no ink found"
-    if sigma > NOISE_LIMIT:
-        return f"noise {sigma:.2f} beyond the trained range ({NOISE_LIMIT})"
-    mid = float(np.mean((output > 0.15) & (output < 0.55))) / max(float(np.mean(inked)), 1e-6)
-    if mid > MAX_MIDTONES:
-        return "tones of a photo, not ink on paper"
-    return None
+    return _ood_reasons(output[None], [sigma])[0]
+
+
+def _ood_reasons(outputs: np.ndarray, sigmas: list[float]) -> list[str | None]:
+    """:func:`ood_reason` of (N, H, W) outputs of one size at once."""
+    peak = outputs.max(axis=(1, 2), keepdims=True)
+    inked = np.mean((outputs > 0.5 * peak) & (peak > 0), axis=(1, 2))
+    ink_share = np.mean(outputs > 0.4, axis=(1, 2))
+    mid = np.mean((outputs > 0.15) & (outputs < 0.55), axis=(1, 2)) / np.maximum(inked, 1e-6)
+    reasons: list[str | None] = []
+    for k, sigma in enumerate(sigmas):
+        if ink_share[k] < MIN_INK:
+            reasons.append("blank: no ink found")
+        elif sigma > NOISE_LIMIT:
+            reasons.append(f"noise {sigma:.2f} beyond the trained range ({NOISE_LIMIT})")
+        elif mid[k] > MAX_MIDTONES:
+            reasons.append("tones of a photo, not ink on paper")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[np.ndarray],
+           sigmas: list[float], contrasts: list[float]) -> list[dict[str, Any]]:
+    """The quality columns of each cleaned scan's report row (``noise_level``, ``psnr_est``,
+    ``ood``, ``ood_reason``), scans of one size computed together. ``contrasts``: each
+    scan's ``ink - paper``."""
+    rows: list[dict[str, Any] | None] = [None] * len(outputs)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, out in enumerate(outputs):
+        groups.setdefault(out.shape, []).append(i)
+    for indices in groups.values():
+        stack = lambda items: np.stack([items[i] for i in indices])  # noqa: E731
+        group_sigmas = [sigmas[i] for i in indices]
+        mses = _estimated_mses(stack(mapped), stack(outputs), stack(rechecks), np.array(group_sigmas))
+        reasons = _ood_reasons(stack(outputs), group_sigmas)
+        for k, i in enumerate(indices):
+            rows[i] = {"noise_level": sigmas[i], "psnr_est": _to_db(float(mses[k]) * contrasts[i] ** 2),
+                       "ood": reasons[k] is not None, "ood_reason": reasons[k]}
+    return rows  # type: ignore[return-value]

@@ -1,10 +1,11 @@
-"""What a cleaned file becomes before it is written: the model's output back at the scan's size
-and tones, encoded in the scan's format, and the figures of its report row.
+"""Encoding a cleaned scan in its source's format, in the writing threads or in worker
+processes beside the model.
 
-:func:`render` is a pure function of picklable inputs, so a shard can run it in worker
-processes (:class:`RenderPool`) beside the model instead of in threads that share one
-interpreter with it; either way the bytes are the same. Writing them atomically stays with
-the shard (:mod:`denoiser.file_steps`).
+:func:`encode` is a pure function of picklable inputs, so a shard can run it in worker
+processes (:class:`RenderPool`) instead of in threads that share one interpreter with the
+model; either way the bytes are the same. Writing them atomically stays with the shard
+(:mod:`denoiser.file_steps`); the output pixels and the report figures come from
+:mod:`denoiser.scan_batch`.
 """
 
 from __future__ import annotations
@@ -17,49 +18,19 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from denoiser import quality
 from denoiser.images import GrayImage, write_like
-from denoiser.metrics import noise_sigma
-from denoiser.restore import ScanInfo, finish
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Check:
-    """The quality estimate's inputs for one output (:mod:`denoiser.quality`)."""
-
-    sigma: float  # the scan's noise level in the model's look
-    recheck: np.ndarray  # the model's output for the output with fresh noise of that level
-
-
-@dataclass(frozen=True)
-class Rendered:
-    data: bytes  # the encoded file
-    fields: dict[str, Any]  # report columns: recon_mse, noise levels, the quality estimate
-
-
-def render(image: GrayImage, output: np.ndarray, info: ScanInfo, tones: str, mapped: np.ndarray,
-           check: Check | None = None) -> Rendered:
-    """The encoded output file of one scan and its report figures (``output``: the model's
-    output for ``mapped``, the scan in the model's look)."""
-    cleaned = finish(output, info, image.pixels.shape, tone=tones)
+def encode(image: GrayImage, cleaned: np.ndarray) -> bytes:
+    """The bytes of ``cleaned`` written like ``image`` (its format, mode, bit depth, alpha, EXIF)."""
     buffer = io.BytesIO()
     write_like(image, cleaned, buffer)
-    fields: dict[str, Any] = {"recon_mse": float(np.mean((cleaned - image.pixels) ** 2)),
-                              "noise_sigma_in": noise_sigma(image.pixels),
-                              "noise_sigma_out": noise_sigma(cleaned)}
-    if check is not None:
-        reason = quality.ood_reason(output, check.sigma)
-        fields.update(noise_level=check.sigma, ood=reason is not None, ood_reason=reason,
-                      psnr_est=quality.estimated_psnr(mapped, output, check.recheck, check.sigma,
-                                                      paper=info.paper, ink=info.ink))
-    return Rendered(buffer.getvalue(), fields)
+    return buffer.getvalue()
 
 
 def _one_thread() -> None:
@@ -69,7 +40,7 @@ def _one_thread() -> None:
 
 
 class RenderPool:
-    """Runs :func:`render` in ``processes`` worker processes (started once per process and
+    """Runs :func:`encode` in ``processes`` worker processes (started once per process and
     shared by its shards), or in the calling thread when ``processes`` is 0."""
 
     _pools: dict[int, ProcessPoolExecutor] = {}
@@ -80,17 +51,17 @@ class RenderPool:
             raise ValueError(f"processes must be >= 0, got {processes}")
         self.processes = processes
 
-    def __call__(self, *args: Any) -> Rendered:
+    def __call__(self, image: GrayImage, cleaned: np.ndarray) -> bytes:
         if not self.processes:
-            return render(*args)
+            return encode(image, cleaned)
         try:
-            return self._pool().submit(render, *args).result()
+            return self._pool().submit(encode, image, cleaned).result()
         except BrokenProcessPool:  # a worker was killed (out of memory, say): carry on in threads
             log.warning("a rendering process died; rendering in threads from here on")
             with self._lock:
                 self._pools.pop(self.processes, None)
             self.processes = 0
-            return render(*args)
+            return encode(image, cleaned)
 
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -112,7 +83,7 @@ class RenderPool:
 
 
 def default_processes() -> int:
-    """Worker processes for rendering: one per core beyond the first, at most 4."""
+    """Worker processes for encoding: one per core beyond the first, at most 4."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 

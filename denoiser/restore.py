@@ -89,30 +89,64 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def prepare(image: np.ndarray, *, headroom: float = tones.HEADROOM,
             rescale: bool = True) -> tuple[np.ndarray, ScanInfo]:
     """One scan in the model's look (shrunk when its strokes are wide), and what was measured."""
-    paper, ink = tones.estimate_levels(image[None], headroom=headroom)
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32))[None]
-    mapped = tones.to_model(pixels, paper, ink)[0].numpy()
-    scale = min(strokes.stroke_scale(mapped), min(mapped.shape) / DIGIT_BOX) if rescale else 1.0
-    resized = scale >= RESCALE_ABOVE
-    if resized:
-        h, w = mapped.shape
-        mapped = _resize(mapped, (max(8, round(h / scale)), max(8, round(w / scale))))
-    return mapped, ScanInfo(float(paper), float(ink), float(scale), resized, headroom)
+    return prepare_many([image], headroom=headroom, rescale=rescale)[0]
+
+
+def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM,
+                 rescale: bool = True) -> list[tuple[np.ndarray, ScanInfo]]:
+    """:func:`prepare` for each of ``images``; scans of one size are measured together, in
+    vectorized passes, with the same results as one at a time."""
+    prepared: list[tuple[np.ndarray, ScanInfo] | None] = [None] * len(images)
+    for shape, indices in by_shape(images).items():
+        pixels = torch.from_numpy(np.stack([np.asarray(images[i], dtype=np.float32) for i in indices]))
+        paper, ink = tones.estimate_levels(pixels, headroom=headroom)
+        mapped = tones.to_model(pixels, paper, ink).numpy()
+        scales = (np.minimum(strokes.stroke_widths(mapped) / strokes.MNIST_STROKE_WIDTH, min(shape) / DIGIT_BOX)
+                  if rescale else np.ones(len(indices)))
+        for k, i in enumerate(indices):
+            scale, one = float(scales[k]), mapped[k]
+            resized = scale >= RESCALE_ABOVE
+            if resized:
+                one = _resize(one, (max(8, round(shape[0] / scale)), max(8, round(shape[1] / scale))))
+            prepared[i] = (one, ScanInfo(float(paper[k]), float(ink[k]), scale, resized, headroom))
+    return prepared  # type: ignore[return-value]
+
+
+def by_shape(images: list[np.ndarray]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of ``images`` grouped by their (H, W) shape, in order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        if np.ndim(image) != 2:
+            raise ValueError(f"expected a (H, W) image, got shape {np.shape(image)}")
+        groups.setdefault(np.shape(image), []).append(i)
+    return groups
 
 
 def finish(output: np.ndarray, info: ScanInfo, shape: tuple[int, int], *, tone: str = "keep") -> np.ndarray:
     """A model output back at the scan's size and tones."""
+    return finish_many([output], [info], [shape], tone=tone)[0]
+
+
+def finish_many(outputs: list[np.ndarray], infos: list[ScanInfo], shapes: list[tuple[int, int]], *,
+                tone: str = "keep") -> list[np.ndarray]:
+    """:func:`finish` for each output; outputs of one size are mapped back together."""
     if tone not in TONES:
         raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
-    if output.shape != shape:
-        output = np.clip(_resize(output, shape), 0.0, 1.0)
-    y = torch.from_numpy(output)
-    paper, ink = torch.tensor(info.paper), torch.tensor(info.ink)
-    if tone == "keep":
-        back = tones.from_model(y, paper, ink)
-    else:
-        back = tones.normalized((y * info.headroom).clamp(0, 1), paper, ink)
-    return back.numpy().astype(np.float32)
+    sized = [out if out.shape == tuple(shape) else np.clip(_resize(out, tuple(shape)), 0.0, 1.0)
+             for out, shape in zip(outputs, shapes, strict=True)]
+    finished: list[np.ndarray | None] = [None] * len(sized)
+    for indices in by_shape(sized).values():
+        y = torch.from_numpy(np.stack([sized[i] for i in indices]))
+        paper = torch.tensor([infos[i].paper for i in indices]).view(-1, 1, 1)
+        ink = torch.tensor([infos[i].ink for i in indices]).view(-1, 1, 1)
+        if tone == "keep":
+            back = tones.from_model(y, paper, ink)
+        else:
+            headroom = torch.tensor([infos[i].headroom for i in indices]).view(-1, 1, 1)
+            back = tones.normalized((y * headroom).clamp(0, 1), paper, ink)
+        for k, i in enumerate(indices):
+            finished[i] = back[k].numpy().astype(np.float32)
+    return finished  # type: ignore[return-value]
 
 
 def restore(model: torch.nn.Module, images: list[np.ndarray], *, tone: str = "keep",
@@ -122,9 +156,8 @@ def restore(model: torch.nn.Module, images: list[np.ndarray], *, tone: str = "ke
     """Clean float (H, W) scans in [0, 1] of any sizes; the outputs and what was measured."""
     if tone not in TONES:
         raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
-    prepared = [prepare(image, headroom=headroom, rescale=rescale) for image in images]
+    prepared = prepare_many(images, headroom=headroom, rescale=rescale)
     outputs = denoise_images(model, [p[0] for p in prepared], batch_size=batch_size, device=device,
                              tile=tile, overlap=overlap, precision=precision)
-    cleaned = [finish(out, info, image.shape, tone=tone)
-               for out, (_, info), image in zip(outputs, prepared, images, strict=True)]
+    cleaned = finish_many(outputs, [info for _, info in prepared], [image.shape for image in images], tone=tone)
     return cleaned, [info for _, info in prepared]

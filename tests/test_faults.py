@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from denoiser import clean_report, cleaning, manifest, workdir
+from denoiser import clean_report, cleaning, manifest, scan_batch, workdir
 from denoiser.file_steps import PixelBudget
 from denoiser.images import read_image
 from denoiser.safe_fs import make_folders_inside, read_input
@@ -329,7 +329,7 @@ def test_a_shard_that_fails_midway_keeps_and_then_skips_what_it_finished(tmp_pat
         digit_png().save(root / f"{i:02d}.png")
     monkeypatch.setattr(cleaning, "BATCH_PIXELS", 8 * 28 * 28)  # batches of 8 files
     monkeypatch.setattr(cleaning, "COMMIT_EVERY", 8)
-    original, calls = cleaning.denoise_images, []
+    original, calls = scan_batch.denoise_images, []
 
     def fails_on_the_fourth_batch(*args, **kwargs):
         calls.append(1)
@@ -337,7 +337,7 @@ def test_a_shard_that_fails_midway_keeps_and_then_skips_what_it_finished(tmp_pat
             raise RuntimeError("the model's device went away")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(cleaning, "denoise_images", fails_on_the_fourth_batch)
+    monkeypatch.setattr(scan_batch, "denoise_images", fails_on_the_fourth_batch)
     real_wait = cleaning.wait
 
     def one_at_a_time(futures, **kwargs):  # batches of exactly 8, however fast the reads are
