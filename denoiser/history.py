@@ -64,15 +64,22 @@ def run_row(frame: pd.DataFrame, *, run_id: str, model_id: str, seconds: float,
             return float("nan")
         return float(values.mean() if how == "mean" else values.quantile(0.95 if how == "p95" else 0.5))
 
-    return {"run_id": run_id, "time": when or datetime.now(timezone.utc), "model_id": model_id,
-            "files": int(len(frame)), **n, "ood": ood,
-            "error_rate": n["error"] / processed if processed else 0.0,
-            "ood_share": ood / n["ok"] if n["ok"] else 0.0,
-            "recon_mse_mean": stat("recon_mse", "mean"), "recon_mse_p95": stat("recon_mse", "p95"),
-            "noise_in_median": stat("noise_sigma_in", "median"),
-            "noise_out_median": stat("noise_sigma_out", "median"),
-            "psnr_est_median": stat("psnr_est", "median"), "seconds": float(seconds),
-            "images_per_s": processed / seconds if seconds > 0 else float("nan"), "drift": None}
+    row = {"run_id": run_id, "time": when or datetime.now(timezone.utc), "model_id": model_id,
+           "files": int(len(frame)), **n, "ood": ood,
+           "error_rate": n["error"] / processed if processed else 0.0,
+           "ood_share": ood / n["ok"] if n["ok"] else 0.0,
+           "recon_mse_mean": stat("recon_mse", "mean"), "recon_mse_p95": stat("recon_mse", "p95"),
+           "noise_in_median": stat("noise_sigma_in", "median"),
+           "noise_out_median": stat("noise_sigma_out", "median"),
+           "psnr_est_median": stat("psnr_est", "median"), "drift": None}
+    return timed(row, seconds)
+
+
+def timed(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """``row`` with the run's duration and its speed."""
+    processed = row["ok"] + row["error"]
+    return {**row, "seconds": float(seconds),
+            "images_per_s": processed / seconds if seconds > 0 else float("nan")}
 
 
 def read_history(out_dir: str | os.PathLike[str]) -> pd.DataFrame:

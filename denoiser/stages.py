@@ -8,7 +8,9 @@ So any stage can be run, retried or resumed alone, with or without Prefect::
 
 Run directory layout (``data/runs/<run_id>/``)::
 
-    train_images.npy  test_images.npy  test_labels.npy   (ingest)
+    test_images.npy  test_labels.npy                     (ingest; the training images are
+                                                          ../cache/train-<digest>.npy, one
+                                                          copy shared by every run)
     noisy_test.npy                                       (synthesize_noise)
     denoised_test.npy                                    (denoise)
     report.parquet  summary.json  preview.png            (report)
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from denoiser import checkpoint, data, report, restore, tones
+from denoiser import checkpoint, data, report, restore, retention, tones
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
@@ -62,7 +64,9 @@ def ingest(
     dataset: str = "mnist",
     test_limit: int | None = None,
 ) -> StageResult:
-    """Load and verify the IDX files, and write them into the run as ``.npy`` arrays."""
+    """Load and verify the IDX files, and write them as ``.npy`` arrays: the test split into
+    the run, the training images once for all runs into the runs folder's cache (named by
+    their digest, so a later run, or a resumed one, reads the same file)."""
     started, run_dir = time.perf_counter(), Path(run_dir)
     if dataset not in data.DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(data.DATASETS)}")
@@ -70,13 +74,19 @@ def ingest(
         raise ValueError(f"test_limit must be >= 1 (or unset), got {test_limit}")
     splits = data.load_dataset(data_dir, dataset=data.DATASETS[dataset])
     test_images, test_labels = splits.test_images[:test_limit], splits.test_labels[:test_limit]
+    train_sha256 = data.array_digest(splits.train_images)
+    cached = run_dir.parent / retention.CACHE_DIR / f"train-{train_sha256[:24]}.npy"
+    if cached.is_file():
+        os.utime(cached)  # in use: retention leaves recently used arrays alone
+    else:
+        save_array(cached, splits.train_images)
     result = {
         "dataset": dataset,
         "data_dir": str(data.resolve_data_dir(data_dir)),
-        "train_images": str(save_array(run_dir / "train_images.npy", splits.train_images)),
+        "train_images": str(cached),
         "test_images": str(save_array(run_dir / "test_images.npy", test_images)),
         "test_labels": str(save_array(run_dir / "test_labels.npy", test_labels)),
-        "train_sha256": data.array_digest(splits.train_images),
+        "train_sha256": train_sha256,
         "n_train": int(len(splits.train_images)),
         "n_test": int(len(test_images)),
     }

@@ -15,6 +15,7 @@ not resolved there ("not fully defined").
 """
 
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -22,13 +23,11 @@ from typing import Any, Literal
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from denoiser import checkpoint, cleaning, manifest, registry, stages, workdir
-from denoiser import run_summary
+from denoiser import checkpoint, cleaning, history, manifest, registry, retention, run_summary, stages, workdir
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
-from denoiser.clean_report import before_after_strip, counts, join_reports, report_frame
+from denoiser.clean_report import counts, join_reports, report_frame
 from denoiser.device import resolve_device
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
@@ -37,6 +36,7 @@ from denoiser.precision import resolve_precision
 from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
 from flows.adapt import model_for_folder
+from flows.clean_artifacts import publish_artifacts
 from flows.logs import library_logs
 from flows.monitor import record_history
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
@@ -87,66 +87,36 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, mod
 
 
 @task(name="write-report", task_run_name="write-report", **TASK_DEFAULTS)
-def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str, model: dict) -> dict:
+def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: str, out_dir: str,
+                 model: dict) -> dict:
+    """Join the shard reports into the run's report and publish its artifacts. A run that
+    cleaned nothing and failed nothing (a scheduled run that found nothing new) keeps no
+    report and no shard files: its row in the folder's history says what it found."""
     started = time.time()
     frame = join_reports([r["rows"] for r in sorted(shard_results, key=lambda r: r["index"])])
-    write_parquet(frame, report)
     totals = counts(frame)
+    if totals["ok"] + totals["error"]:
+        write_parquet(frame, report)
+    else:
+        shutil.rmtree(workdir.work_dir(out_dir) / "runs" / run_id, ignore_errors=True)
+        report = None
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
     ood = int(frame["ood"].fillna(False).astype(bool).sum())
     return {"report": report, "files": int(len(frame)), "ood": ood, "span": (started, time.time()),
-            "message": run_summary.state_message(totals, ood, frame), **totals}
+            "message": run_summary.state_message(totals, ood, frame),
+            "history": history.run_row(frame, run_id=run_id, model_id=model["model_id"], seconds=0.0),
+            **totals}
 
 
-def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str, model: str) -> None:
-    """The run's tables and its before/after strip, in the UI; its failures also as WARNING lines."""
-    logger = get_run_logger()
-    ok = frame[frame["status"] == "ok"]
-    flagged = ok[ok["ood"].fillna(False).astype(bool)]
-    create_table_artifact(table=run_summary.count_table(totals, len(flagged)), key="clean-summary",
-                          description=f"Run {run_id}, model {model}: files by outcome")
-    worst = run_summary.worst_table(frame)
-    create_table_artifact(table=worst or [{"path": "(no file cleaned)"}], key="clean-worst",
-                          description=f"Run {run_id}: the {len(worst)} cleaned files the model changed most "
-                                      "(highest recon_mse): look at these first")
-    failed = run_summary.failures(frame, limit=50)
-    create_table_artifact(table=failed or [{"path": "(none)", "error": None}], key="clean-errors",
-                          description=f"Run {run_id}: files that failed ({totals['error']}), with why"
-                                      + (" (the first 50)" if totals["error"] > 50 else ""))
-    for failure in failed[: run_summary.FAILURES_SHOWN]:
-        logger.warning("failed: %s: %s", failure["path"], failure["error"])
-    if totals["error"] > run_summary.FAILURES_SHOWN:
-        logger.warning("... and %d more failed files (all in the report and the clean-errors artifact)",
-                       totals["error"] - run_summary.FAILURES_SHOWN)
-    listed = [{"path": row.path, "reason": row.ood_reason, "psnr_est_db": round(float(row.psnr_est), 1)}
-              for row in flagged.head(50).itertuples()]
-    listed = listed or [{"path": "(none)", "reason": None, "psnr_est_db": None}]
-    create_table_artifact(table=listed, key="clean-ood",
-                          description=f"Run {run_id}: {len(flagged)} files unlike the training digits "
-                                      "(the first 50)")
-    picks = run_summary.strip_picks(frame)
-    strip = before_after_strip(frame, in_dir, picks=[index for index, _ in picks])
-    markdown = (f"# Cleaning run {run_id}\n\nModel {model}.\n\n" +
-                " · ".join(f"**{n}** {status}" for status, n in totals.items()) +
-                f" · **{len(flagged)}** flagged as unlike the training digits\n\n" + quality_table(ok) + "\n")
-    if strip:
-        shown = ", ".join(f"{n}. {frame.at[index, 'path']} ({why})"
-                          for n, (index, why) in enumerate(picks, 1))
-        markdown += (f"Before (top) and after (bottom), cleaned by {model.split(':')[0]}: {shown}\n\n"
-                     f"![strip](data:image/png;base64,{strip})\n")
-    create_markdown_artifact(markdown=markdown, key="clean-report",
-                             description=f"Before/after strip of run {run_id}")
-
-
-def quality_table(ok: pd.DataFrame) -> str:
-    """The distributions of estimated PSNR and noise level, as a markdown table of quantiles."""
-    if ok.empty or ok["psnr_est"].isna().all():
-        return ""
-    lines = ["| | 10% | 50% | 90% |", "|---|---|---|---|"]
-    for column, label in (("psnr_est", "estimated PSNR (dB)"), ("noise_level", "noise level (model's look)")):
-        q = ok[column].quantile([0.1, 0.5, 0.9])
-        lines.append(f"| {label} | {q.iloc[0]:.2f} | {q.iloc[1]:.2f} | {q.iloc[2]:.2f} |")
-    return "\n".join(lines) + "\n"
+@task(name="prune-runs", task_run_name="prune-runs", **TASK_DEFAULTS)
+def prune_runs(out_dir: str, keep_runs: int | None, keep_days: float | None, run_id: str) -> list[str]:
+    """Remove the reports, shard files and history rows of the runs into ``out_dir`` that the
+    retention lets go (:mod:`denoiser.retention`)."""
+    gone = retention.prune_clean_runs(out_dir, retention.Retention(keep_runs, keep_days), current=run_id)
+    if gone:
+        get_run_logger().info("retention: removed %d earlier runs (reports, shard files, history rows)",
+                              len(gone))
+    return gone
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
@@ -176,11 +146,15 @@ def clean_folder(
     adapt_to_folder: bool = False,
     adapt_minutes: float = 2.5,
     strict: bool = False,
+    keep_runs: int | None = None,
+    keep_days: float | None = None,
 ) -> State:
     """Clean every image under ``in_dir`` into the same place under ``out_dir``; with
     ``adapt_to_folder``, with a model adapted to the folder's noise (made on the first run,
     made again when the noise drifts, kept only where it passes the gate). The run fails
-    where no file could be cleaned, or with ``strict`` where any file failed."""
+    where no file could be cleaned, or with ``strict`` where any file failed. With
+    ``keep_runs`` or ``keep_days``, earlier runs' reports and history rows beyond them are
+    removed (:mod:`denoiser.retention`)."""
     flow_started = time.time()
     logger = get_run_logger()
     run_id = run_id or stages.new_run_id()
@@ -219,16 +193,18 @@ def clean_folder(
                    for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
         report_path = report or default_report_path(out_dir, run_id)
-        summary = write_report(results, report_path, run_id, in_dir, chosen)
+        summary = write_report(results, report_path, run_id, in_dir, out_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)
-        write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
-        tracked = record_history(out_dir, summary["report"], run_id, chosen["model_id"],
-                                 time.time() - flow_started)
+        if summary["report"]:
+            write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
+        tracked = record_history(out_dir, summary["history"], time.time() - flow_started)
+        if keep_runs is not None or keep_days is not None:
+            prune_runs(out_dir, keep_runs, keep_days, run_id)
     logger.info("%(files)d files: %(ok)d ok, %(error)d error, %(skipped)d skipped, %(ood)d flagged as unlike "
                 "the training digits", summary)
     logger.info("%(flow_seconds).1f s: %(library_seconds).1f s of work, %(orchestration_seconds).1f s "
                 "of orchestration", timings)
-    totals = {k: v for k, v in summary.items() if k not in ("span", "message")}
+    totals = {k: v for k, v in summary.items() if k not in ("span", "message", "history")}
     result = {"status": "done", "model_id": chosen["model_id"], "model_why": chosen["why"], "run_id": run_id,
               "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
     message = summary["message"] + (f"; drift: {'; '.join(tracked['drift'])}" if tracked["drift"] else "")

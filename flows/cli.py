@@ -37,6 +37,7 @@ from flows.options import (
     ArgumentParser,
     HelpFormatter,
     add_precision,
+    add_retention,
     noise_spec,
     non_negative_int,
     positive_int,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="resume this run: completed stages are reused (default: a new id)")
     run.add_argument("--flow-retries", type=non_negative_int, default=1, metavar="N",
                      help="retries of the whole flow run; completed stages are not redone")
+    add_retention(run, "run folders")
     cli_clean.add_parsers(commands)
     cli_evaluate.add_parser(commands)
     cli_adapt.add_parser(commands)
@@ -153,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
         denoise_batch_size=args.denoise_batch_size, train_limit=args.train_limit,
         test_limit=args.test_limit, device=args.device, precision=args.precision, seed=args.seed,
         retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,
-        run_id=run_id,
+        run_id=run_id, keep_runs=args.keep_runs, keep_days=args.keep_days,
     )
     from denoiser.files import read_json
 

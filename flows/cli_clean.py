@@ -9,7 +9,12 @@ import sys
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
 from denoiser.safe_fs import MAX_FILE_MB
-from flows.options import HelpFormatter, add_precision, non_negative_int, positive_float, positive_int
+from flows.options import (HelpFormatter, add_precision, add_retention, non_negative_int, positive_float,
+                           positive_int)
+
+CLEAN_RECORDS = "reports, shard files and history rows"
+#: Scheduled runs keep this much by default: an hourly schedule would otherwise pile up reports.
+SERVE_KEEP_DAYS = 30.0
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -36,6 +41,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="clean every file again, even unchanged ones")
     clean.add_argument("--dry-run", action="store_true",
                        help="list what would be cleaned, skipped or refused; write nothing")
+    add_retention(clean, CLEAN_RECORDS)
     clean.add_argument("--rebuild-manifest", action="store_true",
                        help="set a corrupt manifest aside and rebuild it from the run reports "
                             "(only outputs whose input still has the recorded hash count as done)")
@@ -57,6 +63,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     when.add_argument("--interval", type=positive_int, metavar="SECONDS",
                       help="run every SECONDS seconds")
     serve.add_argument("--name", default="clean-folder", help="deployment name")
+    add_retention(serve, CLEAN_RECORDS, keep_days=SERVE_KEEP_DAYS)
 
 
 def add_clean_arguments(command: argparse.ArgumentParser) -> None:
@@ -109,7 +116,8 @@ def _clean_parameters(args: argparse.Namespace) -> dict:
                 tones=args.tones, max_file_mb=args.max_file_mb,
                 models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir),
-                adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes, strict=args.strict)
+                adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes, strict=args.strict,
+                keep_runs=args.keep_runs, keep_days=args.keep_days)
 
 
 def clean(args: argparse.Namespace) -> int:
@@ -161,7 +169,9 @@ def clean(args: argparse.Namespace) -> int:
         return 0
     print(f"{result['files']} files: {result['ok']} ok, {result['error']} error, "
           f"{result['skipped']} skipped, {result['ood']} flagged as unlike the training digits\n"
-          f"model {result['model_why']}\nreport: {result['report']}")
+          f"model {result['model_why']}\n"
+          + (f"report: {result['report']}" if result["report"] else
+             "report: none (nothing was cleaned or failed; the run is in the folder's history)"))
     return 1 if state.is_failed() else 0  # no file cleaned, or --strict and a file failed
 
 

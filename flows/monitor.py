@@ -29,12 +29,13 @@ def trend_key(out_dir: str) -> str:
 
 
 @task(name="record-history", task_run_name="record-history", **TASK_DEFAULTS)
-def record_history(out_dir: str, report: str, run_id: str, model_id: str, seconds: float) -> dict:
-    """Append this run to ``OUT_DIR/.denoiser/history.parquet``, publish the folder's trend,
-    and where the run drifted from the runs before it: a WARNING and a drift event."""
+def record_history(out_dir: str, row: dict, seconds: float) -> dict:
+    """Append this run's row (:func:`denoiser.history.run_row`, timed at ``seconds``) to
+    ``OUT_DIR/.denoiser/history.parquet``, publish the folder's trend, and where the run
+    drifted from the runs before it: a WARNING and a drift event."""
     logger = get_run_logger()
-    frame = pd.read_parquet(report)
-    row = history.run_row(frame, run_id=run_id, model_id=model_id, seconds=seconds)
+    row = history.timed(row, seconds)
+    run_id, model_id = row["run_id"], row["model_id"]
     runs, reasons = history.append_run(out_dir, row)
     key = trend_key(out_dir)
     create_markdown_artifact(markdown=trend.trend_markdown(runs, out_dir, TREND_RUNS), key=key,

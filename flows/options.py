@@ -49,6 +49,16 @@ def add_precision(parser: argparse.ArgumentParser, what: str) -> None:
                              "float32 otherwise")
 
 
+def add_retention(parser: argparse.ArgumentParser, what: str, *, keep_days: float | None = None) -> None:
+    """``--keep-runs`` and ``--keep-days``: how many earlier runs' ``what`` to keep."""
+    parser.add_argument("--keep-runs", type=positive_int, default=None, metavar="N",
+                        help=f"keep the {what} of the newest N runs only; older ones are removed at the "
+                             "end of each run (default: no limit)")
+    parser.add_argument("--keep-days", type=positive_float, default=keep_days, metavar="DAYS",
+                        help=f"remove the {what} of runs older than DAYS days at the end of each run"
+                             + ("" if keep_days else " (default: no limit)"))
+
+
 def noise_spec(text: str) -> str:
     try:
         return str(NoiseSpec.parse(text))

@@ -34,7 +34,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from denoiser import stages
+from denoiser import retention, stages
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
 from denoiser.data import DATASETS
 from denoiser.files import read_json, write_json
@@ -227,10 +227,13 @@ def mnist_pipeline(
     models_dir: str = str(DEFAULT_MODELS_DIR),
     run_id: str | None = None,
     retry_delay_seconds: float = 10,
+    keep_runs: int | None = None,
+    keep_days: float | None = None,
 ) -> dict:
     """Ingest MNIST, noise the test set, train or load the DAE, denoise, and report.
 
-    Training options left unset come from the model's recipe."""
+    Training options left unset come from the model's recipe. With ``keep_runs`` or
+    ``keep_days``, earlier run folders beyond them are removed at the end."""
     config = TrainConfig.recipe(model, noise=noise, epochs=epochs, batch_size=batch_size,
                                 learning_rate=learning_rate, loss=loss, schedule=schedule,
                                 train_limit=train_limit, seed=seed)
@@ -248,5 +251,17 @@ def mnist_pipeline(
                   config.to_dict(), models_dir, device, retrain, precision)
     cleaned = run(denoise, run_dir, noised["noisy"], trained["model_id"], models_dir, denoise_batch_size,
                   device, precision)
-    return run(write_report, run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
-               cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])
+    reported = run(write_report, run_dir, run_id, noised["truth"], ingested["test_labels"], noised["noisy"],
+                   cleaned["denoised"], noised["noise"], noised["noise_seed"], trained["model_id"])
+    if keep_runs is not None or keep_days is not None:
+        prune_runs(runs_dir, keep_runs, keep_days, run_id)
+    return reported
+
+
+@task(name="prune-runs", task_run_name="prune-runs", **TASK_DEFAULTS)
+def prune_runs(runs_dir: str, keep_runs: int | None, keep_days: float | None, run_id: str) -> list[str]:
+    """Remove earlier run folders the retention lets go (:mod:`denoiser.retention`)."""
+    gone = retention.prune_pipeline_runs(runs_dir, retention.Retention(keep_runs, keep_days), current=run_id)
+    if gone:
+        get_run_logger().info("retention: removed %d earlier run folders from %s", len(gone), runs_dir)
+    return gone

@@ -164,3 +164,22 @@ def test_each_run_joins_the_folder_history_and_doubled_noise_is_flagged(tmp_path
     by_key = {a.key: a for a in artifacts}
     assert "**drift**" in by_key["trend-out"].data and "data:image/png;base64," in by_key["trend-out"].data
     assert len(json.loads(by_key["trend-out-runs"].data)) == 4
+
+
+def test_a_run_that_finds_nothing_new_keeps_no_report_and_old_runs_are_pruned(scans, tmp_path, store):
+    (scans / "box0" / "broken.png").unlink()
+    out = tmp_path / "out"
+    work = out / ".denoiser"
+    first = clean_folder(**params(scans, out, store))
+    nothing = clean_folder(**params(scans, out, store))
+    assert (first["ok"], nothing["skipped"], nothing["report"]) == (12, 12, None)
+    assert [p.stem for p in (work / "reports").glob("*.parquet")] == [first["run_id"]]
+    assert not (work / "runs" / nothing["run_id"]).exists()  # no shard files either
+    runs = pd.read_parquet(work / "history.parquet")  # but the run is in the history
+    assert runs["run_id"].tolist() == [first["run_id"], nothing["run_id"]] and runs["skipped"].tolist() == [0, 12]
+
+    later = [clean_folder(**params(scans, out, store, overwrite=True, keep_runs=2))["run_id"] for _ in range(3)]
+    assert sorted(p.stem for p in (work / "reports").glob("*.parquet")) == sorted(later[1:])
+    assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(later[1:])
+    assert pd.read_parquet(work / "history.parquet")["run_id"].tolist() == later[1:]
+    assert len(read_outputs(out)) == 12  # retention never touches the outputs
