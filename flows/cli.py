@@ -32,7 +32,7 @@ from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
-from flows import cli_adapt, cli_alerts, cli_clean, cli_evaluate, cli_models, cli_server, orphans
+from flows import cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server, orphans
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_parser(commands)
     cli_alerts.add_parser(commands)
     cli_server.add_parser(commands)
+    cli_deploy.add_parser(commands)
     return parser
 
 
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cli_alerts.run(args)
         if args.command == "server":
             return cli_server.run(args)
+        if args.command == "deploy":
+            return cli_deploy.run(args)
     except (ValueError, OSError) as error:
         return _user_error(args.command, error)
     except KeyboardInterrupt:

@@ -89,9 +89,8 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     add_precision(command, "denoise")
     command.add_argument("--encode-processes", type=non_negative_int, default=None, metavar="N",
-                         help="worker processes that encode outputs and compute their report figures "
-                              "beside the model; 0 does it in threads (default: one per core beyond "
-                              "the first, at most 4)")
+                         help="worker processes that encode outputs beside the model; 0 encodes in "
+                              "threads (default: one per core beyond the first, at most 4)")
     command.add_argument("--strict", action="store_true",
                          help="a run in which any file could not be processed ends Failed (and "
                               "`clean` exits with status 1); without it such a run ends "
@@ -109,7 +108,8 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                          help="fine-tuning time when --adapt adapts")
 
 
-def _clean_parameters(args: argparse.Namespace) -> dict:
+def clean_parameters(args: argparse.Namespace) -> dict:
+    """The flow's parameters from the options of clean, serve and deploy (folders made absolute)."""
     return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
                 device=args.device, precision=args.precision, encode_processes=args.encode_processes,
@@ -159,7 +159,7 @@ def clean(args: argparse.Namespace) -> int:
     flow = clean_folder
     if args.task_runner == "dask":
         flow = clean_folder.with_options(task_runner=dask_task_runner(args.dask_address))
-    state = flow(**_clean_parameters(args), overwrite=args.overwrite, rebuild_manifest=args.rebuild_manifest,
+    state = flow(**clean_parameters(args), overwrite=args.overwrite, rebuild_manifest=args.rebuild_manifest,
                  report=args.report and os.path.abspath(args.report), return_state=True)
     result = state.result(raise_on_failure=False)
     if isinstance(result, BaseException):  # the flow itself broke (not a file): Prefect logged why
@@ -193,6 +193,24 @@ def dask_task_runner(address: str | None):
     return DaskTaskRunner(cluster_kwargs=kwargs)
 
 
+def check_schedule(cron: str | None) -> None:
+    """A schedule needs a valid cron expression (when given) and a server to keep it."""
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL
+
+    if cron is not None:
+        try:
+            CronSchedule(cron=cron)
+        except ValueError:
+            raise ValueError(f"--cron {cron!r} is not a cron expression (e.g. '0 * * * *': "
+                             "minute hour day month weekday)") from None
+    if not PREFECT_API_URL.value():
+        raise ValueError(
+            "schedules need a running Prefect server, and PREFECT_API_URL is not set: start one "
+            "with `denoiser server start` and run `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
+        )
+
+
 def serve(args: argparse.Namespace) -> int:
     from denoiser import cleaning
     from denoiser.device import resolve_device
@@ -200,21 +218,7 @@ def serve(args: argparse.Namespace) -> int:
 
     resolve_precision(args.precision, resolve_device(args.device))
     cleaning.check_folders(args.in_dir, args.out_dir)
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.settings import PREFECT_API_URL
-
-    if args.cron is not None:
-        try:
-            CronSchedule(cron=args.cron)
-        except ValueError:
-            raise ValueError(f"--cron {args.cron!r} is not a cron expression (e.g. '0 * * * *': "
-                             "minute hour day month weekday)") from None
-
-    if not PREFECT_API_URL.value():
-        raise ValueError(
-            "schedules need a running Prefect server, and PREFECT_API_URL is not set: start one "
-            "with `prefect server start` and run `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
-        )
+    check_schedule(args.cron)
     from prefect.deployments.runner import EntrypointType
 
     from flows.clean import clean_folder
@@ -223,7 +227,7 @@ def serve(args: argparse.Namespace) -> int:
         name=args.name,
         cron=args.cron,
         interval=args.interval,
-        parameters=_clean_parameters(args),
+        parameters=clean_parameters(args),
         global_limit=1,
         description=f"Clean {args.in_dir} into {args.out_dir}",
         entrypoint_type=EntrypointType.MODULE_PATH,

@@ -22,6 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.workers import POOL, ensure_pool, start_workers
+
 DEFAULT_STATE = Path("data") / "server"
 READY_SECONDS = 90
 
@@ -49,13 +51,17 @@ class Server:
         found = self.read()
         if found is None or not _alive(found["pid"]):
             return None
-        return {**found, "healthy": _healthy(found["url"])}
+        workers = [pid for pid in found.get("workers", []) if _alive(pid)]
+        return {**found, "healthy": _healthy(found["url"]), "workers_alive": len(workers)}
 
     def start(self, *, host: str = "127.0.0.1", port: int = 4200, postgres: bool = False,
-              database_url: str | None = None) -> dict:
-        """Start the server (and its PostgreSQL cluster) unless one runs; its record."""
+              database_url: str | None = None, workers: int = 0, pool: str = POOL) -> dict:
+        """Start the server (and its PostgreSQL cluster) unless one runs, and ``workers``
+        workers on the process pool ``pool`` (:mod:`flows.workers`); its record."""
         running = self.status()
         if running is not None:
+            if workers and not running.get("workers"):
+                running = self._add_workers(running, workers, pool)
             return {**running, "already": True}
         self.state.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PREFECT_HOME": str((self.state / "prefect").resolve()),
@@ -84,11 +90,25 @@ class Server:
                 raise ServerError(f"the Prefect server did not become healthy at {url} within "
                                   f"{READY_SECONDS} s; its log: {self.state / 'server.log'}")
             time.sleep(0.5)
+        if workers:
+            record = self._add_workers(record, workers, pool)
         return {**record, "healthy": True, "already": False}
 
+    def _add_workers(self, record: dict, count: int, pool: str) -> dict:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings(updates={PREFECT_API_URL: record["url"]}):
+            ensure_pool(pool)
+        pids = start_workers(count, state=self.state, api_url=record["url"], pool=pool)
+        record = {**record, "workers": pids, "pool": pool}
+        _write_private(self.record, json.dumps({k: v for k, v in record.items() if k != "healthy"}, indent=1))
+        return record
+
     def stop(self) -> bool:
-        """Stop the server and its cluster; whether a server was running."""
+        """Stop the workers, the server and its cluster; whether a server was running."""
         found = self.read()
+        for worker in (found or {}).get("workers", []):
+            _stop_group(worker)
         was_running = found is not None and _alive(found["pid"])
         if was_running:
             _stop_group(found["pid"])

@@ -6,13 +6,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from flows import server as server_module
 from flows.server import Server
-from tests.helpers import denoiser, free_port
+from tests.helpers import denoiser, draw_digits, free_port
 
 FLOW = "from prefect import flow\n@flow(name='server-check')\ndef f():\n    return 41 + 1\nprint(f())\n"
 
@@ -55,30 +58,75 @@ def test_the_sqlite_server_starts_answers_and_stops_without_leftovers(tmp_path):
 HAS_POSTGRES = bool(server_module.shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin")))
 
 
+DB_ERRORS = ("database is locked", "OperationalError", "DBAPIError", "DeadlockDetected", "IntegrityError")
+
+
 @pytest.mark.skipif(not HAS_POSTGRES, reason="PostgreSQL is not installed here (apt-get install postgresql)")
-def test_the_postgres_server_keeps_runs_in_its_private_cluster(tmp_path):
-    # Run as root, PostgreSQL runs as the user postgres, who cannot enter pytest's 0700 folders.
+def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
+    """The private cluster (127.0.0.1 only, its password in a 0600 file) keeps the runs that
+    two workers run for two folders' deployments, with no database error; stop leaves no
+    process of the server, the cluster or the workers."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from denoiser import cleaning
+
     state = Path(tempfile.mkdtemp(prefix="denoiser-server-")) / "server"
     state.parent.chmod(0o755)
-    found = Server(state).start(port=free_port(), postgres=True)
+    folders = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        folders[name] = tmp_path / f"in-{name}"
+        for i, digit in enumerate(draw_digits(30, seed=seed)[0]):
+            noisy = np.clip(digit / 255 + 0.3 * np.random.default_rng(i).standard_normal(digit.shape), 0, 1)
+            (folders[name] / f"{i % 3}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(folders[name] / f"{i % 3}/{i:02d}.png")
+    found = Server(state).start(port=free_port(), postgres=True, workers=2)
     try:
         assert found["database"] == "postgres (private cluster)" and found["healthy"]
+        assert len(found["workers"]) == 2 and found["pool"] == "denoiser"
         credentials = state / "postgres" / "credentials.json"
         assert oct(credentials.stat().st_mode & 0o777) == "0o600"
         secret = json.loads(credentials.read_text())
-        assert run_a_flow_against(found["url"], tmp_path) == "42"
-        env = {**os.environ, "PGPASSWORD": secret["password"]}
-        psql = server_module._binary("psql")
-        rows = subprocess.run([psql, "-h", "127.0.0.1", "-p", str(secret["port"]), "-U", "denoiser",
-                               "-d", "prefect", "-tAc", "SELECT count(*) FROM flow_run"],
-                              env=env, capture_output=True, text=True)
-        assert rows.returncode == 0 and int(rows.stdout) >= 1  # the run is in PostgreSQL
         listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
         for port in (found["port"], secret["port"]):
             assert f"127.0.0.1:{port} " in listening and f"0.0.0.0:{port} " not in listening
         postmaster = int((state / "postgres" / "data" / "postmaster.pid").read_text().split()[0])
+        env = {"PREFECT_API_URL": found["url"], "PREFECT_HOME": str(tmp_path / "client-home")}
+        for name, source in folders.items():
+            deployed = denoiser("deploy", str(source), str(tmp_path / f"out-{name}"), "--interval", "3600",
+                                "--model", str(untrained.weights), "--device", "cpu", "--name", f"clean-{name}",
+                                env=env, timeout=180)
+            assert deployed.returncode == 0 and f"clean-folder/clean-{name}" in deployed.stdout, deployed.stderr
+        with temporary_settings(updates={PREFECT_API_URL: found["url"]}):
+            runs = [run_deployment(f"clean-folder/clean-{name}", timeout=0) for name in folders]
+            deadline = time.time() + 300
+            with get_client(sync_client=True) as client:
+                states = [client.read_flow_run(r.id).state for r in runs]
+                while not all(s.is_final() for s in states):
+                    assert time.time() < deadline, "the workers did not finish both runs in 5 minutes"
+                    time.sleep(2)
+                    states = [client.read_flow_run(r.id).state for r in runs]
+        assert all(s.is_completed() for s in states), [s.message for s in states]
+        for name, source in folders.items():  # the outputs a run in this process writes, byte for byte
+            by_worker = {p.relative_to(tmp_path / f"out-{name}"): p.read_bytes()
+                         for p in (tmp_path / f"out-{name}").rglob("*.png") if ".denoiser" not in p.parts}
+            local = tmp_path / f"local-{name}"
+            cleaning.clean_shard(cleaning.plan(source, local), in_dir=source, out_dir=local,
+                                 checkpoint=untrained, run_id="local", options=cleaning.CleanOptions(device="cpu"))
+            assert by_worker == {p.relative_to(local): p.read_bytes()
+                                 for p in local.rglob("*.png") if ".denoiser" not in p.parts}
+            assert len(by_worker) == 30
+        logs = "".join(p.read_text(errors="replace") for p in state.glob("*.log"))
+        assert "Worker 'denoiser-worker-1' started" in logs and "Worker 'denoiser-worker-2' started" in logs
+        assert not [error for error in DB_ERRORS if error in logs]
+        psql = server_module._binary("psql")
+        rows = subprocess.run([psql, "-h", "127.0.0.1", "-p", str(secret["port"]), "-U", "denoiser", "-d", "prefect",
+                               "-tAc", "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"],
+                              env={**os.environ, "PGPASSWORD": secret["password"]}, capture_output=True, text=True)
+        assert rows.returncode == 0 and int(rows.stdout) == 2  # the runs are in PostgreSQL
     finally:
         assert Server(state).stop()
-    assert not live(found["pid"]) and not live(postmaster)
+    assert not any(live(pid) for pid in [*found["workers"], found["pid"], postmaster])
     assert not (state / "postgres" / "data" / "postmaster.pid").exists()
     shutil.rmtree(state.parent)
