@@ -55,7 +55,9 @@ def _panel(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, runs: pd.DataFr
         draw.text((x0 + 8, y0 + 8), "no data", fill=INK, font=font)
         return
     low, high = min(finite), max(finite)
-    if high - low < 1e-9:
+    if fmt.endswith("%}"):  # a share: from 0, and at least to 10%, so a few flagged files look few
+        low, high = 0.0, max(high, 0.1)
+    elif high - low < 1e-9:
         low, high = low - 0.5 * abs(low or 1) * 0.1, high + 0.5 * abs(high or 1) * 0.1
     draw.text((left + 2, y0 - 2), fmt.format(high), fill=INK, font=font)
     draw.text((left + 2, y1 - 12), fmt.format(low), fill=INK, font=font)
@@ -72,4 +74,5 @@ def _panel(draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, runs: pd.DataFr
         radius = 4 if drifted[i] else 2
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour)
     latest = f", latest {fmt.format(values[-1])}" if math.isfinite(values[-1]) else ""
-    draw.text((x0, y1 + 4), f"{len(values)} runs{latest}", fill=INK, font=font)
+    runs_text = "1 run" if len(values) == 1 else f"{len(values)} runs"
+    draw.text((x0, y1 + 4), f"{runs_text}{latest}", fill=INK, font=font)

@@ -64,8 +64,11 @@ class Server:
                 running = self._add_workers(running, workers, pool)
             return {**running, "already": True}
         self.state.mkdir(parents=True, exist_ok=True)
+        # The host and port are settings too, not only flags: the UI asks the API at the
+        # address they make (with the flags alone it would look for port 4200).
         env = {**os.environ, "PREFECT_HOME": str((self.state / "prefect").resolve()),
-               "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_API_HOST": host,
+               "PREFECT_SERVER_API_PORT": str(port)}
         env.pop("PREFECT_API_URL", None)
         database = "sqlite"
         if postgres:

@@ -1,0 +1,171 @@
+"""Production soak: a PostgreSQL-backed server, two workers, two folders on schedules firing
+every 10 s, new scans arriving all along; then what the database, the outputs and the
+history say.
+
+    python -m bench.production                    # 5 minutes, as the README reports
+    python -m bench.production --minutes 1 --json production.json
+
+Each folder's deployment allows two runs at once, so up to four cleaning runs overlap (a
+run that finds its folder busy does nothing). Reported: database errors in the server's
+and the workers' logs, the flow runs by final state, inputs without an output or whose
+output does not match its recorded input (lost), files cleaned by more than one run
+(duplicated), and runs that cleaned or failed files but are missing from the folder's
+history (unrecorded). The model is an untrained U-Net: the soak is about orchestration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from bench.folder import save_model
+from flows.server import Server
+
+DB_ERRORS = re.compile(r"database is locked|OperationalError|DBAPIError|DeadlockDetected|IntegrityError|"
+                       r"could not serialize access|too many connections")
+
+
+def add_scans(folder: Path, start: int, count: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for i in range(start, start + count):
+        path = folder / f"part{i // 200}" / f"{i:05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image = np.clip(0.5 * rng.standard_normal((28, 28)) + (rng.random((28, 28)) > 0.8), 0, 1)
+        tmp = path.with_name(f".{path.name}.part")  # a scanner writes, then renames
+        Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp, format="PNG")
+        os.replace(tmp, path)
+
+
+def denoiser(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    command = [str(Path(sys.executable).with_name("denoiser")), *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args[:1])} failed: {done.stderr[-2000:]}")
+    return done
+
+
+def flow_runs(url: str) -> list[dict]:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        runs, offset = [], 0
+        while batch := client.read_flow_runs(limit=200, offset=offset):
+            runs += [{"id": str(r.id), "state": r.state_type.value if r.state_type else None,
+                      "name": r.state_name, "message": r.state.message if r.state else None,
+                      "deployment": str(r.deployment_id)} for r in batch]
+            offset += len(batch)
+    return runs
+
+
+def check_folder(in_dir: Path, out_dir: Path) -> dict:
+    """Lost, duplicated and unrecorded, from the outputs, the manifest, the reports and the
+    history of one folder."""
+    inputs = {p.relative_to(in_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+              for p in in_dir.rglob("*.png")}
+    with sqlite3.connect(out_dir / ".denoiser" / "manifest.sqlite") as db:
+        recorded = dict(db.execute("SELECT path, input_sha256 FROM files").fetchall())
+    lost = [rel for rel, digest in inputs.items()
+            if recorded.get(rel) != digest or not (out_dir / rel).is_file()]
+    reports = sorted((out_dir / ".denoiser" / "reports").glob("*.parquet"))
+    frame = pd.concat([pd.read_parquet(p) for p in reports]) if reports else pd.DataFrame(columns=["status"])
+    cleaned = frame[frame["status"] == "ok"]
+    duplicated = int(cleaned.duplicated(["path", "input_sha256"]).sum())
+    history = pd.read_parquet(out_dir / ".denoiser" / "history.parquet")
+    working = {p.stem for p in reports}
+    unrecorded = sorted(working - set(history["run_id"]))
+    return {"inputs": len(inputs), "lost": len(lost), "lost_examples": lost[:5], "duplicated": duplicated,
+            "runs_with_reports": len(working), "history_rows": int(len(history)),
+            "unrecorded_runs": unrecorded, "errors_in_reports": int((frame["status"] == "error").sum())}
+
+
+def soak(work: Path, minutes: float, interval: int, arrivals: int) -> dict:
+    state = work / "server"
+    models = save_model(work / "models", "unet")
+    started = time.time()
+    server = Server(state).start(port=int(os.environ.get("BENCH_PORT", "4390")), postgres=True, workers=2)
+    ready_seconds = time.time() - started
+    env = {**os.environ, "PREFECT_API_URL": server["url"], "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_HOME": str(work / "client")}
+    folders = {name: (work / f"in-{name}", work / f"out-{name}") for name in ("a", "b")}
+    counts = {name: 200 for name in folders}
+    for n, (name, (source, _)) in enumerate(folders.items()):
+        add_scans(source, 0, counts[name], seed=n)
+    try:
+        for name, (source, out) in folders.items():
+            denoiser("deploy", str(source), str(out), "--interval", str(interval), "--concurrency", "2",
+                     "--model", models, "--device", "cpu", "--name", f"soak-{name}", "--shard-size", "500",
+                     env=env)
+        stop = threading.Event()
+
+        def arrive() -> None:  # new scans every few seconds, into both folders
+            while not stop.wait(5):
+                for n, (name, (source, _)) in enumerate(folders.items()):
+                    add_scans(source, counts[name], arrivals, seed=100 + counts[name] + n)
+                    counts[name] += arrivals
+
+        feeder = threading.Thread(target=arrive, daemon=True)
+        feeder.start()
+        time.sleep(minutes * 60)
+        stop.set()
+        feeder.join()
+        # Let the runs in flight end, then one more run per folder cleans the last arrivals.
+        for name in folders:
+            denoiser("deploy", str(folders[name][0]), str(folders[name][1]), "--interval", "86400",
+                     "--model", models, "--device", "cpu", "--name", f"soak-{name}", env=env)
+        deadline = time.time() + 300
+        while any(r["state"] in ("RUNNING", "PENDING") for r in flow_runs(server["url"])):
+            if time.time() > deadline:
+                break
+            time.sleep(3)
+        for name, (source, out) in folders.items():
+            denoiser("clean", str(source), str(out), "--model", models, "--device", "cpu", env=env)
+        runs = flow_runs(server["url"])
+        logs = {p.name: p.read_text(errors="replace") for p in state.glob("*.log")}
+    finally:
+        Server(state).stop()
+    by_state: dict[str, int] = {}
+    for run in runs:
+        by_state[run["name"] or str(run["state"])] = by_state.get(run["name"] or str(run["state"]), 0) + 1
+    errors = {name: DB_ERRORS.findall(text) for name, text in logs.items()}
+    busy = sum(1 for r in runs if r["message"] and "busy" in r["message"].lower())
+    return {
+        "minutes": minutes, "interval_seconds": interval, "server_ready_seconds": round(ready_seconds, 1),
+        "flow_runs": len(runs), "flow_runs_by_state": by_state, "busy_runs": busy,
+        "database_errors": sum(len(v) for v in errors.values()),
+        "database_error_examples": sorted({e for v in errors.values() for e in v})[:5],
+        "folders": {name: check_folder(source, out) for name, (source, out) in folders.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=5.0, help="how long the schedules fire")
+    parser.add_argument("--interval", type=int, default=10, help="seconds between a folder's scheduled runs")
+    parser.add_argument("--arrivals", type=int, default=10, help="new scans per folder every 5 seconds")
+    parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="denoiser-production-"))
+    work.chmod(0o755)  # as root, PostgreSQL runs as the user postgres, who must reach its folder
+    result = soak(work, args.minutes, args.interval, args.arrivals)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
