@@ -1,10 +1,19 @@
-"""The alert automations, created on a real (test) Prefect API."""
+"""The alert automations, created on a real (test) Prefect API, and their notifications
+delivered to a local webhook when a folder drifts and when a run fails."""
 
+import http.server
+import json
+import threading
+import time
+
+import numpy as np
 import pytest
+from PIL import Image
 from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
 from flows import alerts
+from tests.helpers import draw_digits
 
 
 def test_the_alerts_install_against_a_notification_block_and_replace_themselves():
@@ -31,3 +40,62 @@ def test_a_missing_block_is_a_plain_error():
         alerts.install("slack-webhook/nobody")
     with pytest.raises(alerts.AlertsError, match="must be BLOCK_TYPE/BLOCK_NAME"):
         alerts.install("ops")
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP endpoint that keeps what is posted to it, and a notification block for it."""
+    posted = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            posted.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CustomWebhookNotificationBlock(name="ops-hook", url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+                                   json_data={"text": "{{subject}}\n{{body}}"}).save("delivered", overwrite=True)
+    yield posted
+    server.shutdown()
+
+
+def wait_for(posted, text, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        found = [p["text"] for p in posted if text in p["text"]]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError(f"no notification with {text!r} in {seconds} s; got {posted}")
+
+
+def test_a_drifting_folder_and_a_failed_run_reach_the_notification_block(webhook, tmp_path, store):
+    from flows.clean import clean_folder
+
+    alerts.install("custom-webhook/delivered")
+
+    def scans(noise):
+        rng = np.random.default_rng(int(noise * 100))
+        for i, digit in enumerate(draw_digits(24, seed=5)[0]):
+            noisy = np.clip(digit / 255 + noise * rng.standard_normal(digit.shape), 0, 1)
+            (tmp_path / "in").mkdir(exist_ok=True)
+            Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(tmp_path / "in" / f"{i:02d}.png")
+
+    params = dict(in_dir=str(tmp_path / "in"), out_dir=str(tmp_path / "out"), models_dir=str(store),
+                  device="cpu", overwrite=True, retry_delay_seconds=0)
+    for noise in (0.15, 0.15, 0.15, 0.3):  # the scanner's noise doubles on the fourth run
+        scans(noise)
+        clean_folder(**params)
+    drift = wait_for(webhook, "Scans drifted")
+    assert str(tmp_path / "out") in drift and "median input noise" in drift
+
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    state = clean_folder(**params, strict=True, return_state=True)
+    assert state.is_failed()
+    failed = wait_for(webhook, "Failed: clean-folder")
+    assert "broken.png" in failed  # the run's state message names the file
