@@ -8,7 +8,6 @@ starts (or an ephemeral API), so its wall time, peak RSS and the split the flow 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import socket
@@ -22,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from denoiser import checkpoint, restore
+from denoiser import checkpoint, cleaning
+from denoiser.file_steps import FileSteps, PixelBudget, ShardTimings
 from denoiser.files import read_json
-from denoiser.images import read_image
 from denoiser.model import build_model
 from denoiser.precision import FP32, Precision
-from denoiser.render import encode
+from denoiser.safe_fs import make_folders_inside
 from denoiser.scan_batch import BatchTimings, clean_batch
+from denoiser.workdir import WORK_DIR, prepare_output
 
 PER_FOLDER = 1000
 BATCH = 256  # files a shard sends to the model together (28x28 scans)
@@ -56,38 +56,37 @@ def save_model(models_dir: Path, model: str) -> str:
 
 
 def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = FP32) -> dict[str, float]:
-    """Images/s of each part of the pipeline run by itself, as ``clean`` runs it: decode (read
-    + hash + decode on one thread, then the batch's tones and scale), the model (both passes,
-    on all cores, in ``precision``), encode (the map back and the report figures for the
-    batch, then encoding and the atomic write on one thread)."""
-    files = sorted(folder.rglob("*.png"))[:limit]
+    """Images/s of each part of the pipeline run by itself, with the product's own steps
+    (:class:`denoiser.file_steps.FileSteps`, :func:`denoiser.scan_batch.clean_batch`):
+    decode (the safe read, hash and decode on one thread, then the batch's tones and scale),
+    the model (both passes, on all cores, in ``precision``), encode (the map back and the
+    report figures for the batch, then encoding and the atomic write on one thread)."""
+    out = folder.parent / "parts-alone"
+    entries = cleaning.plan(folder, out)[:limit]
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
+    prepare_output(out)
+    steps = FileSteps(in_dir=folder, out_dir=out, tmp_dir=make_folders_inside(out, f"{WORK_DIR}/tmp"),
+                      checkpoint=found, run_id="bench", current={}, clock=ShardTimings(), tones="keep",
+                      reason=None, max_bytes=10**8, budget=PixelBudget(2**40))
     model = checkpoint.load_model(found, device="cpu")
-    headroom = restore.model_headroom(found.metadata)
-    clean_batch(model, [np.zeros((28, 28), np.float32)] * 64, headroom=headroom, precision=precision)  # warm-up
+    clean_batch(model, [np.zeros((28, 28), np.float32)] * 64, headroom=steps.headroom,
+                precision=precision)  # warm-up
     start = time.perf_counter()
-    images = []
-    for path in files:  # as a shard's readers do: read, hash (for the manifest), decode
-        content = path.read_bytes()
-        hashlib.sha256(content).hexdigest()
-        images.append(read_image(path, content))
+    pending = [steps.read(entry) for entry in entries]
     read_seconds = time.perf_counter() - start
     clock, results = BatchTimings(), []
-    for first in range(0, len(images), BATCH):
-        chunk = images[first : first + BATCH]
-        results += clean_batch(model, [image.pixels for image in chunk], headroom=headroom, precision=precision,
-                               timings=clock)
-    out = folder.parent / "encode-alone"
-    out.mkdir(exist_ok=True)
+    for first in range(0, len(pending), BATCH):
+        chunk = pending[first : first + BATCH]
+        results += clean_batch(model, [p.image.pixels for p in chunk], headroom=steps.headroom,
+                               precision=precision, timings=clock)
     start = time.perf_counter()
-    for i, (image, result) in enumerate(zip(images, results, strict=True)):
-        tmp = out / f".{i}.part"
-        tmp.write_bytes(encode(image, result.pixels))
-        os.replace(tmp, out / f"{i}.png")
+    for item, result in zip(pending, results, strict=True):
+        steps.write(item, result, 0.0)
     write_seconds = time.perf_counter() - start
     shutil.rmtree(out)
-    return {"decode": len(files) / (read_seconds + clock.prepare), "model": len(files) / clock.model,
-            "encode": len(files) / (clock.finish + write_seconds)}
+    n = len(entries)
+    return {"decode": n / (read_seconds + clock.prepare), "model": n / clock.model,
+            "encode": n / (clock.finish + write_seconds)}
 
 
 def _free_port() -> int:

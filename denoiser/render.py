@@ -14,7 +14,6 @@ import atexit
 import io
 import logging
 import multiprocessing
-import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -80,11 +79,6 @@ class RenderPool:
             pools, cls._pools = list(cls._pools.values()), {}
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)
-
-
-def default_processes() -> int:
-    """Worker processes for encoding: one per core beyond the first, at most 4."""
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 atexit.register(RenderPool.shutdown_all)

@@ -15,6 +15,7 @@ raised: it is no one file's fault.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ from denoiser.precision import FP32, Precision
 from denoiser.restore import ScanInfo
 
 T = TypeVar("T")
+#: One batch on the model at a time per process: the model already uses every core, and two
+#: shards' batches at once would only make their threads fight over them.
+_MODEL_TURN = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -64,13 +68,14 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
     infos: list[ScanInfo] = [prepared[i][1] for i in live]  # type: ignore[index]
     clock.prepare += time.perf_counter() - started
 
-    started = time.perf_counter()
     options = dict(batch_size=batch_size, device=device, tile=tile, overlap=overlap, precision=precision)
-    outputs = denoise_images(model, mapped, **options)
-    # The quality estimate's check pass: each output with fresh noise of its scan's level, cleaned again.
-    sigmas, renoised = quality.renoised_many(mapped, outputs)
-    rechecks = denoise_images(model, renoised, **options)
-    clock.model += time.perf_counter() - started
+    with _MODEL_TURN:
+        started = time.perf_counter()
+        outputs = denoise_images(model, mapped, **options)
+        # The quality estimate's check pass: each output with fresh noise of its scan's level, cleaned again.
+        sigmas, renoised = quality.renoised_many(mapped, outputs)
+        rechecks = denoise_images(model, renoised, **options)
+        clock.model += time.perf_counter() - started
 
     started = time.perf_counter()
     results: list[Cleaned | Exception] = list(prepared)  # type: ignore[arg-type]

@@ -134,7 +134,7 @@ def clean_folder(
     overwrite: bool = False,
     device: Literal[DEVICES] = "auto",
     precision: Literal[PRECISIONS] = "auto",
-    encode_processes: int | None = None,
+    encode_processes: int = 0,
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
