@@ -128,7 +128,7 @@ def test_serve_without_a_server_says_how_to_start_one(tmp_path, store):
     out = denoiser("serve", str(tmp_path / "in"), str(tmp_path / "out"), "--interval", "60",
                    env=prefect_env(tmp_path))
     assert out.returncode == 2
-    assert "prefect server start" in out.stderr and "PREFECT_API_URL" in out.stderr
+    assert "denoiser server start" in out.stderr and "PREFECT_API_URL" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 
