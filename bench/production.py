@@ -67,9 +67,32 @@ def flow_runs(url: str) -> list[dict]:
         while batch := client.read_flow_runs(limit=200, offset=offset):
             runs += [{"id": str(r.id), "state": r.state_type.value if r.state_type else None,
                       "name": r.state_name, "message": r.state.message if r.state else None,
-                      "deployment": str(r.deployment_id)} for r in batch]
+                      "deployment": str(r.deployment_id),
+                      "start": r.start_time.timestamp() if r.start_time else None,
+                      "end": r.end_time.timestamp() if r.end_time else None} for r in batch]
             offset += len(batch)
     return runs
+
+
+def pause(url: str, deployments: list[str]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}), get_client(sync_client=True) as client:
+        for name in deployments:
+            client.pause_deployment(client.read_deployment_by_name(name).id)
+
+
+def overlap(runs: list[dict]) -> dict:
+    """The most flow runs that ran at once, and the runs' median duration."""
+    spans = [(r["start"], r["end"]) for r in runs if r["start"] and r["end"]]
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = most = 0
+    for _, change in edges:
+        running += change
+        most = max(most, running)
+    durations = sorted(end - start for start, end in spans)
+    return {"most_at_once": most, "median_seconds": round(durations[len(durations) // 2], 1) if durations else None}
 
 
 def check_folder(in_dir: Path, out_dir: Path) -> dict:
@@ -123,12 +146,12 @@ def soak(work: Path, minutes: float, interval: int, arrivals: int) -> dict:
         time.sleep(minutes * 60)
         stop.set()
         feeder.join()
-        # Let the runs in flight end, then one more run per folder cleans the last arrivals.
-        for name in folders:
-            denoiser("deploy", str(folders[name][0]), str(folders[name][1]), "--interval", "86400",
-                     "--model", models, "--device", "cpu", "--name", f"soak-{name}", env=env)
+        # Stop the schedules, let the runs in flight (or waiting for a slot) end, then one more
+        # run per folder cleans the last arrivals.
+        pause(server["url"], [f"clean-folder/soak-{name}" for name in folders])
         deadline = time.time() + 300
-        while any(r["state"] in ("RUNNING", "PENDING") for r in flow_runs(server["url"])):
+        while any(r["state"] in ("RUNNING", "PENDING") or r["name"] in ("AwaitingConcurrencySlot", "Late")
+                  for r in flow_runs(server["url"])):
             if time.time() > deadline:
                 break
             time.sleep(3)
@@ -142,10 +165,10 @@ def soak(work: Path, minutes: float, interval: int, arrivals: int) -> dict:
     for run in runs:
         by_state[run["name"] or str(run["state"])] = by_state.get(run["name"] or str(run["state"]), 0) + 1
     errors = {name: DB_ERRORS.findall(text) for name, text in logs.items()}
-    busy = sum(1 for r in runs if r["message"] and "busy" in r["message"].lower())
+    busy = sum(1 for r in runs if r["message"] and "another run is cleaning" in r["message"])
     return {
         "minutes": minutes, "interval_seconds": interval, "server_ready_seconds": round(ready_seconds, 1),
-        "flow_runs": len(runs), "flow_runs_by_state": by_state, "busy_runs": busy,
+        "flow_runs": len(runs), "flow_runs_by_state": by_state, "busy_runs": busy, "concurrency": overlap(runs),
         "database_errors": sum(len(v) for v in errors.values()),
         "database_error_examples": sorted({e for v in errors.values() for e in v})[:5],
         "folders": {name: check_folder(source, out) for name, (source, out) in folders.items()},
@@ -156,7 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="how long the schedules fire")
     parser.add_argument("--interval", type=int, default=10, help="seconds between a folder's scheduled runs")
-    parser.add_argument("--arrivals", type=int, default=10, help="new scans per folder every 5 seconds")
+    parser.add_argument("--arrivals", type=int, default=100, help="new scans per folder every 5 seconds")
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="denoiser-production-"))
