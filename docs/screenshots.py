@@ -3,7 +3,7 @@
     .venv/bin/python docs/screenshots.py          # about 4 minutes on two CPU cores
 
 Everything shown is synthetic: digits typed in Pillow's font (no MNIST, nothing derived from
-it), a small U-Net trained on them for a minute, and a folder cleaned by ``denoiser clean``
+it), a small U-Net trained on them for a few minutes, and a folder cleaned by ``denoiser clean``
 against a local server, run after run, until its scanner's noise doubles (a drift). Needs
 Chromium (``apt-get install chromium``) and the test extras (playwright).
 """
@@ -71,10 +71,10 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="denoiser-docs-"))
     torch.manual_seed(0)
-    result = train(typed_digits(4000, seed=0), TrainConfig.recipe("unet", noise="gaussian:0.1-0.7", epochs=3),
+    result = train(typed_digits(12000, seed=0), TrainConfig.recipe("unet", noise="gaussian:0.1-0.6", epochs=5),
                    device=torch.device("cpu"), show_progress=False)
     saved = checkpoint.save_checkpoint(work / "models", "unet-typed-digits", result.model,
-                                       {"architecture": "unet", "noise": "gaussian:0.1-0.7"})
+                                       {"architecture": "unet", "noise": "gaussian:0.1-0.6"})
     denoiser = str(Path(sys.executable).with_name("denoiser"))
     port = 4397
     subprocess.run([denoiser, "server", "start", "--state-dir", str(work / "server"), "--port", str(port)],
