@@ -302,7 +302,8 @@ def run_pipeline(
     retrain: bool = False,
 ) -> StageResult:
     """All five stages in order, without Prefect (the flow in ``flows/`` adds retries, UI)."""
-    config = config or TrainConfig.recipe()
+    if config is None:  # the default recipe, with the epochs bf16 buys where it runs
+        config = TrainConfig.recipe(bf16=resolve_precision(precision, resolve_device(device)).name == "bf16")
     run_id = run_id or new_run_id()
     run_dir = Path(runs_dir) / run_id
     ingested = ingest(run_dir, data_dir=data_dir, dataset=dataset, test_limit=test_limit)

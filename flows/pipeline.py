@@ -37,8 +37,10 @@ from prefect.states import Completed
 from denoiser import retention, stages
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
 from denoiser.data import DATASETS
+from denoiser.device import resolve_device
 from denoiser.files import read_json, write_json
 from denoiser.noise_spec import DEFAULT_NOISE
+from denoiser.precision import resolve_precision
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, RETRY_DELAY_SECONDS, TASK_DEFAULTS
@@ -234,9 +236,10 @@ def mnist_pipeline(
 
     Training options left unset come from the model's recipe. With ``keep_runs`` or
     ``keep_days``, earlier run folders beyond them are removed at the end."""
-    config = TrainConfig.recipe(model, noise=noise, epochs=epochs, batch_size=batch_size,
-                                learning_rate=learning_rate, loss=loss, schedule=schedule,
-                                train_limit=train_limit, seed=seed)
+    trains_in = resolve_precision(precision, resolve_device(device))  # bf16 buys more epochs
+    config = TrainConfig.recipe(model, bf16=trains_in.name == "bf16", noise=noise, epochs=epochs,
+                                batch_size=batch_size, learning_rate=learning_rate, loss=loss,
+                                schedule=schedule, train_limit=train_limit, seed=seed)
     run_id = run_id or default_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     get_run_logger().info("run %s in %s", run_id, run_dir)

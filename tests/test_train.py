@@ -201,3 +201,10 @@ def test_folder_denoising_of_digit_sized_images_matches_the_mnist_path(digits):
     images = [d.astype(np.float32) / 255 for d in digits[:5]]
     np.testing.assert_allclose(np.stack(denoise_images(model, images)), denoise(model, np.stack(images)),
                                atol=1e-5, rtol=0)
+
+
+def test_bf16_buys_the_default_model_more_epochs_but_not_the_tutorials():
+    assert TrainConfig.recipe("unet", bf16=True).epochs == 14 and TrainConfig.recipe("unet").epochs == 8
+    assert TrainConfig.recipe("conv", bf16=True).epochs == 10  # the tutorial's recipe is the tutorial's
+    assert TrainConfig.recipe("unet", bf16=True, epochs=3).epochs == 3  # what the user sets wins
+    assert TrainConfig.recipe("unet", bf16=True, noise="scan").epochs == 4  # the scan recipe: not measured
