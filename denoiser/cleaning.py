@@ -67,6 +67,9 @@ class CleanOptions:
     #: faster on small scans (479 against 319 images/s with one process, 2 cores)
     encode_processes: int = 0
     tones: str = "keep"  # keep the scan's paper and ink, or "normalize" to full contrast
+    #: zlib level of PNG outputs: 6 (Pillow's) measured no slower than 1-3 on small scans;
+    #: on 2000x2000 scans 3 encodes about a third faster for files about 8% larger
+    png_level: int = 6
     rerun_other_models: bool = True  # clean again files that another model cleaned
     max_file_mb: float = MAX_FILE_MB  # larger input files are error rows, never read
 
@@ -79,6 +82,8 @@ class CleanOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_file_mb <= 0:
             raise ValueError(f"max_file_mb must be > 0, got {self.max_file_mb}")
+        if not 0 <= self.png_level <= 9:
+            raise ValueError(f"png_level must be 0-9, got {self.png_level}")
 
 
 def plan(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -152,7 +157,7 @@ def clean_shard(
     budget = _BUDGET
     steps = FileSteps(in_dir=in_dir, out_dir=out_dir, tmp_dir=make_folders_inside(out_dir, f"{WORK_DIR}/tmp"),
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
-                      tones=options.tones, reason=model_reason,
+                      tones=options.tones, reason=model_reason, png_level=options.png_level,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget,
                       encode=RenderPool(options.encode_processes))
     device = resolve_device(options.device)

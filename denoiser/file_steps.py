@@ -94,12 +94,13 @@ class FileSteps:
     def __init__(self, *, in_dir: str | Path, out_dir: Path, tmp_dir: Path, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
                  reason: str | None, max_bytes: int, budget: PixelBudget,
-                 encode: Callable[[GrayImage, np.ndarray], bytes] = encode) -> None:
+                 encode: Callable[[GrayImage, np.ndarray], bytes] = encode, png_level: int = 6) -> None:
         self.in_dir, self.out_dir, self.tmp_dir = in_dir, out_dir, tmp_dir
         self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
         self.encode = encode  # denoiser.render.encode, or a RenderPool running it in processes
+        self.png_level = png_level
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
         self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
@@ -146,6 +147,8 @@ class FileSteps:
                                 seconds=time.perf_counter() - started)
             image = read_image(entry.path, content, reserve=reserve)
             del content
+            if image.format == "PNG":
+                image.save_options["compress_level"] = self.png_level
             return Pending(entry, image, digest, reserved, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
             self.release(reserved)

@@ -135,6 +135,7 @@ def clean_folder(
     device: Literal[DEVICES] = "auto",
     precision: Literal[PRECISIONS] = "auto",
     encode_processes: int = 0,
+    png_level: int = 6,
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
     rebuild_manifest: bool = False,
@@ -188,7 +189,7 @@ def clean_folder(
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
                        precision=chosen["precision"], encode_processes=encode_processes,
-                       max_file_mb=max_file_mb)
+                       png_level=png_level, max_file_mb=max_file_mb)
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
                    for i, part in enumerate(parts)]
         results = [future.result() for future in futures]

@@ -66,6 +66,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     add_retention(serve, CLEAN_RECORDS, keep_days=SERVE_KEEP_DAYS)
 
 
+def png_level(text: str) -> int:
+    """An argparse type: a zlib level, 0-9."""
+    value = non_negative_int(text)
+    if value > 9:
+        raise argparse.ArgumentTypeError(f"{value} must be 0-9")
+    return value
+
+
 def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("in_dir", metavar="IN_DIR", help="folder of images to clean (only read)")
     command.add_argument("out_dir", metavar="OUT_DIR", help="folder for the cleaned mirror")
@@ -91,6 +99,9 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--encode-processes", type=non_negative_int, default=0, metavar="N",
                          help="worker processes that encode outputs beside the model; 0 encodes in the "
                               "writing threads, which measured faster on small scans")
+    command.add_argument("--png-level", type=png_level, default=6, metavar="0-9",
+                         help="zlib level of PNG outputs: 6 is Pillow's; on large scans 3 encodes about a "
+                              "third faster for files about 8%% larger")
     command.add_argument("--strict", action="store_true",
                          help="a run in which any file could not be processed ends Failed (and "
                               "`clean` exits with status 1); without it such a run ends "
@@ -113,6 +124,7 @@ def clean_parameters(args: argparse.Namespace) -> dict:
     return dict(in_dir=os.path.abspath(args.in_dir), out_dir=os.path.abspath(args.out_dir),
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
                 device=args.device, precision=args.precision, encode_processes=args.encode_processes,
+                png_level=args.png_level,
                 tones=args.tones, max_file_mb=args.max_file_mb,
                 models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir),

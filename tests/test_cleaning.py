@@ -321,3 +321,24 @@ def test_encoding_in_worker_processes_writes_the_same_bytes_and_rows(tree, train
                               if p.is_file() and ".denoiser" not in p.parts}
     assert outputs[0] == outputs[2]
     pd.testing.assert_frame_equal(frames[0], frames[2])
+
+
+def test_the_png_level_changes_the_bytes_not_the_pixels(tmp_path, untrained):
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        noisy = np.clip(rng.random((96, 96)) * 0.3 + (rng.random((96, 96)) > 0.9), 0, 1)
+        Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(in_dir / f"{i}.png")
+    sizes, pixels = {}, {}
+    for level in (0, 9):
+        out = tmp_path / f"out-{level}"
+        assert (run(in_dir, out, untrained, png_level=level)["status"] == "ok").all()
+        files = sorted(out.glob("*.png"))
+        sizes[level] = sum(p.stat().st_size for p in files)
+        pixels[level] = [np.asarray(Image.open(p)) for p in files]
+    assert sizes[0] > 1.5 * sizes[9]  # level 0 stores, 9 compresses
+    for a, b in zip(pixels[0], pixels[9], strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="png_level must be 0-9"):
+        cleaning.CleanOptions(png_level=10)
