@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from denoiser import memory
 from denoiser.arrays import to_model_input
 from denoiser.metrics import psnr
 from denoiser.model import build_model
@@ -130,6 +131,7 @@ def train(
     loss stay float32). ``on_epoch_end`` gets each epoch's stats; ``on_progress`` gets the fraction done (0-1)
     about a hundred times over the run. ``show_progress=None`` shows a bar on a terminal.
     """
+    memory.for_training()  # batches reuse large blocks (denoiser.memory)
     # Data: split, then keep both parts as float tensors on the device.
     train_idx, val_idx = split_train_val(len(train_images), config)
     train_x = to_model_input(train_images[train_idx]).to(device)

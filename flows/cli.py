@@ -19,7 +19,6 @@ is. Wrong option values and bad data end in a one-line error and exit status 2 o
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import sys
@@ -172,28 +171,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 
-def return_large_blocks_to_the_system(threshold: int = 1 << 20) -> None:
-    """Serve allocations of ``threshold`` bytes or more with mmap, so freed image arrays go
-    back to the system. glibc raises its mmap threshold as large blocks are freed, and then
-    keeps them in per-thread heaps: cleaning 2000x2000 scans on five threads peaked at
-    1.29 GB of RSS that way, 0.79 GB with this (measured on 2 cores). glibc only.
-
-    Only for the commands that read scans of any size (``clean``, ``serve``): every mmap'd
-    block costs page faults when it is touched, and training, whose batches allocate the
-    same large activations again and again, ran 1.4x slower with it (the U-Net in bf16,
-    569-582 against 791-824 images/s, 2-core AMD EPYC)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return
-    libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD; also turns off the dynamic threshold
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in ("clean", "serve"):
-        return_large_blocks_to_the_system()
     if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
         orphans.stop_orphans()  # temporary servers a killed command left behind
         orphans.start_watchdog()
