@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from denoiser import memory
 from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.choices import TONES
 from denoiser.clean_report import error_line, new_row
@@ -36,8 +37,9 @@ from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, f
 from denoiser.images import Entry, read_image, scan_folder
 from denoiser.manifest import Manifest
 from denoiser.render import RenderPool
-from denoiser.scan_batch import BatchTimings, clean_batch
 from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
+from denoiser.scan_batch import BatchTimings, clean_batch
+from denoiser.shapes import ShapeModel, load_shapes
 from denoiser.workdir import WORK_DIR, prepare_output, work_dir
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class CleanOptions:
     #: on 2000x2000 scans 3 encodes about a third faster for files about 8% larger
     png_level: int = 6
     rerun_other_models: bool = True  # clean again files that another model cleaned
+    #: the digit-shape model's weights (denoiser.shapes) that flags non-digits; None: no such check
+    shapes: str | None = None
     max_file_mb: float = MAX_FILE_MB  # larger input files are error rows, never read
 
     def __post_init__(self) -> None:
@@ -116,6 +120,7 @@ def shards(entries: list[Entry], size: int) -> list[list[Entry]]:
 
 _MODELS: dict[tuple, torch.nn.Module] = {}
 _MODELS_LOCK = threading.Lock()
+_SHAPES: dict[tuple, ShapeModel] = {}
 
 
 def cached_model(checkpoint: Checkpoint, device: str | torch.device) -> torch.nn.Module:
@@ -128,6 +133,19 @@ def cached_model(checkpoint: Checkpoint, device: str | torch.device) -> torch.nn
             _MODELS.clear()  # one model at a time: a long-lived server switches, not piles up
             _MODELS[key] = load_model(checkpoint, device=device)
         return _MODELS[key]
+
+
+def cached_shapes(weights: str | None) -> ShapeModel | None:
+    """The shape model at ``weights``, loaded once per process (None for None)."""
+    if weights is None:
+        return None
+    info = os.stat(weights)
+    key = ("shapes", weights, info.st_mtime_ns, info.st_size)
+    with _MODELS_LOCK:
+        if key not in _SHAPES:
+            _SHAPES.clear()
+            _SHAPES[key] = load_shapes(weights)
+        return _SHAPES[key]
 
 
 def clean_shard(
@@ -151,6 +169,7 @@ def clean_shard(
     out_dir = Path(out_dir)
     clock = timings if timings is not None else ShardTimings()
     clock.started = time.time()
+    memory.for_scans()  # freed image arrays go back to the system (denoiser.memory)
     manifest = Manifest(prepare_output(out_dir) / "manifest.sqlite")
     done_by = checkpoint.model_id if options.rerun_other_models else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
@@ -198,7 +217,7 @@ def clean_shard(
                     results = clean_batch(model, [p.image.pixels for p in batch], headroom=steps.headroom,
                                           tones=options.tones, device=device, batch_size=options.batch_size,
                                           tile=options.tile, overlap=options.overlap, precision=precision,
-                                          timings=parts)
+                                          shape_model=cached_shapes(options.shapes), timings=parts)
                     steps.count(decode=parts.prepare, model=parts.model, encode=parts.finish)
                     share = (parts.prepare + parts.model + parts.finish) / len(batch)
                     writing.update(writers.submit(steps.write, item, result, share)

@@ -17,8 +17,9 @@ scan test set (``python -m bench.quality``, README "Quality without ground truth
 for white noise, too high where blur or JPEG took detail that the residual cannot show.
 
 The flag (:func:`ood_reason`) names what makes a scan unlike the training digits: no ink
-at all, noise beyond the strongest the model was trained on, or tones spread like a photo's
-rather than ink on paper.
+at all, noise beyond the strongest the model was trained on, tones spread like a photo's
+rather than ink on paper, or, with a model of digit shapes (:mod:`denoiser.shapes`), a
+shape unlike any digit's (a letter, a symbol).
 """
 
 from __future__ import annotations
@@ -106,13 +107,16 @@ def _to_db(mse: float) -> float:
     return MAX_DB if mse <= 10 ** (-MAX_DB / 10) else min(MAX_DB, -10 * math.log10(mse))
 
 
-def ood_reason(output: np.ndarray, sigma: float) -> str | None:
-    """Why a scan is unlike the training digits, from its output in the model's look and its
-    noise level; None when nothing is."""
-    return _ood_reasons(output[None], [sigma])[0]
+def ood_reason(output: np.ndarray, sigma: float, shape_score: float = math.nan,
+               shape_limit: float = math.inf) -> str | None:
+    """Why a scan is unlike the training digits, from its output in the model's look, its
+    noise level and its digit-shape score (:meth:`denoiser.shapes.ShapeModel.scores`; NaN:
+    not judged); None when nothing is."""
+    return _ood_reasons(output[None], [sigma], [shape_score], shape_limit)[0]
 
 
-def _ood_reasons(outputs: np.ndarray, sigmas: list[float]) -> list[str | None]:
+def _ood_reasons(outputs: np.ndarray, sigmas: list[float], shape_scores: list[float],
+                 shape_limit: float) -> list[str | None]:
     """:func:`ood_reason` of (N, H, W) outputs of one size at once."""
     peak = outputs.max(axis=(1, 2), keepdims=True)
     inked = np.mean((outputs > 0.5 * peak) & (peak > 0), axis=(1, 2))
@@ -126,16 +130,21 @@ def _ood_reasons(outputs: np.ndarray, sigmas: list[float]) -> list[str | None]:
             reasons.append(f"noise {sigma:.2f} beyond the trained range ({NOISE_LIMIT})")
         elif mid[k] > MAX_MIDTONES:
             reasons.append("tones of a photo, not ink on paper")
+        elif shape_scores[k] > shape_limit:  # NaN (not judged) is never above
+            reasons.append(f"not a digit's shape (p {shape_scores[k]:.2f} above {shape_limit:.2f})")
         else:
             reasons.append(None)
     return reasons
 
 
 def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[np.ndarray],
-           sigmas: list[float], contrasts: list[float]) -> list[dict[str, Any]]:
+           sigmas: list[float], contrasts: list[float], shape_scores: list[float] | None = None,
+           shape_limit: float = math.inf) -> list[dict[str, Any]]:
     """The quality columns of each cleaned scan's report row (``noise_level``, ``psnr_est``,
     ``ood``, ``ood_reason``), scans of one size computed together. ``contrasts``: each
-    scan's ``ink - paper``."""
+    scan's ``ink - paper``; ``shape_scores``: each output's digit-shape score (None: no
+    shape model), flagged above ``shape_limit``."""
+    scores = list(shape_scores) if shape_scores is not None else [math.nan] * len(outputs)
     rows: list[dict[str, Any] | None] = [None] * len(outputs)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, out in enumerate(outputs):
@@ -144,7 +153,7 @@ def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[n
         stack = lambda items: np.stack([items[i] for i in indices])  # noqa: E731
         group_sigmas = [sigmas[i] for i in indices]
         mses = _estimated_mses(stack(mapped), stack(outputs), stack(rechecks), np.array(group_sigmas))
-        reasons = _ood_reasons(stack(outputs), group_sigmas)
+        reasons = _ood_reasons(stack(outputs), group_sigmas, [scores[i] for i in indices], shape_limit)
         for k, i in enumerate(indices):
             rows[i] = {"noise_level": sigmas[i], "psnr_est": _to_db(float(mses[k]) * contrasts[i] ** 2),
                        "ood": reasons[k] is not None, "ood_reason": reasons[k]}

@@ -29,6 +29,7 @@ from denoiser.infer import denoise_images
 from denoiser.metrics import noise_sigmas
 from denoiser.precision import FP32, Precision
 from denoiser.restore import ScanInfo
+from denoiser.shapes import ShapeModel
 
 T = TypeVar("T")
 #: One batch on the model at a time per process: the model already uses every core, and two
@@ -56,10 +57,10 @@ class BatchTimings:
 
 def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: float, tones: str = "keep",
                 device: torch.device | str = "cpu", batch_size: int | None = None, tile: int = 256,
-                overlap: int = 32, precision: Precision = FP32,
+                overlap: int = 32, precision: Precision = FP32, shape_model: ShapeModel | None = None,
                 timings: BatchTimings | None = None) -> list[Cleaned | Exception]:
     """Clean float (H, W) scans in [0, 1]: each one's :class:`Cleaned`, or the exception that
-    stopped it."""
+    stopped it. With ``shape_model``, outputs unlike any digit's shape are flagged as OOD."""
     clock = timings if timings is not None else BatchTimings()
     started = time.perf_counter()
     prepared = _each(lambda some: restore.prepare_many(some, headroom=headroom), images)
@@ -75,6 +76,7 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         # The quality estimate's check pass: each output with fresh noise of its scan's level, cleaned again.
         sigmas, renoised = quality.renoised_many(mapped, outputs)
         rechecks = denoise_images(model, renoised, **options)
+        scores = shape_model.scores(outputs) if shape_model is not None else np.full(len(outputs), np.nan)
         clock.model += time.perf_counter() - started
 
     started = time.perf_counter()
@@ -87,7 +89,9 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
     figures = _each(lambda ks: _figures([images[live[k]] for k in ks], [cleaned[k] for k in ks]), done)
     assessed = _each(lambda ks: quality.assess([mapped[k] for k in ks], [outputs[k] for k in ks],
                                                [rechecks[k] for k in ks], [sigmas[k] for k in ks],
-                                               [infos[k].ink - infos[k].paper for k in ks]), done)
+                                               [infos[k].ink - infos[k].paper for k in ks],
+                                               [float(scores[k]) for k in ks],
+                                               shape_model.threshold if shape_model is not None else np.inf), done)
     for k, i in enumerate(live):
         results[i] = cleaned[k]  # type: ignore[assignment]
     for j, k in enumerate(done):

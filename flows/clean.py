@@ -25,7 +25,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from denoiser import checkpoint, cleaning, history, manifest, registry, retention, run_summary, stages, workdir
+from denoiser import (checkpoint, cleaning, history, manifest, registry, retention, run_summary, shape_training,
+                      shapes, stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
 from denoiser.clean_report import counts, join_reports, report_frame
 from denoiser.device import resolve_device
@@ -60,10 +61,18 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
                               "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
         found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
                                            precision=precision)
+        shape_training.ensure_shapes(models_dir, data_dir)  # MNIST is at hand: the OOD flag's digit shapes too
     cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
+    shape_model = shapes.find_shapes(models_dir)
+    if shape_model is None:
+        get_run_logger().info("the store %s has no digit-shape model: letters and other non-digits are not "
+                              "flagged as OOD (`denoiser models shapes` trains one in about a minute)", models_dir)
+    else:
+        cleaning.cached_shapes(str(shape_model))
     chosen = resolve_precision(precision, resolve_device(device))
     get_run_logger().info("denoising in %s (%s)", chosen.name, chosen.reason)
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
+            "shapes": str(shape_model) if shape_model is not None else None,
             **chosen.to_dict(),
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
             "rerun": choice.rerun, "span": (started, time.time())}
@@ -77,7 +86,8 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, mod
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
     rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
-                                options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"]),
+                                options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"],
+                                                              shapes=model.get("shapes")),
                                 timings=clock, model_reason=model["reason"])
     frame = report_frame(rows)
     path = workdir.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"

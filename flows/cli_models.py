@@ -4,6 +4,7 @@
     denoiser models show unet-3f2a9c1b7d4e
     denoiser models promote unet-3f2a9c1b7d4e --for clean      # refused if it scores lower
     denoiser models promote unet-3f2a9c1b7d4e --for clean --force
+    denoiser models shapes                                       # the digit-shape model for OOD flags
 
 Promotion scores the candidate and the current default on the use's evaluation (the scan
 test set for ``clean``, MNIST with the tutorial's noise for ``run``; see
@@ -13,9 +14,11 @@ test set for ``clean``, MNIST with the tutorial's noise for ``run``; see
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, USES
@@ -51,7 +54,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     promote.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
                          help="which checksums to verify the data against")
     promote.add_argument("--device", choices=DEVICES, default="auto", help="where the models run")
-    for command in (listing, show, promote):
+    shapes = actions.add_parser(
+        "shapes", help="train the digit-shape model that flags non-digits (letters, symbols) in clean",
+        description="Train the small digit classifier whose features tell a digit's shape from a "
+                    "letter's (about a minute on 2 CPU cores) and keep it in the store; clean uses it "
+                    "from then on. The scan model's first training makes one too.",
+        formatter_class=HelpFormatter)
+    shapes.add_argument("--data-dir", metavar="DIR", default=None,
+                        help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
+    shapes.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
+                        help="which checksums to verify the data against")
+    shapes.add_argument("--retrain", action="store_true", help="train a new one even if the store has one")
+    for command in (listing, show, promote, shapes):
         command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                              help="the model store")
 
@@ -67,7 +81,21 @@ def run(args: argparse.Namespace) -> int:
         shown = {**found.metadata, "default_for": registry.defaults_for(args.models_dir, found.model_id)}
         print(json.dumps(shown, indent=2))
         return 0
+    if args.action == "shapes":
+        return _shapes(args)
     return _promote(args)
+
+
+def _shapes(args: argparse.Namespace) -> int:
+    from denoiser import shape_training, shapes
+
+    with _library_log_to_console():
+        weights = shape_training.ensure_shapes(args.models_dir, args.data_dir, dataset=DATASETS[args.dataset],
+                                       retrain=args.retrain)
+    model = shapes.load_shapes(weights)
+    print(f"digit-shape model {weights.stem} in {weights.parent}: clean flags outputs scoring above "
+          f"{model.threshold:.2f} (the {model.metadata['quantile']:.0%} point of held-out digits)")
+    return 0
 
 
 def _scores_dir(models_dir: str) -> Path:
@@ -77,12 +105,6 @@ def _scores_dir(models_dir: str) -> Path:
 def _promote(args: argparse.Namespace) -> int:
     from denoiser import evaluate, registry
 
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    library_log = logging.getLogger("denoiser")
-    library_log.addHandler(console)
-    library_log.setLevel(logging.INFO)
-
     def score(model_id: str) -> float:
         value = evaluate.use_score(_scores_dir(args.models_dir), model_id, args.use, data_dir=args.data_dir,
                                    dataset=args.dataset, models_dir=args.models_dir, limit=args.limit,
@@ -91,13 +113,25 @@ def _promote(args: argparse.Namespace) -> int:
               f"{' per scan kind' if args.use == 'clean' else ''})")
         return value
 
-    try:
+    with _library_log_to_console():
         entry = registry.promote(args.models_dir, args.model, args.use, score=score, force=args.force)
-    finally:
-        library_log.removeHandler(console)
     forced = " (forced past the quality gate)" if entry["forced"] else ""
     print(f"{entry['model_id']} is now the default for {args.use}{forced}")
     return 0
+
+
+@contextlib.contextmanager
+def _library_log_to_console() -> Iterator[None]:
+    """The library's INFO lines on the console, bare, for the duration."""
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("denoiser")
+    library_log.addHandler(console)
+    library_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        library_log.removeHandler(console)
 
 
 def format_listing(models_dir: str | os.PathLike[str]) -> str:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from denoiser.data import IdxDataset, IdxFile
 
@@ -39,6 +39,20 @@ def draw_digits(n: int, *, seed: int = 0, size: int = 28) -> tuple[np.ndarray, n
             c = int(rng.integers(9, size - 9))
             draw.ellipse([c - 5, c - 6, c + 5, c + 6], outline=255, width=2)
         images[i] = np.asarray(canvas)
+    return images, labels
+
+
+def typed(n: int, alphabet: str, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` uint8 (28, 28) characters of ``alphabet`` typed in Pillow's font, bright on black,
+    of random size and slant; and each one's index in ``alphabet``."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 28, 28), np.uint8)
+    labels = rng.integers(0, len(alphabet), size=n).astype(np.uint8)
+    for i in range(n):
+        canvas = Image.new("L", (28, 28), 0)
+        ImageDraw.Draw(canvas).text((14, 14), alphabet[labels[i]], fill=255, anchor="mm",
+                                    font=ImageFont.load_default(size=int(rng.integers(18, 25))))
+        images[i] = np.asarray(canvas.rotate(float(rng.uniform(-12, 12)), resample=Image.BILINEAR))
     return images, labels
 
 

@@ -1,0 +1,149 @@
+"""Training the digit-shape model (:mod:`denoiser.shapes`): digits, and non-digits made from them.
+
+The classifier learns "not a digit" from shapes made out of digits and pen strokes, never
+from letters or fonts, so that what it flags is not tuned to the letters it is measured on
+(``python -m bench.quality``):
+
+* halves of two different digits joined at a random height;
+* digits turned a quarter or half turn, or mirrored (not 0, 1, 6, 8 or 9, which stay digits);
+* two different digits overlapping, side by side by 5-8 pixels;
+* two or three random pen strokes (quadratic curves of random width).
+
+Every shape, digit or not, goes through the same drawing (thicker, thinner, slanted, turned,
+rescaled; then :func:`denoiser.shapes.frame`): when only the digits were redrawn, the model
+learnt to tell a redrawn image from a plain one instead of a digit from a non-digit, and
+flagged half of the held-out digits.
+
+    weights = ensure_shapes("data/models")   # trained on MNIST first if the store lacks one
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from denoiser.arrays import to_float
+from denoiser.data import MNIST, IdxDataset, array_digest, load_dataset
+from denoiser.shapes import HELD_OUT, NOT_A_DIGIT, QUANTILE, VERSION, ShapeModel, ShapeNet, find_shapes, frame, \
+    save_shapes, shapes_id
+
+log = logging.getLogger(__name__)
+
+#: Digits that a turn or a mirror leaves a digit (0, 1, 8), or makes another one (6, 9).
+SYMMETRIC = (0, 1, 6, 8, 9)
+
+
+def redrawn(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(N, 28, 28) shapes drawn otherwise: thicker, thinner or as they are; slanted, turned
+    and rescaled; then framed."""
+    n, x = len(images), images[:, None]
+    stroke = torch.randint(0, 3, (n,), generator=g).view(-1, 1, 1, 1)
+    thick = F.max_pool2d(x, 3, 1, 1)
+    thin = F.pad(-F.max_pool2d(-x, 2, 1, 0), (0, 1, 0, 1))
+    x = torch.where(stroke == 0, thick, torch.where(stroke == 1, thin, x))
+    shear = (torch.rand(n, generator=g) - 0.5) * 0.8
+    turn = (torch.rand(n, generator=g) - 0.5) * 0.4
+    scale = 0.8 + 0.4 * torch.rand(n, generator=g)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(turn) / scale, shear - torch.sin(turn)
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(turn), torch.cos(turn) / scale
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return frame(F.grid_sample(x, grid, align_corners=False)[:, 0].clamp(0, 1))
+
+
+def pen_strokes(n: int, g: torch.Generator, strokes: int = 3) -> torch.Tensor:
+    """(n, 28, 28) images of two or three random quadratic curves of random width."""
+    t = torch.linspace(0, 1, 24)
+    ys, xs = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    pixels = torch.stack([xs.flatten(), ys.flatten()], dim=1)[None].expand(n, -1, -1)
+    out = torch.zeros(n, 28 * 28)
+    for k in range(strokes):
+        p = 4 + 20 * torch.rand(n, 3, 2, generator=g)  # start, control and end points
+        curve = ((1 - t)[None, :, None] ** 2 * p[:, None, 0] + (2 * (1 - t) * t)[None, :, None] * p[:, None, 1]
+                 + (t**2)[None, :, None] * p[:, None, 2])
+        distance = torch.cdist(pixels, curve).amin(dim=2)
+        width = 1.0 + torch.rand(n, 1, generator=g)
+        drawn = (torch.rand(n, 1, generator=g) < 0.8) | (k == 0)  # some have two strokes
+        out = torch.maximum(out, drawn * (1 - (distance - width / 2).clamp(0, 1)))
+    return out.view(n, 28, 28)
+
+
+def non_digits(digits: torch.Tensor, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Shapes that are not digits, made from (N, 28, 28) ``digits`` (about N of them; the
+    made ones that could still be a digit are left out)."""
+    n = len(digits)
+    kind = torch.randint(0, 4, (n,), generator=g)
+    other = torch.randperm(n, generator=g)
+    cut = torch.randint(10, 19, (n,), generator=g).view(-1, 1, 1)
+    joined = torch.where(torch.arange(28).view(1, 28, 1) < cut, digits, digits[other])
+    quarter = int(torch.randint(1, 4, (1,), generator=g))
+    turned = torch.rot90(digits, quarter, (1, 2)) if bool(torch.rand(1, generator=g) < 0.5) \
+        else torch.flip(digits, (2,))
+    shift = int(torch.randint(5, 9, (1,), generator=g)) * (1 if bool(torch.rand(1, generator=g) < 0.5) else -1)
+    overlapping = torch.maximum(digits, torch.roll(digits[other], shifts=shift, dims=2))
+    made = torch.stack([joined, turned, overlapping, pen_strokes(n, g)])[kind, torch.arange(n)]
+    keep = ~((kind == 1) & torch.isin(labels, torch.tensor(SYMMETRIC)))
+    keep &= ~((kind != 1) & (kind != 3) & (labels == labels[other]))
+    return made[keep]
+
+
+def train_shapes(images: np.ndarray, labels: np.ndarray, *, epochs: int = 2, seed: int = 0,
+                 batch_size: int = 128, held_out: int = HELD_OUT) -> ShapeModel:
+    """Train on uint8 (N, 28, 28) digits and the non-digits made from them, and set the
+    threshold on the last ``held_out`` digits (a fifth of the set when it is small)."""
+    if len(images) != len(labels) or len(images) < 20:
+        raise ValueError(f"need at least 20 labelled digits, got {len(images)} images and {len(labels)} labels")
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(to_float(images))
+    y = torch.from_numpy(np.asarray(labels).astype(np.int64))
+    held_out = min(held_out, len(x) // 5)
+    fit_x, fit_y, check_x = x[:-held_out], y[:-held_out], x[-held_out:]
+    net = ShapeNet()
+    optimiser = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for epoch in range(epochs):
+        order = torch.randperm(len(fit_x), generator=g)
+        for start in range(0, len(order), batch_size):
+            part = order[start : start + batch_size]
+            digits = redrawn(fit_x[part], g)
+            half = len(part) // 2
+            others = redrawn(non_digits(digits[:half], fit_y[part[:half]], g), g)
+            logits = net(torch.cat([digits, others]))
+            target = torch.cat([fit_y[part], torch.full((len(others),), NOT_A_DIGIT)])
+            loss = F.cross_entropy(logits, target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        log.info("digit shapes: epoch %d/%d, loss %.3f", epoch + 1, epochs, loss.item())
+    net.eval()
+    with torch.inference_mode():
+        scores = torch.cat([net.scores(frame(check_x[s : s + 2048])) for s in range(0, len(check_x), 2048)])
+        net.threshold.fill_(float(torch.quantile(scores, QUANTILE)))
+    metadata = {"version": VERSION, "images": int(len(fit_x)), "held_out": int(held_out), "epochs": epochs,
+                "seed": seed, "quantile": QUANTILE, "threshold": float(net.threshold),
+                "seconds": round(time.perf_counter() - started, 1)}
+    return ShapeModel(net, metadata)
+
+
+def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, *,
+                  dataset: IdxDataset | None = None, download: bool = True, retrain: bool = False) -> Path:
+    """The stored shape model's weights, trained on MNIST's training digits first if the
+    store lacks one (1-2 minutes on 2 CPU cores). Raises :class:`denoiser.data.DataError`
+    when MNIST cannot be had."""
+    found = None if retrain else find_shapes(models_dir)
+    if found is not None:
+        return found
+    mnist = load_dataset(data_dir, dataset=dataset or MNIST, download=download)
+    log.info("training the digit-shape model on %d digits", len(mnist.train_images))
+    model = train_shapes(mnist.train_images, mnist.train_labels)
+    weights = save_shapes(model, models_dir, shapes_id(array_digest(mnist.train_images)))
+    log.info("digit-shape model %s: trained in %.0f s, flags scans scoring above %.2f",
+             weights.stem, model.metadata["seconds"], model.threshold)
+    return weights

@@ -1,0 +1,161 @@
+"""Is a cleaned scan a digit at all? A model of digit shapes for the OOD flag.
+
+A letter is strokes on paper, as a digit is: its tones, ink and noise are those of a digit,
+so only the shape tells them apart. The shape model is a small classifier (three 3x3 conv
+layers and a 128-wide layer) with eleven answers: the ten digits and "not a digit". It is
+trained (:mod:`denoiser.shape_training`) on MNIST's training digits, drawn otherwise as
+well, and on non-digits made from them (halves of two different digits joined, digits
+turned or mirrored, two digits overlapping, random pen strokes): no letter and no font is
+ever shown to it. A scan's score is the probability it gives to "not a digit"; above
+:attr:`ShapeModel.threshold` (the 98th percentile of held-out training digits' scores) the
+scan is flagged.
+
+Each scan is first brought to MNIST's framing: its ink's bounding box scaled into 20x20 and
+its centre of mass put at the centre of 28x28 (:func:`frame`), so margins, size and place
+do not count. Only digit-sized scans are judged (:data:`MAX_SIDE`): a page of many digits
+is no single digit's shape.
+
+    weights = ensure_shapes(models_dir)               # models_dir/shapes/<id>.pt and .json
+    unlike = load_shapes(weights).unlike(outputs)     # outputs in the model's look
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from denoiser.files import atomic_path, read_json, write_json
+
+SIDE, BOX = 28, 20  # MNIST's framing: the ink's box fits 20x20, centred by mass in 28x28
+MAX_SIDE = 2 * SIDE  # larger scans (pages) are not judged by shape
+INK = 0.3  # pixels above this share of the scan's peak are ink, for the box
+QUANTILE = 0.98  # of held-out training digits' scores: the threshold
+HELD_OUT = 5000
+VERSION = 1  # part of the stored id: bump when a change alters what training produces
+FOLDER = "shapes"
+NOT_A_DIGIT = 10  # the class index of "not a digit"
+
+
+def frame(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) scans, ink 1 on paper 0, in MNIST's framing: (N, 28, 28). A blank scan
+    stays blank."""
+    n, h, w = images.shape
+    x = images.float()
+    peak = x.amax(dim=(1, 2), keepdim=True)
+    ink = (x > INK * peak) & (peak > 0)
+    ys = torch.arange(h, dtype=torch.float32).view(1, h, 1).expand(n, h, w)
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, w).expand(n, h, w)
+    far = float(h + w)
+    height = ys.masked_fill(~ink, -far).amax(dim=(1, 2)) - ys.masked_fill(~ink, far).amin(dim=(1, 2)) + 1
+    width = xs.masked_fill(~ink, -far).amax(dim=(1, 2)) - xs.masked_fill(~ink, far).amin(dim=(1, 2)) + 1
+    blank = ~ink.any(dim=(1, 2))
+    side = torch.maximum(height, width).masked_fill(blank, float(max(h, w)))
+    weight = x * ink
+    mass = weight.sum(dim=(1, 2)).clamp_min(1e-6)
+    cy = ((weight * ys).sum(dim=(1, 2)) / mass).masked_fill(blank, (h - 1) / 2)
+    cx = ((weight * xs).sum(dim=(1, 2)) / mass).masked_fill(blank, (w - 1) / 2)
+    step = side / BOX  # scan pixels per framed pixel
+    # affine_grid maps the output's [-1, 1] to the input's [-1, 1] (pixel edges, align_corners=False).
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = step * SIDE / w, (2 * cx + 1) / w - 1
+    theta[:, 1, 1], theta[:, 1, 2] = step * SIDE / h, (2 * cy + 1) / h - 1
+    grid = F.affine_grid(theta, [n, 1, SIDE, SIDE], align_corners=False)
+    return F.grid_sample(x[:, None], grid, align_corners=False, padding_mode="zeros")[:, 0]
+
+
+class ShapeNet(nn.Module):
+    """A small classifier of framed scans: logits of the ten digits and of "not a digit"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Linear(128, NOT_A_DIGIT + 1))
+        self.register_buffer("threshold", torch.tensor(1.0))  # set after training, kept in the state dict
+
+    def forward(self, framed: torch.Tensor) -> torch.Tensor:
+        """Logits of (N, 28, 28) framed scans: (N, 11)."""
+        return self.layers(framed[:, None])
+
+    def scores(self, framed: torch.Tensor) -> torch.Tensor:
+        """The probability of "not a digit" for each framed scan."""
+        return torch.softmax(self(framed).float(), dim=1)[:, NOT_A_DIGIT]
+
+
+class ShapeModel:
+    """A trained :class:`ShapeNet` and where it came from."""
+
+    def __init__(self, net: ShapeNet, metadata: dict[str, Any]) -> None:
+        self.net, self.metadata = net.eval(), metadata
+
+    @property
+    def threshold(self) -> float:
+        return float(self.net.threshold)
+
+    def scores(self, outputs: list[np.ndarray] | np.ndarray, batch: int = 512) -> np.ndarray:
+        """Each scan's score (NaN for a scan larger than :data:`MAX_SIDE`: not judged).
+        ``outputs``: (H, W) scans in the model's look."""
+        result = np.full(len(outputs), np.nan)
+        small = [i for i, o in enumerate(outputs) if max(np.shape(o)) <= MAX_SIDE]
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i in small:
+            by_shape.setdefault(np.shape(outputs[i]), []).append(i)
+        with torch.inference_mode():
+            for indices in by_shape.values():
+                for start in range(0, len(indices), batch):
+                    part = indices[start : start + batch]
+                    stack = torch.from_numpy(np.stack([np.asarray(outputs[i], np.float32) for i in part]))
+                    result[part] = self.net.scores(frame(stack)).double().numpy()
+        return result
+
+    def unlike(self, outputs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """True for each scan whose shape is unlike any digit's."""
+        return self.scores(outputs) > self.threshold
+
+
+def shapes_id(train_digest: str) -> str:
+    """The stored id of the shape model trained on digits with this digest."""
+    return f"digit-shapes-v{VERSION}-{train_digest[:12]}"
+
+
+def save_shapes(model: ShapeModel, models_dir: str | os.PathLike[str], model_id: str) -> Path:
+    """Write ``models_dir/shapes/<model_id>.pt`` (a state dict) then its ``.json``, each atomically."""
+    folder = Path(models_dir) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{model_id}.pt"
+    with atomic_path(weights) as tmp:
+        torch.save({k: v.contiguous() for k, v in model.net.state_dict().items()}, tmp)
+    write_json(folder / f"{model_id}.json", {"model_id": model_id, **model.metadata})
+    return weights
+
+
+def find_shapes(models_dir: str | os.PathLike[str]) -> Path | None:
+    """The weights of the newest complete shape model of this version in the store, or None."""
+    folder = Path(models_dir) / FOLDER
+    if not folder.is_dir():
+        return None
+    found = [p.with_suffix(".pt") for p in folder.glob(f"digit-shapes-v{VERSION}-*.json")
+             if p.with_suffix(".pt").is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def load_shapes(weights: str | os.PathLike[str]) -> ShapeModel:
+    """The shape model stored at ``weights`` (read with ``weights_only=True``: no pickled
+    code runs)."""
+    weights = Path(weights)
+    net = ShapeNet()
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        metadata = read_json(weights.with_suffix(".json"))
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise ValueError(f"{weights}: not a digit-shape model this tool wrote ({error})") from None
+    return ShapeModel(net, metadata)
+

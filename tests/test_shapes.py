@@ -1,0 +1,149 @@
+"""The digit-shape model behind the OOD flag for non-digits (letters, symbols)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from denoiser import quality, shape_training, shapes
+from denoiser.arrays import to_float
+from denoiser.scan_batch import clean_batch
+from tests.helpers import denoiser, typed, write_idx_dataset
+
+LETTERS = "ABCDEFGHKMNPQRTUVWXYabdefhkmnpqrtuwy"
+
+
+@pytest.fixture(scope="module")
+def typed_shapes():
+    """A shape model trained on 3,000 digits typed in Pillow's font (about 10 seconds); no
+    letter is ever shown to it."""
+    images, labels = typed(3000, "0123456789", seed=0)
+    return shape_training.train_shapes(images, labels, epochs=4, held_out=300)
+
+
+def test_framing_puts_any_digit_where_mnist_puts_it():
+    digits, _ = typed(8, "0123456789", seed=1)
+    framed = shapes.frame(torch.from_numpy(to_float(digits)))
+    # The same digits half the size, in a corner of a larger canvas, with a margin.
+    small = torch.nn.functional.interpolate(torch.from_numpy(to_float(digits))[:, None], size=(14, 14),
+                                            mode="area")[:, 0]
+    canvas = torch.zeros(8, 40, 33)
+    canvas[:, 3:17, 2:16] = small
+    reframed = shapes.frame(canvas)
+    assert reframed.shape == (8, 28, 28)
+    # The same framing, up to what halving the size lost: closer than a 2-pixel shift would be.
+    assert float((reframed - framed).abs().mean()) < 0.6 * float((framed.roll(2, dims=2) - framed).abs().mean())
+    for mine, original in zip(reframed, framed, strict=True):
+        assert np.corrcoef(mine.flatten(), original.flatten())[0, 1] > 0.8
+    ink_rows = torch.nonzero(framed[0].amax(dim=1) > 0.3).flatten()
+    assert 18 <= int(ink_rows[-1] - ink_rows[0]) + 1 <= 21  # the ink's box is 20 high or wide
+    assert float(shapes.frame(torch.zeros(2, 30, 30)).abs().max()) == 0.0  # blank stays blank
+
+
+def test_letters_score_above_the_threshold_and_digits_below(typed_shapes):
+    digits, _ = typed(300, "0123456789", seed=7)  # digits it never saw
+    letters, _ = typed(300, LETTERS, seed=8)
+    digit_flags = typed_shapes.unlike(to_float(digits))
+    letter_flags = typed_shapes.unlike(to_float(letters))
+    assert digit_flags.mean() <= 0.06  # 0.03 measured
+    assert letter_flags.mean() >= 0.5  # 0.75 measured
+    assert typed_shapes.metadata["quantile"] == shapes.QUANTILE
+
+
+def test_pages_are_not_judged_by_shape(typed_shapes):
+    page = np.zeros((shapes.MAX_SIDE + 1, 40), np.float32)
+    scores = typed_shapes.scores([page, to_float(typed(1, "7", seed=2)[0][0])])
+    assert np.isnan(scores[0]) and np.isfinite(scores[1])
+    assert not typed_shapes.unlike([page])[0]
+
+
+def test_the_non_digits_it_learns_from_leave_out_what_is_still_a_digit():
+    g = torch.Generator().manual_seed(0)
+    digits = torch.from_numpy(to_float(typed(200, "0123456789", seed=9)[0]))
+    labels = torch.arange(200) % 10
+    made = shape_training.non_digits(digits, labels, g)
+    assert 100 <= len(made) <= 200 and made.shape[1:] == (28, 28)
+    assert all(not torch.equal(m, d) for m in made[:50] for d in digits)  # none is a digit as it was
+    strokes = shape_training.pen_strokes(20, g)
+    assert float(strokes.amax()) == pytest.approx(1.0, abs=0.05) and (strokes > 0.5).float().mean() < 0.3
+
+
+def test_the_stored_model_round_trips_and_a_bad_file_is_named(typed_shapes, tmp_path):
+    assert shapes.find_shapes(tmp_path) is None
+    weights = shapes.save_shapes(typed_shapes, tmp_path, shapes.shapes_id("ab" * 20))
+    assert shapes.find_shapes(tmp_path) == weights
+    loaded = shapes.load_shapes(weights)
+    letters = to_float(typed(20, LETTERS, seed=3)[0])
+    np.testing.assert_allclose(loaded.scores(letters), typed_shapes.scores(letters), rtol=1e-5)
+    assert loaded.threshold == pytest.approx(typed_shapes.threshold)
+    weights.write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match=f"{weights}: not a digit-shape model"):
+        shapes.load_shapes(weights)
+
+
+class Identity(torch.nn.Module):
+    """A "denoiser" for clean inputs: logits whose sigmoid is the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x.clamp(1e-4, 1 - 1e-4))
+
+
+def test_clean_batch_flags_a_letter_by_its_shape_and_passes_a_digit(typed_shapes):
+    letters = to_float(typed(40, LETTERS, seed=4)[0])
+    digits = to_float(typed(40, "0123456789", seed=5)[0])
+    letter = letters[np.argmax(typed_shapes.scores(letters))]  # one it surely flags
+    digit = digits[np.argmin(typed_shapes.scores(digits))]
+    with_shapes = clean_batch(Identity(), [letter, digit], headroom=1.0, shape_model=typed_shapes)
+    assert with_shapes[0].fields["ood"] and with_shapes[0].fields["ood_reason"].startswith("not a digit's shape")
+    assert not with_shapes[1].fields["ood"]
+    without = clean_batch(Identity(), [letter, digit], headroom=1.0)
+    assert not without[0].fields["ood"]  # no shape model: the letter's tones are a digit's
+    score = float(typed_shapes.scores([letter])[0])
+    assert quality.ood_reason(letter, 0.1, score, typed_shapes.threshold).startswith("not a digit's shape")
+    assert quality.ood_reason(letter, 0.1) is None
+
+
+def test_models_shapes_command_trains_and_stores_one(tmp_path):
+    write_idx_dataset(tmp_path / "idx", n_train=300, n_test=20)
+    store = tmp_path / "models"
+    out = denoiser("models", "shapes", "--data-dir", str(tmp_path / "idx"), "--dataset", "idx",
+                   "--models-dir", str(store))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "clean flags outputs scoring above" in out.stdout
+    assert shapes.find_shapes(store) is not None
+    missing = denoiser("models", "shapes", "--data-dir", str(tmp_path / "nothing"), "--dataset", "idx",
+                       "--models-dir", str(tmp_path / "other"))
+    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_a_cleaning_run_flags_by_shape_only_digit_sized_scans(typed_shapes, trained_store, tmp_path):
+    from PIL import Image
+
+    from denoiser import checkpoint, clean_report, cleaning
+
+    (tmp_path / "in").mkdir()
+    digits = typed(3, "0123456789", seed=6)[0]
+    for i, digit in enumerate(digits):
+        Image.fromarray(255 - digit).save(tmp_path / "in" / f"digit-{i}.png")  # dark ink on white
+    page = np.full((120, 120), 255, np.uint8)
+    page[30:58, 40:68] = 255 - digits[0]
+    Image.fromarray(page).save(tmp_path / "in" / "page.png")
+    strict_net = shapes.ShapeNet()
+    strict_net.load_state_dict(typed_shapes.net.state_dict())
+    strict_net.threshold.fill_(-1.0)  # every judged scan is unlike a digit
+    weights = shapes.save_shapes(shapes.ShapeModel(strict_net, typed_shapes.metadata), tmp_path / "m", "digit-shapes-v1-x")
+    model = checkpoint.find_checkpoint(trained_store, "unet-tiny")
+
+    def reasons(out: str, **options) -> dict[str, str | None]:
+        entries = cleaning.plan(tmp_path / "in", tmp_path / out)
+        rows = cleaning.clean_shard(entries, in_dir=tmp_path / "in", out_dir=tmp_path / out, checkpoint=model,
+                                    run_id="r", options=cleaning.CleanOptions(**options))
+        frame = clean_report.report_frame(rows)
+        assert (frame["status"] == "ok").all()
+        return dict(zip(frame["path"], frame["ood_reason"], strict=True))
+
+    without, strict = reasons("plain"), reasons("strict", shapes=str(weights))
+    assert "shape" not in str(strict["page.png"])  # a page is not judged by its shape
+    digit_sized = [name for name in without if name != "page.png"]
+    assert all(pd.isna(without[name]) for name in digit_sized)
+    assert all(strict[name].startswith("not a digit's shape") for name in digit_sized)
