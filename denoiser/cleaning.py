@@ -139,8 +139,8 @@ def cached_shapes(weights: str | None) -> ShapeModel | None:
     """The shape model at ``weights``, loaded once per process (None for None)."""
     if weights is None:
         return None
-    info = os.stat(weights)
-    key = ("shapes", weights, info.st_mtime_ns, info.st_size)
+    info, meta = os.stat(weights), os.stat(Path(weights).with_suffix(".json"))  # calibrations go there
+    key = ("shapes", weights, info.st_mtime_ns, info.st_size, meta.st_mtime_ns)
     with _MODELS_LOCK:
         if key not in _SHAPES:
             _SHAPES.clear()
@@ -170,6 +170,8 @@ def clean_shard(
     clock = timings if timings is not None else ShardTimings()
     clock.started = time.time()
     memory.for_scans()  # freed image arrays go back to the system (denoiser.memory)
+    shapes = cached_shapes(options.shapes)
+    shape_model = shapes.for_model(checkpoint.model_id) if shapes is not None else None
     manifest = Manifest(prepare_output(out_dir) / "manifest.sqlite")
     done_by = checkpoint.model_id if options.rerun_other_models else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
@@ -217,7 +219,7 @@ def clean_shard(
                     results = clean_batch(model, [p.image.pixels for p in batch], headroom=steps.headroom,
                                           tones=options.tones, device=device, batch_size=options.batch_size,
                                           tile=options.tile, overlap=options.overlap, precision=precision,
-                                          shape_model=cached_shapes(options.shapes), timings=parts)
+                                          shape_model=shape_model, timings=parts)
                     steps.count(decode=parts.prepare, model=parts.model, encode=parts.finish)
                     share = (parts.prepare + parts.model + parts.finish) / len(batch)
                     writing.update(writers.submit(steps.write, item, result, share)

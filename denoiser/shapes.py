@@ -43,8 +43,8 @@ NOT_A_DIGIT = 10  # the class index of "not a digit"
 
 
 def frame(images: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) scans, ink 1 on paper 0, in MNIST's framing: (N, 28, 28). A blank scan
-    stays blank."""
+    """(N, H, W) scans, ink on paper 0, in MNIST's framing: (N, 28, 28), the ink's peak at 1
+    (a model with tone headroom leaves its ink below 1). A blank scan stays blank."""
     n, h, w = images.shape
     x = images.float()
     peak = x.amax(dim=(1, 2), keepdim=True)
@@ -60,6 +60,7 @@ def frame(images: torch.Tensor) -> torch.Tensor:
     mass = weight.sum(dim=(1, 2)).clamp_min(1e-6)
     cy = ((weight * ys).sum(dim=(1, 2)) / mass).masked_fill(blank, (h - 1) / 2)
     cx = ((weight * xs).sum(dim=(1, 2)) / mass).masked_fill(blank, (w - 1) / 2)
+    x = x / peak.clamp_min(1e-6)  # ink at 1 whatever the model's headroom left it at
     step = side / BOX  # scan pixels per framed pixel
     # affine_grid maps the output's [-1, 1] to the input's [-1, 1] (pixel edges, align_corners=False).
     theta = torch.zeros(n, 2, 3)
@@ -98,7 +99,25 @@ class ShapeModel:
 
     @property
     def threshold(self) -> float:
+        """The score above which a scan is flagged: set for the cleaning model this shape
+        model was last calibrated for (:meth:`for_model`), else on held-out digits."""
         return float(self.net.threshold)
+
+    def calibrated_for(self, model_id: str) -> float | None:
+        """The threshold measured on this cleaning model's outputs, if it was."""
+        value = self.metadata.get("calibrated", {}).get(model_id)
+        return None if value is None else float(value)
+
+    def for_model(self, model_id: str) -> ShapeModel:
+        """This shape model with the threshold calibrated for ``model_id`` (itself when there
+        is none)."""
+        value = self.calibrated_for(model_id)
+        if value is None:
+            return self
+        net = ShapeNet()
+        net.load_state_dict(self.net.state_dict())
+        net.threshold.fill_(value)
+        return ShapeModel(net, self.metadata)
 
     def scores(self, outputs: list[np.ndarray] | np.ndarray, batch: int = 512) -> np.ndarray:
         """Each scan's score (NaN for a scan larger than :data:`MAX_SIDE`: not judged).
@@ -159,3 +178,12 @@ def load_shapes(weights: str | os.PathLike[str]) -> ShapeModel:
         raise ValueError(f"{weights}: not a digit-shape model this tool wrote ({error})") from None
     return ShapeModel(net, metadata)
 
+
+
+def record_calibration(weights: str | os.PathLike[str], model_id: str, threshold: float) -> None:
+    """Keep the threshold measured for cleaning model ``model_id`` in the shape model's
+    metadata (rewritten atomically)."""
+    meta_path = Path(weights).with_suffix(".json")
+    metadata = read_json(meta_path)
+    metadata.setdefault("calibrated", {})[model_id] = threshold
+    write_json(meta_path, metadata)

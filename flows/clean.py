@@ -29,6 +29,7 @@ from denoiser import (checkpoint, cleaning, history, manifest, registry, retenti
                       shapes, stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
 from denoiser.clean_report import counts, join_reports, report_frame
+from denoiser.data import DataError
 from denoiser.device import resolve_device
 from denoiser.file_steps import ShardTimings
 from denoiser.files import write_json
@@ -61,14 +62,9 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
                               "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
         found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
                                            precision=precision)
-        shape_training.ensure_shapes(models_dir, data_dir)  # MNIST is at hand: the OOD flag's digit shapes too
+        shape_training.ensure_shapes(models_dir, data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
     cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
-    shape_model = shapes.find_shapes(models_dir)
-    if shape_model is None:
-        get_run_logger().info("the store %s has no digit-shape model: letters and other non-digits are not "
-                              "flagged as OOD (`denoiser models shapes` trains one in about a minute)", models_dir)
-    else:
-        cleaning.cached_shapes(str(shape_model))
+    shape_model = shape_check(models_dir, data_dir, found)
     chosen = resolve_precision(precision, resolve_device(device))
     get_run_logger().info("denoising in %s (%s)", chosen.name, chosen.reason)
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
@@ -76,6 +72,25 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
             **chosen.to_dict(),
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
             "rerun": choice.rerun, "span": (started, time.time())}
+
+
+def shape_check(models_dir: str, data_dir: str | None, found: checkpoint.Checkpoint) -> Path | None:
+    """The store's digit-shape model, calibrated for ``found`` if it was not and MNIST is at
+    hand (never downloaded for this); None, said in the log, when the store has none."""
+    logger = get_run_logger()
+    weights = shapes.find_shapes(models_dir)
+    if weights is None:
+        logger.info("the store %s has no digit-shape model: letters and other non-digits are not flagged as "
+                    "OOD (`denoiser models shapes` trains one in 1-2 minutes)", models_dir)
+        return None
+    if cleaning.cached_shapes(str(weights)).calibrated_for(found.model_id) is None:
+        try:
+            shape_training.ensure_shapes(models_dir, data_dir, cleaner=found, download=False)
+        except DataError as error:
+            logger.warning("the digit-shape model is not calibrated for %s and MNIST is not at hand (%s): its "
+                           "threshold was set on clean digits and flags more outputs of noisy ones",
+                           found.model_id, str(error).splitlines()[0])
+    return weights
 
 
 @task(name="clean-shard", task_run_name="clean-shard-{index}", **TASK_DEFAULTS)

@@ -57,8 +57,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     shapes = actions.add_parser(
         "shapes", help="train the digit-shape model that flags non-digits (letters, symbols) in clean",
         description="Train the small digit classifier whose features tell a digit's shape from a "
-                    "letter's (about a minute on 2 CPU cores) and keep it in the store; clean uses it "
-                    "from then on. The scan model's first training makes one too.",
+                    "letter's (1-2 minutes on 2 CPU cores), set its threshold on the clean model's outputs "
+                    "of noisy held-out digits, and keep it in the store; clean uses it from then on. The "
+                    "scan model's first training makes one too.",
         formatter_class=HelpFormatter)
     shapes.add_argument("--data-dir", metavar="DIR", default=None,
                         help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
@@ -87,14 +88,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _shapes(args: argparse.Namespace) -> int:
-    from denoiser import shape_training, shapes
+    from denoiser import registry, shape_training, shapes
 
+    cleaner = registry.choose_clean_model(None, args.models_dir).checkpoint  # what clean uses, if stored
     with _library_log_to_console():
         weights = shape_training.ensure_shapes(args.models_dir, args.data_dir, dataset=DATASETS[args.dataset],
-                                       retrain=args.retrain)
+                                               retrain=args.retrain, cleaner=cleaner)
     model = shapes.load_shapes(weights)
-    print(f"digit-shape model {weights.stem} in {weights.parent}: clean flags outputs scoring above "
-          f"{model.threshold:.2f} (the {model.metadata['quantile']:.0%} point of held-out digits)")
+    line = f"digit-shape model {weights.stem} in {weights.parent}: "
+    if cleaner is not None:
+        line += (f"clean flags outputs of {cleaner.model_id} scoring above "
+                 f"{model.for_model(cleaner.model_id).threshold:.2f}")
+    else:
+        line += f"clean flags outputs scoring above {model.threshold:.2f} (set on clean held-out digits)"
+    print(line)
     return 0
 
 
