@@ -76,7 +76,9 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         # The quality estimate's check pass: each output with fresh noise of its scan's level, cleaned again.
         sigmas, renoised = quality.renoised_many(mapped, outputs)
         rechecks = denoise_images(model, renoised, **options)
-        scores = shape_model.scores(outputs) if shape_model is not None else np.full(len(outputs), np.nan)
+        on_cpu = torch.device(device).type == "cpu"  # the shape model runs there, in the CPU's precision
+        scores = (shape_model.scores(outputs, precision=precision if on_cpu else FP32) if shape_model is not None
+                  else np.full(len(outputs), np.nan))
         clock.model += time.perf_counter() - started
 
     started = time.perf_counter()

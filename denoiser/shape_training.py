@@ -34,6 +34,7 @@ from denoiser.arrays import to_float
 from denoiser.data import MNIST, IdxDataset, array_digest, load_dataset
 from denoiser.checkpoint import Checkpoint, load_model
 from denoiser.infer import denoise_images
+from denoiser.precision import FP32, Precision, resolve_precision
 from denoiser.restore import model_headroom, prepare_many
 from denoiser.shapes import (HELD_OUT, NOT_A_DIGIT, QUANTILE, VERSION, ShapeModel, ShapeNet, find_shapes, frame,
                              load_shapes, record_calibration, save_shapes, shapes_id)
@@ -201,14 +202,16 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
     if cleaner is not None:
         held_out = min(HELD_OUT, len(mnist.train_images) // 5)
         digits = mnist.train_images[-held_out:][:CALIBRATION_DIGITS]  # the held-out digits
-        threshold = calibrate(load_shapes(found), load_model(cleaner), model_headroom(cleaner.metadata), digits)
+        threshold = calibrate(load_shapes(found), load_model(cleaner), model_headroom(cleaner.metadata), digits,
+                              precision=resolve_precision("auto", torch.device("cpu")))  # as clean runs it
         record_calibration(found, cleaner.model_id, threshold)
         log.info("digit-shape model %s: flags outputs of %s scoring above %.2f", found.stem, cleaner.model_id,
                  threshold)
     return found
 
 def calibrate(shape_model: ShapeModel, cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, *,
-              noise_levels: tuple[float, ...] = CALIBRATION_NOISE, seed: int = 0) -> float:
+              noise_levels: tuple[float, ...] = CALIBRATION_NOISE, seed: int = 0,
+              precision: Precision = FP32) -> float:
     """The threshold at which :data:`denoiser.shapes.QUANTILE` of ``digits`` (uint8, never
     trained on), given clipped Gaussian noise of each level in turn and cleaned by
     ``cleaner`` as ``clean`` cleans, score at or below: a model's outputs of noisy digits are
@@ -221,5 +224,6 @@ def calibrate(shape_model: ShapeModel, cleaner: torch.nn.Module, headroom: float
     for level, part in zip(noise_levels, parts, strict=True):
         noisy = np.clip(clean[part] + level * rng.standard_normal(clean[part].shape), 0, 1).astype(np.float32)
         mapped = [m for m, _ in prepare_many(list(noisy), headroom=headroom)]
-        scores.append(shape_model.scores(denoise_images(cleaner, mapped)))
+        outputs = denoise_images(cleaner, mapped, precision=precision)
+        scores.append(shape_model.scores(outputs, precision=precision))
     return float(np.quantile(np.concatenate(scores), QUANTILE))

@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from denoiser.files import atomic_path, read_json, write_json
+from denoiser.precision import FP32, Precision, autocast
 
 SIDE, BOX = 28, 20  # MNIST's framing: the ink's box fits 20x20, centred by mass in 28x28
 MAX_SIDE = 2 * SIDE  # larger scans (pages) are not judged by shape
@@ -84,7 +85,7 @@ class ShapeNet(nn.Module):
 
     def forward(self, framed: torch.Tensor) -> torch.Tensor:
         """Logits of (N, 28, 28) framed scans: (N, 11)."""
-        return self.layers(framed[:, None])
+        return self.layers(framed[:, None].contiguous(memory_format=torch.channels_last))
 
     def scores(self, framed: torch.Tensor) -> torch.Tensor:
         """The probability of "not a digit" for each framed scan."""
@@ -95,7 +96,7 @@ class ShapeModel:
     """A trained :class:`ShapeNet` and where it came from."""
 
     def __init__(self, net: ShapeNet, metadata: dict[str, Any]) -> None:
-        self.net, self.metadata = net.eval(), metadata
+        self.net, self.metadata = net.eval().to(memory_format=torch.channels_last), metadata
 
     @property
     def threshold(self) -> float:
@@ -119,15 +120,17 @@ class ShapeModel:
         net.threshold.fill_(value)
         return ShapeModel(net, self.metadata)
 
-    def scores(self, outputs: list[np.ndarray] | np.ndarray, batch: int = 512) -> np.ndarray:
+    def scores(self, outputs: list[np.ndarray] | np.ndarray, batch: int = 512,
+               precision: Precision = FP32) -> np.ndarray:
         """Each scan's score (NaN for a scan larger than :data:`MAX_SIDE`: not judged).
-        ``outputs``: (H, W) scans in the model's look."""
+        ``outputs``: (H, W) scans in the model's look; ``precision``: the CPU's, as the
+        cleaning model's (bf16 with channels-last ran 5x as fast as float32 here)."""
         result = np.full(len(outputs), np.nan)
         small = [i for i, o in enumerate(outputs) if max(np.shape(o)) <= MAX_SIDE]
         by_shape: dict[tuple[int, ...], list[int]] = {}
         for i in small:
             by_shape.setdefault(np.shape(outputs[i]), []).append(i)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast("cpu", precision):
             for indices in by_shape.values():
                 for start in range(0, len(indices), batch):
                     part = indices[start : start + batch]
@@ -135,9 +138,9 @@ class ShapeModel:
                     result[part] = self.net.scores(frame(stack)).double().numpy()
         return result
 
-    def unlike(self, outputs: list[np.ndarray] | np.ndarray) -> np.ndarray:
+    def unlike(self, outputs: list[np.ndarray] | np.ndarray, precision: Precision = FP32) -> np.ndarray:
         """True for each scan whose shape is unlike any digit's."""
-        return self.scores(outputs) > self.threshold
+        return self.scores(outputs, precision=precision) > self.threshold
 
 
 def shapes_id(train_digest: str) -> str:
