@@ -168,3 +168,15 @@ def test_a_threshold_calibrated_for_a_cleaning_model_is_kept_and_used(typed_shap
     assert loaded.calibrated_for("unet-abc") == pytest.approx(threshold)
     assert loaded.for_model("unet-abc").threshold == pytest.approx(threshold)
     assert loaded.for_model("unet-other").threshold == pytest.approx(typed_shapes.threshold)
+
+
+def test_ensure_shapes_trains_once_and_calibrates_for_each_cleaning_model(tmp_path, untrained):
+    from denoiser.data import ANY_IDX
+
+    write_idx_dataset(tmp_path / "idx", n_train=300, n_test=20)
+    store = tmp_path / "models"
+    first = shape_training.ensure_shapes(store, tmp_path / "idx", dataset=ANY_IDX, cleaner=untrained)
+    assert shapes.load_shapes(first).calibrated_for(untrained.model_id) is not None
+    mtime = first.stat().st_mtime_ns
+    again = shape_training.ensure_shapes(store, tmp_path / "idx", dataset=ANY_IDX, cleaner=untrained)
+    assert again == first and first.stat().st_mtime_ns == mtime  # not trained again

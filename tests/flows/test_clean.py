@@ -183,3 +183,27 @@ def test_a_run_that_finds_nothing_new_keeps_no_report_and_old_runs_are_pruned(sc
     assert sorted(p.name for p in (work / "runs").iterdir()) == sorted(later[1:])
     assert pd.read_parquet(work / "history.parquet")["run_id"].tolist() == later[1:]
     assert len(read_outputs(out)) == 12  # retention never touches the outputs
+
+
+def test_a_store_with_a_shape_model_flags_by_shape_in_the_run(scans, tmp_path, store):
+    import shutil
+
+    from denoiser import shape_training, shapes
+    from tests.helpers import typed
+
+    models = tmp_path / "models"
+    shutil.copytree(store, models)
+    images, labels = typed(300, "0123456789", seed=0)
+    model = shape_training.train_shapes(images, labels, epochs=1, held_out=60)
+    model.net.threshold.fill_(-1.0)  # every judged scan is unlike a digit: the plumbing shows
+    weights = shapes.save_shapes(model, models, "digit-shapes-v1-test")
+    # No MNIST to calibrate with (an empty folder, never downloaded): the run goes on with the
+    # threshold the model has, and says so in its log.
+    result = clean_folder(**params(scans, tmp_path / "out", models, data_dir=str(tmp_path / "no-mnist")))
+    frame = pd.read_parquet(result["report"])
+    ok = frame[frame["status"] == "ok"]
+    assert len(ok) == 12
+    assert ok["ood_reason"].fillna("").str.startswith(("not a digit's shape", "blank", "noise", "tones")).all()
+    assert ok["ood_reason"].fillna("").str.startswith("not a digit's shape").any()
+    assert shapes.load_shapes(weights).calibrated_for("conv-test") is None
+    assert not (tmp_path / "no-mnist").exists() or not any((tmp_path / "no-mnist").iterdir())  # nothing fetched
