@@ -59,7 +59,7 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
     found = choice.checkpoint
     if found is None:
         get_run_logger().info("no model is promoted for clean and the store %s lacks the scan recipe's "
-                              "model: training it (about 15 minutes on 2 CPU cores)", models_dir)
+                              "model: training it (6-15 minutes on 2 CPU cores)", models_dir)
         found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
                                            precision=precision)
         shape_training.ensure_shapes(models_dir, data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
