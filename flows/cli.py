@@ -19,7 +19,6 @@ is. Wrong option values and bad data end in a one-line error and exit status 2 o
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from flows import cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cl
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
+    library_log_to_console,
     add_precision,
     add_retention,
     noise_spec,
@@ -134,15 +134,8 @@ def _run(args: argparse.Namespace) -> int:
                         f"{args.dataset} into it; without --data-dir the download goes to data/mnist)")
     # Bad or missing data is the most common user error: find it (downloading the files
     # if needed) before the flow starts, so it ends in one line rather than a failed run.
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    library_log = logging.getLogger("denoiser")
-    library_log.addHandler(console)
-    library_log.setLevel(logging.INFO)
-    try:
+    with library_log_to_console():  # from here on Prefect's handlers print it
         verify_dataset(args.data_dir, dataset=DATASETS[args.dataset])  # the ingest stage parses it
-    finally:
-        library_log.removeHandler(console)  # from here on Prefect's handlers print it
 
     from denoiser.stages import new_run_id
     from flows.pipeline import mnist_pipeline

@@ -14,16 +14,13 @@ test set for ``clean``, MNIST with the tutorial's noise for ``run``; see
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, USES
 from denoiser.data import DATASETS
-from flows.options import HelpFormatter, non_negative_int, positive_int
+from flows.options import HelpFormatter, library_log_to_console, non_negative_int, positive_int
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -91,7 +88,7 @@ def _shapes(args: argparse.Namespace) -> int:
     from denoiser import registry, shape_training, shapes
 
     cleaner = registry.choose_clean_model(None, args.models_dir).checkpoint  # what clean uses, if stored
-    with _library_log_to_console():
+    with library_log_to_console():
         weights = shape_training.ensure_shapes(args.models_dir, args.data_dir, dataset=DATASETS[args.dataset],
                                                retrain=args.retrain, cleaner=cleaner)
     model = shapes.load_shapes(weights)
@@ -120,25 +117,11 @@ def _promote(args: argparse.Namespace) -> int:
               f"{' per scan kind' if args.use == 'clean' else ''})")
         return value
 
-    with _library_log_to_console():
+    with library_log_to_console():
         entry = registry.promote(args.models_dir, args.model, args.use, score=score, force=args.force)
     forced = " (forced past the quality gate)" if entry["forced"] else ""
     print(f"{entry['model_id']} is now the default for {args.use}{forced}")
     return 0
-
-
-@contextlib.contextmanager
-def _library_log_to_console() -> Iterator[None]:
-    """The library's INFO lines on the console, bare, for the duration."""
-    console = logging.StreamHandler()
-    console.setFormatter(logging.Formatter("%(message)s"))
-    library_log = logging.getLogger("denoiser")
-    library_log.addHandler(console)
-    library_log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        library_log.removeHandler(console)
 
 
 def format_listing(models_dir: str | os.PathLike[str]) -> str:

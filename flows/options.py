@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
 
 from denoiser.baselines import BASELINES
 from denoiser.choices import PRECISIONS
@@ -100,3 +103,18 @@ def baseline_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(
             f"unknown baseline {unknown[0]!r}; choose from {','.join(BASELINES)}")
     return names
+
+
+@contextlib.contextmanager
+def library_log_to_console() -> Iterator[None]:
+    """The library's INFO lines on the console, bare, for the duration (before a flow's own
+    handlers take over)."""
+    console = logging.StreamHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    library_log = logging.getLogger("denoiser")
+    library_log.addHandler(console)
+    library_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        library_log.removeHandler(console)
