@@ -20,30 +20,27 @@ from bench.adapt import restyle
 from denoiser import checkpoint, registry, restore, scanset, shape_training, shapes
 from denoiser.arrays import to_float
 from denoiser.data import load_dataset
-from denoiser.infer import denoise_images
 from denoiser.metrics import psnr
-from denoiser.quality import estimated_psnr, ood_reason, renoised
+from denoiser.precision import FP32, Precision, resolve_precision
+from denoiser.scan_batch import clean_batch
 
 
-def clean_with_checks(model, headroom: float, noisy: list[np.ndarray]) -> list[tuple]:
-    """Per scan: (mapped, info, output, sigma, recheck), as the cleaner computes them."""
-    prepared = [restore.prepare(y, headroom=headroom) for y in noisy]
-    outputs = denoise_images(model, [p[0] for p in prepared])
-    checks = [renoised(p[0], out, seed=i) for i, (p, out) in enumerate(zip(prepared, outputs, strict=True))]
-    rechecks = denoise_images(model, [c[1] for c in checks])
-    return [(p[0], p[1], out, c[0], r)
-            for p, out, c, r in zip(prepared, outputs, checks, rechecks, strict=True)]
+def cleaned(model, headroom: float, noisy: list[np.ndarray], shape_model: shapes.ShapeModel | None = None,
+            precision: Precision = FP32) -> list:
+    """Each scan as ``clean`` cleans it (:func:`denoiser.scan_batch.clean_batch`): its output in
+    the scan's tones and its report figures (``psnr_est``, ``ood``, ...)."""
+    results = clean_batch(model, noisy, headroom=headroom, precision=precision, shape_model=shape_model)
+    failed = next((r for r in results if isinstance(r, Exception)), None)
+    if failed is not None:
+        raise failed
+    return results
 
 
-def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str) -> dict:
+def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str, precision: Precision) -> dict:
     truth, noisy = scanset.render(digits, kind, seed=0)
-    true, est = [], []
-    cleaned_scans = clean_with_checks(model, headroom, noisy)
-    for t, y, (mapped, info, out, sigma, recheck) in zip(truth, noisy, cleaned_scans, strict=True):
-        cleaned = restore.finish(out, info, y.shape)
-        true.append(float(psnr(t[None], cleaned[None])[0]))
-        est.append(estimated_psnr(mapped, out, recheck, sigma, paper=info.paper, ink=info.ink))
-    true, est = np.array(true), np.array(est)
+    results = cleaned(model, headroom, list(noisy), precision=precision)
+    true = np.array([float(psnr(t[None], r.pixels[None])[0]) for t, r in zip(truth, results, strict=True)])
+    est = np.array([r.fields["psnr_est"] for r in results])
     return {"kind": kind, "true_db": float(true.mean()), "estimated_db": float(est.mean()),
             "mae_db": float(np.abs(est - true).mean()), "bias_db": float((est - true).mean()),
             "corr": float(np.corrcoef(true, est)[0, 1])}
@@ -69,7 +66,8 @@ def photos(n: int, rng: np.random.Generator) -> np.ndarray:
     return fine.clamp(0, 1).numpy()
 
 
-def ood_rates(model, headroom: float, digits: np.ndarray, n: int, shape_model: shapes.ShapeModel | None) -> dict:
+def ood_rates(model, headroom: float, digits: np.ndarray, n: int, shape_model: shapes.ShapeModel | None,
+              precision: Precision) -> dict:
     """Share flagged of each set, all with the tutorial's noise: recall on what is not a digit,
     false positives on MNIST test digits and on the same digits in handwriting unlike MNIST's."""
     rng = np.random.default_rng(0)
@@ -80,13 +78,8 @@ def ood_rates(model, headroom: float, digits: np.ndarray, n: int, shape_model: s
     rates = {}
     for name, clean in sets.items():
         noisy = np.clip(clean + noise * rng.standard_normal(clean.shape).astype(np.float32), 0, 1)
-        results = clean_with_checks(model, headroom, list(noisy))
-        outputs = [out for _, _, out, _, _ in results]
-        scores = shape_model.scores(outputs) if shape_model else np.full(len(outputs), np.nan)
-        limit = shape_model.threshold if shape_model else np.inf
-        flags = [ood_reason(out, sigma, score, limit)
-                 for (_, _, out, sigma, _), score in zip(results, scores, strict=True)]
-        rates[name] = float(np.mean([f is not None for f in flags]))
+        results = cleaned(model, headroom, list(noisy), shape_model, precision)
+        rates[name] = float(np.mean([r.fields["ood"] for r in results]))
     return {"recall": {k: rates[k] for k in ("letters", "blank", "photos")}, "false_positive": rates["mnist"],
             "false_positive_other_handwriting": rates["other_handwriting"],
             "false_positive_typed_digits": rates["typed_digits"]}
@@ -106,8 +99,9 @@ def main() -> None:
     if found is None:
         raise SystemExit("no clean model in the store: run denoiser clean once, or promote one")
     model, headroom = checkpoint.load_model(found), restore.model_headroom(found.metadata)
+    precision = resolve_precision("auto", torch.device("cpu"))  # as clean runs it
     digits = mnist.test_images[5000 : 5000 + args.images]  # the thresholds were set on 5000-5199
-    rows = [] if args.ood_only else [estimate_kind(model, headroom, digits, kind) for kind in scanset.KINDS]
+    rows = [] if args.ood_only else [estimate_kind(model, headroom, digits, kind, precision) for kind in scanset.KINDS]
     print(f"{'kind':16}{'true dB':>9}{'est. dB':>9}{'MAE':>7}{'bias':>7}{'corr':>7}")
     for r in rows:
         print(f"{r['kind']:16}{r['true_db']:9.2f}{r['estimated_db']:9.2f}{r['mae_db']:7.2f}{r['bias_db']:+7.2f}"
@@ -116,7 +110,8 @@ def main() -> None:
     print(f"mean absolute error over the kinds: {overall:.2f} dB")
     shape_model = None if args.no_shapes else shapes.load_shapes(
         shape_training.ensure_shapes(args.models_dir, args.data_dir, cleaner=found)).for_model(found.model_id)
-    ood = ood_rates(model, headroom, mnist.test_images[8000:], args.images, shape_model)  # unseen by the thresholds
+    ood = ood_rates(model, headroom, mnist.test_images[8000:], args.images, shape_model,  # unseen by the thresholds
+                    precision)
     print("ood recall: " + ", ".join(f"{k} {v:.0%}" for k, v in ood["recall"].items())
           + f"; false positives on MNIST test digits {ood['false_positive']:.1%}, on them in other "
           f"handwriting {ood['false_positive_other_handwriting']:.1%}, on digits typed in Pillow's font "

@@ -31,8 +31,8 @@ import torch
 from torch.nn import functional as F
 
 from denoiser.arrays import to_float
-from denoiser.data import MNIST, IdxDataset, array_digest, load_dataset
 from denoiser.checkpoint import Checkpoint, load_model
+from denoiser.data import MNIST, IdxDataset, array_digest, load_dataset
 from denoiser.infer import denoise_images
 from denoiser.precision import FP32, Precision, resolve_precision
 from denoiser.restore import model_headroom, prepare_many
@@ -191,10 +191,11 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
     not yet (a few seconds). Raises :class:`denoiser.data.DataError` when MNIST cannot be
     had."""
     found = None if retrain else find_shapes(models_dir)
-    if found is not None and (cleaner is None or load_shapes(found).calibrated_for(cleaner.model_id) is not None):
-        return found
+    model = load_shapes(found) if found is not None else None
+    if model is not None and (cleaner is None or model.calibrated_for(cleaner.model_id) is not None):
+        return found  # type: ignore[return-value]
     mnist = load_dataset(data_dir, dataset=dataset or MNIST, download=download)
-    if found is None:
+    if model is None:
         log.info("training the digit-shape model on %d digits", len(mnist.train_images))
         model = train_shapes(mnist.train_images, mnist.train_labels)
         found = save_shapes(model, models_dir, shapes_id(array_digest(mnist.train_images)))
@@ -202,12 +203,13 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
     if cleaner is not None:
         held_out = min(HELD_OUT, len(mnist.train_images) // 5)
         digits = mnist.train_images[-held_out:][:CALIBRATION_DIGITS]  # the held-out digits
-        threshold = calibrate(load_shapes(found), load_model(cleaner), model_headroom(cleaner.metadata), digits,
+        threshold = calibrate(model, load_model(cleaner), model_headroom(cleaner.metadata), digits,
                               precision=resolve_precision("auto", torch.device("cpu")))  # as clean runs it
         record_calibration(found, cleaner.model_id, threshold)
         log.info("digit-shape model %s: flags outputs of %s scoring above %.2f", found.stem, cleaner.model_id,
                  threshold)
-    return found
+    return found  # type: ignore[return-value]
+
 
 def calibrate(shape_model: ShapeModel, cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, *,
               noise_levels: tuple[float, ...] = CALIBRATION_NOISE, seed: int = 0,

@@ -7,16 +7,18 @@ trained (:mod:`denoiser.shape_training`) on MNIST's training digits, drawn other
 well, and on non-digits made from them (halves of two different digits joined, digits
 turned or mirrored, two digits overlapping, random pen strokes): no letter and no font is
 ever shown to it. A scan's score is the probability it gives to "not a digit"; above
-:attr:`ShapeModel.threshold` (the 98th percentile of held-out training digits' scores) the
-scan is flagged.
+the threshold the scan is flagged. The threshold is set for each cleaning model on that
+model's outputs of noisy held-out digits (:meth:`ShapeModel.for_model`; the 98th percentile
+of their scores), since a model's outputs of noisy digits are not clean digits; the one set
+at training, on held-out digits drawn otherwise, serves a model not calibrated for.
 
 Each scan is first brought to MNIST's framing: its ink's bounding box scaled into 20x20 and
 its centre of mass put at the centre of 28x28 (:func:`frame`), so margins, size and place
 do not count. Only digit-sized scans are judged (:data:`MAX_SIDE`): a page of many digits
 is no single digit's shape.
 
-    weights = ensure_shapes(models_dir)               # models_dir/shapes/<id>.pt and .json
-    unlike = load_shapes(weights).unlike(outputs)     # outputs in the model's look
+    weights = shape_training.ensure_shapes(models_dir, cleaner=checkpoint)  # models_dir/shapes/<id>.pt, .json
+    unlike = load_shapes(weights).for_model(checkpoint.model_id).unlike(outputs)  # in the model's look
 """
 
 from __future__ import annotations
