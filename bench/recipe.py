@@ -92,23 +92,27 @@ CANDIDATES = {"unet": lambda: models.UNet(32), "unet48": lambda: models.UNet(48)
               "unetmid": UNetMid}
 
 
-def measure(candidate: str, *, epochs: int, precision: str, data_dir: str | None, loss: str = "bce") -> dict:
+def measure(candidate: str, *, epochs: int, precision: str, data_dir: str | None, loss: str = "bce",
+            learning_rate: float | None = None, batch_size: int | None = None, device: str = "cpu") -> dict:
     mnist = load_dataset(data_dir)
-    config = TrainConfig.recipe("unet", epochs=epochs, loss=loss)
-    chosen = resolve_precision(precision, "cpu")
+    config = TrainConfig.recipe("unet", epochs=epochs, loss=loss, learning_rate=learning_rate,
+                                batch_size=batch_size)
+    on = torch.device(device)
+    chosen = resolve_precision(precision, on)
     built = training.build_model
     training.build_model = lambda name: CANDIDATES[candidate]()  # the trainer builds the candidate
     try:
         started = time.perf_counter()
-        result = training.train(mnist.train_images, config, device=torch.device("cpu"), precision=chosen,
+        result = training.train(mnist.train_images, config, device=on, precision=chosen,
                                 show_progress=False)
         seconds = time.perf_counter() - started
     finally:
         training.build_model = built
     noisy = noisy_copy(mnist.test_images, spec=NoiseSpec.parse("gaussian:0.5"), seed=0)
     clean = to_float(mnist.test_images)
-    out = denoise(result.model, noisy)
-    return {"candidate": candidate, "epochs": epochs, "loss": loss, "precision": chosen.name,
+    out = denoise(result.model, noisy, device=on)
+    return {"candidate": candidate, "epochs": epochs, "loss": loss, "learning_rate": config.learning_rate,
+            "batch_size": config.batch_size, "device": on.type, "precision": chosen.name,
             "parameters": models.count_parameters(result.model), "train_seconds": round(seconds, 1),
             "images_per_s": [round(e.images_per_second) for e in result.history],
             "val_psnr": [round(e.val_psnr, 3) for e in result.history],
@@ -121,11 +125,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
     parser.add_argument("--loss", choices=("bce", "mse", "l1"), default="bce")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--device", default="cpu", help="cpu (the budget's machine) or cuda (a quick sweep)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--json", metavar="PATH", help="append the result as a JSON line here")
     args = parser.parse_args()
     result = measure(args.candidate, epochs=args.epochs, precision=args.precision, data_dir=args.data_dir,
-                     loss=args.loss)
+                     loss=args.loss, learning_rate=args.lr, batch_size=args.batch_size, device=args.device)
     print(json.dumps(result))
     if args.json:
         with Path(args.json).open("a") as out:

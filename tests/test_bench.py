@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,3 +54,12 @@ def test_a_fraction_above_the_limit_is_named():
 
     assert limit_note(0.97) is None and limit_note(1.0) is None
     assert "Winograd" in limit_note(1.2)
+
+
+def test_gpu_only_without_a_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: tests/test_gpu.py and `python -m bench --gpu-only` run there")
+    run = subprocess.run([sys.executable, "-m", "bench", "--gpu-only"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.strip() == "--gpu-only: no CUDA GPU is available here"
