@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
         orphans.stop_orphans()  # temporary servers a killed command left behind
         orphans.start_watchdog()
+        orphans.shield_temporary_servers()
     try:
         if args.command == "run":
             return _run(args)

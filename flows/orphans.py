@@ -7,18 +7,23 @@ server runs on, orphaned. Prefect offers no hook for that, so the ``denoiser`` c
 - starts a small watchdog (:func:`start_watchdog`, this module run as a script) that
   notes the command's temporary servers while it lives and stops them once it is gone;
 - on start, stops orphaned temporary servers of the same ``PREFECT_HOME`` that an earlier
-  command left when the watchdog was killed too (:func:`stop_orphans`).
+  command left when the watchdog was killed too (:func:`stop_orphans`);
+- starts its temporary servers in a session of their own (:func:`shield_temporary_servers`),
+  so that Ctrl-C or a supervisor's SIGTERM to the command's process group stops the command,
+  which records how its run ended, and not first the server it records that on.
 
 Linux only (it reads ``/proc``); elsewhere both do nothing.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 SERVER_MARK = "prefect.server.api.server:create_app"  # in a temporary server's command line
@@ -90,6 +95,28 @@ def stop_orphans() -> int:
                if prefect_home_of(pid) == home and "python" not in _cmdline(_parent(pid))]
     _stop(orphans)
     return len(orphans)
+
+
+def shield_temporary_servers() -> None:
+    """Make Prefect start its temporary servers in a new session, out of reach of signals
+    sent to the command's process group.
+
+    Without it, Ctrl-C in a terminal (or ``timeout``, or a supervisor stopping the job) stops
+    the server together with the command; the command's flow engine then spends two to three
+    minutes retrying the dead API to record the run as crashed, printing tracebacks. With
+    it, the run is recorded at once and the command exits; the server is stopped by
+    Prefect when the command exits, or by the watchdog when it is killed. Prefect has no
+    option for this, so the ``subprocess`` module its server code uses is replaced, for
+    that module alone, by one whose ``Popen`` starts a new session.
+    """
+    from prefect.server.api import server
+
+    if isinstance(server.subprocess, types.SimpleNamespace):
+        return
+    shielded = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess)
+                                        if not name.startswith("__")})
+    shielded.Popen = functools.partial(subprocess.Popen, start_new_session=True)
+    server.subprocess = shielded
 
 
 _watched = False

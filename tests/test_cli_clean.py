@@ -123,6 +123,44 @@ def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path,
     assert not list((tmp_path / "out" / ".denoiser" / "tmp").glob("*"))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_to_the_group_stops_the_run_in_seconds_and_no_server_is_left(tmp_path, store, sig):
+    """Ctrl-C in a terminal, or a supervisor's SIGTERM, reaches the whole process group. It used
+    to stop Prefect's temporary server too, and the command then retried the dead API for
+    minutes, printing tracebacks, before it exited."""
+    from flows import orphans
+
+    write_scans(tmp_path / "in", 150, size=200)
+    script = BIN / "denoiser"
+    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
+               ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
+               "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
+    env = {**os.environ, **prefect_env(tmp_path)}
+    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    deadline = time.time() + 120
+    while len(outputs(tmp_path / "out")) < 5 and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    os.killpg(run.pid, sig)
+    try:
+        _, stderr = run.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        pytest.fail(f"still running 30 s after {sig.name}")
+    assert len(outputs(tmp_path / "out")) < 150, "the run should have been stopped mid-way"
+    if sig == signal.SIGINT:
+        assert run.returncode == 130 and "denoiser clean: interrupted" in stderr
+    else:
+        assert run.returncode == -signal.SIGTERM
+    assert "Connection refused" not in stderr
+    home = str(tmp_path / "prefect-home")
+    deadline = time.time() + 15  # the watchdog stops a server that Prefect could not
+    while time.time() < deadline and any(orphans.prefect_home_of(pid) == home for pid in orphans.temporary_servers()):
+        time.sleep(0.2)
+    assert not any(orphans.prefect_home_of(pid) == home for pid in orphans.temporary_servers())
+
+
 def test_serve_without_a_server_says_how_to_start_one(tmp_path, store):
     (tmp_path / "in").mkdir()
     out = denoiser("serve", str(tmp_path / "in"), str(tmp_path / "out"), "--interval", "60",
