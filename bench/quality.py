@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
 from bench.adapt import restyle
-from denoiser import checkpoint, registry, restore, scanset, shape_training, shapes
+from denoiser import checkpoint, quality_net, registry, restore, scanset, shape_training, shapes
 from denoiser.arrays import to_float
 from denoiser.data import load_dataset
 from denoiser.metrics import psnr
@@ -26,19 +26,21 @@ from denoiser.scan_batch import clean_batch
 
 
 def cleaned(model, headroom: float, noisy: list[np.ndarray], shape_model: shapes.ShapeModel | None = None,
-            precision: Precision = FP32) -> list:
+            precision: Precision = FP32, quality_model: quality_net.QualityEstimator | None = None) -> list:
     """Each scan as ``clean`` cleans it (:func:`denoiser.scan_batch.clean_batch`): its output in
     the scan's tones and its report figures (``psnr_est``, ``ood``, ...)."""
-    results = clean_batch(model, noisy, headroom=headroom, precision=precision, shape_model=shape_model)
+    results = clean_batch(model, noisy, headroom=headroom, precision=precision, shape_model=shape_model,
+                          quality_model=quality_model)
     failed = next((r for r in results if isinstance(r, Exception)), None)
     if failed is not None:
         raise failed
     return results
 
 
-def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str, precision: Precision) -> dict:
+def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str, precision: Precision,
+                  quality_model: quality_net.QualityEstimator | None = None) -> dict:
     truth, noisy = scanset.render(digits, kind, seed=0)
-    results = cleaned(model, headroom, list(noisy), precision=precision)
+    results = cleaned(model, headroom, list(noisy), precision=precision, quality_model=quality_model)
     true = np.array([float(psnr(t[None], r.pixels[None])[0]) for t, r in zip(truth, results, strict=True)])
     est = np.array([r.fields["psnr_est"] for r in results])
     return {"kind": kind, "true_db": float(true.mean()), "estimated_db": float(est.mean()),
@@ -93,6 +95,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-shapes", action="store_true", help="the flag without the digit-shape model")
     parser.add_argument("--ood-only", action="store_true", help="measure the OOD flag only")
+    parser.add_argument("--no-learned", action="store_true",
+                        help="the analytic PSNR estimate alone, without the learned one (denoiser.quality_net)")
     args = parser.parse_args()
     mnist = load_dataset(args.data_dir)
     found = registry.choose_clean_model(None, args.models_dir).checkpoint
@@ -101,7 +105,10 @@ def main() -> None:
     model, headroom = checkpoint.load_model(found), restore.model_headroom(found.metadata)
     precision = resolve_precision("auto", torch.device("cpu"))  # as clean runs it
     digits = mnist.test_images[5000 : 5000 + args.images]  # the thresholds were set on 5000-5199
-    rows = [] if args.ood_only else [estimate_kind(model, headroom, digits, kind, precision) for kind in scanset.KINDS]
+    learned = None if args.no_learned or args.ood_only else quality_net.load_quality(
+        quality_net.ensure_quality(args.models_dir, found, args.data_dir))
+    rows = [] if args.ood_only else [estimate_kind(model, headroom, digits, kind, precision, learned)
+                                     for kind in scanset.KINDS]
     print(f"{'kind':16}{'true dB':>9}{'est. dB':>9}{'MAE':>7}{'bias':>7}{'corr':>7}")
     for r in rows:
         print(f"{r['kind']:16}{r['true_db']:9.2f}{r['estimated_db']:9.2f}{r['mae_db']:7.2f}{r['bias_db']:+7.2f}"
@@ -118,7 +125,8 @@ def main() -> None:
           f"{ood['false_positive_typed_digits']:.1%}")
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"kinds": rows, "mae_db": overall, "ood": ood}, out, indent=2)
+            json.dump({"kinds": rows, "mae_db": overall, "estimate": "analytic" if learned is None else "learned",
+                       "ood": ood}, out, indent=2)
 
 
 if __name__ == "__main__":

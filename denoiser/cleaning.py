@@ -39,6 +39,7 @@ from denoiser.manifest import Manifest
 from denoiser.render import RenderPool
 from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
 from denoiser.scan_batch import BatchTimings, clean_batch
+from denoiser.quality_net import QualityEstimator, load_quality
 from denoiser.shapes import ShapeModel, load_shapes
 from denoiser.workdir import WORK_DIR, prepare_output, work_dir
 
@@ -75,6 +76,9 @@ class CleanOptions:
     rerun_other_models: bool = True  # clean again files that another model cleaned
     #: the digit-shape model's weights (denoiser.shapes) that flags non-digits; None: no such check
     shapes: str | None = None
+    #: the learned PSNR estimate's weights (denoiser.quality_net) for the cleaning model;
+    #: None: the analytic one
+    quality: str | None = None
     max_file_mb: float = MAX_FILE_MB  # larger input files are error rows, never read
 
     def __post_init__(self) -> None:
@@ -121,6 +125,7 @@ def shards(entries: list[Entry], size: int) -> list[list[Entry]]:
 _MODELS: dict[tuple, torch.nn.Module] = {}
 _MODELS_LOCK = threading.Lock()
 _SHAPES: dict[tuple, ShapeModel] = {}
+_QUALITY: dict[tuple, QualityEstimator] = {}
 
 
 def cached_model(checkpoint: Checkpoint, device: str | torch.device) -> torch.nn.Module:
@@ -148,6 +153,19 @@ def cached_shapes(weights: str | None) -> ShapeModel | None:
         return _SHAPES[key]
 
 
+def cached_quality(weights: str | None) -> QualityEstimator | None:
+    """The quality estimator at ``weights``, loaded once per process (None for None)."""
+    if weights is None:
+        return None
+    info = os.stat(weights)
+    key = ("quality", weights, info.st_mtime_ns, info.st_size)
+    with _MODELS_LOCK:
+        if key not in _QUALITY:
+            _QUALITY.clear()
+            _QUALITY[key] = load_quality(weights)
+        return _QUALITY[key]
+
+
 def clean_shard(
     entries: list[Entry],
     *,
@@ -172,6 +190,7 @@ def clean_shard(
     memory.for_scans()  # freed image arrays go back to the system (denoiser.memory)
     shapes = cached_shapes(options.shapes)
     shape_model = shapes.for_model(checkpoint.model_id) if shapes is not None else None
+    quality_model = cached_quality(options.quality)
     manifest = Manifest(prepare_output(out_dir) / "manifest.sqlite")
     done_by = checkpoint.model_id if options.rerun_other_models else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
@@ -219,7 +238,8 @@ def clean_shard(
                     results = clean_batch(model, [p.image.pixels for p in batch], headroom=steps.headroom,
                                           tones=options.tones, device=device, batch_size=options.batch_size,
                                           tile=options.tile, overlap=options.overlap, precision=precision,
-                                          shape_model=shape_model, timings=parts)
+                                          shape_model=shape_model, quality_model=quality_model,
+                                          timings=parts)
                     steps.count(decode=parts.prepare, model=parts.model, encode=parts.finish)
                     share = (parts.prepare + parts.model + parts.finish) / len(batch)
                     writing.update(writers.submit(steps.write, item, result, share)

@@ -139,11 +139,13 @@ def _ood_reasons(outputs: np.ndarray, sigmas: list[float], shape_scores: list[fl
 
 def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[np.ndarray],
            sigmas: list[float], contrasts: list[float], shape_scores: list[float] | None = None,
-           shape_limit: float = math.inf) -> list[dict[str, Any]]:
+           shape_limit: float = math.inf, look_dbs: list[float] | None = None) -> list[dict[str, Any]]:
     """The quality columns of each cleaned scan's report row (``noise_level``, ``psnr_est``,
     ``ood``, ``ood_reason``), scans of one size computed together. ``contrasts``: each
     scan's ``ink - paper``; ``shape_scores``: each output's digit-shape score (None: no
-    shape model), flagged above ``shape_limit``."""
+    shape model), flagged above ``shape_limit``; ``look_dbs``: each scan's learned PSNR
+    estimate in the model's look (:mod:`denoiser.quality_net`; NaN or None: the analytic
+    estimate here)."""
     scores = list(shape_scores) if shape_scores is not None else [math.nan] * len(outputs)
     rows: list[dict[str, Any] | None] = [None] * len(outputs)
     groups: dict[tuple[int, ...], list[int]] = {}
@@ -155,6 +157,9 @@ def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[n
         mses = _estimated_mses(stack(mapped), stack(outputs), stack(rechecks), np.array(group_sigmas))
         reasons = _ood_reasons(stack(outputs), group_sigmas, [scores[i] for i in indices], shape_limit)
         for k, i in enumerate(indices):
-            rows[i] = {"noise_level": sigmas[i], "psnr_est": _to_db(float(mses[k]) * contrasts[i] ** 2),
+            learned = look_dbs[i] if look_dbs is not None else math.nan
+            estimate = (_to_db(float(mses[k]) * contrasts[i] ** 2) if math.isnan(learned)
+                        else min(MAX_DB, learned - 20 * math.log10(max(abs(contrasts[i]), 1e-3))))
+            rows[i] = {"noise_level": sigmas[i], "psnr_est": estimate,
                        "ood": reasons[k] is not None, "ood_reason": reasons[k]}
     return rows  # type: ignore[return-value]

@@ -58,9 +58,11 @@ class BatchTimings:
 def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: float, tones: str = "keep",
                 device: torch.device | str = "cpu", batch_size: int | None = None, tile: int = 256,
                 overlap: int = 32, precision: Precision = FP32, shape_model: ShapeModel | None = None,
-                timings: BatchTimings | None = None) -> list[Cleaned | Exception]:
+                quality_model: Any = None, timings: BatchTimings | None = None) -> list[Cleaned | Exception]:
     """Clean float (H, W) scans in [0, 1]: each one's :class:`Cleaned`, or the exception that
-    stopped it. With ``shape_model``, outputs unlike any digit's shape are flagged as OOD."""
+    stopped it. With ``shape_model``, outputs unlike any digit's shape are flagged as OOD;
+    with ``quality_model`` (:class:`denoiser.quality_net.QualityEstimator`), the PSNR
+    estimate of digit-sized scans is its, else :mod:`denoiser.quality`'s."""
     clock = timings if timings is not None else BatchTimings()
     started = time.perf_counter()
     prepared = _each(lambda some: restore.prepare_many(some, headroom=headroom), images)
@@ -79,6 +81,10 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         on_cpu = torch.device(device).type == "cpu"  # the shape model runs there, in the CPU's precision
         scores = (shape_model.scores(outputs, precision=precision if on_cpu else FP32) if shape_model is not None
                   else np.full(len(outputs), np.nan))
+        contrasts = [info.ink - info.paper for info in infos]
+        look_dbs = (np.full(len(outputs), np.nan) if quality_model is None
+                    else quality_model.look_db(mapped, outputs, rechecks, sigmas, contrasts,
+                                               precision=precision if on_cpu else FP32))
         clock.model += time.perf_counter() - started
 
     started = time.perf_counter()
@@ -91,9 +97,9 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
     figures = _each(lambda ks: _figures([images[live[k]] for k in ks], [cleaned[k] for k in ks]), done)
     assessed = _each(lambda ks: quality.assess([mapped[k] for k in ks], [outputs[k] for k in ks],
                                                [rechecks[k] for k in ks], [sigmas[k] for k in ks],
-                                               [infos[k].ink - infos[k].paper for k in ks],
-                                               [float(scores[k]) for k in ks],
-                                               shape_model.threshold if shape_model is not None else np.inf), done)
+                                               [contrasts[k] for k in ks], [float(scores[k]) for k in ks],
+                                               shape_model.threshold if shape_model is not None else np.inf,
+                                               [float(look_dbs[k]) for k in ks]), done)
     for k, i in enumerate(live):
         results[i] = cleaned[k]  # type: ignore[assignment]
     for j, k in enumerate(done):

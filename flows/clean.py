@@ -25,8 +25,8 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from denoiser import (checkpoint, cleaning, history, manifest, registry, retention, run_summary, shape_training,
-                      shapes, stages, workdir)
+from denoiser import (checkpoint, cleaning, history, manifest, quality_net, registry, retention, run_summary,
+                      shape_training, shapes, stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
 from denoiser.clean_report import counts, join_reports, report_frame
 from denoiser.data import DataError
@@ -59,16 +59,26 @@ def resolve_model(model: str | None, models_dir: str, data_dir: str | None, runs
     found = choice.checkpoint
     if found is None:
         get_run_logger().info("no model is promoted for clean and the store %s lacks the scan recipe's "
-                              "model: training it (6-15 minutes on 2 CPU cores)", models_dir)
+                              "model: training it (6-15 minutes on 2 CPU cores, then about 5 more for the "
+                              "digit-shape model and the quality estimate)", models_dir)
         found = stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
                                            precision=precision)
         shape_training.ensure_shapes(models_dir, data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
+        quality_net.ensure_quality(models_dir, found, data_dir)  # and the learned PSNR estimate
     cleaning.cached_model(found, resolve_device(device))  # loaded and checked once, before any shard
     shape_model = shape_check(models_dir, data_dir, found)
+    estimator = quality_net.find_quality(models_dir, found.model_id)
+    if estimator is None:
+        get_run_logger().info("the store %s has no learned quality estimate for %s: psnr_est is the analytic one, "
+                              "which misses more on blurred, JPEG or dusty scans (`denoiser models quality` "
+                              "trains one in about 4 minutes)", models_dir, found.model_id)
+    else:
+        get_run_logger().info("psnr_est: the learned estimate for %s (%s)", found.model_id, estimator)
     chosen = resolve_precision(precision, resolve_device(device))
     get_run_logger().info("denoising in %s (%s)", chosen.name, chosen.reason)
     return {"model_id": found.model_id, "weights": str(found.weights), "reason": choice.reason,
             "shapes": str(shape_model) if shape_model is not None else None,
+            "quality": str(estimator) if estimator is not None else None,
             **chosen.to_dict(),
             "why": registry.Choice(found, choice.reason, choice.rerun).describe(),
             "rerun": choice.rerun, "span": (started, time.time())}
@@ -102,7 +112,8 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, mod
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
     rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
                                 options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"],
-                                                              shapes=model.get("shapes")),
+                                                              shapes=model.get("shapes"),
+                                                              quality=model.get("quality")),
                                 timings=clock, model_reason=model["reason"])
     frame = report_frame(rows)
     path = workdir.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
