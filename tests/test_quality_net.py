@@ -107,10 +107,10 @@ def test_on_real_digits_the_learned_estimate_tracks_the_truth_better(mnist_dir, 
 
     mnist = load_dataset(mnist_dir)
     model, headroom = checkpoint.load_model(untrained), restore.model_headroom(untrained.metadata)
-    fitted = quality_net.train_quality(model, headroom, mnist.train_images[:5000], samples=3000, epochs=4)
+    fitted = quality_net.train_quality(model, headroom, mnist.train_images[:5000], samples=1500, epochs=3)
     errors = {"learned": [], "analytic": []}
     for kind in ("scanner", "dust"):
-        truth, noisy = scanset.render(mnist.test_images[:200], kind, seed=0)
+        truth, noisy = scanset.render(mnist.test_images[:100], kind, seed=0)
         for name, estimator in (("learned", fitted), ("analytic", None)):
             results = clean_batch(model, list(noisy), headroom=headroom, quality_model=estimator)
             true = np.array([float(psnr(t[None], r.pixels[None])[0]) for t, r in zip(truth, results, strict=True)])
