@@ -58,6 +58,9 @@ GAUSSIAN_SHARE = 0.2  # of the batches: MNIST's look with clipped Gaussian noise
 #: could not tell what each one costs.
 SINGLE_SHARE = 0.3
 _COMPONENTS = ("p_texture", "p_lighting", "p_blur", "p_dust", "p_jpeg")
+#: Of those, the share in an office scan's tones (dark ink on near-white paper, high
+#: contrast): what most real scans are, and where uneven lighting does the most harm.
+OFFICE_SHARE = 0.5
 BATCH = 250  # scans per cleaning batch while collecting
 
 
@@ -139,6 +142,8 @@ def training_scans(digits: np.ndarray, rng: np.random.Generator,
         alone = str(rng.choice(_COMPONENTS))
         spec = replace(spec, **{c: float(c == alone) for c in _COMPONENTS}, p_second_noise=0.0, p_noise=1.0,
                        noise=(0.02, 0.15))
+        if rng.random() < OFFICE_SHARE:
+            spec = replace(spec, dark_ink=1.0, p_pure=0.0, paper=(0.0, 0.1), contrast=(0.7, 1.0))
     truth, degraded = degrade.degrade(clean, spec, rng=generator, scale=scale)
     return truth.numpy(), degraded.numpy()
 
