@@ -256,10 +256,7 @@ def main() -> None:
                         "rss_growth": large / small - 1, "folders": size["folders"]}
     result["gpu"] = bench_gpu(size, flops) if resolve_device("auto").type == "cuda" else None
     print(table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    _save(result, args.json)
 
 
 def _gpu_only(size: dict, json_path: str | None) -> None:
@@ -270,6 +267,10 @@ def _gpu_only(size: dict, json_path: str | None) -> None:
                                          "python": platform.python_version()},
               "model_flops": flops, "gpu": bench_gpu(size, flops)}
     print(gpu_line(result["gpu"]))
+    _save(result, json_path)
+
+
+def _save(result: dict, json_path: str | None) -> None:
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")

@@ -136,3 +136,26 @@ def resolve_checkpoint(reference: str, models_dir: str | os.PathLike[str]) -> Ch
         known = ", ".join(c.model_id for c in list_checkpoints(models_dir)) or "none"
         raise FileNotFoundError(f"no model {reference!r} in {models_dir} (models there: {known})")
     return found
+
+
+def save_weights(net: torch.nn.Module, weights: Path, metadata: dict[str, Any]) -> Path:
+    """Write a small model kept beside a cleaning model (the digit-shape model, the quality
+    estimate): its state dict at ``weights``, then ``metadata`` as the ``.json`` beside it,
+    each atomically."""
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(weights) as tmp:
+        torch.save({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, tmp)
+    write_json(weights.with_suffix(".json"), metadata)
+    return weights
+
+
+def load_weights(net: torch.nn.Module, weights: str | os.PathLike[str], what: str) -> dict[str, Any]:
+    """Load what :func:`save_weights` wrote into ``net`` (``weights_only``: no pickled code
+    runs) and return its metadata; anything else is a ValueError naming the file and ``what``
+    it should have been."""
+    weights = Path(weights)
+    try:
+        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return read_json(weights.with_suffix(".json"))
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise ValueError(f"{weights}: not {what} this tool wrote ({error})") from None

@@ -36,16 +36,20 @@ from torch.nn import functional as F
 
 from denoiser import degrade
 from denoiser.arrays import to_float
-from denoiser.files import atomic_path, read_json, write_json
+from denoiser.checkpoint import Checkpoint, load_model, load_weights, save_weights
+from denoiser.data import load_dataset
+from denoiser.files import read_json
 from denoiser.metrics import psnr
-from denoiser.precision import FP32, Precision, autocast
+from denoiser.precision import FP32, Precision, autocast, resolve_precision
+from denoiser.quality import MAX_DB
+from denoiser.restore import by_shape, model_headroom
+from denoiser.scan_batch import clean_batch
 
 log = logging.getLogger(__name__)
 
 FOLDER = "quality"
 VERSION = 1  # part of the stored metadata: bump when a change alters what training produces
 MAX_SIDE = 56  # larger scans in the model's look (pages) keep the analytic estimate
-MAX_DB = 40.0
 #: The degradations the estimate learns from: the scan recipe's mix with dust, lighting,
 #: blur and JPEG more often, and (through :meth:`Degradation.scaled`) every strength from
 #: 0.6 to 1.6 times the recipe's, so that kinds and strengths nobody tuned it on are inside
@@ -90,11 +94,8 @@ def _inputs(mapped: list, outputs: list, rechecks: list, sigmas: list, contrasts
 
 
 def _by_shape(outputs: list) -> dict[tuple[int, ...], list[int]]:
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for i, out in enumerate(outputs):
-        if max(np.shape(out)) <= MAX_SIDE:
-            groups.setdefault(np.shape(out), []).append(i)
-    return groups
+    """Indices of the digit-sized outputs, by size."""
+    return {shape: indices for shape, indices in by_shape(outputs).items() if max(shape) <= MAX_SIDE}
 
 
 class QualityEstimator:
@@ -118,7 +119,7 @@ class QualityEstimator:
         return np.minimum(result, MAX_DB)
 
 
-class _Recorder:
+class Recorder:
     """Stands in for an estimator inside ``clean_batch`` and keeps what it is given."""
 
     def __init__(self) -> None:
@@ -149,17 +150,15 @@ def training_scans(digits: np.ndarray, rng: np.random.Generator,
 
 
 def collect(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, samples: int, *, seed: int = 0,
-            precision: Any = None) -> list[dict]:
+            precision: Precision = FP32) -> list[dict]:
     """Training examples: ``samples`` degraded digits cleaned as ``clean`` cleans them, each
     with its output's true PSNR at the scan's contrast."""
-    from denoiser.scan_batch import clean_batch  # it imports this module's callers
-
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     rows: list[dict] = []
     for _ in range(max(1, samples // BATCH)):
         truth, noisy = training_scans(digits[rng.integers(0, len(digits), BATCH)], rng, generator)
-        recorder = _Recorder()
-        results = clean_batch(cleaner, list(noisy), headroom=headroom, precision=precision or FP32,
+        recorder = Recorder()
+        results = clean_batch(cleaner, list(noisy), headroom=headroom, precision=precision,
                               quality_model=recorder)
         mapped, outputs, rechecks, sigmas, contrasts = recorder.seen[0]
         for k, (t, r) in enumerate(zip(truth, results, strict=True)):
@@ -172,7 +171,7 @@ def collect(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, sampl
 
 
 def train_quality(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, *, samples: int = 40000,
-                  epochs: int = 12, seed: int = 0, precision: Any = None) -> QualityEstimator:
+                  epochs: int = 12, seed: int = 0, precision: Precision = FP32) -> QualityEstimator:
     """A :class:`QualityEstimator` for ``cleaner``, trained on its own outputs of ``digits``
     (uint8) degraded by :data:`QUALITY_MIX` (about 4 minutes on 2 CPU cores)."""
     started = time.perf_counter()
@@ -212,12 +211,8 @@ def quality_path(models_dir: str | os.PathLike[str], model_id: str) -> Path:
 
 def save_quality(estimator: QualityEstimator, models_dir: str | os.PathLike[str], model_id: str) -> Path:
     """Write ``models_dir/quality/<model_id>.pt`` (a state dict) then its ``.json``, each atomically."""
-    weights = quality_path(models_dir, model_id)
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(weights) as tmp:
-        torch.save({k: v.contiguous() for k, v in estimator.net.state_dict().items()}, tmp)
-    write_json(weights.with_suffix(".json"), {"model_id": model_id, **estimator.metadata})
-    return weights
+    return save_weights(estimator.net, quality_path(models_dir, model_id), {"model_id": model_id,
+                                                                           **estimator.metadata})
 
 
 def find_quality(models_dir: str | os.PathLike[str], model_id: str) -> Path | None:
@@ -234,27 +229,15 @@ def find_quality(models_dir: str | os.PathLike[str], model_id: str) -> Path | No
 
 def load_quality(weights: str | os.PathLike[str]) -> QualityEstimator:
     """The estimator stored at ``weights`` (read with ``weights_only=True``: no pickled code runs)."""
-    weights = Path(weights)
     net = QualityNet()
-    try:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        metadata = read_json(weights.with_suffix(".json"))
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ValueError(f"{weights}: not a quality estimator this tool wrote ({error})") from None
-    return QualityEstimator(net, metadata)
+    return QualityEstimator(net, load_weights(net, weights, "a quality estimator"))
 
 
-def ensure_quality(models_dir: str | os.PathLike[str], cleaner: Any,
+def ensure_quality(models_dir: str | os.PathLike[str], cleaner: Checkpoint,
                    data_dir: str | os.PathLike[str] | None = None, *, download: bool = True,
                    retrain: bool = False) -> Path:
-    """The stored estimator for cleaning model ``cleaner`` (a :class:`denoiser.checkpoint.Checkpoint`),
-    trained first if the store lacks one. Raises :class:`denoiser.data.DataError` when MNIST
-    cannot be had."""
-    from denoiser.checkpoint import load_model
-    from denoiser.data import load_dataset
-    from denoiser.precision import resolve_precision
-    from denoiser.restore import model_headroom
-
+    """The stored estimator for cleaning model ``cleaner``, trained first if the store lacks
+    one. Raises :class:`denoiser.data.DataError` when MNIST cannot be had."""
     found = None if retrain else find_quality(models_dir, cleaner.model_id)
     if found is not None:
         return found

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from denoiser.files import atomic_path, read_json, write_json
+from denoiser.checkpoint import load_weights, save_weights
+from denoiser.files import read_json, write_json
 from denoiser.precision import FP32, Precision, autocast
 
 SIDE, BOX = 28, 20  # MNIST's framing: the ink's box fits 20x20, centred by mass in 28x28
@@ -152,13 +153,8 @@ def shapes_id(train_digest: str) -> str:
 
 def save_shapes(model: ShapeModel, models_dir: str | os.PathLike[str], model_id: str) -> Path:
     """Write ``models_dir/shapes/<model_id>.pt`` (a state dict) then its ``.json``, each atomically."""
-    folder = Path(models_dir) / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / f"{model_id}.pt"
-    with atomic_path(weights) as tmp:
-        torch.save({k: v.contiguous() for k, v in model.net.state_dict().items()}, tmp)
-    write_json(folder / f"{model_id}.json", {"model_id": model_id, **model.metadata})
-    return weights
+    weights = Path(models_dir) / FOLDER / f"{model_id}.pt"
+    return save_weights(model.net, weights, {"model_id": model_id, **model.metadata})
 
 
 def find_shapes(models_dir: str | os.PathLike[str]) -> Path | None:
@@ -174,15 +170,8 @@ def find_shapes(models_dir: str | os.PathLike[str]) -> Path | None:
 def load_shapes(weights: str | os.PathLike[str]) -> ShapeModel:
     """The shape model stored at ``weights`` (read with ``weights_only=True``: no pickled
     code runs)."""
-    weights = Path(weights)
     net = ShapeNet()
-    try:
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        metadata = read_json(weights.with_suffix(".json"))
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ValueError(f"{weights}: not a digit-shape model this tool wrote ({error})") from None
-    return ShapeModel(net, metadata)
-
+    return ShapeModel(net, load_weights(net, weights, "a digit-shape model"))
 
 
 def record_calibration(weights: str | os.PathLike[str], model_id: str, threshold: float) -> None:

@@ -59,11 +59,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "of noisy held-out digits, and keep it in the store; clean uses it from then on. The "
                     "scan model's first training makes one too.",
         formatter_class=HelpFormatter)
-    shapes.add_argument("--data-dir", metavar="DIR", default=None,
-                        help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
     shapes.add_argument("--dataset", choices=sorted(DATASETS), default="mnist",
                         help="which checksums to verify the data against")
-    shapes.add_argument("--retrain", action="store_true", help="train a new one even if the store has one")
     quality = actions.add_parser(
         "quality", help="train the learned PSNR estimate (psnr_est) for the model clean uses",
         description="Degrade MNIST's training digits by a wide mix of scan degradations, clean them as "
@@ -71,9 +68,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "minutes on 2 CPU cores); clean's report estimates with it from then on. The scan "
                     "model's first training makes one too.",
         formatter_class=HelpFormatter)
-    quality.add_argument("--data-dir", metavar="DIR", default=None,
-                         help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
-    quality.add_argument("--retrain", action="store_true", help="train a new one even if the store has one")
+    for command in (shapes, quality):  # each trains a small model on MNIST beside the clean model
+        command.add_argument("--data-dir", metavar="DIR", default=None,
+                             help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
+        command.add_argument("--retrain", action="store_true",
+                             help="train a new one even if the store has one")
     for command in (listing, show, promote, shapes, quality):
         command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                              help="the model store")

@@ -32,6 +32,22 @@ def outputs(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and ".denoiser" not in p.parts)
 
 
+def start_slow_clean(tmp_path, store, **popen) -> subprocess.Popen:
+    """``denoiser clean`` of 150 large scans one at a time, in a process group of its own,
+    returned once 5 outputs are written (or it ended)."""
+    write_scans(tmp_path / "in", 150, size=200)
+    script = BIN / "denoiser"
+    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
+               ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
+               "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
+    env = {**os.environ, **prefect_env(tmp_path)}
+    run = subprocess.Popen(command, env=env, start_new_session=True, **popen)
+    deadline = time.time() + 120
+    while len(outputs(tmp_path / "out")) < 5 and time.time() < deadline and run.poll() is None:
+        time.sleep(0.02)
+    return run
+
+
 def prefect_env(tmp_path, **extra):
     return {"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_API_URL": "",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
@@ -95,17 +111,7 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, store):
 
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, store):
-    write_scans(tmp_path / "in", 150, size=200)
-    script = BIN / "denoiser"
-    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
-               ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
-               "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
-    env = {**os.environ, **prefect_env(tmp_path)}
-    run = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
-    deadline = time.time() + 120
-    while len(outputs(tmp_path / "out")) < 5 and time.time() < deadline and run.poll() is None:
-        time.sleep(0.02)
+    run = start_slow_clean(tmp_path, store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     done = outputs(tmp_path / "out")
@@ -131,17 +137,7 @@ def test_a_signal_to_the_group_stops_the_run_in_seconds_and_no_server_is_left(tm
     minutes, printing tracebacks, before it exited."""
     from flows import orphans
 
-    write_scans(tmp_path / "in", 150, size=200)
-    script = BIN / "denoiser"
-    command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
-               ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
-               "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
-    env = {**os.environ, **prefect_env(tmp_path)}
-    run = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           start_new_session=True)
-    deadline = time.time() + 120
-    while len(outputs(tmp_path / "out")) < 5 and time.time() < deadline and run.poll() is None:
-        time.sleep(0.02)
+    run = start_slow_clean(tmp_path, store, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     os.killpg(run.pid, sig)
     try:
         _, stderr = run.communicate(timeout=30)
@@ -155,10 +151,14 @@ def test_a_signal_to_the_group_stops_the_run_in_seconds_and_no_server_is_left(tm
         assert run.returncode == -signal.SIGTERM
     assert "Connection refused" not in stderr
     home = str(tmp_path / "prefect-home")
+
+    def servers_left() -> bool:
+        return any(orphans.prefect_home_of(pid) == home for pid in orphans.temporary_servers())
+
     deadline = time.time() + 15  # the watchdog stops a server that Prefect could not
-    while time.time() < deadline and any(orphans.prefect_home_of(pid) == home for pid in orphans.temporary_servers()):
+    while time.time() < deadline and servers_left():
         time.sleep(0.2)
-    assert not any(orphans.prefect_home_of(pid) == home for pid in orphans.temporary_servers())
+    assert not servers_left()
 
 
 def test_serve_without_a_server_says_how_to_start_one(tmp_path, store):

@@ -34,7 +34,7 @@ def test_training_examples_carry_the_true_psnr_of_clean_s_own_outputs(cleaner):
     rng, generator = np.random.default_rng(1), torch.Generator().manual_seed(1)
     truth, noisy = quality_net.training_scans(digits[rng.integers(0, len(digits), quality_net.BATCH)], rng,
                                               generator)
-    recorder = quality_net._Recorder()
+    recorder = quality_net.Recorder()
     results = clean_batch(model, list(noisy), headroom=headroom, quality_model=recorder)
     outputs, contrasts = recorder.seen[0][1], recorder.seen[0][4]
     kept = [k for k in range(len(results)) if max(outputs[k].shape) <= quality_net.MAX_SIDE]
@@ -59,7 +59,7 @@ def test_the_estimate_is_learnt_and_kept_per_cleaning_model(estimator, cleaner, 
     digits = draw_digits(40, seed=5)[0]
     rng, generator = np.random.default_rng(2), torch.Generator().manual_seed(2)
     truth, noisy = quality_net.training_scans(digits, rng, generator)
-    recorder = quality_net._Recorder()
+    recorder = quality_net.Recorder()
     results = clean_batch(model, list(noisy), headroom=headroom, quality_model=recorder)
     estimated = estimator.look_db(*recorder.seen[0])
     small = [k for k, r in enumerate(results) if max(recorder.seen[0][1][k].shape) <= quality_net.MAX_SIDE]
@@ -86,7 +86,7 @@ def test_clean_batch_reports_the_learned_estimate_for_digits_and_the_analytic_on
     page = np.tile(digit_scan((28, 28), seed=2)[1], (4, 4))  # a page of digits: 112 px, not shrunk
     with_it = clean_batch(model, [digit, page], headroom=headroom, quality_model=estimator)
     without = clean_batch(model, [digit, page], headroom=headroom)
-    recorder = quality_net._Recorder()
+    recorder = quality_net.Recorder()
     clean_batch(model, [digit, page], headroom=headroom, quality_model=recorder)
     mapped, outputs, rechecks, sigmas, contrasts = recorder.seen[0]
     learned = estimator.look_db(mapped, outputs, rechecks, sigmas, contrasts)
