@@ -5,10 +5,11 @@ so only the shape tells them apart. The shape model is a small classifier (three
 layers and a 128-wide layer) with eleven answers: the ten digits and "not a digit". It is
 trained (:mod:`denoiser.shape_training`) on MNIST's training digits, drawn otherwise as
 well, and on non-digits made from them (halves of two different digits joined, digits
-turned or mirrored, two digits overlapping, random pen strokes): no letter and no font is
-ever shown to it. A scan's score is the probability it gives to "not a digit"; above
-the threshold the scan is flagged. The threshold is set for each cleaning model on that
-model's outputs of noisy held-out digits (:meth:`ShapeModel.for_model`; the 98th percentile
+turned or mirrored, two digits overlapping, random pen strokes) and on letters drawn by a
+pen from skeletons (:mod:`denoiser.letters`): no font's letter is ever shown to it. A
+scan's score is the probability it gives to "not a digit"; above the threshold the scan is
+flagged. The threshold is set for each cleaning model on that
+model's outputs of noisy held-out digits (:meth:`ShapeModel.for_model`; the 96th percentile
 of their scores), since a model's outputs of noisy digits are not clean digits; the one set
 at training, on held-out digits drawn otherwise, serves a model not calibrated for.
 
@@ -39,9 +40,9 @@ from denoiser.precision import FP32, Precision, autocast
 SIDE, BOX = 28, 20  # MNIST's framing: the ink's box fits 20x20, centred by mass in 28x28
 MAX_SIDE = 2 * SIDE  # larger scans (pages) are not judged by shape
 INK = 0.3  # pixels above this share of the scan's peak are ink, for the box
-QUANTILE = 0.98  # of held-out training digits' scores: the threshold
+QUANTILE = 0.96  # of held-out training digits' scores: the threshold
 HELD_OUT = 5000
-VERSION = 1  # part of the stored id: bump when a change alters what training produces
+VERSION = 2  # part of the stored id: bump when a change alters what training produces
 FOLDER = "shapes"
 NOT_A_DIGIT = 10  # the class index of "not a digit"
 

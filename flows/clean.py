@@ -91,7 +91,7 @@ def shape_check(models_dir: str, data_dir: str | None, found: checkpoint.Checkpo
     weights = shapes.find_shapes(models_dir)
     if weights is None:
         logger.info("the store %s has no digit-shape model: letters and other non-digits are not flagged as "
-                    "OOD (`denoiser models shapes` trains one in 1-2 minutes)", models_dir)
+                    "OOD (`denoiser models shapes` trains one in about 3 minutes)", models_dir)
         return None
     if cleaning.cached_shapes(str(weights)).calibrated_for(found.model_id) is None:
         try:

@@ -55,7 +55,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     shapes = actions.add_parser(
         "shapes", help="train the digit-shape model that flags non-digits (letters, symbols) in clean",
         description="Train the small digit classifier whose features tell a digit's shape from a "
-                    "letter's (1-2 minutes on 2 CPU cores), set its threshold on the clean model's outputs "
+                    "letter's (about 3 minutes on 2 CPU cores), set its threshold on the clean model's outputs "
                     "of noisy held-out digits, and keep it in the store; clean uses it from then on. The "
                     "scan model's first training makes one too.",
         formatter_class=HelpFormatter)

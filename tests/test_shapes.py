@@ -134,7 +134,7 @@ def test_a_cleaning_run_flags_by_shape_only_digit_sized_scans(typed_shapes, trai
     strict_net = shapes.ShapeNet()
     strict_net.load_state_dict(typed_shapes.net.state_dict())
     strict_net.threshold.fill_(-1.0)  # every judged scan is unlike a digit
-    weights = shapes.save_shapes(shapes.ShapeModel(strict_net, typed_shapes.metadata), tmp_path / "m", "digit-shapes-v1-x")
+    weights = shapes.save_shapes(shapes.ShapeModel(strict_net, typed_shapes.metadata), tmp_path / "m", f"digit-shapes-v{shapes.VERSION}-x")
     model = checkpoint.find_checkpoint(trained_store, "unet-tiny")
 
     def reasons(out: str, **options) -> dict[str, str | None]:
@@ -161,7 +161,7 @@ def test_a_threshold_calibrated_for_a_cleaning_model_is_kept_and_used(typed_shap
 
     outputs = denoise_images(Identity(), [m for m, _ in prepare_many(list(to_float(digits)), headroom=1.0)])
     assert np.mean(typed_shapes.scores(outputs) > threshold) <= 1 - shapes.QUANTILE + 0.02
-    weights = shapes.save_shapes(typed_shapes, tmp_path, "digit-shapes-v1-y")
+    weights = shapes.save_shapes(typed_shapes, tmp_path, f"digit-shapes-v{shapes.VERSION}-y")
     assert shapes.load_shapes(weights).calibrated_for("unet-abc") is None
     shapes.record_calibration(weights, "unet-abc", threshold)
     loaded = shapes.load_shapes(weights)

@@ -185,25 +185,26 @@ def test_a_run_that_finds_nothing_new_keeps_no_report_and_old_runs_are_pruned(sc
     assert len(read_outputs(out)) == 12  # retention never touches the outputs
 
 
-def test_a_store_with_a_shape_model_flags_by_shape_in_the_run(scans, tmp_path, store):
+def test_a_store_with_a_shape_model_flags_by_shape_in_the_run(scans, tmp_path, trained_store):
     import shutil
 
     from denoiser import shape_training, shapes
     from tests.helpers import typed
 
     models = tmp_path / "models"
-    shutil.copytree(store, models)
+    shutil.copytree(trained_store, models)  # a trained model: an untrained one's grey outputs are flagged by tone
     images, labels = typed(300, "0123456789", seed=0)
     model = shape_training.train_shapes(images, labels, epochs=1, held_out=60)
     model.net.threshold.fill_(-1.0)  # every judged scan is unlike a digit: the plumbing shows
-    weights = shapes.save_shapes(model, models, "digit-shapes-v1-test")
+    weights = shapes.save_shapes(model, models, f"digit-shapes-v{shapes.VERSION}-test")
     # No MNIST to calibrate with (an empty folder, never downloaded): the run goes on with the
     # threshold the model has, and says so in its log.
-    result = clean_folder(**params(scans, tmp_path / "out", models, data_dir=str(tmp_path / "no-mnist")))
+    result = clean_folder(**params(scans, tmp_path / "out", models, model="unet-tiny",
+                                   data_dir=str(tmp_path / "no-mnist")))
     frame = pd.read_parquet(result["report"])
     ok = frame[frame["status"] == "ok"]
     assert len(ok) == 12
     assert ok["ood_reason"].fillna("").str.startswith(("not a digit's shape", "blank", "noise", "tones")).all()
     assert ok["ood_reason"].fillna("").str.startswith("not a digit's shape").any()
-    assert shapes.load_shapes(weights).calibrated_for("conv-test") is None
+    assert shapes.load_shapes(weights).calibrated_for("unet-tiny") is None
     assert not (tmp_path / "no-mnist").exists() or not any((tmp_path / "no-mnist").iterdir())  # nothing fetched
