@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--models-dir", default="data/models")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference")
+    parser.add_argument("--style", type=float, default=AdaptConfig.style,
+                        help="share of each batch drawn from the folder's own shapes")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -140,7 +142,7 @@ def main() -> None:
     for name in args.folders:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
         inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
-        config = AdaptConfig(minutes=args.minutes)
+        config = AdaptConfig(minutes=args.minutes, style=args.style)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"))
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),

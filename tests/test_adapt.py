@@ -134,3 +134,31 @@ def test_rehearsal_mixes_in_the_parents_own_scan_noise(trained_store):
     result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.25,
                          config=config, parent_noise="scan")  # scans drawn at up to 4x, shrunk back
     assert result.steps > 0 and np.isfinite(result.gate["adapted_db"])
+
+
+class _Logits(torch.nn.Module):
+    """A parent whose output is its input: logits of the input itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x.clamp(1e-4, 1 - 1e-4))
+
+
+def test_the_folders_own_shapes_are_its_outputs_at_full_ink_with_sharp_edges():
+    digits = torch.from_numpy(draw_digits(4, seed=3)[0].astype(np.float32) / 255)[:, None]
+    soft = torch.nn.functional.avg_pool2d(digits, 3, 1, 1) * 0.6  # faint, with blurred edges
+    shapes = adapt.folder_shapes(_Logits(), soft, headroom=1.25)
+    assert shapes.shape == soft.shape
+    assert torch.allclose(shapes.amax(dim=(1, 2, 3)), torch.full((4,), 0.8))  # ink at the look's level, 1 / 1.25
+    assert shapes.min() == 0
+    mid = lambda x, top: ((x > 0.2 * top) & (x < 0.8 * top)).float().mean()  # noqa: E731
+    assert mid(shapes, 0.8) < 0.5 * mid(soft, 0.6)  # fewer pixels between paper and ink
+    assert torch.equal(shapes > 0.4, soft / 0.6 > 0.5)  # the same strokes
+
+
+def test_adapting_with_the_folders_own_shapes_runs_and_mixes_them_in(trained_store):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25)
+    result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0, config=config)
+    assert result.steps > 1 and np.isfinite(result.gate["adapted_db"])
