@@ -51,13 +51,15 @@ def estimate_kind(model, headroom: float, digits: np.ndarray, kind: str, precisi
 
 #: Fonts often installed (Debian's fonts-dejavu-core and fonts-liberation): letters in them
 #: check that the flag is not tuned to Pillow's font. Those missing are left out.
-OTHER_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf",
+OTHER_FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+               "/usr/share/fonts/truetype/dejavu/DejaVuSerif-Bold.ttf",
                "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
                "/usr/share/fonts/truetype/liberation/LiberationSansNarrow-Italic.ttf")
 ALPHABET = "ABCDEFGHJKLMNPQRTUVWXYabdefghkmnpqrtuwy"  # no letter that is a digit's shape (O, I, l, S, Z)
 
 
-def letters(n: int, rng: np.random.Generator, alphabet: str = ALPHABET, fonts: tuple[str, ...] = ()) -> np.ndarray:
+def letters(n: int, rng: np.random.Generator, alphabet: str = ALPHABET,
+            fonts: tuple[str, ...] = ()) -> np.ndarray:
     """Letters (or any characters) in Pillow's default font, or in ``fonts`` taken in turn, of
     random size and place, bright on black."""
     out = np.zeros((n, 28, 28), dtype=np.float32)

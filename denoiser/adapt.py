@@ -199,7 +199,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     budget, step = config.minutes * 60, 0
     train_started = time.perf_counter()
     while time.perf_counter() - train_started < budget:
-        clean = train_digits[torch.randint(0, len(train_digits), (config.batch_size - n_old - n_style,), generator=rng)]
+        n_mnist = config.batch_size - n_old - n_style
+        clean = train_digits[torch.randint(0, len(train_digits), (n_mnist,), generator=rng)]
         if n_style:
             clean = torch.cat([clean, styles[torch.randint(0, len(styles), (n_style,), generator=rng)]])
         noisy = noisy_like(clean, levels, rng)
