@@ -30,6 +30,8 @@ from denoiser.adapt import AdaptConfig, adapt, centre_crops
 from denoiser.arrays import to_float
 from denoiser.data import load_dataset
 from denoiser.metrics import psnr
+from denoiser.choices import PRECISIONS
+from denoiser.precision import FP32, Precision, autocast, resolve_precision
 
 Maker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # digits, seed -> truth, noisy
 
@@ -93,9 +95,9 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
 
 
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
-               seed: int) -> torch.nn.Module:
+               seed: int, precision: Precision = FP32) -> torch.nn.Module:
     """The reference: the parent fine-tuned for ``minutes`` on clean/noisy pairs of the exact
-    noise, shown to it as the cleaner shows scans."""
+    noise, shown to it as the cleaner shows scans, its steps in ``precision`` (as adapting's)."""
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=AdaptConfig().learning_rate)
     rng, step = np.random.default_rng(seed), 0
@@ -111,7 +113,9 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
                 target = restore._resize(target, mapped.shape)
             inputs.append(mapped)
             targets.append(target)
-        loss = F.binary_cross_entropy_with_logits(model(centre_crops(inputs)), centre_crops(targets))
+        with autocast("cpu", precision):
+            logits = model(centre_crops(inputs))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), centre_crops(targets))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -129,6 +133,8 @@ def main() -> None:
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference")
     parser.add_argument("--style", type=float, default=AdaptConfig.style,
                         help="share of each batch drawn from the folder's own shapes")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -137,6 +143,8 @@ def main() -> None:
     if found is None:
         raise SystemExit("no clean model in the store: run denoiser clean once, or promote one")
     parent, headroom = checkpoint.load_model(found), restore.model_headroom(found.metadata)
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    print(f"fine-tuning in {precision.name}: {precision.reason}", flush=True)
     train, gate = to_float(mnist.train_images), to_float(mnist.test_images[:500])
     rows = []
     for name in args.folders:
@@ -144,14 +152,15 @@ def main() -> None:
         inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
         config = AdaptConfig(minutes=args.minutes, style=args.style)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
-                       parent_noise=found.metadata.get("noise"))
+                       parent_noise=found.metadata.get("noise"), precision=precision)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
                "adapted_db": score(result.model, truth, noisy, headroom), "gate_passed": result.better,
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),
-               "adapt_seconds": round(result.seconds, 1)}
+               "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name}
         row["kept_db"] = row["adapted_db"] if result.better else row["parent_db"]
         if not args.no_supervised:
-            reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1)
+            reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
+                                   precision=precision)
             row["supervised_db"] = score(reference, truth, noisy, headroom)
         rows.append(row)
         print(json.dumps(row), flush=True)
