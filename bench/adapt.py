@@ -28,9 +28,9 @@ from torch.nn import functional as F
 from denoiser import checkpoint, registry, restore, scanset, tones
 from denoiser.adapt import AdaptConfig, adapt, centre_crops
 from denoiser.arrays import to_float
+from denoiser.choices import PRECISIONS
 from denoiser.data import load_dataset
 from denoiser.metrics import psnr
-from denoiser.choices import PRECISIONS
 from denoiser.precision import FP32, Precision, autocast, resolve_precision
 
 Maker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # digits, seed -> truth, noisy

@@ -44,8 +44,8 @@ BAND_SLACK = 0.3
 NOISE_LIMIT = 0.6
 #: Thresholds measured with ``python -m bench.quality``: 5% of 200 MNIST test digits with
 #: the tutorial's noise had less ink than MIN_INK; under 1% of 2,000 had more mid tones than
-#: MAX_MIDTONES, and 90% of photo-like patches did (at 1.1 it flagged 5% of the digits,
-#: and the digit-shape model catches most photos it lets by).
+#: MAX_MIDTONES, and 90% of photo-like patches did (at 1.1 it flagged 2.5% of the digits
+#: by itself; the digit-shape model catches most photos it lets by).
 MIN_INK = 0.03  # share of output pixels above 0.4 below which a scan counts as blank
 MAX_MIDTONES = 1.5  # mid-tone pixels per inked pixel above which it looks like a photo
 #: Share of the whole scan in mid tones above which it looks like a photo: at most 0.16 of
