@@ -14,10 +14,12 @@ noise differs from the folder's; training on the blind-spot loss (alone, or adde
 one) lowered PSNR, since a network that learns to predict hidden pixels is not the one that
 cleans with all pixels visible. Its loss on the folder's scans is the gate's second number.
 
-The gate (:attr:`AdaptResult.better`): held-out clean digits with the folder's measured
-noise, cleaned by parent and adapted model, where the adapted one must gain :data:`GATE_DB`;
-and the blind-spot loss on the folder's own scans (training sees the parent's outputs of
-them, never their noisy pixels), which must fall by :data:`BLIND_SPOT_MARGIN`.
+The gate (:attr:`AdaptResult.better`): the folder's noise must be white
+(:mod:`denoiser.noise_profile`: where it is not, nothing is trained and the parent stays);
+held-out clean digits with the folder's measured noise, cleaned by parent and adapted
+model, where the adapted one must gain :data:`GATE_DB`; and the blind-spot loss on the
+folder's own scans (training sees the parent's outputs of them, never their noisy pixels),
+which must fall by :data:`BLIND_SPOT_MARGIN`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser.arrays import to_float
-from denoiser.blindspot import blind_spot_loss, clipped_noise_level
+from denoiser.blindspot import blind_spot_loss
 from denoiser.checkpoint import Checkpoint, load_model, save_checkpoint
 from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
@@ -45,6 +47,7 @@ from denoiser.precision import FP32, Precision, autocast, resolve_precision
 from denoiser.folder_sample import load_sample
 from denoiser.infer import denoise_images
 from denoiser.noise import training_pair
+from denoiser.noise_profile import NoiseProfile
 from denoiser.noise_spec import NoiseSpec
 from denoiser.restore import model_headroom
 
@@ -78,31 +81,6 @@ class AdaptConfig:
         return asdict(self)
 
 
-@dataclass(frozen=True)
-class NoiseProfile:
-    """The folder's measured noise levels, in the model's look."""
-
-    levels: tuple[float, ...]
-
-    @classmethod
-    def measure(cls, parent: torch.nn.Module, inputs: list[np.ndarray],
-                device: torch.device | str = "cpu") -> NoiseProfile:
-        estimates = denoise_images(parent, inputs, device=device)
-        return cls(tuple(round(clipped_noise_level(x, p), 4) for x, p in zip(inputs, estimates, strict=True)))
-
-    def summary(self) -> dict[str, float]:
-        levels = np.asarray(self.levels)
-        return {"median": float(np.median(levels)), "p10": float(np.percentile(levels, 10)),
-                "p90": float(np.percentile(levels, 90))}
-
-    def within(self, other: NoiseProfile, tolerance: float = 0.25) -> bool:
-        """Whether this profile's median lies within ``other``'s 10-90% band, widened by
-        ``tolerance`` of its median (the test for re-adapting on a later run)."""
-        mine, theirs = self.summary(), other.summary()
-        slack = tolerance * max(theirs["median"], 0.02)
-        return theirs["p10"] - slack <= mine["median"] <= theirs["p90"] + slack
-
-
 @dataclass
 class AdaptResult:
     model: torch.nn.Module
@@ -114,12 +92,14 @@ class AdaptResult:
 
     @property
     def better(self) -> bool:
-        """Both: the gate's digits (the folder's measured noise) cleaned :data:`GATE_DB` better,
-        and a blind-spot loss on the folder's own scans lower by :data:`BLIND_SPOT_MARGIN`.
-        The second catches noise the measured level does not describe (blur, JPEG, dust): on
-        the scan test set's mix the adapted model scored 1.1 dB worse while the gate's
-        digits said +1.5 dB, and only this number said so."""
-        return (self.gate["adapted_db"] >= self.gate["parent_db"] + GATE_DB
+        """All three: the folder's noise is white (:attr:`NoiseProfile.white`: else the gate's
+        digits, given white noise, do not stand for its scans), the gate's digits cleaned
+        :data:`GATE_DB` better, and a blind-spot loss on the folder's own scans lower by
+        :data:`BLIND_SPOT_MARGIN`. Measured on the scan test set's mix (bench.adapt): the
+        adapted model scored 1.2-1.4 dB worse while the gate's digits said +1.7-2.0 dB; the
+        blind-spot loss refused it in float32 and passed it in bf16 (-1.8%), and only the
+        first rule refuses it both ways."""
+        return (self.profile.white and self.gate["adapted_db"] >= self.gate["parent_db"] + GATE_DB
                 and self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN))
 
 
@@ -179,8 +159,13 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     started, device = time.perf_counter(), torch.device(device)
     parent = parent.to(device).eval()
     profile = NoiseProfile.measure(parent, inputs, device)
-    levels = torch.tensor(profile.levels, dtype=torch.float32)
-    log.info("folder noise (model's look): median %.3f, 10-90%% %.3f-%.3f", *profile.summary().values())
+    levels = torch.tensor(profile.white_levels(), dtype=torch.float32)
+    log.info("folder noise (model's look): median %.3f, 10-90%% %.3f-%.3f, %.0f%% of scans not white",
+             *list(profile.summary().values())[:3], 100 * profile.correlated_share)
+    if not profile.white:
+        log.warning("%.0f%% of the folder's scans have noise alike between neighbouring pixels (blur, JPEG, "
+                    "dust, uneven lighting): adapting trains on white noise, which does not describe them, "
+                    "so the parent stays", 100 * profile.correlated_share)
     # Clean digits in the model's look: paper 0, ink at 1 / headroom (the tone map's headroom).
     raw_digits = torch.from_numpy(np.asarray(clean_digits, dtype=np.float32))[:, None]
     train_digits = raw_digits / headroom
@@ -190,13 +175,13 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     rng = torch.Generator().manual_seed(config.seed)
     gate_noisy = noisy_like(gate_clean, levels, torch.Generator().manual_seed(config.seed + 1))
     scans = centre_crops(inputs).to(device)
-    scan_sigma = levels.view(-1, 1, 1, 1).to(device)
+    scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
     styles = folder_shapes(parent, scans, headroom).cpu() if config.style else None
     n_style = round(config.batch_size * config.style) if config.style else 0
 
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    budget, step = config.minutes * 60, 0
+    budget, step = (config.minutes * 60 if profile.white else 0.0), 0
     train_started = time.perf_counter()
     while time.perf_counter() - train_started < budget:
         n_mnist = config.batch_size - n_old - n_style
@@ -274,17 +259,3 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     return {"model_id": saved.model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
             "blind_spot": result.blind_spot, **chosen.to_dict(),
             "noise": result.profile.summary(), "steps": result.steps, "seconds": round(result.seconds, 1)}
-
-
-def readapt_reason(state: dict | None, parent_id: str, profile: NoiseProfile) -> str | None:
-    """Why a folder's adapted model must be made again (None: reuse it): none yet, another
-    parent now, or the folder's noise has drifted out of the band it was adapted on."""
-    if state is None:
-        return "no adapted model for this folder yet"
-    if state["parent"] != parent_id:
-        return f"the model to adapt is now {parent_id}, not {state['parent']}"
-    before = NoiseProfile(tuple(state["levels"]))
-    if not profile.within(before):
-        now, then = profile.summary()["median"], before.summary()
-        return f"the folder's noise drifted: median {now:.3f}, adapted on {then['p10']:.3f}-{then['p90']:.3f}"
-    return None

@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import adapt, checkpoint, cleaning, folder_sample, registry, restore, stages, workdir
+from denoiser import adapt, checkpoint, cleaning, folder_sample, noise_profile, registry, restore, stages, workdir
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from flows.logs import library_logs
@@ -61,10 +61,15 @@ def gate(outcome: dict[str, Any]) -> dict[str, Any]:
     """Which model cleans this folder, and why (the numbers that decided it)."""
     logger = get_run_logger()
     chosen = outcome["model_id"] if outcome["passed"] else outcome["parent"]
-    loss = outcome["blind_spot"]
-    why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
-           f"with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's scans "
-           f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall {adapt.BLIND_SPOT_MARGIN:.0%}")
+    loss, correlated = outcome["blind_spot"], outcome.get("noise", {}).get("correlated_share", 0.0)
+    if correlated > noise_profile.MAX_CORRELATED_SHARE:
+        why = (f"{correlated:.0%} of the folder's scans have noise alike between neighbouring pixels (blur, "
+               f"JPEG, dust, uneven lighting; at most {noise_profile.MAX_CORRELATED_SHARE:.0%} may): adapting "
+               "trains on white noise, which does not describe them, so nothing was trained")
+    else:
+        why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
+               f"with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's scans "
+               f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall {adapt.BLIND_SPOT_MARGIN:.0%}")
     if outcome["passed"]:
         logger.info("the adapted model %s cleans this folder: %s", chosen, why)
     else:
@@ -115,8 +120,8 @@ def check_adaptation(in_dir: str, out_dir: str, parent_weights: str, device: str
         return None  # nothing readable to measure: clean with what there is
     torch_device = resolve_device(device)
     model = cleaning.cached_model(found, torch_device)  # loaded once per process, as the shards use it
-    profile = adapt.NoiseProfile.measure(model, taken.inputs, torch_device)
-    return adapt.readapt_reason(workdir.read_adaptation(out_dir), found.model_id, profile)
+    profile = noise_profile.NoiseProfile.measure(model, taken.inputs, torch_device)
+    return noise_profile.readapt_reason(workdir.read_adaptation(out_dir), found.model_id, profile)
 
 
 def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float, models_dir: str,

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from tests.helpers import draw_digits
 
-from denoiser import adapt, blindspot, checkpoint, folder_sample
+from denoiser import adapt, blindspot, checkpoint, folder_sample, noise_profile
 from denoiser.data import ANY_IDX
 
 
@@ -53,11 +53,36 @@ def test_the_noise_level_is_measured_through_the_clipping():
     assert blindspot.clipped_noise_level(clean, clean) == 0.0
 
 
+def lit_unevenly(noisy: np.ndarray) -> np.ndarray:
+    """The scans under light that fades across the page: a ramp of 0 to 0.4 added."""
+    return np.clip(noisy + np.linspace(0, 0.4, noisy.shape[-1], dtype=np.float32), 0, 1)
+
+
+def test_the_residual_correlation_tells_white_noise_from_blur_and_lighting():
+    clean, noisy = noisy_digits(20, 0.3)
+    white = [blindspot.residual_correlation(y, x) for x, y in zip(clean, noisy, strict=True)]
+    assert max(abs(c) for c in white) < noise_profile.MAX_CORRELATION
+    noise = torch.from_numpy(noisy - clean)[:, None]
+    blurred = clean + torch.nn.functional.avg_pool2d(noise, 3, 1, 1)[:, 0].numpy()  # as a scanner's optics
+    assert min(blindspot.residual_correlation(y, x) for x, y in zip(clean, blurred, strict=True)) > 0.3
+    lit = lit_unevenly(clean + 0.05 * np.random.default_rng(1).standard_normal(clean.shape).astype(np.float32))
+    assert min(blindspot.residual_correlation(y, x) for x, y in zip(clean, lit, strict=True)) > 0.5
+    assert blindspot.residual_correlation(clean[0], clean[0]) == 0.0  # clean paper: nothing to say
+
+
+def test_a_folder_is_white_unless_too_many_scans_are_correlated():
+    mostly = noise_profile.NoiseProfile((0.3,) * 9 + (0.6,), (0.0,) * 9 + (0.9,))
+    assert mostly.white and mostly.correlated_share == 0.1
+    assert mostly.white_levels() == (0.3,) * 9  # the lit scan's "level" is its lighting, not noise
+    assert not noise_profile.NoiseProfile((0.3,) * 10, (0.0,) * 8 + (0.5,) * 2).white
+    assert noise_profile.NoiseProfile((0.3,) * 10).white  # not measured: as before
+
+
 def test_a_profile_holds_while_the_noise_holds_and_not_after():
-    base = adapt.NoiseProfile(tuple(np.linspace(0.28, 0.32, 50)))
-    assert adapt.NoiseProfile((0.3,) * 20).within(base)
-    assert not adapt.NoiseProfile((0.6,) * 20).within(base)
-    assert not adapt.NoiseProfile((0.05,) * 20).within(base)
+    base = noise_profile.NoiseProfile(tuple(np.linspace(0.28, 0.32, 50)))
+    assert noise_profile.NoiseProfile((0.3,) * 20).within(base)
+    assert not noise_profile.NoiseProfile((0.6,) * 20).within(base)
+    assert not noise_profile.NoiseProfile((0.05,) * 20).within(base)
 
 
 def write_folder(folder, images):
@@ -85,7 +110,8 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)  # trained on gaussian 0.5
     _, noisy = noisy_digits(40, 0.9)
     clean_digits = draw_digits(300, seed=5)[0].astype(np.float32) / 255
-    config = adapt.AdaptConfig(minutes=0.15, batch_size=16, gate_images=32)
+    # 18 s: under a parallel test's load, 9 s made fewer steps than the rate needs to settle
+    config = adapt.AdaptConfig(minutes=0.3, batch_size=16, gate_images=32)
     result = adapt.adapt(checkpoint.load_model(parent), list(noisy), clean_digits[:-32], clean_digits[-32:],
                          headroom=1.0, config=config, parent_noise="gaussian:0.5")
     assert result.steps > 5
@@ -102,8 +128,8 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
 
 
-def test_the_gate_needs_both_numbers():
-    result = adapt.AdaptResult(torch.nn.Identity(), adapt.NoiseProfile((0.3,)), 1, 1.0,
+def test_the_gate_needs_white_noise_and_both_numbers():
+    result = adapt.AdaptResult(torch.nn.Identity(), noise_profile.NoiseProfile((0.3,)), 1, 1.0,
                                {"parent_db": 20.0, "adapted_db": 21.0}, {"parent": 0.05, "adapted": 0.04})
     assert result.better
     result.blind_spot = {"parent": 0.05, "adapted": 0.051}  # the folder's own scans say worse
@@ -111,6 +137,20 @@ def test_the_gate_needs_both_numbers():
     result.blind_spot = {"parent": 0.05, "adapted": 0.04}
     result.gate = {"parent_db": 20.0, "adapted_db": 20.05}  # below the margin
     assert not result.better
+    result.gate = {"parent_db": 20.0, "adapted_db": 21.0}
+    result.profile = noise_profile.NoiseProfile((0.3,) * 4, (0.0, 0.0, 0.0, 0.8))  # a quarter not white
+    assert not result.better
+
+
+def test_a_folder_whose_noise_is_not_white_trains_nothing_and_keeps_its_parent(trained_store):
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
+    _, noisy = noisy_digits(30, 0.1)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = adapt.AdaptConfig(minutes=0.1, batch_size=16, gate_images=16)
+    result = adapt.adapt(checkpoint.load_model(parent), list(lit_unevenly(noisy)), clean_digits[:-16],
+                         clean_digits[-16:], headroom=1.0, config=config)
+    assert not result.profile.white and result.steps == 0 and not result.better
+    assert result.gate["adapted_db"] == result.gate["parent_db"]
 
 
 def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, untrained):
