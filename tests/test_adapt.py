@@ -195,10 +195,16 @@ def test_the_folders_own_shapes_are_its_outputs_at_full_ink_with_sharp_edges():
     assert torch.equal(shapes > 0.4, soft / 0.6 > 0.5)  # the same strokes
 
 
-def test_adapting_with_the_folders_own_shapes_runs_and_mixes_them_in(trained_store):
+def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_adapted_model(
+        trained_store, monkeypatch):
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    made_by = []
+    original = adapt.folder_shapes
+    monkeypatch.setattr(adapt, "folder_shapes", lambda model, *a: made_by.append(model) or original(model, *a))
     _, noisy = noisy_digits(24, 0.5)
     clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
-    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25)
+    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25, refresh=2)
     result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0, config=config)
     assert result.steps > 1 and np.isfinite(result.gate["adapted_db"])
+    assert len(made_by) == 3 and made_by[0] is parent  # once from the parent, then twice more
+    assert all(model is result.model for model in made_by[1:])
