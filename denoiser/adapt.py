@@ -77,8 +77,9 @@ class AdaptConfig:
     style: float = 0.3
     # Times the folder's shapes are made again during training, evenly spaced, from the model
     # being adapted (cleaner than its parent by then). Measured (bench.adapt, bf16, 2.5 min):
-    # handwriting unlike MNIST's 19.65 dB never, 19.81 once, 19.91 three times; Gaussian 0.7
-    # 17.82 never and once, 18.04 three times; nine times 19.94 and 17.82 (fewer steps).
+    # handwriting unlike MNIST's 19.65 dB never, 19.81 once, 19.91 and 19.89 three times, 19.94
+    # nine times; the tutorial's noise 20.32 never, 20.48 three times; Gaussian 0.7 17.82
+    # never, once and nine times, 18.04 and 17.58 three times (it varies 0.4 dB run to run).
     refresh: int = 3
     gate_images: int = 500  # MNIST test digits given the folder's noise
     seed: int = 0
