@@ -46,7 +46,6 @@ from denoiser.data import DATASETS, load_dataset
 from denoiser.device import resolve_device
 from denoiser.precision import FP32, Precision, autocast, resolve_precision
 from denoiser.folder_sample import load_sample
-from denoiser.infer import denoise_images
 from denoiser.noise import training_pair
 from denoiser.noise_profile import NoiseProfile
 from denoiser.noise_spec import NoiseSpec
