@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from denoiser.baselines import BASELINES
 from denoiser.choices import PRECISIONS
 from denoiser.noise_spec import NoiseSpec
-from denoiser.recipe import BF16_EPOCHS, RECIPES
+from denoiser.recipe import BF16_RECIPES, RECIPES
 
 DEFAULT_BASELINES = "gaussian,median,tv,wavelet,nlmeans"  # as typed; argparse applies baseline_list
 
@@ -72,8 +72,8 @@ def noise_spec(text: str) -> str:
 def recipe_default(option: str) -> str:
     """'(default: the model's recipe: unet 8, conv 10)' for an option the recipes set."""
     values = {model: str(RECIPES[model][option]) for model in ("unet", "conv")}
-    if option == "epochs":
-        values = {m: v + (f" ({BF16_EPOCHS[m]} in bf16)" if m in BF16_EPOCHS else "") for m, v in values.items()}
+    values = {m: v + (f" ({BF16_RECIPES[m][option]} in bf16)" if option in BF16_RECIPES.get(m, {}) else "")
+              for m, v in values.items()}
     return "(default: the model's recipe: " + ", ".join(f"{m} {v}" for m, v in values.items()) + ")"
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from denoiser.recipe import BF16_EPOCHS, RECIPES
+from denoiser.recipe import BF16_RECIPES, RECIPES
 from tests.helpers import denoiser, free_port
 
 
@@ -19,7 +19,10 @@ def test_help_documents_every_option_with_its_default():
         assert option in text
     unet = RECIPES["unet"]
     for default in ("(default: gaussian:0.5)",
-                    f"(default: the model's recipe: unet {unet['epochs']} ({BF16_EPOCHS['unet']} in bf16), conv 10)",
+                    f"(default: the model's recipe: unet {unet['epochs']} ({BF16_RECIPES['unet']['epochs']} in bf16), "
+                    "conv 10)",
+                    f"(default: the model's recipe: unet {unet['batch_size']} "
+                    f"({BF16_RECIPES['unet']['batch_size']} in bf16), conv 128)",
                     f"(default: the model's recipe: unet {unet['loss']}, conv bce)",
                     "(default: unet)", "(default: auto)", "(default: data/runs)"):
         assert default in text

@@ -203,8 +203,11 @@ def test_folder_denoising_of_digit_sized_images_matches_the_mnist_path(digits):
                                atol=1e-5, rtol=0)
 
 
-def test_bf16_buys_the_default_model_more_epochs_but_not_the_tutorials():
-    assert TrainConfig.recipe("unet", bf16=True).epochs == 14 and TrainConfig.recipe("unet").epochs == 8
-    assert TrainConfig.recipe("conv", bf16=True).epochs == 10  # the tutorial's recipe is the tutorial's
-    assert TrainConfig.recipe("unet", bf16=True, epochs=3).epochs == 3  # what the user sets wins
-    assert TrainConfig.recipe("unet", bf16=True, noise="scan").epochs == 4  # the scan recipe: not measured
+def test_bf16_buys_the_default_model_more_steps_but_not_the_tutorials():
+    fast, plain = TrainConfig.recipe("unet", bf16=True), TrainConfig.recipe("unet")
+    assert (fast.epochs, fast.batch_size) == (14, 64) and (plain.epochs, plain.batch_size) == (8, 128)
+    tutorial = TrainConfig.recipe("conv", bf16=True)  # the tutorial's recipe is the tutorial's
+    assert (tutorial.epochs, tutorial.batch_size) == (10, 128)
+    assert TrainConfig.recipe("unet", bf16=True, epochs=3, batch_size=16).batch_size == 16  # what the user sets wins
+    scan = TrainConfig.recipe("unet", bf16=True, noise="scan")  # the scan recipe: not measured
+    assert (scan.epochs, scan.batch_size) == (4, 128)
