@@ -82,12 +82,17 @@ class NoiseProfile:
 
 def readapt_reason(state: dict | None, parent_id: str, profile: NoiseProfile) -> str | None:
     """Why a folder's adapted model must be made again (None: reuse it): none yet, another
-    parent now, or the folder's noise has drifted out of the band it was adapted on."""
+    parent now, the folder's noise has drifted out of the band it was adapted on, or it has
+    turned white or stopped being white (a scanner that began to blur, at the same level)."""
     if state is None:
         return "no adapted model for this folder yet"
     if state["parent"] != parent_id:
         return f"the model to adapt is now {parent_id}, not {state['parent']}"
-    before = NoiseProfile(tuple(state["levels"]))
+    before = NoiseProfile(tuple(state["levels"]), tuple(state.get("correlations", ())))
+    if profile.white != before.white:
+        now = "white" if profile.white else "not white"
+        return (f"the folder's noise is now {now}: {profile.correlated_share:.0%} of scans have noise alike "
+                f"between neighbouring pixels, against {before.correlated_share:.0%} when it was adapted")
     if not profile.within(before):
         now, then = profile.summary()["median"], before.summary()
         return f"the folder's noise drifted: median {now:.3f}, adapted on {then['p10']:.3f}-{then['p90']:.3f}"

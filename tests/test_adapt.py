@@ -85,6 +85,16 @@ def test_a_profile_holds_while_the_noise_holds_and_not_after():
     assert not noise_profile.NoiseProfile((0.05,) * 20).within(base)
 
 
+def test_a_folder_is_adapted_again_when_its_noise_stops_being_white_at_the_same_level():
+    state = {"parent": "unet-a", "levels": [0.3] * 10, "correlations": [0.0] * 10}
+    same = noise_profile.NoiseProfile((0.3,) * 10, (0.0,) * 10)
+    blurred = noise_profile.NoiseProfile((0.3,) * 10, (0.4,) * 10)
+    assert noise_profile.readapt_reason(state, "unet-a", same) is None
+    assert "now not white: 100%" in noise_profile.readapt_reason(state, "unet-a", blurred)
+    assert "now white" in noise_profile.readapt_reason({**state, "correlations": [0.4] * 10}, "unet-a", same)
+    assert noise_profile.readapt_reason({"parent": "unet-a", "levels": [0.3] * 10}, "unet-a", same) is None
+
+
 def write_folder(folder, images):
     folder.mkdir()
     for i, image in enumerate(images):
