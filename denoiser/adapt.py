@@ -146,7 +146,8 @@ def folder_shapes(parent: torch.nn.Module, scans: torch.Tensor, headroom: float)
     look's ink level (1 / ``headroom``). They carry the folder's handwriting (stroke width,
     slant, size) that MNIST's digits lack."""
     with torch.no_grad():
-        out = torch.cat([torch.sigmoid(parent(scans[i : i + 256]).float()) for i in range(0, len(scans), 256)])
+        out = torch.cat([torch.sigmoid(parent(scans[i : i + 256]).float())
+                         for i in range(0, len(scans), 256)])
     out = out / out.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
     return ((out - 0.5) * 3 + 0.5).clamp(0, 1) / headroom
 
@@ -166,8 +167,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     parent = parent.to(device).eval()
     profile = NoiseProfile.measure(parent, inputs, device)
     levels = torch.tensor(profile.white_levels(), dtype=torch.float32)
+    noise = profile.summary()
     log.info("folder noise (model's look): median %.3f, 10-90%% %.3f-%.3f, %.0f%% of scans not white",
-             *list(profile.summary().values())[:3], 100 * profile.correlated_share)
+             noise["median"], noise["p10"], noise["p90"], 100 * noise["correlated_share"])
     if not profile.white:
         log.warning("%.0f%% of the folder's scans have noise alike between neighbouring pixels (blur, JPEG, "
                     "dust, uneven lighting): adapting trains on white noise, which does not describe them, "
@@ -182,7 +184,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     gate_noisy = noisy_like(gate_clean, levels, torch.Generator().manual_seed(config.seed + 1))
     scans = centre_crops(inputs).to(device)
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
-    styles = folder_shapes(parent, scans, headroom).cpu() if config.style else None
+    styles = folder_shapes(parent, scans, headroom).cpu() if config.style and profile.white else None
     n_style = round(config.batch_size * config.style) if config.style else 0
 
     model = copy.deepcopy(parent).train()
@@ -191,7 +193,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     train_started = time.perf_counter()
     refreshes = config.refresh if n_style else 0
     while time.perf_counter() - train_started < budget:
-        if refreshes and time.perf_counter() - train_started > budget * (1 - refreshes / (config.refresh + 1)):
+        elapsed = time.perf_counter() - train_started
+        if refreshes and elapsed > budget * (1 - refreshes / (config.refresh + 1)):
             styles, refreshes = folder_shapes(model.eval(), scans, headroom).cpu(), refreshes - 1
             model.train()  # the folder's shapes as the model being adapted now cleans them
         n_mnist = config.batch_size - n_old - n_style
@@ -269,4 +272,4 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                          images=len(sample.inputs), config=config, precision=chosen)
     return {"model_id": saved.model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
             "blind_spot": result.blind_spot, **chosen.to_dict(),
-            "noise": result.profile.summary(), "steps": result.steps, "seconds": round(result.seconds, 1)}
+            "noise": result.profile.summary(), "white": result.profile.white, "steps": result.steps, "seconds": round(result.seconds, 1)}

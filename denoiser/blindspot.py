@@ -110,5 +110,6 @@ def residual_correlation(noisy: np.ndarray, clean_estimate: np.ndarray) -> float
     pairs = int(across.sum() + down.sum())
     if pairs < 50:
         return 0.0
-    products = (centred[:, 1:] * centred[:, :-1])[across].sum() + (centred[1:, :] * centred[:-1, :])[down].sum()
+    products = ((centred[:, 1:] * centred[:, :-1])[across].sum()
+                + (centred[1:, :] * centred[:-1, :])[down].sum())
     return float(products / pairs / variance)

@@ -17,7 +17,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import adapt, checkpoint, cleaning, folder_sample, noise_profile, registry, restore, stages, workdir
+from denoiser import (adapt, checkpoint, cleaning, folder_sample, noise_profile, registry, restore, stages,
+                      workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from flows.logs import library_logs
@@ -61,15 +62,17 @@ def gate(outcome: dict[str, Any]) -> dict[str, Any]:
     """Which model cleans this folder, and why (the numbers that decided it)."""
     logger = get_run_logger()
     chosen = outcome["model_id"] if outcome["passed"] else outcome["parent"]
-    loss, correlated = outcome["blind_spot"], outcome.get("noise", {}).get("correlated_share", 0.0)
-    if correlated > noise_profile.MAX_CORRELATED_SHARE:
-        why = (f"{correlated:.0%} of the folder's scans have noise alike between neighbouring pixels (blur, "
-               f"JPEG, dust, uneven lighting; at most {noise_profile.MAX_CORRELATED_SHARE:.0%} may): adapting "
-               "trains on white noise, which does not describe them, so nothing was trained")
+    loss = outcome["blind_spot"]
+    if not outcome.get("white", True):  # the library's verdict (NoiseProfile.white): nothing was trained
+        share, limit = outcome["noise"]["correlated_share"], noise_profile.MAX_CORRELATED_SHARE
+        why = (f"{share:.0%} of the folder's scans have noise alike between neighbouring pixels (blur, JPEG, "
+               f"dust, uneven lighting; at most {limit:.0%} may): adapting trains on white noise, which does "
+               "not describe them, so nothing was trained")
     else:
-        why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
-               f"with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's scans "
-               f"{loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall {adapt.BLIND_SPOT_MARGIN:.0%}")
+        why = (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
+               f"digits with the folder's noise, needs +{adapt.GATE_DB} dB; blind-spot loss on the folder's "
+               f"scans {loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall "
+               f"{adapt.BLIND_SPOT_MARGIN:.0%}")
     if outcome["passed"]:
         logger.info("the adapted model %s cleans this folder: %s", chosen, why)
     else:

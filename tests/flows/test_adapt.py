@@ -42,6 +42,8 @@ def test_the_gate_keeps_the_parent_unless_the_adapted_model_passes():
                "adapted_db": 20.5, "blind_spot": {"parent": 0.05, "adapted": 0.06}}
     assert gate_alone(outcome)["chosen"] == "unet-old"
     assert gate_alone({**outcome, "passed": True})["chosen"] == "unet-new"
+    refused = gate_alone({**outcome, "white": False, "noise": {"correlated_share": 0.37}})
+    assert refused["chosen"] == "unet-old" and "37% of the folder's scans" in refused["why"]
 
 
 def write_noisy_digits(folder, sigma, n=30):
