@@ -219,10 +219,12 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         if step % 50 == 0 and on_progress is not None:
             on_progress(min(1.0, (time.perf_counter() - train_started) / budget))
     model.eval()
-    gate = {"parent_db": round(_psnr(parent, gate_clean, gate_noisy), 3),
-            "adapted_db": round(_psnr(model, gate_clean, gate_noisy), 3)}
-    blind = {"parent": round(_blind_spot(parent, scans, scan_sigma), 6),
-             "adapted": round(_blind_spot(model, scans, scan_sigma), 6)}
+    parent_db, parent_loss = _psnr(parent, gate_clean, gate_noisy), _blind_spot(parent, scans, scan_sigma)
+    trained = step > 0  # else the model is its parent: no need to score it twice
+    gate = {"parent_db": round(parent_db, 3),
+            "adapted_db": round(_psnr(model, gate_clean, gate_noisy) if trained else parent_db, 3)}
+    blind = {"parent": round(parent_loss, 6),
+             "adapted": round(_blind_spot(model, scans, scan_sigma) if trained else parent_loss, 6)}
     seconds = time.perf_counter() - started
     log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"],
              gate["adapted_db"])
@@ -257,7 +259,8 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                  config: AdaptConfig = AdaptConfig(), device: str = "auto", precision: str = "auto",
                  on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The adapt stage: a saved folder sample (:func:`denoiser.folder_sample.save_sample`)
-    and the parent in the store -> the adapted model in the store, and the gate's numbers."""
+    and the parent in the store -> the adapted model in the store, and the gate's numbers.
+    Where the folder's noise is not white nothing is trained or stored (``model_id`` None)."""
     sample = load_sample(sample_path)
     mnist = load_dataset(data_dir, dataset=DATASETS[dataset])
     torch_device = resolve_device(device)
@@ -268,8 +271,12 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
                    device=torch_device, precision=chosen, on_progress=on_progress)
-    saved = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
-                         images=len(sample.inputs), config=config, precision=chosen)
-    return {"model_id": saved.model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
-            "blind_spot": result.blind_spot, **chosen.to_dict(),
-            "noise": result.profile.summary(), "white": result.profile.white, "steps": result.steps, "seconds": round(result.seconds, 1)}
+    model_id = None  # a folder whose noise is not white trains nothing: nothing to store
+    if result.profile.white:
+        model_id = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
+                                images=len(sample.inputs), config=config, precision=chosen).model_id
+    return {"model_id": model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
+            "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
+            "white": result.profile.white, "levels": list(result.profile.levels),
+            "correlations": list(result.profile.correlations), "steps": result.steps,
+            "seconds": round(result.seconds, 1)}

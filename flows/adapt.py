@@ -3,6 +3,8 @@
 Each stage is a retryable task that hands the next a file (the sample as ``.npz``, the
 adapted model in the store). The gate decides which model cleans this folder: the adapted
 one only if it beats its parent on the gate's images (:data:`denoiser.adapt.GATE_DB`).
+A folder whose noise is not white trains and stores nothing; every run's decision is kept in
+its run folder as ``outcome.json``.
 
     denoiser adapt scans/ --minutes 2.5
     denoiser clean scans/ cleaned/ --adapt     # adapt on the first run, reuse while the noise holds
@@ -17,8 +19,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import (adapt, checkpoint, cleaning, folder_sample, noise_profile, registry, restore, stages,
-                      workdir)
+from denoiser import (adapt, checkpoint, cleaning, files, folder_sample, noise_profile, registry, restore,
+                      stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from flows.logs import library_logs
@@ -77,8 +79,9 @@ def gate(outcome: dict[str, Any]) -> dict[str, Any]:
         logger.info("the adapted model %s cleans this folder: %s", chosen, why)
     else:
         logger.warning("the parent %s keeps cleaning this folder: %s", chosen, why)
-    rows = [{"model": outcome["parent"], "role": "parent", "gate_db": outcome["parent_db"]},
-            {"model": outcome["model_id"], "role": "adapted", "gate_db": outcome["adapted_db"]}]
+    rows = [{"model": outcome["parent"], "role": "parent", "gate_db": outcome["parent_db"]}]
+    if outcome["model_id"] is not None:
+        rows.append({"model": outcome["model_id"], "role": "adapted", "gate_db": outcome["adapted_db"]})
     create_table_artifact(key="adapt-gate", table=rows,
                           description=f"Adapted model against its parent ({why})")
     return {**outcome, "chosen": chosen, "why": why}
@@ -107,8 +110,10 @@ def adapt_folder(
     config = adapt.AdaptConfig(minutes=minutes, seed=seed).to_dict()
     outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device,
                           precision)
-    return {**gate(outcome), "files": taken["files"], "images": taken["images"],
-            "unreadable": taken["unreadable"]}
+    decided = {**gate(outcome), "files": taken["files"], "images": taken["images"],
+               "unreadable": taken["unreadable"]}
+    files.write_json(run_dir / "outcome.json", decided)  # the record, refusals included
+    return decided
 
 
 @task(name="check-adaptation", task_run_name="check-adaptation", **TASK_DEFAULTS)
@@ -138,11 +143,9 @@ def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float,
         outcome = adapt_folder(in_dir=in_dir, parent=parent["weights"], minutes=minutes,
                                models_dir=models_dir, data_dir=data_dir, runs_dir=runs_dir, device=device,
                                precision=precision)
-        lineage = checkpoint.resolve_checkpoint(outcome["model_id"], models_dir).metadata["adapted"]
         workdir.write_adaptation(out_dir, {"parent": parent["model_id"], "model_id": outcome["model_id"],
                                            "chosen": outcome["chosen"], "why": outcome["why"],
-                                           "levels": lineage["noise_levels"],
-                                           "correlations": lineage.get("noise_correlations", [])})
+                                           "levels": outcome["levels"], "correlations": outcome["correlations"]})
     state = workdir.read_adaptation(out_dir)
     span = (parent["span"][0], time.time())  # choosing and adapting the model is library work
     if state is None or state["chosen"] == parent["model_id"]:

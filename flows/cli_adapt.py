@@ -16,7 +16,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description=(
             "Measure the noise of IN_DIR's images as the cleaner sees them, fine-tune a copy of the "
             "model on MNIST digits given that noise, and store it with its lineage. It becomes this "
-            "folder's model only if it beats its parent on held-out digits with the folder's noise."),
+            "folder's model only if it beats its parent on held-out digits with the folder's noise. "
+            "Where the folder's noise is not white (blur, JPEG, dust, uneven lighting) nothing is "
+            "trained or stored: the parent stays."),
         formatter_class=HelpFormatter)
     adapt.add_argument("in_dir", metavar="IN_DIR", help="folder of noisy images (only read)")
     adapt.add_argument("--from", dest="parent", metavar="ID|PATH", default=None,
@@ -58,8 +60,12 @@ def adapt(args: argparse.Namespace) -> int:
                           max_images=args.max_images, models_dir=args.models_dir, data_dir=args.data_dir,
                           runs_dir=args.runs_dir, device=args.device, precision=args.precision,
                           seed=args.seed)
+    print(f"{result['images']} of {result['files']} images sampled ({result['unreadable']} unreadable)")
+    if result["model_id"] is None:
+        print(f"nothing adapted from {result['parent']}: {result['why']}\n"
+              f"its parent stays: denoiser clean {args.in_dir} OUT_DIR --model {result['chosen']}")
+        return 0
     verdict = "use it" if result["passed"] else "its parent stays better; kept for the record"
-    print(f"{result['images']} of {result['files']} images sampled ({result['unreadable']} unreadable)\n"
-          f"adapted model {result['model_id']} from {result['parent']}: {result['why']}\n"
+    print(f"adapted model {result['model_id']} from {result['parent']}: {result['why']}\n"
           f"{verdict}: denoiser clean {args.in_dir} OUT_DIR --model {result['chosen']}")
     return 0

@@ -176,6 +176,20 @@ def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, 
     assert ANY_IDX.name == "idx"
 
 
+def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tmp_path, idx_dir, trained_store):
+    folder, _ = idx_dir
+    write_folder(tmp_path / "scans", lit_unevenly(noisy_digits(30, 0.1)[1]))
+    taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
+    path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
+    outcome = adapt.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
+                                 dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                        gate_images=16), device="cpu")
+    assert outcome["model_id"] is None and not outcome["white"] and not outcome["passed"]
+    assert outcome["steps"] == 0 and len(outcome["levels"]) == len(outcome["correlations"]) == 30
+    assert not (tmp_path / "models").exists() or not checkpoint.list_checkpoints(tmp_path / "models")
+
+
 def test_rehearsal_mixes_in_the_parents_own_scan_noise(trained_store):
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
     _, noisy = noisy_digits(20, 0.4)

@@ -37,6 +37,24 @@ def test_the_flow_samples_adapts_and_gates(tmp_path, idx_dir, untrained):
     assert "blind-spot loss" in result["why"]
 
 
+def test_the_flow_stores_nothing_for_a_folder_that_is_not_white_and_records_why(tmp_path, idx_dir,
+                                                                                trained_store):
+    from denoiser import files
+
+    folder, _ = idx_dir
+    models = tmp_path / "models"
+    shutil.copytree(trained_store, models)
+    before = {c.model_id for c in checkpoint.list_checkpoints(models)}
+    scans = tmp_path / "scans"
+    write_noisy_digits(scans, 0.1, ramp=0.4)  # uneven lighting: its "noise" is not white
+    result = adapt_folder(in_dir=str(scans), parent="unet-tiny", minutes=0.02, models_dir=str(models),
+                          data_dir=str(folder), dataset="idx", runs_dir=str(tmp_path / "runs"), device="cpu")
+    assert result["model_id"] is None and result["chosen"] == "unet-tiny" and "nothing was trained" in result["why"]
+    assert {c.model_id for c in checkpoint.list_checkpoints(models)} == before
+    (record,) = (tmp_path / "runs").glob("adapt-*/outcome.json")
+    assert files.read_json(record)["why"] == result["why"]
+
+
 def test_the_gate_keeps_the_parent_unless_the_adapted_model_passes():
     outcome = {"model_id": "unet-new", "parent": "unet-old", "passed": False, "parent_db": 20.0,
                "adapted_db": 20.5, "blind_spot": {"parent": 0.05, "adapted": 0.06}}
@@ -46,11 +64,13 @@ def test_the_gate_keeps_the_parent_unless_the_adapted_model_passes():
     assert refused["chosen"] == "unet-old" and "37% of the folder's scans" in refused["why"]
 
 
-def write_noisy_digits(folder, sigma, n=30):
+def write_noisy_digits(folder, sigma, n=30, ramp=0.0):
+    """``n`` digits with Gaussian noise ``sigma``, lit unevenly where ``ramp`` (0 to ``ramp`` across)."""
     from tests.helpers import draw_digits
 
     folder.mkdir(exist_ok=True)
     clean = draw_digits(n, seed=2)[0].astype(np.float32) / 255
+    clean = clean + np.linspace(0, ramp, clean.shape[-1], dtype=np.float32)
     noisy = np.clip(clean + sigma * np.random.default_rng(0).standard_normal(clean.shape), 0, 1)
     for i, image in enumerate(noisy):
         Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
@@ -77,3 +97,19 @@ def test_clean_adapt_adapts_once_reuses_and_adapts_again_on_drift(tmp_path, trai
     clean_folder(in_dir=str(scans), out_dir=str(out), **options)
     again = workdir.read_adaptation(out)
     assert again["model_id"] != state["model_id"] and np.median(again["levels"]) > np.median(state["levels"])
+
+
+def test_clean_adapt_on_a_folder_that_is_not_white_cleans_with_the_parent(tmp_path, trained_store, mnist_dir):
+    from denoiser import workdir
+    from flows.clean import clean_folder
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_store, models)
+    scans, out = tmp_path / "scans", tmp_path / "out"
+    write_noisy_digits(scans, 0.1, ramp=0.4)
+    result = clean_folder(in_dir=str(scans), out_dir=str(out), model="unet-tiny", models_dir=str(models),
+                          data_dir=str(mnist_dir), runs_dir=str(tmp_path / "runs"), device="cpu",
+                          adapt_to_folder=True, adapt_minutes=0.02)
+    state = workdir.read_adaptation(out)
+    assert state["model_id"] is None and state["chosen"] == result["model_id"] == "unet-tiny"
+    assert len(state["correlations"]) == len(state["levels"]) == 30  # what the next run compares against
