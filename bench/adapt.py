@@ -26,7 +26,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser import checkpoint, registry, restore, scanset, tones
-from denoiser.adapt import AdaptConfig, adapt, centre_crops
+from denoiser.adapt import AdaptConfig, adapt, centre_crops, rate_factor
 from denoiser.arrays import to_float
 from denoiser.choices import PRECISIONS
 from denoiser.data import load_dataset
@@ -95,14 +95,16 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
 
 
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
-               seed: int, precision: Precision = FP32) -> torch.nn.Module:
+               seed: int, precision: Precision = FP32, schedule: str = AdaptConfig.schedule) -> torch.nn.Module:
     """The reference: the parent fine-tuned for ``minutes`` on clean/noisy pairs of the exact
     noise, shown to it as the cleaner shows scans, its steps in ``precision`` (as adapting's)."""
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=AdaptConfig().learning_rate)
     rng, step = np.random.default_rng(seed), 0
     started = time.perf_counter()
-    while time.perf_counter() - started < minutes * 60:
+    while (elapsed := time.perf_counter() - started) < minutes * 60:
+        for group in optimizer.param_groups:  # the same rate schedule as adapting's
+            group["lr"] = AdaptConfig().learning_rate * rate_factor(schedule, elapsed, minutes * 60)
         truth, noisy = make(train[rng.integers(0, len(train), 64)], seed + step)
         inputs, targets = [], []
         for t, y in zip(truth, noisy, strict=True):
@@ -133,6 +135,8 @@ def main() -> None:
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference")
     parser.add_argument("--style", type=float, default=AdaptConfig.style,
                         help="share of each batch drawn from the folder's own shapes")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default=AdaptConfig.schedule,
+                        help="of the learning rate over the minutes (adapting's and the reference's)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
     parser.add_argument("--json", default=None)
@@ -150,7 +154,7 @@ def main() -> None:
     for name in args.folders:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
         inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
-        config = AdaptConfig(minutes=args.minutes, style=args.style)
+        config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
@@ -160,7 +164,7 @@ def main() -> None:
         row["kept_db"] = row["adapted_db"] if result.better else row["parent_db"]
         if not args.no_supervised:
             reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
-                                   precision=precision)
+                                   precision=precision, schedule=args.schedule)
             row["supervised_db"] = score(reference, truth, noisy, headroom)
         rows.append(row)
         print(json.dumps(row), flush=True)

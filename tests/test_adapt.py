@@ -190,6 +190,13 @@ def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tm
     assert not (tmp_path / "models").exists() or not checkpoint.list_checkpoints(tmp_path / "models")
 
 
+def test_the_cosine_schedule_lowers_the_rate_to_zero_by_the_end_of_the_time():
+    assert adapt.rate_factor("cosine", 0, 60) == 1.0 and adapt.rate_factor("cosine", 30, 60) == pytest.approx(0.5)
+    assert adapt.rate_factor("cosine", 75, 60) == 0.0 and adapt.rate_factor("constant", 59, 60) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        adapt.AdaptConfig(schedule="linear")
+
+
 def test_rehearsal_mixes_in_the_parents_own_scan_noise(trained_store):
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
     _, noisy = noisy_digits(20, 0.4)

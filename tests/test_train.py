@@ -205,7 +205,7 @@ def test_folder_denoising_of_digit_sized_images_matches_the_mnist_path(digits):
 
 def test_bf16_buys_the_default_model_more_steps_but_not_the_tutorials():
     fast, plain = TrainConfig.recipe("unet", bf16=True), TrainConfig.recipe("unet")
-    assert (fast.epochs, fast.batch_size) == (14, 64) and (plain.epochs, plain.batch_size) == (8, 128)
+    assert (fast.epochs, fast.batch_size) == (13, 32) and (plain.epochs, plain.batch_size) == (8, 128)
     tutorial = TrainConfig.recipe("conv", bf16=True)  # the tutorial's recipe is the tutorial's
     assert (tutorial.epochs, tutorial.batch_size) == (10, 128)
     assert TrainConfig.recipe("unet", bf16=True, epochs=3, batch_size=16).batch_size == 16  # what the user sets wins
