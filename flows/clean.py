@@ -37,6 +37,7 @@ from denoiser.images import Entry
 from denoiser.precision import resolve_precision
 from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
+from flows import interrupt
 from flows.adapt import model_for_folder
 from flows.clean_artifacts import publish_artifacts
 from flows.logs import library_logs
@@ -107,6 +108,8 @@ def shape_check(models_dir: str, data_dir: str | None, found: checkpoint.Checkpo
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
                 run_id: str, options: dict) -> dict:
+    if interrupt.requested.is_set():  # Ctrl-C: the flow stops once the shards in flight are done
+        return {"index": index, "interrupted": True}
     clock = ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
@@ -229,6 +232,7 @@ def clean_folder(
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
                    for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
+        interrupt.check()  # a Ctrl-C that Prefect caught still stops the run here, before the report
         report_path = report or default_report_path(out_dir, run_id)
         summary = write_report(results, report_path, run_id, in_dir, out_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)

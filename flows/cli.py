@@ -30,7 +30,8 @@ from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
-from flows import cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server, orphans
+from flows import (cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server, interrupt,
+                   orphans)
 from flows.options import (
     ArgumentParser,
     HelpFormatter,
@@ -167,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    interrupt.install()
     if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
         orphans.stop_orphans()  # temporary servers a killed command left behind
         orphans.start_watchdog()

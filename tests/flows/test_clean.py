@@ -208,3 +208,19 @@ def test_a_store_with_a_shape_model_flags_by_shape_in_the_run(scans, tmp_path, t
     assert ok["ood_reason"].fillna("").str.startswith("not a digit's shape").any()
     assert shapes.load_shapes(weights).calibrated_for("unet-tiny") is None
     assert not (tmp_path / "no-mnist").exists() or not any((tmp_path / "no-mnist").iterdir())  # nothing fetched
+
+
+def test_a_ctrl_c_that_prefect_caught_still_stops_the_run_before_any_shard_starts(scans, tmp_path, store):
+    """SIGINT in CI once reached Prefect's event machinery, which caught it, and the run went on
+    to the end. The CLI's handler also sets interrupt.requested: shards not yet started do
+    nothing and the flow stops itself before the report."""
+    from flows import interrupt
+
+    interrupt.requested.set()  # as the handler leaves it when the KeyboardInterrupt was lost
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            clean_folder(**params(scans, tmp_path / "out", store))
+    finally:
+        interrupt.requested.clear()
+    assert read_outputs(tmp_path / "out") == {}
+    assert not list((tmp_path / "out" / ".denoiser").rglob("*.parquet"))  # no report, no shard rows
