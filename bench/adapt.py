@@ -95,7 +95,8 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
 
 
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
-               seed: int, precision: Precision = FP32, schedule: str = AdaptConfig.schedule) -> torch.nn.Module:
+               seed: int, precision: Precision = FP32,
+               schedule: str = AdaptConfig.schedule) -> torch.nn.Module:
     """The reference: the parent fine-tuned for ``minutes`` on clean/noisy pairs of the exact
     noise, shown to it as the cleaner shows scans, its steps in ``precision`` (as adapting's)."""
     model = copy.deepcopy(parent).train()

@@ -145,7 +145,8 @@ def model_for_folder(in_dir: str, out_dir: str, parent: dict, *, minutes: float,
                                precision=precision)
         workdir.write_adaptation(out_dir, {"parent": parent["model_id"], "model_id": outcome["model_id"],
                                            "chosen": outcome["chosen"], "why": outcome["why"],
-                                           "levels": outcome["levels"], "correlations": outcome["correlations"]})
+                                           "levels": outcome["levels"],
+                                           "correlations": outcome["correlations"]})
     state = workdir.read_adaptation(out_dir)
     span = (parent["span"][0], time.time())  # choosing and adapting the model is library work
     if state is None or state["chosen"] == parent["model_id"]:

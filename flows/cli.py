@@ -30,8 +30,8 @@ from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
-from flows import (cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server, interrupt,
-                   orphans)
+from flows import (cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server,
+                   interrupt, orphans)
 from flows.options import (
     ArgumentParser,
     HelpFormatter,

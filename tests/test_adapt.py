@@ -176,7 +176,8 @@ def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, 
     assert ANY_IDX.name == "idx"
 
 
-def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tmp_path, idx_dir, trained_store):
+def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tmp_path, idx_dir,
+                                                                              trained_store):
     folder, _ = idx_dir
     write_folder(tmp_path / "scans", lit_unevenly(noisy_digits(30, 0.1)[1]))
     taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
@@ -191,7 +192,8 @@ def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tm
 
 
 def test_the_cosine_schedule_lowers_the_rate_to_zero_by_the_end_of_the_time():
-    assert adapt.rate_factor("cosine", 0, 60) == 1.0 and adapt.rate_factor("cosine", 30, 60) == pytest.approx(0.5)
+    assert adapt.rate_factor("cosine", 0, 60) == 1.0
+    assert adapt.rate_factor("cosine", 30, 60) == pytest.approx(0.5)
     assert adapt.rate_factor("cosine", 75, 60) == 0.0 and adapt.rate_factor("constant", 59, 60) == 1.0
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         adapt.AdaptConfig(schedule="linear")

@@ -49,7 +49,8 @@ def test_the_flow_stores_nothing_for_a_folder_that_is_not_white_and_records_why(
     write_noisy_digits(scans, 0.1, ramp=0.4)  # uneven lighting: its "noise" is not white
     result = adapt_folder(in_dir=str(scans), parent="unet-tiny", minutes=0.02, models_dir=str(models),
                           data_dir=str(folder), dataset="idx", runs_dir=str(tmp_path / "runs"), device="cpu")
-    assert result["model_id"] is None and result["chosen"] == "unet-tiny" and "nothing was trained" in result["why"]
+    assert result["model_id"] is None and result["chosen"] == "unet-tiny"
+    assert "nothing was trained" in result["why"]
     assert {c.model_id for c in checkpoint.list_checkpoints(models)} == before
     (record,) = (tmp_path / "runs").glob("adapt-*/outcome.json")
     assert files.read_json(record)["why"] == result["why"]
