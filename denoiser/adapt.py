@@ -210,8 +210,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     budget, step = (config.minutes * 60 if profile.white else 0.0), 0
     train_started = time.perf_counter()
     refreshes = config.refresh if n_style else 0
-    while time.perf_counter() - train_started < budget:
-        elapsed = time.perf_counter() - train_started
+    while (elapsed := time.perf_counter() - train_started) < budget:
         if refreshes and elapsed > budget * (1 - refreshes / (config.refresh + 1)):
             styles, refreshes = folder_shapes(model.eval(), scans, headroom).cpu(), refreshes - 1
             model.train()  # the folder's shapes as the model being adapted now cleans them

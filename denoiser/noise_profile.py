@@ -9,8 +9,8 @@ level was 0.35. Measured (``bench.adapt``, a folder of the scan test set's kinds
 the adapted model gained 1.1 dB on its white-noise kinds and lost 1.7-3.9 dB on scanner,
 dust, lighting and 3x-scale scans, while the gate's digits (given white noise) said +2 dB.
 So each scan's residual correlation is measured too
-(:func:`denoiser.blindspot.residual_correlation`), and a folder is *white* when at most :data:`MAX_CORRELATED_SHARE` of its scans exceed
-:data:`MAX_CORRELATION`.
+(:func:`denoiser.blindspot.residual_correlation`), and a folder is *white* when at most
+:data:`MAX_CORRELATED_SHARE` of its scans exceed :data:`MAX_CORRELATION`.
 """
 
 from __future__ import annotations
