@@ -23,6 +23,7 @@ from denoiser import (adapt, checkpoint, cleaning, files, folder_sample, noise_p
                       stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
+from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
@@ -108,8 +109,10 @@ def adapt_folder(
     run_dir = Path(runs_dir) / f"adapt-{stages.new_run_id()}"
     taken = sample(in_dir, str(found.weights), str(run_dir), max_images, seed)
     config = adapt.AdaptConfig(minutes=minutes, seed=seed).to_dict()
+    interrupt.check()  # a Ctrl-C that Prefect caught still stops the run before it adapts
     outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device,
                           precision)
+    interrupt.check()
     decided = {**gate(outcome), "files": taken["files"], "images": taken["images"],
                "unreadable": taken["unreadable"]}
     files.write_json(run_dir / "outcome.json", decided)  # the record, refusals included

@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 
 from denoiser import checkpoint, evaluate, stages
 from denoiser.choices import DEFAULT_MODELS_DIR
+from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
@@ -79,6 +80,9 @@ def evaluate_models(
     prepared = prepare(out_dir, data_dir, dataset, noises, scans, limit, tune_images, seed)
     methods = [("noisy", "identity"), *((m, "model") for m in models),
                *((b, "baseline") for b in baselines or [])]
-    parts = [score(name, kind, out_dir, prepared, models_dir, device, precision) for name, kind in methods]
+    parts = []
+    for name, kind in methods:
+        interrupt.check()  # a Ctrl-C that Prefect caught still stops the run between methods
+        parts.append(score(name, kind, out_dir, prepared, models_dir, device, precision))
     summary = summarize(out_dir, parts)
     return {**summary, "dir": str(Path(out_dir))}

@@ -42,6 +42,7 @@ from denoiser.files import read_json, write_json
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.precision import resolve_precision
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
+from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, RETRY_DELAY_SECONDS, TASK_DEFAULTS
 
@@ -246,7 +247,9 @@ def mnist_pipeline(
     opts = {"retry_delay_seconds": retry_delay_seconds}
 
     def run(stage, *args):  # noqa: ANN001, ANN202 - a reused stage returns its "Cached" state
-        return stage.with_options(**opts)(*args, return_state=True).result()
+        done = stage.with_options(**opts)(*args, return_state=True).result()
+        interrupt.check()  # a Ctrl-C that Prefect caught still stops the run before the next stage
+        return done
 
     ingested = run(ingest, run_dir, data_dir, dataset, test_limit)
     noised = run(synthesize_noise, run_dir, ingested["test_images"], config.noise, seed)

@@ -175,3 +175,19 @@ def test_parameters_with_fixed_choices_are_validated_by_prefect():
             pipeline.mnist_pipeline.validate_parameters(bad)
     with pytest.raises(ParameterTypeError):
         clean_folder.validate_parameters({"in_dir": "a", "out_dir": "b", "tones": "sepia"})
+
+
+def test_interrupt_stops_the_run_before_the_next_stage(params, monkeypatch):
+    """A Ctrl-C that Prefect's machinery caught (the CLI's handler has set interrupt.requested)
+    still stops the run: the stage in progress ends, no later stage starts, no report."""
+    from flows import interrupt
+
+    calls = count_calls(monkeypatch, ["ingest", "train_or_load"])
+    interrupt.requested.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.mnist_pipeline(**params, run_id="stopped")
+    finally:
+        interrupt.requested.clear()
+    assert calls == Counter({"ingest": 1})
+    assert not list(Path(params["runs_dir"], "stopped").rglob("*.parquet"))
