@@ -11,6 +11,9 @@ from denoiser.scan_batch import clean_batch
 from tests.helpers import denoiser, typed, write_idx_dataset
 
 LETTERS = "ABCDEFGHKMNPQRTUVWXYabdefhkmnpqrtuwy"
+# One worker runs this module (`--dist loadgroup`), so the shape model below is trained once:
+# two workers each training it took 56 and 81 s of a CI run.
+pytestmark = pytest.mark.xdist_group("shapes")
 
 
 @pytest.fixture(scope="module")
