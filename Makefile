@@ -3,7 +3,7 @@
 # Options for the run go in ARGS, e.g.  make run ARGS="--epochs 1 --train-limit 2048"
 
 PYTHON ?= python3
-PYTEST_ARGS ?= -n auto --dist loadgroup
+PYTEST_ARGS ?= -n auto
 VENV ?= .venv
 BIN = $(VENV)/bin
 

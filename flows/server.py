@@ -227,24 +227,32 @@ def _healthy(url: str) -> bool:
 
 
 def _stop_group(pid: int, seconds: float = 20) -> None:
-    """SIGTERM the server's process group, then SIGKILL what is left after ``seconds``."""
+    """SIGTERM the server's process group, then SIGKILL what is left after ``seconds``, and
+    return once the group is gone (or 10 s after the SIGKILL)."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
+    if _wait_for_group(pid, seconds):
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait_for_group(pid, 10)  # a killed process is gone only once the kernel has torn it down
+
+
+def _wait_for_group(pid: int, seconds: float) -> bool:
+    """Whether process group ``pid`` was gone within ``seconds`` (its leader reaped if ours)."""
     deadline = time.time() + seconds
     while time.time() < deadline:
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
-            return
+            return True
         _reap(pid)
         time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
+    return False
 
 
 def _reap(pid: int) -> None:

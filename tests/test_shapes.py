@@ -1,5 +1,8 @@
 """The digit-shape model behind the OOD flag for non-digits (letters, symbols)."""
 
+import fcntl
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,17 +14,24 @@ from denoiser.scan_batch import clean_batch
 from tests.helpers import denoiser, typed, write_idx_dataset
 
 LETTERS = "ABCDEFGHKMNPQRTUVWXYabdefhkmnpqrtuwy"
-# One worker runs this module (`--dist loadgroup`), so the shape model below is trained once:
-# two workers each training it took 56 and 81 s of a CI run.
-pytestmark = pytest.mark.xdist_group("shapes")
 
 
-@pytest.fixture(scope="module")
-def typed_shapes():
-    """A shape model trained on 3,000 digits typed in Pillow's font (about 10 seconds); no
-    letter is ever shown to it."""
-    images, labels = typed(3000, "0123456789", seed=0)
-    return shape_training.train_shapes(images, labels, epochs=4, held_out=300)
+@pytest.fixture(scope="session")
+def typed_shapes(tmp_path_factory):
+    """A shape model trained on 3,000 digits typed in Pillow's font (about 17 seconds alone);
+    no letter is ever shown to it. Trained once per test run and shared by the xdist workers
+    through a file (a fixture per worker trained it twice per CI run, at 56-81 s each under
+    load)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, all workers'
+    with open(shared / "typed-shapes.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait, then load
+        found = shapes.find_shapes(shared / "typed-shapes")
+        if found is None:
+            images, labels = typed(3000, "0123456789", seed=0)
+            model = shape_training.train_shapes(images, labels, epochs=4, held_out=300)
+            found = shapes.save_shapes(model, shared / "typed-shapes", shapes.shapes_id("typed"))
+    return shapes.load_shapes(found)
 
 
 def test_framing_puts_any_digit_where_mnist_puts_it():

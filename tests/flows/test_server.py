@@ -127,6 +127,7 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
         assert rows.returncode == 0 and int(rows.stdout) == 2  # the runs are in PostgreSQL
     finally:
         assert Server(state).stop()
-    assert not any(live(pid) for pid in [*found["workers"], found["pid"], postmaster])
+    named = {**{pid: "worker" for pid in found["workers"]}, found["pid"]: "server", postmaster: "postmaster"}
+    assert not {pid: name for pid, name in named.items() if live(pid)}  # which one, if any
     assert not (state / "postgres" / "data" / "postmaster.pid").exists()
     shutil.rmtree(state.parent)
