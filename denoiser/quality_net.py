@@ -6,8 +6,8 @@ what blur, JPEG or dust did to a scan: over the scan test set it missed the true
 training digits are degraded by a wide mix of the scan degradations
 (:data:`QUALITY_MIX`: tones, scale, texture, lighting, blur, noise, dust, JPEG, each over a
 wider range than the scan recipe's), cleaned exactly as ``clean`` cleans them
-(:func:`denoiser.scan_batch.clean_batch`), and a small convolutional network (three 3x3
-levels, 16, 32 and 64 channels, mean and max pooled, with the scan's noise level and contrast)
+(:func:`denoiser.scan_batch.clean_batch`), and a small convolutional network (three levels of
+3x3 convolutions, 16, 32 and 64 channels, mean and max pooled, with the scan's noise level and contrast)
 learns each output's true PSNR from what the report has at hand: the scan in the model's
 look, the output, and the check pass's output. It never sees the scan test set.
 
