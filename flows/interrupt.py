@@ -3,8 +3,9 @@
 Python raises KeyboardInterrupt in the main thread wherever it happens to be. Inside Prefect's
 event machinery it can be caught and lost: measured in CI, a ``denoiser clean`` given SIGINT
 after 10 of 150 files logged "Service 'EventsWorker' failed", cleaned the other 140 and exited
-0. So the command's handler also sets :data:`requested`, which the clean flow checks: shards not
-yet started do nothing, and the flow raises KeyboardInterrupt itself before it writes a report.
+0. So the command's handler also sets :data:`requested`, which the flows check: in ``clean``,
+shards not yet started do nothing and the flow raises KeyboardInterrupt itself before it writes
+a report; ``run``, ``evaluate`` and ``adapt`` call :func:`check` between their tasks.
 """
 
 from __future__ import annotations
