@@ -161,6 +161,8 @@ def train_or_load(
             "train_size": outcome.train_size,
             "val_size": outcome.val_size,
             "epochs": config.epochs,
+            "steps": outcome.steps,  # fewer than planned_steps when the time budget ended the run
+            "planned_steps": outcome.planned_steps,
             "device": str(torch_device),
             **outcome.precision.to_dict(),
             "train_seconds": round(outcome.seconds, 3),

@@ -33,6 +33,7 @@ from denoiser.noise import training_pair
 from denoiser.noise_spec import NoiseSpec
 from denoiser.precision import FP32, Precision, autocast
 from denoiser.recipe import TrainConfig
+from denoiser.schedule import Schedule
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class TrainResult:
     train_size: int = 0
     val_size: int = 0
     precision: Precision = FP32
+    steps: int = 0  # optimiser steps taken
+    planned_steps: int = 0  # epochs x steps per epoch; more than steps when the budget ended it
 
 
 def split_train_val(n: int, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -109,10 +112,12 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
 
 
-def _lr_factor(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    if config.schedule == "constant":
-        return lambda step: 1.0
-    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+def _log_shortened(schedule: Schedule, steps_per_epoch: int, config: TrainConfig) -> None:
+    log.warning(
+        "at this pace the %d epochs would take longer than the recipe's %g minutes: the run now "
+        "ends after %d steps (%.1f epochs), the rate annealed to its end",
+        config.epochs, config.max_minutes, schedule.end, schedule.end / steps_per_epoch,
+    )
 
 
 def train(
@@ -130,6 +135,8 @@ def train(
     ``precision`` is float32, or bf16 autocast for the forward pass (weights, optimiser and
     loss stay float32). ``on_epoch_end`` gets each epoch's stats; ``on_progress`` gets the fraction done (0-1)
     about a hundred times over the run. ``show_progress=None`` shows a bar on a terminal.
+    With ``config.max_minutes``, a run whose epochs would overrun it ends earlier, annealed
+    (:class:`denoiser.schedule.Schedule`); ``steps`` and ``planned_steps`` tell.
     """
     memory.for_training()  # batches reuse large blocks (denoiser.memory)
     # Data: split, then keep both parts as float tensors on the device.
@@ -147,25 +154,35 @@ def train(
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, total_steps))
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    schedule = Schedule(config.schedule, total_steps, budget)
     report_every = max(1, total_steps // 100)
     best_psnr, best_state = -math.inf, None
-    result = TrainResult(model=model, train_size=len(train_x), val_size=len(val_x), precision=precision)
+    result = TrainResult(model=model, train_size=len(train_x), val_size=len(val_x), precision=precision,
+                         planned_steps=total_steps)
     log.info(
-        "training %s on %d images (%d held out for validation), %d epochs, noise %s, device %s, %s (%s)",
-        config.model, len(train_x), len(val_x), config.epochs, spec, device, precision.name, precision.reason,
+        "training %s on %d images (%d held out for validation), %d epochs%s, noise %s, device %s, %s (%s)",
+        config.model, len(train_x), len(val_x), config.epochs,
+        "" if budget is None else f" or {config.max_minutes:g} minutes, whichever ends first",
+        spec, device, precision.name, precision.reason,
     )
 
     started = time.perf_counter()
     model.train()
+    done = 0  # steps taken
     for epoch in range(1, config.epochs + 1):
+        if done >= schedule.end:
+            break
         epoch_start = time.perf_counter()
         order = torch.randperm(len(train_x), generator=order_rng).to(device)
         loss_sum = torch.zeros((), device=device)
         bar = tqdm(total=len(train_x), desc=f"epoch {epoch}/{config.epochs}", unit="img",
                    unit_scale=True, leave=False,
                    disable=None if show_progress is None else not show_progress)
+        seen = 0  # images trained on this epoch
         for step in range(steps_per_epoch):
+            if done >= schedule.end:  # the time budget ended the run inside this epoch
+                break
             # Batch: freshly noised inputs and their clean targets, both already on the device.
             batch = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
             noisy, clean = training_pair(batch, spec=spec, rng=noise_rng)
@@ -173,19 +190,23 @@ def train(
             with autocast(device, precision):
                 logits = model(noisy)
             loss = objective(logits, clean, config.loss)
-            # Backward and step.
+            # Backward and step, at the schedule's rate for this step.
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * schedule.factor(done)
             optimizer.step()
-            scheduler.step()
             # Log: reading the loss waits for the device, so only every report_every steps.
             loss_sum += loss.detach() * len(clean)
-            done = (epoch - 1) * steps_per_epoch + step + 1
+            done, seen = done + 1, seen + len(clean)
             if done % report_every == 0 or step == steps_per_epoch - 1:
-                bar.update(min(len(train_x), (step + 1) * config.batch_size) - bar.n)
+                bar.update(seen - bar.n)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if on_progress is not None:
-                    on_progress(done / total_steps)
+                    on_progress(done / schedule.end)
+                # The budget: from the second epoch on, the pace so far is a fair forecast.
+                if epoch > 1 and schedule.replan(done, time.perf_counter() - started):
+                    _log_shortened(schedule, steps_per_epoch, config)
         bar.close()
         train_seconds = time.perf_counter() - epoch_start
 
@@ -197,19 +218,19 @@ def train(
         stats = EpochStats(
             epoch=epoch,
             epochs=config.epochs,
-            train_loss=float(loss_sum) / len(train_x),
+            train_loss=float(loss_sum) / seen,
             val_loss=val_loss,
             val_psnr=val_psnr,
-            images_per_second=len(train_x) / train_seconds,
+            images_per_second=seen / train_seconds,
             seconds=seconds,
-            eta_seconds=(time.perf_counter() - started) / epoch * (config.epochs - epoch),
+            eta_seconds=(time.perf_counter() - started) / done * (schedule.end - done),
         )
         result.history.append(stats)
         log.info(stats.line())
         if on_epoch_end is not None:
             on_epoch_end(stats)
 
-    result.seconds = time.perf_counter() - started
+    result.seconds, result.steps = time.perf_counter() - started, done
     if best_state is not None:
         model.load_state_dict(best_state)
         log.info("kept the weights of the best epoch (validation PSNR %.2f dB)", best_psnr)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
 from denoiser.data import DATASETS, DataError, verify_dataset
 from denoiser.noise_spec import DEFAULT_NOISE
-from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
+from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, RECIPES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError
 from flows import (cli_adapt, cli_alerts, cli_clean, cli_deploy, cli_evaluate, cli_models, cli_server,
                    interrupt, orphans)
@@ -38,6 +38,7 @@ from flows.options import (
     library_log_to_console,
     add_precision,
     add_retention,
+    minutes_or_zero,
     noise_spec,
     non_negative_int,
     positive_int,
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"training loss {recipe_default('loss')}")
     run.add_argument("--schedule", choices=SCHEDULES, default=None,
                      help=f"learning-rate schedule {recipe_default('schedule')}")
+    run.add_argument("--max-train-minutes", type=minutes_or_zero, default=None, metavar="M",
+                     help="end training, annealed, within M minutes if its epochs would take "
+                          f"longer; 0: no limit (default: the model's recipe: unet "
+                          f"{RECIPES['unet']['max_minutes']:g}, conv none)")
     run.add_argument("--denoise-batch-size", type=positive_int, default=None, metavar="N",
                      help="batch size for denoising the test set; results do not depend on it "
                           "(default: 64 on a CPU, where it is fastest, 1024 on a GPU)")
@@ -123,7 +128,8 @@ def _run(args: argparse.Namespace) -> int:
     TrainConfig.recipe(args.model, noise=args.noise, epochs=args.epochs,
                                 batch_size=args.batch_size, learning_rate=args.learning_rate,
                                 loss=args.loss, schedule=args.schedule,
-                                train_limit=args.train_limit, seed=args.seed)
+                                train_limit=args.train_limit, seed=args.seed,
+                                max_minutes=args.max_train_minutes)
     from denoiser.device import resolve_device
     from denoiser.precision import resolve_precision
 
@@ -146,6 +152,7 @@ def _run(args: argparse.Namespace) -> int:
         data_dir=args.data_dir, dataset=args.dataset, model=args.model, noise=args.noise,
         epochs=args.epochs, batch_size=args.batch_size,  # what the user set; the flow fills
         learning_rate=args.learning_rate, loss=args.loss, schedule=args.schedule,  # in the recipe
+        max_train_minutes=args.max_train_minutes,
         denoise_batch_size=args.denoise_batch_size, train_limit=args.train_limit,
         test_limit=args.test_limit, device=args.device, precision=args.precision, seed=args.seed,
         retrain=args.retrain, runs_dir=args.runs_dir, models_dir=args.models_dir,

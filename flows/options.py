@@ -44,6 +44,11 @@ def positive_float(text: str) -> float:
     return value
 
 
+def minutes_or_zero(text: str) -> float:
+    """An argparse type: minutes above 0, or 0 for no limit."""
+    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+
+
 def add_precision(parser: argparse.ArgumentParser, what: str) -> None:
     """The ``--precision`` option, the same on every command that runs a model."""
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",

@@ -219,6 +219,7 @@ def mnist_pipeline(
     learning_rate: float | None = None,
     loss: Literal[LOSSES] | None = None,
     schedule: Literal[SCHEDULES] | None = None,
+    max_train_minutes: float | None = None,
     denoise_batch_size: int | None = None,
     train_limit: int | None = None,
     test_limit: int | None = None,
@@ -240,7 +241,8 @@ def mnist_pipeline(
     trains_in = resolve_precision(precision, resolve_device(device))  # bf16 buys more epochs
     config = TrainConfig.recipe(model, bf16=trains_in.name == "bf16", noise=noise, epochs=epochs,
                                 batch_size=batch_size, learning_rate=learning_rate, loss=loss,
-                                schedule=schedule, train_limit=train_limit, seed=seed)
+                                schedule=schedule, train_limit=train_limit, seed=seed,
+                                max_minutes=max_train_minutes)
     run_id = run_id or default_run_id()
     run_dir = str(Path(runs_dir) / run_id)
     get_run_logger().info("run %s in %s", run_id, run_dir)

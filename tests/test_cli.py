@@ -15,7 +15,7 @@ def test_help_documents_every_option_with_its_default():
     text = " ".join(out.stdout.split())
     for option in ("--data-dir", "--model", "--noise", "--epochs", "--batch-size", "--train-limit",
                    "--test-limit", "--device", "--seed", "--retrain", "--runs-dir", "--loss",
-                   "--learning-rate", "--schedule"):
+                   "--learning-rate", "--schedule", "--max-train-minutes"):
         assert option in text
     unet = RECIPES["unet"]
     for default in ("(default: gaussian:0.5)",
@@ -24,6 +24,7 @@ def test_help_documents_every_option_with_its_default():
                     f"(default: the model's recipe: unet {unet['batch_size']} "
                     f"({BF16_RECIPES['unet']['batch_size']} in bf16), conv 128)",
                     f"(default: the model's recipe: unet {unet['loss']}, conv bce)",
+                    f"(default: the model's recipe: unet {unet['max_minutes']:g}, conv none)",
                     "(default: unet)", "(default: auto)", "(default: data/runs)"):
         assert default in text
 
@@ -34,6 +35,7 @@ def test_help_documents_every_option_with_its_default():
         (["--noise", "blur:1"], "unknown noise kind 'blur'"),
         (["--epochs", "0"], "--epochs: 0 must be 1 or more"),
         (["--batch-size", "x"], "'x' is not a whole number"),
+        (["--max-train-minutes", "-1"], "--max-train-minutes: -1 must be a number above 0"),
         (["--model", "resnet"], "invalid choice: 'resnet'"),
         (["--run-id", "../x"], "must be a plain folder name"),
     ],

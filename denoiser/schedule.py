@@ -1,0 +1,66 @@
+"""The learning rate over a training run, and where the run ends when it has a time budget.
+
+A run is planned as ``epochs x steps per epoch`` steps. The cosine schedule decays the rate
+from the recipe's to 0 over them; the constant one keeps it. A recipe may also give a time
+budget (``TrainConfig.max_minutes``): after the first epoch, :meth:`Schedule.replan` is
+called as the run goes, and when the pace so far (validation included) says the planned
+steps would end after the budget, the run is shortened to the steps that fit. The cosine then
+continues from where it is down to 0 at the new end, so the rate never jumps, and the run
+still ends annealed. On a machine fast enough for the plan, nothing changes: the steps and
+the rate are exactly those of the plan, so the weights are the same as without a budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class Schedule:
+    """The rate factor (0-1) at each step, and the step the run ends at."""
+
+    def __init__(self, kind: str, planned_steps: int, budget_seconds: float | None = None) -> None:
+        if kind not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule {kind!r}")
+        if planned_steps < 1:
+            raise ValueError(f"planned_steps must be >= 1, got {planned_steps}")
+        if budget_seconds is not None and not budget_seconds > 0:
+            raise ValueError(f"the time budget must be > 0 seconds, got {budget_seconds}")
+        self.kind, self.planned_steps, self.budget_seconds = kind, planned_steps, budget_seconds
+        self.end = planned_steps  # the run stops after this many steps
+        # The progress (0-1) runs linearly from _anchor_progress at _anchor to 1 at end.
+        self._anchor, self._anchor_progress = 0, 0.0
+
+    @property
+    def shortened(self) -> bool:
+        return self.end < self.planned_steps
+
+    def progress(self, step: int) -> float:
+        """How far through the run (0-1) step ``step`` (0-based) is."""
+        if step >= self.end:
+            return 1.0
+        span = self.end - self._anchor
+        return self._anchor_progress + (1.0 - self._anchor_progress) * (step - self._anchor) / span
+
+    def factor(self, step: int) -> float:
+        """The learning rate of step ``step``, as a fraction of the recipe's."""
+        if self.kind == "constant":
+            return 1.0
+        if not self.shortened:  # exactly the planned cosine (the arithmetic of the plan)
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, self.end) / self.end))
+        return 0.5 * (1.0 + math.cos(math.pi * self.progress(step)))
+
+    def replan(self, done: int, elapsed_seconds: float) -> bool:
+        """After ``done`` steps in ``elapsed_seconds``: shorten the run if, at this pace, it
+        would end after the budget. Returns whether it was shortened now."""
+        if self.budget_seconds is None or done < 1 or done >= self.end:
+            return False
+        per_step = elapsed_seconds / done
+        if elapsed_seconds + (self.end - done) * per_step <= self.budget_seconds:
+            return False
+        fits = max(1, int((self.budget_seconds - elapsed_seconds) / per_step))
+        new_end = min(self.end, done + fits)
+        if new_end >= self.end:
+            return False
+        self._anchor_progress, self._anchor = self.progress(done), done
+        self.end = new_end
+        return True
