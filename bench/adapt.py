@@ -28,6 +28,7 @@ from torch.nn import functional as F
 from denoiser import checkpoint, registry, restore, scanset, tones
 from denoiser.adapt import AdaptConfig, adapt, centre_crops, rate_factor
 from denoiser.arrays import to_float
+from denoiser.averaging import WeightAverage
 from denoiser.choices import PRECISIONS
 from denoiser.data import load_dataset
 from denoiser.metrics import psnr
@@ -96,11 +97,12 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
 
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
                seed: int, precision: Precision = FP32,
-               schedule: str = AdaptConfig.schedule) -> torch.nn.Module:
+               schedule: str = AdaptConfig.schedule, average: float = AdaptConfig.average) -> torch.nn.Module:
     """The reference: the parent fine-tuned for ``minutes`` on clean/noisy pairs of the exact
     noise, shown to it as the cleaner shows scans, its steps in ``precision`` (as adapting's)."""
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=AdaptConfig().learning_rate)
+    averaged = WeightAverage(model, average)  # as adapting's
     rng, step = np.random.default_rng(seed), 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < minutes * 60:
@@ -122,8 +124,9 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        averaged.update()
         step += 1
-    return model.eval()
+    return averaged.model.eval()
 
 
 def main() -> None:
@@ -138,6 +141,8 @@ def main() -> None:
                         help="share of each batch drawn from the folder's own shapes")
     parser.add_argument("--schedule", choices=("cosine", "constant"), default=AdaptConfig.schedule,
                         help="of the learning rate over the minutes (adapting's and the reference's)")
+    parser.add_argument("--average", type=float, default=AdaptConfig.average,
+                        help="decay of the weights' moving average (adapting's and the reference's; 0: off)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
     parser.add_argument("--json", default=None)
@@ -155,7 +160,8 @@ def main() -> None:
     for name in args.folders:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
         inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
-        config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule)
+        config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
+                             average=args.average)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
@@ -165,7 +171,7 @@ def main() -> None:
         row["kept_db"] = row["adapted_db"] if result.better else row["parent_db"]
         if not args.no_supervised:
             reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
-                                   precision=precision, schedule=args.schedule)
+                                   precision=precision, schedule=args.schedule, average=args.average)
             row["supervised_db"] = score(reference, truth, noisy, headroom)
         rows.append(row)
         print(json.dumps(row), flush=True)
