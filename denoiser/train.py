@@ -114,7 +114,7 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
 
 def _log_shortened(schedule: Schedule, steps_per_epoch: int, config: TrainConfig) -> None:
     log.warning(
-        "at this pace the %d epochs would take longer than the recipe's %g minutes: the run now "
+        "at this pace the %d epochs would take longer than the time budget of %g minutes: the run now "
         "ends after %d steps (%.1f epochs), the rate annealed to its end",
         config.epochs, config.max_minutes, schedule.end, schedule.end / steps_per_epoch,
     )
