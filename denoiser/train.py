@@ -33,7 +33,7 @@ from denoiser.noise import training_pair
 from denoiser.noise_spec import NoiseSpec
 from denoiser.precision import FP32, Precision, autocast
 from denoiser.recipe import TrainConfig
-from denoiser.schedule import Schedule
+from denoiser.schedule import HYSTERESIS, Schedule
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,21 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig, device: torch.device
     return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=device.type == "cuda")
 
 
-def _log_shortened(schedule: Schedule, steps_per_epoch: int, config: TrainConfig) -> None:
-    log.warning(
-        "at this pace the %d epochs would take longer than the time budget of %g minutes: the run now "
-        "ends after %d steps (%.1f epochs), the rate annealed to its end",
-        config.epochs, config.max_minutes, schedule.end, schedule.end / steps_per_epoch,
-    )
+def _log_replanned(schedule: Schedule, steps_per_epoch: int, config: TrainConfig, moved: int,
+                   logged: int) -> int:
+    """Say where the run now ends, when it moved a clear step from where it was last said
+    (``logged``); returns the end last said."""
+    small = abs(schedule.end - logged) <= HYSTERESIS * schedule.planned_steps
+    if schedule.end == logged or (small and schedule.end != schedule.planned_steps):
+        return logged
+    if moved < 0:
+        log.warning("at this pace the %d epochs would take longer than the time budget of %g minutes: "
+                    "the run now ends after %d steps (%.1f epochs), the rate annealed to its end",
+                    config.epochs, config.max_minutes, schedule.end, schedule.end / steps_per_epoch)
+    else:
+        log.info("the pace picked up: the run now ends after %d of its %d planned steps", schedule.end,
+                 schedule.planned_steps)
+    return schedule.end
 
 
 def train(
@@ -169,7 +178,7 @@ def train(
 
     started = time.perf_counter()
     model.train()
-    done = 0  # steps taken
+    done, logged = 0, total_steps  # steps taken; the end last logged
     for epoch in range(1, config.epochs + 1):
         if done >= schedule.end:
             break
@@ -205,8 +214,8 @@ def train(
                 if on_progress is not None:
                     on_progress(done / schedule.end)
                 # The budget: from the second epoch on, the pace so far is a fair forecast.
-                if epoch > 1 and schedule.replan(done, time.perf_counter() - started):
-                    _log_shortened(schedule, steps_per_epoch, config)
+                if epoch > 1 and (moved := schedule.replan(done, time.perf_counter() - started)):
+                    logged = _log_replanned(schedule, steps_per_epoch, config, moved, logged)
         bar.close()
         train_seconds = time.perf_counter() - epoch_start
 

@@ -41,6 +41,17 @@ def test_a_slow_run_is_shortened_to_fit_and_still_anneals_smoothly():
     assert schedule.factor(40) == pytest.approx(at_40) and schedule.factor(42) == 0.0
 
 
+def test_a_run_whose_pace_picks_up_is_lengthened_back_but_never_past_the_plan():
+    schedule = Schedule("cosine", 1000, budget_seconds=1000.0)
+    assert schedule.replan(100, 150.0) < 0  # a slow first epoch: 1.5 s a step
+    assert schedule.end == 100 + 566
+    at_200 = schedule.factor(200)
+    assert schedule.replan(200, 298.0) == 0  # 1.49 s a step: 5 steps later, not worth moving
+    assert schedule.replan(200, 180.0) > 0  # 0.9 s a step: 911 more steps would fit
+    assert schedule.end == 1000 and schedule.factor(200) == pytest.approx(at_200)
+    assert schedule.factor(999) < 0.001 and schedule.factor(1000) == 0.0
+
+
 def test_the_budget_ends_training_annealed_and_records_the_steps():
     digits = draw_digits(160, seed=3)[0]
     config = TrainConfig(model="conv", epochs=4, batch_size=16, max_minutes=1e-6)
@@ -68,7 +79,7 @@ def test_recipes_without_a_budget_keep_their_model_ids():
     assert model_id_for(TrainConfig.recipe("conv"), "data1") == "conv-89277d62213e"
     assert "max_minutes" not in TrainConfig.recipe("conv").to_dict()
     # The default recipe has one, and a user can lift it (0) or change it.
-    assert TrainConfig.recipe("unet").max_minutes == 14.0
+    assert TrainConfig.recipe("unet").max_minutes == 14.5
     assert TrainConfig.recipe("unet", max_minutes=0).max_minutes is None
     assert TrainConfig.recipe("unet", max_minutes=30).max_minutes == 30
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
