@@ -19,8 +19,8 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 
-from denoiser import (adapt, checkpoint, cleaning, files, folder_sample, noise_profile, registry, restore,
-                      stages, workdir)
+from denoiser import (adapt, adapt_stage, checkpoint, cleaning, files, folder_sample, noise_profile, registry,
+                      restore, stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from flows import interrupt
@@ -53,7 +53,7 @@ def adapt_model(sample_path: str, parent_weights: str, models_dir: str, data_dir
     def report(fraction: float) -> None:
         update_progress_artifact(artifact_id=progress, progress=round(100 * fraction, 1))
 
-    outcome = adapt.adapt_sample(sample_path, parent, models_dir=models_dir, data_dir=data_dir,
+    outcome = adapt_stage.adapt_sample(sample_path, parent, models_dir=models_dir, data_dir=data_dir,
                                  dataset=dataset, config=adapt.AdaptConfig(**config), device=device,
                                  precision=precision, on_progress=report)
     update_progress_artifact(artifact_id=progress, progress=100.0)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tests.helpers import draw_digits
 
-from denoiser import adapt, blindspot, checkpoint, folder_sample, noise_profile
+from denoiser import adapt, adapt_stage, blindspot, checkpoint, folder_sample, noise_profile
 from denoiser.data import ANY_IDX
 
 
@@ -129,7 +129,7 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     assert result.steps > 5
     assert result.profile.summary()["median"] == pytest.approx(0.9, rel=0.2)
     assert result.gate["adapted_db"] > result.gate["parent_db"]  # it learnt the stronger noise
-    saved = adapt.save_adapted(tmp_path, parent, result, folder=str(tmp_path / "scans"),
+    saved = adapt_stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path / "scans"),
                                folder_digest="f" * 64, images=40, config=config)
     lineage = checkpoint.resolve_checkpoint(saved.model_id, tmp_path).metadata["adapted"]
     assert lineage["parent"] == "unet-tiny" and lineage["folder_sha256"] == "f" * 64
@@ -170,7 +170,7 @@ def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, 
     write_folder(tmp_path / "scans", noisy_digits(20, 0.5)[1])
     taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
     path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
-    outcome = adapt.adapt_sample(path, untrained, models_dir=tmp_path / "models", data_dir=str(folder),
+    outcome = adapt_stage.adapt_sample(path, untrained, models_dir=tmp_path / "models", data_dir=str(folder),
                                  dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
                                                                         gate_images=16), device="cpu")
     assert outcome["parent"] == "conv-test" and outcome["model_id"].startswith("conv-")
@@ -185,7 +185,7 @@ def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tm
     taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
     path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
-    outcome = adapt.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
+    outcome = adapt_stage.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
                                  dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
                                                                         gate_images=16), device="cpu")
     assert outcome["model_id"] is None and not outcome["white"] and not outcome["passed"]
