@@ -1,4 +1,5 @@
-"""The pipeline's five stages as plain functions over a run directory.
+"""The pipeline's five stages as plain functions over a run directory (train-or-load is in
+:mod:`denoiser.train_stage`; what each stage records, in :mod:`denoiser.stage_record`).
 
 Each stage reads the files earlier stages wrote, writes its own outputs atomically, and
 returns a small JSON-able dict of paths and figures (also saved as ``stages/<name>.json``).
@@ -23,38 +24,28 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from denoiser import checkpoint, data, report, restore, retention, tones
+from denoiser import checkpoint, data, report, restore, retention
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
-from denoiser.files import load_array, read_json, save_array, write_json
+from denoiser.files import load_array, save_array
 from denoiser.noise import synthesize
 from denoiser.noise_spec import NoiseSpec
-from denoiser.recipe import RECIPE_VERSION, TrainConfig, model_id_for
+from denoiser.recipe import TrainConfig
 from denoiser.registry import CLEAN_RECIPE
-from denoiser.train import EpochStats, train
+from denoiser.stage_record import StageResult, read_stage, record
+from denoiser.train_stage import train_or_load
 
 log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "synthesize_noise", "train_or_load", "denoise", "report")
 
-StageResult = dict[str, Any]
-
-
 def new_run_id() -> str:
     """A sortable, unique run id: ``20261124-170302-a1b2c3``."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
-
-def _record(run_dir: Path, stage: str, result: StageResult, started: float) -> StageResult:
-    result = {**result, "stage": stage, "seconds": round(time.perf_counter() - started, 3)}
-    write_json(run_dir / "stages" / f"{stage}.json", result)
-    return result
 
 
 def ingest(
@@ -91,7 +82,7 @@ def ingest(
         "n_test": int(len(test_images)),
     }
     log.info("ingested %d training and %d test images", result["n_train"], result["n_test"])
-    return _record(run_dir, "ingest", result, started)
+    return record(run_dir, "ingest", result, started)
 
 
 def synthesize_noise(
@@ -111,73 +102,7 @@ def synthesize_noise(
         "noise": str(spec),
         "noise_seed": seed,
     }
-    return _record(run_dir, "synthesize_noise", result, started)
-
-
-def train_or_load(
-    run_dir: str | os.PathLike[str],
-    *,
-    train_images: str,
-    train_sha256: str,
-    config: TrainConfig,
-    models_dir: str | os.PathLike[str] = DEFAULT_MODELS_DIR,
-    device: str = "auto",
-    precision: str = "auto",
-    retrain: bool = False,
-    on_epoch_end: Callable[[EpochStats], None] | None = None,
-    on_progress: Callable[[float], None] | None = None,
-) -> StageResult:
-    """Load the model this recipe names from the store, or train and store it."""
-    started, run_dir = time.perf_counter(), Path(run_dir)
-    model_id = model_id_for(config, train_sha256)
-    found = None if retrain else checkpoint.find_checkpoint(models_dir, model_id)
-    if found is not None:
-        log.info("loaded model %s from %s (recipe already trained)", model_id, found.weights)
-        result = {"model_id": model_id, "weights": str(found.weights), "trained": False,
-                  "precision": found.metadata.get("precision", "fp32")}  # trained in
-        return _record(run_dir, "train_or_load", result, started)
-
-    torch_device = resolve_device(device)
-    outcome = train(
-        load_array(train_images),
-        config,
-        device=torch_device,
-        precision=resolve_precision(precision, torch_device),
-        on_epoch_end=on_epoch_end,
-        on_progress=on_progress,
-    )
-    last = outcome.history[-1]
-    saved = checkpoint.save_checkpoint(
-        models_dir,
-        model_id,
-        outcome.model,
-        {
-            "architecture": config.model,
-            "config": config.to_dict(),
-            "recipe_version": RECIPE_VERSION,
-            "noise": config.noise,
-            **({"tone_headroom": tones.HEADROOM} if NoiseSpec.parse(config.noise).kind == "scan" else {}),
-            "data_sha256": train_sha256,
-            "train_size": outcome.train_size,
-            "val_size": outcome.val_size,
-            "epochs": config.epochs,
-            "steps": outcome.steps,  # fewer than planned_steps when the time budget ended the run
-            "planned_steps": outcome.planned_steps,
-            "device": str(torch_device),
-            **outcome.precision.to_dict(),
-            "train_seconds": round(outcome.seconds, 3),
-            "final": {
-                "train_loss": last.train_loss,
-                "val_loss": last.val_loss,
-                "val_psnr": last.val_psnr,
-            },
-            "history": [vars(stats) for stats in outcome.history],
-        },
-    )
-    log.info("trained model %s in %.1f s, saved to %s", model_id, outcome.seconds, saved.weights)
-    result = {"model_id": model_id, "weights": str(saved.weights), "trained": True,
-              "val_psnr": last.val_psnr, **outcome.precision.to_dict()}
-    return _record(run_dir, "train_or_load", result, started)
+    return record(run_dir, "synthesize_noise", result, started)
 
 
 def train_clean_default(models_dir: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str],
@@ -223,7 +148,7 @@ def denoise(
         "images_per_second": round(len(images) / max(seconds, 1e-9), 1),
         **chosen.to_dict(),
     }
-    return _record(run_dir, "denoise", result, started)
+    return record(run_dir, "denoise", result, started)
 
 
 def write_report(
@@ -266,26 +191,21 @@ def write_report(
         noise=noise,
         noise_seed=noise_seed,
         seconds_per_stage=stage_seconds,
-        denoise_images_per_second=_read_stage(run_dir, "denoise").get("images_per_second"),
-        denoise_precision=_read_stage(run_dir, "denoise").get("precision"),
-        train_precision=_read_stage(run_dir, "train_or_load").get("precision"),
+        denoise_images_per_second=read_stage(run_dir, "denoise").get("images_per_second"),
+        denoise_precision=read_stage(run_dir, "denoise").get("precision"),
+        train_precision=read_stage(run_dir, "train_or_load").get("precision"),
     )
     summary_path = report.write_summary(summary, run_dir / "summary.json")
     result = {"report": str(parquet), "summary": str(summary_path), "preview": str(preview),
               "rows": int(len(frame))}
-    return _record(run_dir, "report", result, started)
-
-
-def _read_stage(run_dir: Path, stage: str) -> StageResult:
-    path = run_dir / "stages" / f"{stage}.json"
-    return read_json(path) if path.is_file() else {}
+    return record(run_dir, "report", result, started)
 
 
 def _stage_seconds(run_dir: Path) -> dict[str, float]:
     return {
         stage: record["seconds"]
         for stage in STAGES
-        if (record := _read_stage(run_dir, stage)) and "seconds" in record
+        if (record := read_stage(run_dir, stage)) and "seconds" in record
     }
 
 

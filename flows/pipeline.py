@@ -34,7 +34,7 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from denoiser import retention, stages
+from denoiser import retention, stages, train_stage
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
 from denoiser.data import DATASETS
 from denoiser.device import resolve_device
@@ -125,7 +125,7 @@ def train_or_load(run_dir: str, train_images: str, train_sha256: str, config: di
     def on_progress(fraction: float) -> None:
         update_progress_artifact(artifact_id=progress_id, progress=round(100 * fraction, 1))
 
-    result = stages.train_or_load(
+    result = train_stage.train_or_load(
         run_dir, train_images=train_images, train_sha256=train_sha256,
         config=TrainConfig(**config), models_dir=models_dir, device=device, precision=precision,
         retrain=retrain, on_progress=on_progress,

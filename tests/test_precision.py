@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from denoiser import checkpoint, precision, stages
+from denoiser import checkpoint, precision, train_stage
 from denoiser.files import save_array
 from denoiser.infer import denoise, denoise_images
 from denoiser.metrics import psnr
@@ -104,12 +104,12 @@ def test_the_trained_model_records_its_precision(tmp_path):
     images = draw_digits(64, seed=3)[0]
     path = save_array(tmp_path / "train.npy", images)
     config = TrainConfig(model="conv", epochs=1, batch_size=32, train_limit=64)
-    result = stages.train_or_load(tmp_path / "run", train_images=str(path), train_sha256="x" * 64,
+    result = train_stage.train_or_load(tmp_path / "run", train_images=str(path), train_sha256="x" * 64,
                                   config=config, models_dir=tmp_path / "models", precision="fp32")
     metadata = checkpoint.resolve_checkpoint(result["model_id"], tmp_path / "models").metadata
     assert metadata["precision"] == "fp32" and metadata["precision_reason"] == "float32 as asked"
     assert result["precision"] == "fp32"
-    loaded = stages.train_or_load(tmp_path / "run2", train_images=str(path), train_sha256="x" * 64,
+    loaded = train_stage.train_or_load(tmp_path / "run2", train_images=str(path), train_sha256="x" * 64,
                                   config=config, models_dir=tmp_path / "models", precision="auto")
     assert not loaded["trained"] and loaded["precision"] == "fp32"  # what it was trained in
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from tests.helpers import draw_digits
 
-from denoiser import checkpoint, stages
+from denoiser import checkpoint, train_stage
 from denoiser.data import array_digest
 from denoiser.infer import denoise
 from denoiser.train import split_train_val, train
@@ -99,9 +99,9 @@ def test_train_or_load_trains_once_then_loads(tmp_path, digits):
     config = TrainConfig(model="conv", epochs=1, batch_size=32, train_limit=64)
     kwargs = dict(train_images=str(tmp_path / "train.npy"), train_sha256=array_digest(digits),
                   config=config, models_dir=tmp_path / "models", device="cpu")
-    first = stages.train_or_load(tmp_path / "run1", **kwargs)
-    second = stages.train_or_load(tmp_path / "run2", **kwargs)
-    forced = stages.train_or_load(tmp_path / "run3", retrain=True, **kwargs)
+    first = train_stage.train_or_load(tmp_path / "run1", **kwargs)
+    second = train_stage.train_or_load(tmp_path / "run2", **kwargs)
+    forced = train_stage.train_or_load(tmp_path / "run3", retrain=True, **kwargs)
     assert first["trained"] is True and second["trained"] is False and forced["trained"] is True
     assert first["model_id"] == second["model_id"] == forced["model_id"]
 
