@@ -36,10 +36,6 @@ class Schedule:
         # The progress (0-1) runs linearly from _anchor_progress at _anchor to 1 at end.
         self._anchor, self._anchor_progress = 0, 0.0
 
-    @property
-    def shortened(self) -> bool:
-        return self.end < self.planned_steps
-
     def progress(self, step: int) -> float:
         """How far through the run (0-1) step ``step`` (0-based) is."""
         if step >= self.end:

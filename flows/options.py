@@ -46,7 +46,12 @@ def positive_float(text: str) -> float:
 
 def minutes_or_zero(text: str) -> float:
     """An argparse type: minutes above 0, or 0 for no limit."""
-    return 0.0 if text.strip() in ("0", "0.0") else positive_float(text)
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # positive_float says what is wrong
+    return positive_float(text)
 
 
 def add_precision(parser: argparse.ArgumentParser, what: str) -> None:

@@ -130,7 +130,7 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     assert result.profile.summary()["median"] == pytest.approx(0.9, rel=0.2)
     assert result.gate["adapted_db"] > result.gate["parent_db"]  # it learnt the stronger noise
     saved = adapt_stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path / "scans"),
-                               folder_digest="f" * 64, images=40, config=config)
+                                     folder_digest="f" * 64, images=40, config=config)
     lineage = checkpoint.resolve_checkpoint(saved.model_id, tmp_path).metadata["adapted"]
     assert lineage["parent"] == "unet-tiny" and lineage["folder_sha256"] == "f" * 64
     assert lineage["images"] == 40 and lineage["steps"] == result.steps
@@ -171,8 +171,8 @@ def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, 
     taken = folder_sample.sample_folder(tmp_path / "scans", headroom=1.0)
     path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
     outcome = adapt_stage.adapt_sample(path, untrained, models_dir=tmp_path / "models", data_dir=str(folder),
-                                 dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
-                                                                        gate_images=16), device="cpu")
+                                       dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                              gate_images=16), device="cpu")
     assert outcome["parent"] == "conv-test" and outcome["model_id"].startswith("conv-")
     assert checkpoint.find_checkpoint(tmp_path / "models", outcome["model_id"]) is not None
     assert ANY_IDX.name == "idx"
@@ -186,8 +186,8 @@ def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tm
     path = folder_sample.save_sample(taken, tmp_path / "sample.npz")
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
     outcome = adapt_stage.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
-                                 dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
-                                                                        gate_images=16), device="cpu")
+                                       dataset="idx", config=adapt.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                              gate_images=16), device="cpu")
     assert outcome["model_id"] is None and not outcome["white"] and not outcome["passed"]
     assert outcome["steps"] == 0 and len(outcome["levels"]) == len(outcome["correlations"]) == 30
     assert not (tmp_path / "models").exists() or not checkpoint.list_checkpoints(tmp_path / "models")

@@ -36,6 +36,7 @@ def test_help_documents_every_option_with_its_default():
         (["--epochs", "0"], "--epochs: 0 must be 1 or more"),
         (["--batch-size", "x"], "'x' is not a whole number"),
         (["--max-train-minutes", "-1"], "--max-train-minutes: -1 must be a number above 0"),
+        (["--max-train-minutes", "x"], "--max-train-minutes: 'x' is not a number"),
         (["--model", "resnet"], "invalid choice: 'resnet'"),
         (["--run-id", "../x"], "must be a plain folder name"),
     ],
