@@ -143,6 +143,8 @@ def main() -> None:
                         help="of the learning rate over the minutes (adapting's and the reference's)")
     parser.add_argument("--average", type=float, default=AdaptConfig.average,
                         help="decay of the weights' moving average (adapting's and the reference's; 0: off)")
+    parser.add_argument("--no-match", action="store_true",
+                        help="train on MNIST's digits as they are, not brought to the folder's handwriting")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
     parser.add_argument("--json", default=None)
@@ -161,7 +163,7 @@ def main() -> None:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
         inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
         config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
-                             average=args.average)
+                             average=args.average, match=not args.no_match)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),

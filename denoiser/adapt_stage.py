@@ -45,7 +45,8 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "config": config.to_dict(), "noise_profile": result.profile.summary(),
                "noise_levels": list(result.profile.levels),
                "noise_correlations": list(result.profile.correlations), "gate": result.gate,
-               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot, **precision.to_dict()}
+               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot,
+               "handwriting_change": result.handwriting, **precision.to_dict()}
     model_id = adapted_id(parent.model_id, folder_digest, config)
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
 

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tests.helpers import draw_digits
 
-from denoiser import adapt, adapt_stage, blindspot, checkpoint, folder_sample, noise_profile
+from denoiser import adapt, adapt_stage, blindspot, checkpoint, folder_sample, noise_profile, style_match
 from denoiser.data import ANY_IDX
 
 
@@ -135,6 +135,8 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     assert lineage["parent"] == "unet-tiny" and lineage["folder_sha256"] == "f" * 64
     assert lineage["images"] == 40 and lineage["steps"] == result.steps
     assert set(lineage["gate"]) == {"parent_db", "adapted_db"} and "parent" in lineage["blind_spot_val_loss"]
+    assert lineage["handwriting_change"] is None or set(lineage["handwriting_change"]) >= {"shear", "size",
+                                                                                       "width_px"}
     reloaded = checkpoint.load_model(checkpoint.resolve_checkpoint(saved.model_id, tmp_path))
     x = torch.rand(2, 1, 28, 28)
     assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
@@ -235,7 +237,8 @@ def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_ada
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
     made_by = []
     original = adapt.folder_shapes
-    monkeypatch.setattr(adapt, "folder_shapes", lambda model, *a: made_by.append(model) or original(model, *a))
+    monkeypatch.setattr(adapt, "folder_shapes",
+                        lambda model, scans, *a: made_by.append((model, len(scans))) or original(model, scans, *a))
     # A clock that moves 0.1 s each time it is read: the refreshes come when the budget says,
     # however slowly this machine runs (by the wall clock, a loaded CI machine ran out of the
     # 3 s before the second refresh).
@@ -246,5 +249,36 @@ def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_ada
     config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25, refresh=2)
     result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0, config=config)
     assert result.steps > 1 and np.isfinite(result.gate["adapted_db"])
-    assert len(made_by) == 3 and made_by[0] is parent  # once from the parent, then twice more
-    assert all(model is result.model for model in made_by[1:])
+    # The folder's 24 scans and the 84 MNIST digits measured against them (style_match), each
+    # once from the parent, then twice more from the model being adapted.
+    assert [n for _, n in made_by] == [24, 84] * 3
+    assert made_by[0][0] is parent and made_by[1][0] is parent
+    assert all(model is result.model for model, _ in made_by[2:])
+
+
+def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matching(trained_store,
+                                                                                     monkeypatch):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    fitted = []
+
+    def few_changes(pool, seen, folder):  # a match that would change 10% of the digits
+        changes = np.tile(np.float32([0.0, 1.0, 0.0]), (len(pool), 1))
+        changes[: len(pool) // 10, 2] = 1.0
+        fitted.append(len(pool))
+        return style_match.StyleMatch(pool + 1.0, changes)  # digits no training batch should see
+
+    monkeypatch.setattr(adapt.StyleMatch, "fit", few_changes)
+    drawn = []
+    original = adapt.noisy_like
+    monkeypatch.setattr(adapt, "noisy_like",
+                        lambda clean, *a: drawn.append(clean.max()) or original(clean, *a))
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(adapt, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25, refresh=2)
+    result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0,
+                         config=config)
+    assert result.steps > 1 and result.handwriting is None
+    assert fitted == [84]  # fitted once, on the parent's shapes; not again at the refreshes
+    assert max(drawn) <= 1.0  # every batch drew MNIST's digits as they are
