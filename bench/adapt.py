@@ -2,14 +2,15 @@
 the unadapted model and beside the same model fine-tuned *supervised* on that exact noise
 for the same time.
 
-    python -m bench.adapt                      # every folder, 2.5 minutes each (about 35 min)
+    python -m bench.adapt                      # every folder, 2.5 minutes each (about 40 min)
     python -m bench.adapt --folders gaussian-0.7 --minutes 1 --images 1000
     python -m bench.adapt --json adapt.json
 
 Folders (MNIST test digits 5000 onwards: the gate uses the first 500 test digits):
 gaussian 0.3 and 0.7, the tutorial's noise (0.5: the parent already handles it), the scan
 test set's kinds mixed, and a handwriting unlike MNIST's (thickened, thinned, slanted,
-rescaled digits) with the tutorial's noise. PSNR is against each image's truth, after the
+rescaled digits) with the tutorial's noise, and a second hand that the handwriting match
+(denoiser.style_match) was not built on: a broad pen, leaning right, smaller. PSNR is against each image's truth, after the
 cleaner's tone and scale handling, as ``denoiser clean`` would write it.
 """
 
@@ -81,12 +82,23 @@ def handwriting(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return gaussian(0.5)(restyle(digits, seed), seed + 1)
 
 
+def broad_pen(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A second hand, unlike :func:`restyle`'s mix: every digit drawn with a broad pen (a 3x3
+    maximum), leaning right (shear 0.25) and smaller (0.85), with the tutorial's noise."""
+    x = F.max_pool2d(torch.from_numpy(to_float(digits))[:, None], 3, 1, 1)
+    theta = torch.zeros(len(x), 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = 1 / 0.85, -0.25 / 0.85, 1 / 0.85
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return gaussian(0.5)(F.grid_sample(x, grid, align_corners=False)[:, 0].clamp(0, 1).numpy(), seed + 1)
+
+
 FOLDERS: dict[str, Maker] = {
     "gaussian-0.3": gaussian(0.3),
     "gaussian-0.7": gaussian(0.7),
     "tutorial-noise": gaussian(0.5),
     "scans": scans,
     "handwriting": handwriting,
+    "broad-pen": broad_pen,
 }
 
 

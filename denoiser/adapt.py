@@ -92,9 +92,10 @@ class AdaptConfig:
     average: float = 0.995
     # Bring the MNIST digits of each batch to the folder's slant, size and stroke width
     # (denoiser.style_match), measured on the folder's shapes against MNIST's seen the same way.
-    # Measured (bench.adapt, bf16, 2.5 min, same day): handwriting unlike MNIST's 20.25 dB
-    # (without: 19.96; supervised 20.66), Gaussian 0.3 23.84 (23.83), the tutorial's noise
-    # 20.55 (20.47); at those two no digit changed (MATCH_MIN_SHARE).
+    # Measured (bench.adapt, bf16, 2.5 min, same day): handwriting unlike MNIST's 20.54 dB
+    # (without: 19.96; supervised 20.66), a broad, leaning hand 21.50 (20.80), Gaussian 0.3
+    # 23.84 (23.83), the tutorial's noise 20.55 (20.47); at those two no digit changed
+    # (MATCH_MIN_SHARE). The gate's digits are brought to the folder's hand too.
     match: bool = True
     gate_images: int = 500  # MNIST test digits given the folder's noise
     seed: int = 0
@@ -218,20 +219,23 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     pool = train_digits[torch.randperm(len(train_digits), generator=pool_rng)[:MATCH_POOL]]
     pool_noisy = noisy_like(pool[:MATCH_REFERENCE], levels, pool_rng)
 
-    matching = config.match and styles is not None
+    matching, gate_styled = config.match and styles is not None, None
 
     def matched(cleaner: torch.nn.Module) -> StyleMatch | None:
-        nonlocal matching
+        """The pool (and the gate's digits, last) brought to the folder's hand, or None."""
+        nonlocal matching, gate_styled
         if not matching:
             return None
-        found = StyleMatch.fit(pool, folder_shapes(cleaner, pool_noisy.to(device), headroom).cpu(), styles)
+        seen = folder_shapes(cleaner, pool_noisy.to(device), headroom).cpu()
+        found = StyleMatch.fit(torch.cat([pool, gate_clean]), seen, styles)
         if found.changed_share < MATCH_MIN_SHARE:  # and the refits are not made either
             matching = False
             log.info("the folder's handwriting is MNIST's (%.0f%% of the digits would change): "
                      "MNIST's digits are kept as they are", 100 * found.changed_share)
             return None
         log.info("MNIST's digits brought to the folder's handwriting (median change): %s", found.summary())
-        return found
+        gate_styled = found.digits[len(pool) :]
+        return StyleMatch(found.digits[: len(pool)], found.changes[: len(pool)])
 
     match = matched(parent)
 
@@ -272,6 +276,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         if step % 50 == 0 and on_progress is not None:
             on_progress(min(1.0, (time.perf_counter() - train_started) / budget))
     model = averaged.model.eval()
+    if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
+        gate_clean = gate_styled
+        gate_noisy = noisy_like(gate_clean, levels, torch.Generator().manual_seed(config.seed + 1))
     parent_db, parent_loss = _psnr(parent, gate_clean, gate_noisy), _blind_spot(parent, scans, scan_sigma)
     trained = step > 0  # else the model is its parent: no need to score it twice
     gate = {"parent_db": round(parent_db, 3),

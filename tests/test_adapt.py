@@ -239,6 +239,8 @@ def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_ada
     original = adapt.folder_shapes
     monkeypatch.setattr(adapt, "folder_shapes",
                         lambda model, scans, *a: made_by.append((model, len(scans))) or original(model, scans, *a))
+    drawn, noisy_like = [], adapt.noisy_like
+    monkeypatch.setattr(adapt, "noisy_like", lambda clean, *a: drawn.append(clean) or noisy_like(clean, *a))
     # A clock that moves 0.1 s each time it is read: the refreshes come when the budget says,
     # however slowly this machine runs (by the wall clock, a loaded CI machine ran out of the
     # 3 s before the second refresh).
@@ -246,14 +248,18 @@ def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_ada
     monkeypatch.setattr(adapt, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
     _, noisy = noisy_digits(24, 0.5)
     clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
-    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25, refresh=2)
-    result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0, config=config)
+    config = adapt.AdaptConfig(minutes=0.05, batch_size=16, gate_images=12, style=0.25, refresh=2)
+    result = adapt.adapt(parent, list(noisy), clean_digits[:-12], clean_digits[-12:], headroom=1.0, config=config)
     assert result.steps > 1 and np.isfinite(result.gate["adapted_db"])
-    # The folder's 24 scans and the 84 MNIST digits measured against them (style_match), each
+    # The folder's 24 scans and the 88 MNIST digits measured against them (style_match), each
     # once from the parent, then twice more from the model being adapted.
-    assert [n for _, n in made_by] == [24, 84] * 3
+    assert [n for _, n in made_by] == [24, 88] * 3
     assert made_by[0][0] is parent and made_by[1][0] is parent
     assert all(model is result.model for model, _ in made_by[2:])
+    assert result.handwriting is not None and result.handwriting["changed"] >= adapt.MATCH_MIN_SHARE
+    # The gate's 12 digits were given noise twice: as MNIST drew them, then in the folder's hand.
+    gates = [clean for clean in drawn if len(clean) == 12]
+    assert len(gates) == 2 and not torch.equal(gates[0], gates[1])
 
 
 def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matching(trained_store,
@@ -280,5 +286,5 @@ def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matc
     result = adapt.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0,
                          config=config)
     assert result.steps > 1 and result.handwriting is None
-    assert fitted == [84]  # fitted once, on the parent's shapes; not again at the refreshes
+    assert fitted == [84 + 16]  # the pool and the gate digits, once, on the parent's shapes; not again
     assert max(drawn) <= 1.0  # every batch drew MNIST's digits as they are
