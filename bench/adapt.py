@@ -10,8 +10,9 @@ Folders (MNIST test digits 5000 onwards: the gate uses the first 500 test digits
 gaussian 0.3 and 0.7, the tutorial's noise (0.5: the parent already handles it), the scan
 test set's kinds mixed, and a handwriting unlike MNIST's (thickened, thinned, slanted,
 rescaled digits) with the tutorial's noise, and a second hand that the handwriting match
-(denoiser.style_match) was not built on: a broad pen, leaning right, smaller. PSNR is against each image's truth, after the
-cleaner's tone and scale handling, as ``denoiser clean`` would write it.
+(denoiser.style_match) was not built on: a broad pen, leaning right, smaller. PSNR is
+against each image's truth, after the cleaner's tone and scale handling, as ``denoiser
+clean`` would write it.
 """
 
 from __future__ import annotations
