@@ -20,8 +20,9 @@ cleans with all pixels visible. Its loss on the folder's scans is the gate's sec
 
 The gate (:attr:`AdaptResult.better`): the folder's noise must be white
 (:mod:`denoiser.noise_profile`: where it is not, nothing is trained and the parent stays);
-held-out clean digits with the folder's measured noise, cleaned by parent and adapted
-model, where the adapted one must gain :data:`GATE_DB`; and the blind-spot loss on the
+held-out clean digits with the folder's measured noise (in the folder's hand, where it is
+matched), cleaned by parent and adapted model, where the adapted one must gain
+:data:`GATE_DB`; and the blind-spot loss on the
 folder's own scans (training sees the parent's outputs of them, never their noisy pixels),
 which must fall by :data:`BLIND_SPOT_MARGIN`.
 """
