@@ -34,9 +34,10 @@ DEAD_ZONE = (0.05, 0.05, 0.3)
 
 def measure(images: torch.Tensor) -> np.ndarray:
     """(N, 3) of (N, 1, H, W) ink images: slant (columns moved per row down, about the ink's
-    centre), height (the ink's standard deviation down the rows, in pixels) and stroke width
-    (in pixels: the width of the rectangle with the ink's area A and the length P of its edges,
-    their total variation: w = P / 4 - sqrt(P^2 / 16 - A); for a blob, P / 4)."""
+    centre), height (the ink's standard deviation down the rows, in pixels, at least 0.001: a
+    blank image has none) and stroke width (in pixels: the width of the rectangle with the
+    ink's area A and the length P of its edges, their total variation: w = P / 4 -
+    sqrt(P^2 / 16 - A); for a blob, P / 4)."""
     rows = []
     for start in range(0, len(images), CHUNK):
         x = images[start : start + CHUNK, 0].float()
@@ -52,7 +53,7 @@ def measure(images: torch.Tensor) -> np.ndarray:
         grad = torch.sqrt((x[:, 1:, :-1] - x[:, :-1, :-1]) ** 2 + (x[:, :-1, 1:] - x[:, :-1, :-1]) ** 2)
         quarter = grad.sum((1, 2)) / 4
         width = quarter - torch.sqrt((quarter * quarter - mass).clamp_min(0))
-        rows.append(torch.stack([slant, var_y.sqrt(), width], 1))
+        rows.append(torch.stack([slant, var_y.clamp_min(1e-6).sqrt(), width], 1))
     return torch.cat(rows).numpy().astype(np.float64)
 
 
