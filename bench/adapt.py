@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser import checkpoint, registry, restore, scanset, tones
+from denoiser import checkpoint, registry, restore, scanset, style_match, tones
 from denoiser.adapt import AdaptConfig, adapt, centre_crops, rate_factor
 from denoiser.arrays import to_float
 from denoiser.averaging import WeightAverage
@@ -87,10 +87,8 @@ def broad_pen(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A second hand, unlike :func:`restyle`'s mix: every digit drawn with a broad pen (a 3x3
     maximum), leaning right (shear 0.25) and smaller (0.85), with the tutorial's noise."""
     x = F.max_pool2d(torch.from_numpy(to_float(digits))[:, None], 3, 1, 1)
-    theta = torch.zeros(len(x), 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = 1 / 0.85, -0.25 / 0.85, 1 / 0.85
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return gaussian(0.5)(F.grid_sample(x, grid, align_corners=False)[:, 0].clamp(0, 1).numpy(), seed + 1)
+    leaning = style_match.restyle(x, torch.tensor([[0.25, 0.85, 0.0]]).expand(len(x), 3))
+    return gaussian(0.5)(leaning[:, 0].clamp(0, 1).numpy(), seed + 1)
 
 
 FOLDERS: dict[str, Maker] = {

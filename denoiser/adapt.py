@@ -216,11 +216,11 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
     styles = folder_shapes(parent, scans, headroom).cpu() if config.style and profile.white else None
     n_style = round(config.batch_size * config.style) if config.style else 0
-    pool_rng = torch.Generator().manual_seed(config.seed + 2)
-    pool = train_digits[torch.randperm(len(train_digits), generator=pool_rng)[:MATCH_POOL]]
-    pool_noisy = noisy_like(pool[:MATCH_REFERENCE], levels, pool_rng)
-
     matching, gate_styled = config.match and styles is not None, None
+    if matching:  # the MNIST digits to bring to the folder's hand, and those measured against it
+        pool_rng = torch.Generator().manual_seed(config.seed + 2)
+        pool = train_digits[torch.randperm(len(train_digits), generator=pool_rng)[:MATCH_POOL]]
+        pool_noisy = noisy_like(pool[:MATCH_REFERENCE], levels, pool_rng)
 
     def matched(cleaner: torch.nn.Module) -> StyleMatch | None:
         """The pool (and the gate's digits, last) brought to the folder's hand, or None."""

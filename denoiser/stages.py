@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("ingest", "synthesize_noise", "train_or_load", "denoise", "report")
 
+
 def new_run_id() -> str:
     """A sortable, unique run id: ``20261124-170302-a1b2c3``."""
     return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
