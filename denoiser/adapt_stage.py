@@ -18,7 +18,8 @@ from typing import Any
 from denoiser.adapt import AdaptConfig, AdaptResult, adapt
 from denoiser.arrays import to_float
 from denoiser.checkpoint import Checkpoint, load_model, save_checkpoint
-from denoiser.data import DATASETS, load_dataset
+from denoiser.data import load_dataset
+from denoiser.datasets import DATASETS
 from denoiser.device import resolve_device
 from denoiser.folder_sample import load_sample
 from denoiser.precision import FP32, Precision, resolve_precision

@@ -29,7 +29,8 @@ import pandas as pd
 from denoiser import baselines, checkpoint, digits, restore, scanset
 from denoiser.arrays import to_float
 from denoiser.choices import DEFAULT_MODELS_DIR
-from denoiser.data import DATASETS, load_dataset
+from denoiser.data import load_dataset
+from denoiser.datasets import DATASETS
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
 from denoiser.files import load_array, read_json, save_array, write_json

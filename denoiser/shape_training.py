@@ -35,7 +35,8 @@ from torch.nn import functional as F
 
 from denoiser.arrays import to_float
 from denoiser.checkpoint import Checkpoint, load_model
-from denoiser.data import MNIST, IdxDataset, array_digest, load_dataset
+from denoiser.data import array_digest, load_dataset
+from denoiser.datasets import MNIST, IdxDataset
 from denoiser.infer import denoise_images
 from denoiser.letters import pen_letters
 from denoiser.precision import FP32, Precision, resolve_precision

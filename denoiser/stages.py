@@ -27,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from denoiser import checkpoint, data, report, restore, retention
+from denoiser import checkpoint, data, datasets, report, restore, retention
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
@@ -60,11 +60,11 @@ def ingest(
     the run, the training images once for all runs into the runs folder's cache (named by
     their digest, so a later run, or a resumed one, reads the same file)."""
     started, run_dir = time.perf_counter(), Path(run_dir)
-    if dataset not in data.DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(data.DATASETS)}")
+    if dataset not in datasets.DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(datasets.DATASETS)}")
     if test_limit is not None and test_limit < 1:
         raise ValueError(f"test_limit must be >= 1 (or unset), got {test_limit}")
-    splits = data.load_dataset(data_dir, dataset=data.DATASETS[dataset])
+    splits = data.load_dataset(data_dir, dataset=datasets.DATASETS[dataset])
     test_images, test_labels = splits.test_images[:test_limit], splits.test_labels[:test_limit]
     train_sha256 = data.array_digest(splits.train_images)
     cached = run_dir.parent / retention.CACHE_DIR / f"train-{train_sha256[:24]}.npy"

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner

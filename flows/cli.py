@@ -26,7 +26,8 @@ from collections.abc import Sequence
 # Only modules without torch, pandas or Prefect here: options are parsed and checked before
 # those load (about 2 s), so a mistyped option answers at once. Each command imports them.
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
-from denoiser.data import DATASETS, DataError, verify_dataset
+from denoiser.data import DataError, verify_dataset
+from denoiser.datasets import DATASETS
 from denoiser.noise_spec import DEFAULT_NOISE
 from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, RECIPES, SCHEDULES, TrainConfig
 from denoiser.workdir import OutputFolderError

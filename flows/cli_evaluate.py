@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES
-from denoiser.data import DATASETS, verify_dataset
+from denoiser.data import verify_dataset
+from denoiser.datasets import DATASETS
 from denoiser.noise_spec import DEFAULT_NOISE
 from flows.options import (
     BASELINES,

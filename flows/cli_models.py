@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, USES
-from denoiser.data import DATASETS
+from denoiser.datasets import DATASETS
 from flows.options import HelpFormatter, library_log_to_console, non_negative_int, positive_int
 
 

@@ -36,7 +36,7 @@ from prefect.states import Completed
 
 from denoiser import retention, stages, train_stage
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
-from denoiser.data import DATASETS
+from denoiser.datasets import DATASETS
 from denoiser.device import resolve_device
 from denoiser.files import read_json, write_json
 from denoiser.noise_spec import DEFAULT_NOISE

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from denoiser.data import IdxDataset, IdxFile
+from denoiser.datasets import IdxDataset, IdxFile
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

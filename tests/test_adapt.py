@@ -10,7 +10,7 @@ from PIL import Image
 from tests.helpers import draw_digits
 
 from denoiser import adapt, adapt_stage, blindspot, checkpoint, folder_sample, noise_profile, style_match
-from denoiser.data import ANY_IDX
+from denoiser.datasets import ANY_IDX
 
 
 def noisy_digits(n: int, sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tests.helpers import free_port, idx_bytes, write_idx_dataset
 
-from denoiser import arrays, data
+from denoiser import arrays, data, datasets
 from denoiser.data import DataError, load_dataset
 from denoiser.idx import read_idx
 
@@ -93,7 +93,7 @@ def test_count_mismatch_between_images_and_labels(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes(np.zeros(9, np.uint8)))
     )
-    any_layout = data.ANY_IDX
+    any_layout = datasets.ANY_IDX
     with pytest.raises(DataError, match="10 images but 9 labels"):
         load_dataset(tmp_path, dataset=any_layout, download=False)
 
@@ -101,7 +101,7 @@ def test_count_mismatch_between_images_and_labels(tmp_path):
 def test_wrong_shape_for_the_dataset(tmp_path):
     write_idx_dataset(tmp_path, n_train=30, n_test=10)
     with pytest.raises(DataError, match="expected 60000x28x28"):
-        load_dataset(tmp_path, dataset=data.MNIST, download=False)
+        load_dataset(tmp_path, dataset=datasets.MNIST, download=False)
 
 
 def test_data_dir_resolution_order(monkeypatch, tmp_path):
@@ -163,7 +163,7 @@ def test_download_with_checksum_mismatch_leaves_nothing(tmp_path, mirror):
 
 
 def test_unreachable_mirror_gives_the_offline_sentence(tmp_path):
-    spec = replace(data.MNIST, mirrors=(f"http://127.0.0.1:{free_port()}/",))
+    spec = replace(datasets.MNIST, mirrors=(f"http://127.0.0.1:{free_port()}/",))
     target = tmp_path / "mnist"
     with pytest.raises(DataError) as error:
         load_dataset(target, dataset=spec, timeout=2)
@@ -177,7 +177,7 @@ def test_unreachable_mirror_gives_the_offline_sentence(tmp_path):
 def test_a_dataset_without_mirrors_says_so(tmp_path, monkeypatch):
     monkeypatch.delenv(data.ENV_MIRRORS, raising=False)
     with pytest.raises(DataError, match="has no download mirror: put train-images-idx3-ubyte.gz"):
-        load_dataset(tmp_path, dataset=data.ANY_IDX)
+        load_dataset(tmp_path, dataset=datasets.ANY_IDX)
 
 
 # --- the real MNIST files (CI points DENOISER_MNIST_DIR at a local copy) -------------
@@ -185,12 +185,12 @@ def test_a_dataset_without_mirrors_says_so(tmp_path, monkeypatch):
 
 @pytest.mark.mnist
 def test_real_mnist_counts_and_checksums(mnist_dir):
-    splits = load_dataset(mnist_dir, dataset=data.MNIST, download=False)
+    splits = load_dataset(mnist_dir, dataset=datasets.MNIST, download=False)
     assert splits.train_images.shape == (60000, 28, 28)
     assert splits.test_images.shape == (10000, 28, 28)
     assert splits.train_labels.shape == (60000,) and splits.test_labels.shape == (10000,)
     assert set(np.unique(splits.test_labels)) == set(range(10))
-    for spec in data.MNIST.files:
+    for spec in datasets.MNIST.files:
         path = mnist_dir / f"{spec.name}.gz"
         with gzip.open(path) as handle:
             assert hashlib.md5(handle.read()).hexdigest() == spec.md5

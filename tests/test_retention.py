@@ -6,7 +6,6 @@ import time
 from datetime import datetime, timezone
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from denoiser import history, retention, stages
