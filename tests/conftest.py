@@ -54,7 +54,8 @@ def trained_store(idx_dir, tmp_path_factory):
     import torch
 
     from denoiser import checkpoint
-    from denoiser.data import ANY_IDX, load_dataset
+    from denoiser.data import load_dataset
+    from denoiser.datasets import ANY_IDX
     from denoiser.train import train
     from denoiser.recipe import TrainConfig
 

@@ -184,7 +184,7 @@ def test_a_threshold_calibrated_for_a_cleaning_model_is_kept_and_used(typed_shap
 
 
 def test_ensure_shapes_trains_once_and_calibrates_for_each_cleaning_model(tmp_path, untrained):
-    from denoiser.data import ANY_IDX
+    from denoiser.datasets import ANY_IDX
 
     write_idx_dataset(tmp_path / "idx", n_train=300, n_test=20)
     store = tmp_path / "models"
