@@ -1,5 +1,6 @@
-"""MNIST-layout IDX data: reading, verifying and downloading (the array conventions are
-in :mod:`denoiser.arrays`).
+"""MNIST-layout IDX data: reading, verifying and downloading (the datasets known, with
+their checksums and mirrors, are in :mod:`denoiser.datasets`; the array conventions in
+:mod:`denoiser.arrays`).
 
 The data folder is, in order: the ``data_dir`` argument, the ``DENOISER_MNIST_DIR``
 environment variable, ``data/mnist`` under the current folder. Each of the four files may be
