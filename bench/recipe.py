@@ -7,7 +7,8 @@
 
 Candidates beside the product's ``unet`` (32 channels, two poolings): ``unet3`` (a third
 level, 28 -> 14 -> 7 -> 4), ``unetmid`` (the 7x7 middle four convolutions deep at 128
-channels), ``unet48`` (48 channels). Each line printed (and appended to ``--json``) gives
+channels), ``unet48`` (48 channels), ``unetlite`` (the first decoder convolution at half
+size). Each line printed (and appended to ``--json``) gives
 the training seconds, images/s per epoch, validation PSNR per epoch, and the test set's
 mean PSNR and SSIM, so that what each change gains can be read one change at a time.
 Needs the MNIST files (``--data-dir`` or ``$DENOISER_MNIST_DIR``).
@@ -88,8 +89,23 @@ class UNetMid(nn.Module):
         return self.head(r(self.dec1b(d1 + e1)))
 
 
+class UNetLite(models.UNet):
+    """The product's U-Net with its first decoder convolution (64 -> 32 channels) at half size,
+    before the upsampling rather than after: a quarter of its arithmetic, about 1.35x the
+    training steps a second on 2 cores."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r, pool = F.relu, lambda t: F.max_pool2d(t, 2, ceil_mode=True)
+        e1 = r(self.enc1b(r(self.enc1a(x))))
+        e2 = r(self.enc2b(r(self.enc2a(pool(e1)))))
+        m = r(self.mid_b(r(self.mid_a(pool(e2)))))
+        d2 = r(self.dec2(F.interpolate(m, size=e2.shape[-2:], mode="nearest") + e2))
+        d1 = F.interpolate(r(self.dec1a(d2)), size=e1.shape[-2:], mode="nearest")
+        return self.head(r(self.dec1b(d1 + e1)))
+
+
 CANDIDATES = {"unet": lambda: models.UNet(32), "unet48": lambda: models.UNet(48), "unet3": UNet3,
-              "unetmid": UNetMid}
+              "unetmid": UNetMid, "unetlite": UNetLite}
 
 
 def measure(candidate: str, *, epochs: int, precision: str, data_dir: str | None, loss: str = "bce",
