@@ -96,7 +96,9 @@ class AdaptConfig:
     # Measured (bench.adapt, bf16, 2.5 min, same day): handwriting unlike MNIST's 20.54 dB
     # (without: 19.96; supervised 20.66), a broad, leaning hand 21.50 (20.80), Gaussian 0.3
     # 23.84 (23.83), the tutorial's noise 20.55 (20.47); at those two no digit changed
-    # (MATCH_MIN_SHARE). The gate's digits are brought to the folder's hand too.
+    # (MATCH_MIN_SHARE). The gate's digits are brought to the folder's hand too. With the widths
+    # drawn before the resizing (style_match.restyle): the broad hand 21.79 (supervised 22.06),
+    # the handwriting 20.50.
     match: bool = True
     gate_images: int = 500  # MNIST test digits given the folder's noise
     seed: int = 0

@@ -111,26 +111,35 @@ class StyleMatch:
 
 def restyle(images: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
     """(n, 1, H, W) digits sheared, resized about the centre and their strokes widened or
-    narrowed, one (shear, ratio, widen) row of ``changes`` each; a digit with no change is
-    returned exactly as it was."""
+    narrowed, one (shear, ratio, widen) row of ``changes`` each (``widen`` in the pixels of
+    the result); a digit with no change is returned exactly as it was.
+
+    As a pen and a scanner would: the strokes are widened at the digit's own size (by
+    ``widen / ratio`` pixels), then the whole digit is sheared and resized, which softens
+    the widened edges as a scan's resampling does. Widening after the resizing instead drew
+    crisp whole-pixel edges no scan has: on a broad, leaning, smaller hand (bench.adapt,
+    2.5 min, bf16, same hour) adapting reached 21.77 dB this way against 21.50 (supervised
+    22.06), and the first handwriting set 20.50 against 20.52.
+    """
     out = images.clone()
     for start in range(0, len(images), CHUNK):
         part = slice(start, start + CHUNK)
         shear, ratio, widen = changes[part].T
-        moved = torch.nonzero((shear != 0) | (ratio != 1))[:, 0] + start
+        # Whole pixels only, so that edges stay a pen's: a 2x2 max (min) widens (narrows) by
+        # one pixel, a 3x3 by two; a blend of them would draw a grey halo.
+        drawn = images[part]
+        step = (widen / ratio).round().clamp(-2, 2).view(-1, 1, 1, 1)
+        x = drawn
+        for k, width in ((2, 1), (3, 2)):
+            x = torch.where(step == width, _grow(drawn, k), torch.where(step == -width, -_grow(-drawn, k), x))
+        moved = torch.nonzero((shear != 0) | (ratio != 1))[:, 0]
         if len(moved):
-            k, d = ratio[moved - start], shear[moved - start]
+            k, d = ratio[moved], shear[moved]
             theta = torch.zeros(len(moved), 2, 3)  # output -> input coordinates (square images)
             theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 1] = 1 / k, -d / k, 1 / k
             grid = F.affine_grid(theta, [len(moved), *images.shape[1:]], align_corners=False)
-            out[moved] = F.grid_sample(images[moved], grid, align_corners=False, padding_mode="zeros")
-        x = out[part]
-        # Whole pixels only, so that edges stay a pen's: a 2x2 max (min) widens (narrows) by
-        # one pixel, a 3x3 by two; a blend of them would draw a grey halo.
-        step = widen.round().clamp(-2, 2).view(-1, 1, 1, 1)
-        for k, width in ((2, 1), (3, 2)):
-            x = torch.where(step == width, _grow(out[part], k),
-                            torch.where(step == -width, -_grow(-out[part], k), x))
+            x = x.clone()
+            x[moved] = F.grid_sample(x[moved], grid, align_corners=False, padding_mode="zeros")
         out[part] = x
     return out
 

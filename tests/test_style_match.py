@@ -41,6 +41,18 @@ def test_restyle_shears_resizes_and_widens_as_asked():
     assert (after[:, 2] - before[:, 2] > 1.4).all()
 
 
+def test_strokes_are_widened_at_the_digits_own_size_then_resized_as_a_scan_would():
+    """A broad pen then a smaller scan: the widening is drawn first and softened by the
+    resizing, not added as crisp whole pixels afterwards."""
+    digits = bars(4, width=2, slant=0.2)
+    drawn_then_scanned = restyle(restyle(digits, torch.tensor([[0.0, 1.0, 2.0]] * 4)),
+                                 torch.tensor([[0.25, 0.85, 0.0]] * 4))
+    assert torch.allclose(restyle(digits, torch.tensor([[0.25, 0.85, 1.7]] * 4)), drawn_then_scanned)
+    widened, resized = (restyle(digits, torch.tensor([[0.0, 0.85, widen]] * 4)) for widen in (1.7, 0.0))
+    assert np.allclose(measure(widened)[:, 2] - measure(resized)[:, 2], 1.7, atol=0.5)  # in the result's pixels
+    assert torch.equal(restyle(digits, torch.tensor([[0.0, 1.0, 0.0]] * 4)), digits)
+
+
 def test_a_folder_in_the_same_style_leaves_most_digits_exactly_as_they_are():
     train, folder = (torch.from_numpy(draw_digits(400, seed=seed)[0] / np.float32(255))[:, None]
                      for seed in (1, 2))
