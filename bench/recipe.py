@@ -92,7 +92,7 @@ class UNetMid(nn.Module):
 class UNetLite(models.UNet):
     """The product's U-Net with its first decoder convolution (64 -> 32 channels) at half size,
     before the upsampling rather than after, so that it does a quarter of its arithmetic: on
-    2 cores 1.3x the training steps a second in a bare loop, about 1.06x in the trainer
+    2 cores 1.3-1.5x the training steps a second in a bare loop, about 1.06x in the trainer
     (1,000 against 940 images/s, where the data and the noise take their share)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
