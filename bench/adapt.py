@@ -180,7 +180,8 @@ def main() -> None:
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
                "adapted_db": score(result.model, truth, noisy, headroom), "gate_passed": result.better,
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),
-               "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name}
+               "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name,
+               "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
         row["kept_db"] = row["adapted_db"] if result.better else row["parent_db"]
         if not args.no_supervised:
             reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
