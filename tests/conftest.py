@@ -1,7 +1,15 @@
 import os
 from pathlib import Path
 
-import pytest
+# Under pytest-xdist every worker would otherwise run torch with a thread per core, so two
+# workers on two cores ran four busy threads: a run of the shape and quality tests took
+# 77 or 165 s where one thread each took 69 and 74 s (Intel Xeon VM, 2 cores, 2026-11-30).
+# The cores are shared out before torch is imported; subprocesses (the CLI tests) inherit it.
+_workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
+import pytest  # noqa: E402
 
 from tests.helpers import write_idx_dataset
 
