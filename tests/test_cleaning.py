@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from denoiser import checkpoint, clean_report, cleaning, file_steps, workdir
-from denoiser.images import read_image
+from denoiser.images import ImageError, read_image
 from denoiser.manifest import Manifest
 from denoiser.model import ConvDAE
 from denoiser.train import train
 from denoiser.recipe import TrainConfig
+from denoiser.render import RenderPool
 from tests.helpers import draw_digits, make_messy_tree
 
 
@@ -307,9 +308,29 @@ def test_disguised_formats_and_fifos_are_error_rows_and_the_batch_goes_on(tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.name != ".denoiser") == ["good.png"]
 
 
-def test_encoding_in_worker_processes_writes_the_same_bytes_and_rows(tree, trained, tmp_path):
-    """Outputs of every format and mode, encoded in worker processes or in the writing
-    threads: byte-identical files and the same report figures."""
+def test_encoding_in_worker_processes_writes_the_same_bytes(tree):
+    """Every format and mode of the messy tree, the same cleaned pixels encoded in worker
+    processes or in the writing thread: byte-identical files."""
+    in_dir, _, _, _ = tree
+    in_processes, in_thread = RenderPool(2), RenderPool(0)
+    compared = 0
+    for path in sorted(p for p in in_dir.rglob("*") if p.is_file() and not p.is_symlink()):
+        try:
+            image = read_image(path)
+        except ImageError:
+            continue  # the tree's broken files
+        cleaned = np.random.default_rng(compared).random(image.pixels.shape).astype(np.float32)
+        assert in_processes(image, cleaned) == in_thread(image, cleaned), path
+        compared += 1
+    assert compared > 5
+
+
+def test_a_run_encoding_in_worker_processes_writes_what_one_in_threads_writes(tree, trained, tmp_path):
+    """The same files and report rows, pixels within one step of the output's depth. Not
+    bytes: which scans share a model batch depends on how fast the files are read, and the
+    CPU's convolutions give an image's output last-bit differences from one batch to another
+    (measured on an Intel Xeon VM, 2026-11-30: a float TIFF differed in a few bytes between
+    two runs in CI)."""
     in_dir, _, _, _ = tree
     outputs, frames = {}, {}
     for processes in (0, 2):
@@ -317,10 +338,14 @@ def test_encoding_in_worker_processes_writes_the_same_bytes_and_rows(tree, train
         frame = run(in_dir, out, trained, encode_processes=processes)
         assert (frame["status"] == "ok").sum() > 5
         frames[processes] = frame.drop(columns=["seconds", "output_path"]).set_index("path").sort_index()
-        outputs[processes] = {p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+        outputs[processes] = {p.relative_to(out): read_image(p) for p in out.rglob("*")
                               if p.is_file() and ".denoiser" not in p.parts}
-    assert outputs[0] == outputs[2]
-    pd.testing.assert_frame_equal(frames[0], frames[2])
+    assert outputs[0].keys() == outputs[2].keys()
+    for name, image in outputs[0].items():
+        other = outputs[2][name]
+        assert (image.format, image.mode, image.pixels.shape) == (other.format, other.mode, other.pixels.shape)
+        np.testing.assert_allclose(image.pixels, other.pixels, rtol=0, atol=1 / 255 + 1e-6, err_msg=str(name))
+    pd.testing.assert_frame_equal(frames[0], frames[2], rtol=1e-4)
 
 
 def test_the_png_level_changes_the_bytes_not_the_pixels(tmp_path, untrained):
