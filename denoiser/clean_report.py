@@ -68,9 +68,16 @@ def counts(frame: pd.DataFrame) -> dict[str, int]:
     return {status: int((frame["status"] == status).sum()) for status in STATUSES}
 
 
-def join_reports(paths: list[str | os.PathLike[str]]) -> pd.DataFrame:
-    """Shard reports (Parquet) as one report, in order."""
-    frames = [pd.read_parquet(path) for path in paths]
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as a Parquet file's bytes (written where the caller says, by descriptor)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=False)
+    return buffer.getvalue()
+
+
+def join_reports(contents: list[bytes]) -> pd.DataFrame:
+    """Shard reports (Parquet files' bytes) as one report, in order."""
+    frames = [pd.read_parquet(io.BytesIO(content)) for content in contents]
     return report_frame(pd.concat(frames).to_dict("records") if frames else [])
 
 

@@ -36,12 +36,13 @@ from denoiser.precision import resolve_precision
 from denoiser.file_steps import FileSteps, Pending, PixelBudget, ShardTimings, fetch
 from denoiser.images import Entry, read_image, scan_folder
 from denoiser.manifest import Manifest
+from denoiser.out_tree import OutTree
 from denoiser.render import RenderPool
-from denoiser.safe_fs import MAX_FILE_MB, make_folders_inside
+from denoiser.safe_fs import MAX_FILE_MB
 from denoiser.scan_batch import BatchTimings, clean_batch
 from denoiser.quality_net import QualityEstimator, load_quality
 from denoiser.shapes import ShapeModel, load_shapes
-from denoiser.workdir import WORK_DIR, prepare_output, work_dir
+from denoiser.workdir import TMP, DiskFull, ensure_reserve, open_tree, release_reserve
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +192,22 @@ def clean_shard(
     shapes = cached_shapes(options.shapes)
     shape_model = shapes.for_model(checkpoint.model_id) if shapes is not None else None
     quality_model = cached_quality(options.quality)
-    manifest = Manifest(prepare_output(out_dir) / "manifest.sqlite")
+    with open_tree(out_dir) as tree:
+        return _clean_shard(entries, tree, in_dir=in_dir, checkpoint=checkpoint, run_id=run_id, options=options,
+                            clock=clock, model_reason=model_reason, shape_model=shape_model,
+                            quality_model=quality_model)
+
+
+def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLike[str], checkpoint: Checkpoint,
+                 run_id: str, options: CleanOptions, clock: ShardTimings, model_reason: str | None,
+                 shape_model: Any, quality_model: Any) -> list[dict[str, Any]]:
+    manifest = Manifest.of(tree)
     done_by = checkpoint.model_id if options.rerun_other_models else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
     budget = _BUDGET
-    steps = FileSteps(in_dir=in_dir, out_dir=out_dir, tmp_dir=make_folders_inside(out_dir, f"{WORK_DIR}/tmp"),
+    tree.make_folder(TMP)
+    ensure_reserve(tree)  # room for the manifest to record what was written if the disk fills
+    steps = FileSteps(in_dir=in_dir, tree=tree, tmp_dir=TMP,
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
                       tones=options.tones, reason=model_reason, png_level=options.png_level,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget,
@@ -214,9 +226,13 @@ def clean_shard(
         nonlocal cleaned
         finished = [f for f in writing if f.done() or final]
         for future in finished:
-            rows.append(future.result())
+            row = future.result()
+            if row is not None:  # None: not written, the disk is full
+                rows.append(row)
             writing.discard(future)
         records = steps.take_records(1 if final else COMMIT_EVERY)
+        if records and steps.disk_full.is_set():
+            release_reserve(tree)
         if records:
             os.sync()  # the outputs reach the disk before the manifest vouches for them
             manifest.record_many(records)
@@ -228,6 +244,8 @@ def clean_shard(
         writers = stack.enter_context(ThreadPoolExecutor(options.workers, "write"))
         try:
             while todo or reading or batch:
+                if steps.disk_full.is_set():
+                    raise DiskFull(tree.path)
                 while todo and len(reading) < ahead:
                     reading.add(readers.submit(steps.read, todo.popleft()))
                 pixels = sum(p.image.pixels.size for p in batch)
@@ -260,6 +278,8 @@ def clean_shard(
             raise
         finally:  # what was written is recorded, even when the shard fails
             flush(final=True)
+    if steps.disk_full.is_set():  # the last writes filled it
+        raise DiskFull(tree.path)
     clock.ended = time.time()
     log.info("shard of %d files: %d cleaned", len(entries), cleaned)
     return sorted(rows, key=lambda r: r["path"])
@@ -269,10 +289,12 @@ def dry_run(entries: list[Entry], *, in_dir: str | os.PathLike[str], out_dir: st
             model_id: str | None, overwrite: bool = False, rerun_other_models: bool = True,
             max_file_mb: float = MAX_FILE_MB) -> list[dict[str, Any]]:
     """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
-    manifest = Manifest(work_dir(out_dir) / "manifest.sqlite", create=False)
     done_by = model_id if rerun_other_models else None
     skip_none = overwrite or (model_id is None and rerun_other_models)
-    current = {} if skip_none else manifest.current([e.rel for e in entries], done_by)
+    current = {}
+    if not skip_none and os.path.isdir(out_dir):
+        with OutTree(out_dir, create=False) as tree:
+            current = Manifest.of(tree, create=False).current([e.rel for e in entries], done_by)
     rows = []
     for entry in entries:
         try:

@@ -21,12 +21,13 @@ import numpy as np
 
 from denoiser.checkpoint import Checkpoint
 from denoiser.clean_report import error_line, new_row
-from denoiser.files import atomic_path
 from denoiser.images import Entry, GrayImage, ImageError, read_image
+from denoiser.out_tree import OutTree
 from denoiser.render import encode
 from denoiser.restore import model_headroom
-from denoiser.safe_fs import make_folders_inside, read_input
+from denoiser.safe_fs import read_input
 from denoiser.scan_batch import Cleaned
+from denoiser.workdir import is_disk_full
 
 
 class PixelBudget:
@@ -89,13 +90,16 @@ class ShardTimings:
 
 class FileSteps:
     """Read one file into a :class:`Pending`, write one result; each returns a report row
-    when the file is done (skipped, failed or written)."""
+    when the file is done (skipped, failed or written). Outputs are written through ``tree``
+    (:class:`denoiser.out_tree.OutTree`), never through a link. A full disk is no file's
+    fault: the write returns None, sets :attr:`disk_full`, and the shard stops."""
 
-    def __init__(self, *, in_dir: str | Path, out_dir: Path, tmp_dir: Path, checkpoint: Checkpoint,
+    def __init__(self, *, in_dir: str | Path, tree: OutTree, tmp_dir: str, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
                  reason: str | None, max_bytes: int, budget: PixelBudget,
                  encode: Callable[[GrayImage, np.ndarray], bytes] = encode, png_level: int = 6) -> None:
-        self.in_dir, self.out_dir, self.tmp_dir = in_dir, out_dir, tmp_dir
+        self.in_dir, self.tree, self.out_dir, self.tmp_dir = in_dir, tree, tree.path, tmp_dir
+        self.disk_full = threading.Event()
         self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
@@ -158,9 +162,9 @@ class FileSteps:
             with self._lock:
                 self.clock.decode += time.perf_counter() - started
 
-    def write(self, item: Pending, result: Cleaned | Exception, model_seconds: float) -> dict[str, Any]:
+    def write(self, item: Pending, result: Cleaned | Exception, model_seconds: float) -> dict[str, Any] | None:
         """Write one output atomically; its report row (an error row when ``result`` is the
-        exception that stopped the file)."""
+        exception that stopped the file), or None when the disk is full."""
         started = time.perf_counter()
         image, entry = item.image, item.entry
         base: dict[str, Any] = dict(format=image.format, mode=image.mode, width=image.width,
@@ -171,18 +175,20 @@ class FileSteps:
             info = result.info
             base.update(inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale)
             data = self.encode(image, result.pixels)
-            parent = make_folders_inside(self.out_dir, Path(entry.rel).parent)
-            dest = parent / Path(entry.rel).name
-            if dest.is_symlink():
-                raise ImageError("the output is a link; refusing to write through it")
+            if self.disk_full.is_set():
+                return None
             # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves
-            # nothing half-written among the outputs, and the next run sweeps it away.
-            with atomic_path(dest, tmp_dir=self.tmp_dir, durable=False) as tmp:
-                tmp.write_bytes(data)
+            # nothing half-written among the outputs, and the next run sweeps it away; the
+            # folders on the way are opened by descriptor, never through a link.
+            self.tree.write_bytes(entry.rel, data, tmp_dir=self.tmp_dir, durable=False, replace_links=False)
+            dest = self.out_dir / entry.rel
             row = self.row(entry, status="ok", output_path=str(dest),
                            seconds=item.seconds + model_seconds + time.perf_counter() - started, **base,
                            **result.fields)
         except Exception as error:  # noqa: BLE001 - whatever one file does, it is that file's row
+            if is_disk_full(error):
+                self.disk_full.set()
+                return None
             return self.row(entry, status="error", error=error_line(error),
                             seconds=item.seconds + model_seconds + time.perf_counter() - started, **base)
         finally:

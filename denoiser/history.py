@@ -16,16 +16,20 @@ kind of scans stay inside the band.
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import os
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from denoiser.report import write_parquet
-from denoiser.workdir import work_dir
+from denoiser.out_tree import OutTree
+from denoiser.workdir import RUNS, WORK_DIR, shard_reports
+
+log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.parquet"
 WINDOW = 10
@@ -46,8 +50,7 @@ HISTORY_COLUMNS = {
 }
 
 
-def history_path(out_dir: str | os.PathLike[str]) -> Path:
-    return work_dir(out_dir) / HISTORY_FILE
+HISTORY = f"{WORK_DIR}/{HISTORY_FILE}"
 
 
 def run_row(frame: pd.DataFrame, *, run_id: str, model_id: str, seconds: float,
@@ -82,12 +85,74 @@ def timed(row: dict[str, Any], seconds: float) -> dict[str, Any]:
             "images_per_s": processed / seconds if seconds > 0 else float("nan")}
 
 
-def read_history(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """The folder's history, oldest run first (empty when it has none)."""
-    path = history_path(out_dir)
-    if not path.is_file():
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HISTORY_COLUMNS.items()})
-    return pd.read_parquet(path)
+def empty_history() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HISTORY_COLUMNS.items()})
+
+
+def read_history(tree: OutTree) -> pd.DataFrame:
+    """The folder's history, oldest run first (empty when it has none). A history that
+    cannot be read is set aside (``history.parquet.damaged-<time>``, a warning naming it)
+    and rebuilt from the runs' shard reports."""
+    try:
+        content = tree.read_bytes(HISTORY)
+    except FileNotFoundError:
+        return empty_history()
+    try:
+        frame = pd.read_parquet(io.BytesIO(content))
+        missing = {"run_id", "time", "ok", "error"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"no column {', '.join(sorted(missing))}")
+        return frame
+    except Exception as error:  # noqa: BLE001 - any damage: set aside, rebuild
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = f"{HISTORY}.damaged-{stamp}"
+        tree.rename(HISTORY, aside)
+        rebuilt = rebuild_history(tree)
+        log.warning("the folder's history %s could not be read (%s): set aside as %s and rebuilt from "
+                    "the shard reports of %d runs", tree.shown(HISTORY), str(error).splitlines()[0][:200],
+                    tree.shown(aside), len(rebuilt))
+        write_history(tree, rebuilt)
+        return rebuilt
+
+
+def write_history(tree: OutTree, history: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    history.to_parquet(buffer, engine="pyarrow", index=False)
+    tree.write_bytes(HISTORY, buffer.getvalue())
+
+
+def rebuild_history(tree: OutTree) -> pd.DataFrame:
+    """One row per run from the shard reports under ``.denoiser/runs`` (each run's time is
+    its newest shard's; its seconds from ``timings.json`` where it is readable); the drift
+    of each run judged against the runs before it, as it was when they ran."""
+    by_run: dict[str, list[str]] = {}
+    for rel in shard_reports(tree):
+        by_run.setdefault(rel.split("/")[-2], []).append(rel)
+    rows = []
+    for run_id, rels in by_run.items():
+        try:
+            frame = pd.concat([pd.read_parquet(io.BytesIO(tree.read_bytes(rel))) for rel in rels])
+            when = max(tree.lstat(rel).st_mtime for rel in rels)
+        except Exception:  # noqa: BLE001 - an unreadable run is left out
+            continue
+        try:
+            seconds = float(json.loads(tree.read_bytes(f"{RUNS}/{run_id}/timings.json"))["flow_seconds"])
+        except Exception:  # noqa: BLE001 - unknown duration
+            seconds = float("nan")
+        models = frame["model_id"].dropna()
+        row = run_row(frame, run_id=run_id, model_id=str(models.iloc[0]) if len(models) else "",
+                      seconds=seconds, when=datetime.fromtimestamp(when, timezone.utc))
+        rows.append(row)
+    history = empty_history()
+    for row in sorted(rows, key=lambda r: r["time"]):
+        reasons = drift_reasons(history, row)
+        history = _appended(history, {**row, "drift": "; ".join(reasons) or None})
+    return history
+
+
+def _appended(history: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
+    added = pd.DataFrame([row], columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)
+    return pd.concat([history.astype(HISTORY_COLUMNS), added], ignore_index=True) if len(history) else added
 
 
 def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
@@ -113,14 +178,12 @@ def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
     return reasons
 
 
-def append_run(out_dir: str | os.PathLike[str], row: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+def append_run(tree: OutTree, row: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
     """Judge ``row`` against the folder's history, append it (written atomically) and return
     the history with it and the drift reasons. Runs into one OUT_DIR hold its lock, so one
     run at a time writes here."""
-    history = read_history(out_dir)
+    history = read_history(tree)
     reasons = drift_reasons(history, row)
-    row = {**row, "drift": "; ".join(reasons) or None}
-    added = pd.DataFrame([row], columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)
-    joined = pd.concat([history.astype(HISTORY_COLUMNS), added], ignore_index=True) if len(history) else added
-    write_parquet(joined, history_path(out_dir))
+    joined = _appended(history, {**row, "drift": "; ".join(reasons) or None})
+    write_history(tree, joined)
     return joined, reasons

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -24,7 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from denoiser.images import ImageError
+from denoiser.out_tree import OutTree
 from denoiser.safe_fs import name_key, read_input
+from denoiser.workdir import MANIFEST, DiskFull, is_disk_full
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -42,9 +46,11 @@ class ManifestError(ValueError):
 
 
 class Manifest:
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
-        """Open (or with ``create``, make) the manifest; a missing one reads as empty."""
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True, tree: OutTree | None = None,
+                 shown: str | None = None) -> None:
+        """Open (or with ``create``, make) the manifest; a missing one reads as empty. Use
+        :meth:`of` for OUT_DIR's: ``tree`` then checks outputs without following links."""
+        self.path, self.tree, self.shown = Path(path), tree, shown or str(path)
         self.exists = self.path.is_file()
         if not create:
             return
@@ -57,9 +63,20 @@ class Manifest:
                     db.execute(_SCHEMA)
                 return
             except sqlite3.OperationalError as error:
+                if is_disk_full(error) and self.tree is not None:
+                    raise DiskFull(self.tree.path) from None
                 if "locked" not in str(error) or attempt == 99:
                     raise
                 time.sleep(0.1)
+
+    @classmethod
+    def of(cls, tree: OutTree, *, create: bool = True) -> Manifest:
+        """OUT_DIR's manifest (``.denoiser/manifest.sqlite``), opened through the tree's
+        folder (a link in its place is refused); without ``create`` nothing is made, and
+        an absent one reads as empty."""
+        if not create and tree.lstat(MANIFEST) is None:
+            return cls(tree.shown(MANIFEST), create=False, tree=tree, shown=tree.shown(MANIFEST))
+        return cls(tree.sqlite_path(MANIFEST), create=create, tree=tree, shown=tree.shown(MANIFEST))
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -67,14 +84,16 @@ class Manifest:
         try:
             db = sqlite3.connect(self.path, timeout=60)
         except sqlite3.Error as error:
-            raise ManifestError(f"cannot open the manifest {self.path}: {error}") from None
+            raise ManifestError(f"cannot open the manifest {self.shown}: {error}") from None
         try:
             with db:
                 yield db
         except sqlite3.DatabaseError as error:
+            if is_disk_full(error):
+                raise DiskFull(self.tree.path if self.tree is not None else self.path.parent) from None
             if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
                 raise
-            raise ManifestError(f"the manifest {self.path} is corrupt or not a manifest ({error}); "
+            raise ManifestError(f"the manifest {self.shown} is corrupt or not a manifest ({error}); "
                                 "it can be rebuilt from the run reports") from None
         finally:
             db.close()
@@ -95,8 +114,29 @@ class Manifest:
                 query = f"SELECT path, input_sha256, output_path FROM files WHERE {which}path IN ({marks})"
                 args = part if model_id is None else [model_id, *part]
                 found.update((keys[key], sha) for key, sha, out in db.execute(query, args)
-                             if os.path.isfile(os.fsdecode(out)))
+                             if self._output_exists(keys[key], os.fsdecode(out)))
         return found
+
+    def _output_exists(self, rel: str, output: str) -> bool:
+        """Whether the output is still a regular file (a link in its place is not one)."""
+        if self.tree is not None:
+            return self.tree.is_file(rel)
+        try:
+            return stat.S_ISREG(os.lstat(output).st_mode)
+        except OSError:
+            return False
+
+    def check(self) -> None:
+        """Raise :class:`ManifestError` unless SQLite reads the manifest whole (a quick check
+        before a run, so a damaged one is one line rather than a failed shard)."""
+        if not self.exists:
+            return
+        with self._connect() as db:
+            verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+            db.execute("SELECT COUNT(*) FROM files").fetchone()
+        if verdict != "ok":
+            raise ManifestError(f"the manifest {self.shown} is corrupt ({verdict}); it can be rebuilt from "
+                                "the run reports")
 
     def record_many(self, records: list[tuple[str, str, str, str]]) -> None:
         """Record (rel, input_sha256, model_id, output_path) rows in one transaction."""
@@ -111,23 +151,21 @@ class Manifest:
             return int(db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
 
-def rebuild(path: str | os.PathLike[str], in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-            shard_reports: list[Path], *, max_bytes: int) -> int:
-    """Set the manifest at ``path`` aside (``.corrupt-<time>``) and derive a new one from
-    ``shard_reports`` (oldest first; a later row for a path wins). A row is kept only if its
-    output (the same relative path under ``out_dir``) exists and its input, read again, has
-    the hash the report recorded. Returns how many rows the new manifest holds."""
-    path = Path(path)
+def rebuild(tree: OutTree, in_dir: str | os.PathLike[str], shard_reports: list[str], *, max_bytes: int) -> int:
+    """Set OUT_DIR's manifest aside (``.corrupt-<time>``) and derive a new one from
+    ``shard_reports`` (paths under OUT_DIR, oldest first; a later row for a path wins). A
+    row is kept only if its output (the same relative path under OUT_DIR) is a regular
+    file and its input, read again, has the hash the report recorded. Returns how many rows
+    the new manifest holds."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     for suffix in ("", "-wal", "-shm"):
-        old = Path(f"{path}{suffix}")
-        if old.exists():
-            old.rename(Path(f"{path}.corrupt-{stamp}{suffix}"))
+        if tree.lstat(MANIFEST + suffix) is not None:
+            tree.rename(MANIFEST + suffix, f"{MANIFEST}.corrupt-{stamp}{suffix}")
     latest: dict[str, tuple[str, str]] = {}
     for report in shard_reports:
         try:
-            frame = pd.read_parquet(report, columns=["path", "path_bytes", "status", "input_sha256",
-                                                     "model_id"])
+            frame = pd.read_parquet(io.BytesIO(tree.read_bytes(report)),
+                                    columns=["path", "path_bytes", "status", "input_sha256", "model_id"])
         except Exception:  # noqa: BLE001 - an unreadable old report only means fewer rows
             continue
         for row in frame[frame["status"] == "ok"].itertuples():
@@ -135,15 +173,14 @@ def rebuild(path: str | os.PathLike[str], in_dir: str | os.PathLike[str], out_di
             latest[rel] = (row.input_sha256, row.model_id)
     records = []
     for rel, (sha, model_id) in sorted(latest.items()):
-        output = Path(out_dir) / rel
-        if not output.is_file() or output.is_symlink():
+        if not tree.is_file(rel):
             continue
         try:
             content = read_input(in_dir, Path(in_dir) / rel, max_bytes=max_bytes)
         except ImageError:
             continue
         if hashlib.sha256(content).hexdigest() == sha:
-            records.append((rel, sha, model_id, str(output)))
-    manifest = Manifest(path)
+            records.append((rel, sha, model_id, str(tree.path / rel)))
+    manifest = Manifest.of(tree)
     manifest.record_many(records)
     return len(records)

@@ -6,28 +6,33 @@ current run, and nothing the product did not write.
 
 * A folder's cleaning runs (:func:`prune_clean_runs`): ``OUT_DIR/.denoiser/reports/<run>.parquet``,
   ``OUT_DIR/.denoiser/runs/<run>/`` (shard reports, timings) and the run's row in
-  ``history.parquet``. The manifest, which says what was cleaned, is kept whole; only a
-  ``--rebuild-manifest`` (which reads the shard reports) then knows less.
+  ``history.parquet``, for the runs the history or the ledger records (the product made
+  them), removed by descriptor: a link in the way is left alone, never followed. The
+  manifest, which says what was cleaned, is kept whole; only a ``--rebuild-manifest``
+  (which reads the shard reports) then knows less.
 * The MNIST pipeline's run folders (:func:`prune_pipeline_runs`): ``data/runs/<run>/``, and
   the cached training arrays (:mod:`denoiser.stages`) that no kept run uses.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import re
-import shutil
+import stat
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from denoiser import history
-from denoiser.files import read_json
-from denoiser.report import write_parquet
-from denoiser.workdir import work_dir
+from denoiser.images import ImageError
+from denoiser.out_tree import OutTree
+from denoiser.workdir import REPORTS, RUNS, forget_runs, recorded_runs
+
+log = logging.getLogger(__name__)
 
 #: Names of run folders the product makes: ``20261124-170302-a1b2c3`` (a run id, optionally
 #: after a prefix such as ``default-model-``).
@@ -68,28 +73,38 @@ class Retention:
         return sorted(gone)
 
 
-def prune_clean_runs(out_dir: str | os.PathLike[str], retention: Retention, *, current: str | None = None,
+def prune_clean_runs(tree: OutTree, retention: Retention, *, current: str | None = None,
                      now: float | None = None) -> list[str]:
-    """Remove the cleaning runs into ``out_dir`` that ``retention`` lets go (never ``current``);
+    """Remove the cleaning runs into OUT_DIR that ``retention`` lets go (never ``current``);
     the run ids removed."""
     if not retention.active:
         return []
-    work = work_dir(out_dir)
-    reports, runs_dir = work / "reports", work / "runs"
-    past = history.read_history(out_dir)
+    past = history.read_history(tree)
     when = {str(run): pd.Timestamp(t).timestamp() for run, t in zip(past["run_id"], past["time"], strict=True)}
-    for path in [*reports.glob("*.parquet"), *runs_dir.glob("*")]:
-        name = path.name.removesuffix(".parquet")
-        if RUN_NAME.match(name) and name not in when:
-            when[name] = path.stat().st_mtime
+    for run, started in recorded_runs(tree).items():
+        when.setdefault(run, started)
     gone = _expired_but_current(retention, when, current, now)
     for run in gone:
-        (reports / f"{run}.parquet").unlink(missing_ok=True)
-        shutil.rmtree(runs_dir / run, ignore_errors=True)
+        _remove_run(tree, run)
     kept = past[~past["run_id"].isin(gone)]
     if len(kept) < len(past):
-        write_parquet(kept.reset_index(drop=True), history.history_path(out_dir))
+        history.write_history(tree, kept.reset_index(drop=True))
+    forget_runs(tree, set(gone))
     return gone
+
+
+def _remove_run(tree: OutTree, run: str) -> None:
+    """A run's report and folder, by descriptor; what is not the product's kind of entry (a
+    link planted there) is left, with a warning."""
+    if not RUN_NAME.match(run):
+        return
+    try:
+        report = tree.lstat(f"{REPORTS}/{run}.parquet")
+        if report is not None and stat.S_ISREG(report.st_mode):
+            tree.unlink(f"{REPORTS}/{run}.parquet")
+        tree.remove_tree(f"{RUNS}/{run}")
+    except (ImageError, OSError) as error:
+        log.warning("retention left run %s in place: %s", run, str(error).splitlines()[0])
 
 
 def _expired_but_current(retention: Retention, when: dict[str, float], current: str | None,
@@ -103,23 +118,32 @@ def _expired_but_current(retention: Retention, when: dict[str, float], current: 
 def prune_pipeline_runs(runs_dir: str | os.PathLike[str], retention: Retention, *, current: str | None = None,
                         now: float | None = None) -> list[str]:
     """Remove the MNIST pipeline's run folders in ``runs_dir`` that ``retention`` lets go (never
-    ``current``), then the cached arrays no remaining run uses; the run ids removed."""
-    root = Path(runs_dir)
-    if not retention.active or not root.is_dir():
+    ``current``), then the cached arrays no remaining run uses; the run ids removed. Folders
+    are removed by descriptor: a link among them is left alone."""
+    if not retention.active or not os.path.isdir(runs_dir):
         return []
-    when = {path.name: path.stat().st_mtime for path in root.iterdir()
-            if path.is_dir() and RUN_NAME.match(path.name)}
-    gone = _expired_but_current(retention, when, current, now)
-    for run in gone:
-        shutil.rmtree(root / run, ignore_errors=True)
-    used = set()
-    for ingest in root.glob("*/stages/ingest.json"):
-        try:
-            used.add(Path(read_json(ingest)["train_images"]).name)
-        except (OSError, ValueError, KeyError):
-            continue
-    now = time.time() if now is None else now
-    for cached in (root / CACHE_DIR).glob("*.npy") if gone else ():
-        if cached.name not in used and now - cached.stat().st_mtime > CACHE_GRACE:
-            cached.unlink(missing_ok=True)
+    with OutTree(runs_dir, create=False) as tree:
+        when = {}
+        for name in tree.listdir():
+            info = tree.lstat(name)
+            if info is not None and stat.S_ISDIR(info.st_mode) and RUN_NAME.match(name):
+                when[name] = info.st_mtime
+        gone = _expired_but_current(retention, when, current, now)
+        for run in gone:
+            try:
+                tree.remove_tree(run)
+            except (ImageError, OSError) as error:
+                log.warning("retention left run %s in place: %s", run, str(error).splitlines()[0])
+        used = set()
+        for run in tree.listdir():
+            try:
+                used.add(os.path.basename(json.loads(tree.read_bytes(f"{run}/stages/ingest.json"))["train_images"]))
+            except (OSError, ValueError, KeyError, TypeError, ImageError):
+                continue
+        now = time.time() if now is None else now
+        for name in tree.listdir(CACHE_DIR) if gone else ():
+            info = tree.lstat(f"{CACHE_DIR}/{name}")
+            if (name.endswith(".npy") and name not in used and info is not None and stat.S_ISREG(info.st_mode)
+                    and now - info.st_mtime > CACHE_GRACE):
+                tree.unlink(f"{CACHE_DIR}/{name}")
     return gone

@@ -34,6 +34,16 @@ def display_name(name: str) -> str:
         return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal or a log: control characters (a newline in a
+    file name) escaped as ``\\n``, ``\\x1b``; the rest as :func:`display_name` gives it."""
+    shown = display_name(text)
+    if shown.isprintable():
+        return shown
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in shown)
+
+
 def name_key(name: str) -> str | bytes:
     """The manifest's key for a relative path: the text if it is UTF-8, else its raw bytes
     (SQLite keeps a BLOB apart from any TEXT, so two names never share a key)."""

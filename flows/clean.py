@@ -14,8 +14,8 @@ flow's signature when a deployment runs it, and a postponed ``Literal[...]`` ann
 not resolved there ("not fully defined").
 """
 
+import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -27,15 +27,16 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from denoiser import (checkpoint, cleaning, history, manifest, quality_net, registry, retention, run_summary,
                       shape_training, shapes, stages, workdir)
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS, TONES
-from denoiser.clean_report import counts, join_reports, report_frame
+from denoiser.clean_report import counts, join_reports, parquet_bytes, report_frame
 from denoiser.data import DataError
 from denoiser.device import resolve_device
 from denoiser.file_steps import ShardTimings
-from denoiser.files import write_json
 from denoiser.images import Entry
+from denoiser.out_tree import OutTree
 from denoiser.precision import resolve_precision
 from denoiser.report import write_parquet
 from denoiser.safe_fs import MAX_FILE_MB
+from denoiser.workdir import REPORTS, RUNS, DiskFull, OutputFolderError
 from flows import interrupt
 from flows.adapt import model_for_folder
 from flows.clean_artifacts import publish_artifacts
@@ -103,6 +104,10 @@ def shape_check(models_dir: str, data_dir: str | None, found: checkpoint.Checkpo
     return weights
 
 
+#: What stops a run rather than one file: said in one line as the run's state, no traceback.
+STOPS = (DiskFull, manifest.ManifestError, OutputFolderError)
+
+
 @task(name="clean-shard", task_run_name="clean-shard-{index}", **TASK_DEFAULTS)
 @library_logs
 def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, model: dict,
@@ -112,16 +117,20 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, mod
     clock = ShardTimings()
     weights = Path(model["weights"])
     found = checkpoint.resolve_checkpoint(str(weights), weights.parent)
-    rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
-                                options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"],
-                                                              shapes=model.get("shapes"),
-                                                              quality=model.get("quality")),
-                                timings=clock, model_reason=model["reason"])
+    try:
+        rows = cleaning.clean_shard(entries, in_dir=in_dir, out_dir=out_dir, checkpoint=found, run_id=run_id,
+                                    options=cleaning.CleanOptions(**options, rerun_other_models=model["rerun"],
+                                                                  shapes=model.get("shapes"),
+                                                                  quality=model.get("quality")),
+                                    timings=clock, model_reason=model["reason"])
+        rel = f"{RUNS}/{run_id}/shard-{index:05d}.parquet"
+        with OutTree(out_dir, create=False) as tree:
+            tree.write_bytes(rel, parquet_bytes(report_frame(rows)))
+    except STOPS as error:  # the run stops; what was written is recorded
+        return {"index": index, "stop": str(error).splitlines()[0]}
     frame = report_frame(rows)
-    path = workdir.work_dir(out_dir) / "runs" / run_id / f"shard-{index:05d}.parquet"
-    write_parquet(frame, path)
     clock.ended = time.time()
-    return {"index": index, "rows": str(path), "timings": clock.to_dict(), **counts(frame)}
+    return {"index": index, "rows": rel, "timings": clock.to_dict(), **counts(frame)}
 
 
 @task(name="write-report", task_run_name="write-report", **TASK_DEFAULTS)
@@ -131,13 +140,18 @@ def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: st
     cleaned nothing and failed nothing (a scheduled run that found nothing new) keeps no
     report and no shard files: its row in the folder's history says what it found."""
     started = time.time()
-    frame = join_reports([r["rows"] for r in sorted(shard_results, key=lambda r: r["index"])])
-    totals = counts(frame)
-    if totals["ok"] + totals["error"]:
-        write_parquet(frame, report)
-    else:
-        shutil.rmtree(workdir.work_dir(out_dir) / "runs" / run_id, ignore_errors=True)
-        report = None
+    with OutTree(out_dir, create=False) as tree:
+        frame = join_reports([tree.read_bytes(r["rows"]) for r in sorted(shard_results, key=lambda r: r["index"])])
+        totals = counts(frame)
+        if totals["ok"] + totals["error"]:
+            inside = _inside(report, out_dir)
+            if inside is not None:  # the default: by descriptor, like everything under OUT_DIR
+                tree.write_bytes(inside, parquet_bytes(frame))
+            else:  # a path the user named with --report
+                write_parquet(frame, report)
+        else:
+            tree.remove_tree(f"{RUNS}/{run_id}")
+            report = None
     publish_artifacts(frame, totals, run_id, in_dir, model["why"])
     ood = int(frame["ood"].fillna(False).astype(bool).sum())
     return {"report": report, "files": int(len(frame)), "ood": ood, "span": (started, time.time()),
@@ -146,11 +160,21 @@ def write_report(shard_results: list[dict], report: str, run_id: str, in_dir: st
             **totals}
 
 
+def _inside(path: str, out_dir: str) -> str | None:
+    """``path`` relative to OUT_DIR if it lies under it, else None."""
+    try:
+        return Path(path).relative_to(out_dir).as_posix()
+    except ValueError:
+        return None
+
+
 @task(name="prune-runs", task_run_name="prune-runs", **TASK_DEFAULTS)
+@library_logs
 def prune_runs(out_dir: str, keep_runs: int | None, keep_days: float | None, run_id: str) -> list[str]:
     """Remove the reports, shard files and history rows of the runs into ``out_dir`` that the
     retention lets go (:mod:`denoiser.retention`)."""
-    gone = retention.prune_clean_runs(out_dir, retention.Retention(keep_runs, keep_days), current=run_id)
+    with OutTree(out_dir, create=False) as tree:
+        gone = retention.prune_clean_runs(tree, retention.Retention(keep_runs, keep_days), current=run_id)
     if gone:
         get_run_logger().info("retention: removed %d earlier runs (reports, shard files, history rows)",
                               len(gone))
@@ -158,7 +182,7 @@ def prune_runs(out_dir: str, keep_runs: int | None, keep_days: float | None, run
 
 
 def default_report_path(out_dir: str, run_id: str) -> str:
-    return str(workdir.work_dir(out_dir) / "reports" / f"{run_id}.parquet")
+    return str(Path(out_dir) / REPORTS / f"{run_id}.parquet")
 
 
 @flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), **FLOW_DEFAULTS)
@@ -199,19 +223,29 @@ def clean_folder(
     run_id = run_id or stages.new_run_id()
     entries = cleaning.plan(in_dir, out_dir, report)
     try:
-        lock = workdir.folder_lock(out_dir)  # makes and checks OUT_DIR first
+        tree = workdir.open_tree(out_dir)  # makes and checks OUT_DIR and .denoiser first
+        lock = workdir.folder_lock(tree)
     except workdir.FolderBusy as busy:
+        tree.close()
         logger.warning("%s; this run does nothing", busy)
         return Completed(message=str(busy), data={"status": "busy", "files": 0, "ok": 0, "error": 0,
                                                   "skipped": 0, "ood": 0, "report": None})
-    with lock:
-        removed = workdir.remove_stale_temporaries(out_dir, report)
-        if removed:
-            logger.info("removed %d temporary files left by an interrupted run", removed)
-        if rebuild_manifest:
-            kept = manifest.rebuild(workdir.work_dir(out_dir) / "manifest.sqlite", in_dir, out_dir,
-                                    workdir.shard_reports(out_dir), max_bytes=int(max_file_mb * 10**6))
-            logger.info("manifest rebuilt from the run reports: %d files recorded as cleaned", kept)
+    except STOPS as error:
+        return _stopped(str(error), run_id)
+    with tree, lock:
+        try:
+            workdir.record_run(tree, run_id)
+            removed = workdir.remove_stale_temporaries(tree, report)
+            if removed:
+                logger.info("removed %d temporary files left by an interrupted run", removed)
+            if rebuild_manifest:
+                kept = manifest.rebuild(tree, in_dir, workdir.shard_reports(tree),
+                                        max_bytes=int(max_file_mb * 10**6))
+                logger.info("manifest rebuilt from the run reports: %d files recorded as cleaned", kept)
+            else:
+                manifest.Manifest.of(tree, create=False).check()
+        except STOPS as error:
+            return _stopped(str(error), run_id)
         chosen = resolve_model(model, models_dir, data_dir, runs_dir, device, precision)
         if adapt_to_folder:
             chosen = model_for_folder(in_dir, out_dir, chosen, minutes=adapt_minutes, models_dir=models_dir,
@@ -232,11 +266,14 @@ def clean_folder(
                    for i, part in enumerate(parts)]
         results = [future.result() for future in futures]
         interrupt.check()  # a Ctrl-C that Prefect caught still stops the run here, before the report
+        stops = [r["stop"] for r in results if "stop" in r]
+        if stops:
+            return _stopped(stops[0], run_id)
         report_path = report or default_report_path(out_dir, run_id)
         summary = write_report(results, report_path, run_id, in_dir, out_dir, chosen)
         timings = run_timings(flow_started, chosen, results, summary)
         if summary["report"]:
-            write_json(workdir.work_dir(out_dir) / "runs" / run_id / "timings.json", timings)
+            tree.write_bytes(f"{RUNS}/{run_id}/timings.json", json.dumps(timings, indent=2).encode())
         tracked = record_history(out_dir, summary["history"], time.time() - flow_started)
         if keep_runs is not None or keep_days is not None:
             prune_runs(out_dir, keep_runs, keep_days, run_id)
@@ -249,6 +286,14 @@ def clean_folder(
               "precision": chosen["precision"], "precision_reason": chosen["precision_reason"], **totals}
     message = summary["message"] + (f"; drift: {'; '.join(tracked['drift'])}" if tracked["drift"] else "")
     return final_state({**result, "drift": tracked["drift"]}, message, strict)
+
+
+def _stopped(reason: str, run_id: str) -> State:
+    """The run's state when something other than a file stopped it (a full disk, a damaged
+    manifest, a link where the working folder goes): Failed, its message the one line."""
+    get_run_logger().error("the run stopped: %s", reason)
+    return Failed(message=reason, data={"status": "stopped", "reason": reason, "run_id": run_id, "files": 0,
+                                        "ok": 0, "error": 0, "skipped": 0, "ood": 0, "report": None})
 
 
 def final_state(result: dict[str, Any], message: str, strict: bool) -> State:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
-from denoiser.safe_fs import MAX_FILE_MB
+from denoiser.safe_fs import MAX_FILE_MB, printable
 from flows.options import (HelpFormatter, add_precision, add_retention, non_negative_int, positive_float,
                            positive_int)
 
@@ -154,13 +154,18 @@ def clean(args: argparse.Namespace) -> int:
                                                          rerun_other_models=chosen.rerun,
                                                          max_file_mb=args.max_file_mb))
         for row in frame.itertuples():
-            print(f"{row.status:8} {row.path}" + ("" if pd.isna(row.error) else f"  ({row.error})"))
+            print(f"{row.status:8} {printable(row.path)}" + ("" if pd.isna(row.error) else f"  ({printable(row.error)})"))
         n = frame["status"].value_counts()
         print(f"dry run: {len(frame)} files: {n.get('todo', 0)} to clean, {n.get('skipped', 0)} "
               f"skipped, {n.get('error', 0)} error"
               + f"; model {chosen.describe()}")
         return 0
-    os.close(workdir.open_lock_file(args.out_dir))  # a read-only or broken OUT_DIR is one line, here
+    with workdir.open_tree(args.out_dir) as tree:  # a read-only or broken OUT_DIR is one line, here
+        os.close(workdir.open_lock_file(tree))
+        if not args.rebuild_manifest:  # a damaged manifest too, before the flow starts
+            from denoiser.manifest import Manifest
+
+            Manifest.of(tree, create=False).check()
     if args.adapt:
         from denoiser.data import verify_dataset
 

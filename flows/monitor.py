@@ -9,6 +9,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
 from denoiser import history, trend
+from denoiser.out_tree import OutTree
+from flows.logs import library_logs
 from flows.policy import TASK_DEFAULTS
 
 DRIFT_EVENT = "denoiser.folder.drift"
@@ -29,6 +31,7 @@ def trend_key(out_dir: str) -> str:
 
 
 @task(name="record-history", task_run_name="record-history", **TASK_DEFAULTS)
+@library_logs
 def record_history(out_dir: str, row: dict, seconds: float) -> dict:
     """Append this run's row (:func:`denoiser.history.run_row`, timed at ``seconds``) to
     ``OUT_DIR/.denoiser/history.parquet``, publish the folder's trend, and where the run
@@ -36,7 +39,8 @@ def record_history(out_dir: str, row: dict, seconds: float) -> dict:
     logger = get_run_logger()
     row = history.timed(row, seconds)
     run_id, model_id = row["run_id"], row["model_id"]
-    runs, reasons = history.append_run(out_dir, row)
+    with OutTree(out_dir, create=False) as tree:
+        runs, reasons = history.append_run(tree, row)
     key = trend_key(out_dir)
     create_markdown_artifact(markdown=trend.trend_markdown(runs, out_dir, TREND_RUNS), key=key,
                              description=f"Trend of {out_dir} over its last runs")

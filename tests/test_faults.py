@@ -20,6 +20,7 @@ from PIL import Image
 from denoiser import clean_report, cleaning, manifest, scan_batch, workdir
 from denoiser.file_steps import PixelBudget
 from denoiser.images import read_image
+from denoiser.out_tree import OutTree
 from denoiser.safe_fs import make_folders_inside, read_input
 from tests.helpers import digit_scan
 from tests.helpers import denoiser
@@ -197,7 +198,8 @@ def test_a_corrupt_manifest_is_rebuilt_from_the_run_reports(tmp_path, untrained)
     with pytest.raises(manifest.ManifestError, match="corrupt or not a manifest"):
         clean(root, out, untrained)
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "b.png")  # changed since it was cleaned
-    kept = manifest.rebuild(path, root, out, [shard], max_bytes=10**6)
+    with OutTree(out) as tree:
+        kept = manifest.rebuild(tree, root, [".denoiser/runs/faults/shard-00000.parquet"], max_bytes=10**6)
     assert kept == 2  # a.png and c.png; b.png's input no longer has the recorded hash
     assert list(path.parent.glob("manifest.sqlite.corrupt-*"))
     again = clean(root, out, untrained)
@@ -267,7 +269,7 @@ def test_broken_folder_states_are_one_line(tmp_path, cli_folder, untrained, stat
     args = ["clean", str(cli_folder), str(out), "--model", str(untrained.weights), "--device", "cpu"]
     if state == "lock-is-a-folder":
         (out / ".denoiser" / "lock").mkdir(parents=True)
-        expected = "it is a folder"
+        expected = "lock is a folder"
     elif state == "dangling-out-dir":
         out.symlink_to(tmp_path / "gone")
         expected = "is a dangling link"
@@ -367,7 +369,8 @@ def test_every_temporary_a_killed_run_leaves_is_swept_and_nothing_else(tmp_path)
     kept = [reports / ".someone-elses.parquet.0123abcd.part", reports / "mine.parquet"]
     for path in left + kept:
         path.write_bytes(b"x")
-    assert workdir.remove_stale_temporaries(out, reports / "mine.parquet") == 3
+    with OutTree(out) as tree:
+        assert workdir.remove_stale_temporaries(tree, reports / "mine.parquet") == 3
     assert not any(p.exists() for p in left) and all(p.exists() for p in kept)
 
 

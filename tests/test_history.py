@@ -8,6 +8,7 @@ from PIL import Image
 
 from denoiser import history, trend
 from denoiser.clean_report import new_row, report_frame
+from denoiser.out_tree import OutTree
 
 
 def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0):
@@ -22,7 +23,8 @@ def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0):
 
 def record(out, frame, n):
     row = history.run_row(frame, run_id=f"run{n}", model_id="m", seconds=2.0)
-    return history.append_run(out, row)
+    with OutTree(out) as tree:
+        return history.append_run(tree, row)
 
 
 def test_unchanged_runs_raise_no_flag_and_doubled_noise_is_flagged_at_once(tmp_path):

@@ -10,6 +10,7 @@ import pytest
 
 from denoiser import history, retention, stages
 from denoiser.clean_report import new_row, report_frame
+from denoiser.out_tree import OutTree
 from denoiser.report import write_parquet
 from tests.helpers import write_idx_dataset
 
@@ -36,21 +37,23 @@ def test_pruning_a_cleaned_folder_removes_old_reports_shards_and_history_rows_on
     ids = [stages.new_run_id() for _ in range(5)]
     for age, run in zip((4, 3, 2, 1, 0), ids, strict=True):
         when = datetime.fromtimestamp(time.time() - age * DAY, timezone.utc)
-        history.append_run(out, history.run_row(frame, run_id=run, model_id="m", seconds=1.0, when=when))
+        with OutTree(out) as tree:
+            history.append_run(tree, history.run_row(frame, run_id=run, model_id="m", seconds=1.0, when=when))
         write_parquet(frame, work / "reports" / f"{run}.parquet")
         write_parquet(frame, work / "runs" / run / "shard-00000.parquet")
     (work / "reports" / "mine.parquet").write_bytes(b"a user's own file")
     (out / "cleaned.png").write_bytes(b"an output")
 
-    gone = retention.prune_clean_runs(out, retention.Retention(keep_runs=2), current=ids[0])
+    tree = OutTree(out)
+    gone = retention.prune_clean_runs(tree, retention.Retention(keep_runs=2), current=ids[0])
     assert gone == sorted(ids[1:4])  # the current run is one of the 2 kept, however old
     assert sorted(p.stem for p in (work / "reports").glob("*.parquet")) == sorted([ids[0], ids[4], "mine"])
     assert sorted(p.name for p in (work / "runs").iterdir()) == sorted([ids[0], ids[4]])
-    assert history.read_history(out)["run_id"].tolist() == [ids[0], ids[4]]
+    assert history.read_history(tree)["run_id"].tolist() == [ids[0], ids[4]]
     assert (out / "cleaned.png").read_bytes() == b"an output"
 
-    assert retention.prune_clean_runs(out, retention.Retention(keep_days=0.5)) == [ids[0]]
-    assert history.read_history(out)["run_id"].tolist() == [ids[4]]
+    assert retention.prune_clean_runs(tree, retention.Retention(keep_days=0.5)) == [ids[0]]
+    assert history.read_history(tree)["run_id"].tolist() == [ids[4]]
 
 
 def test_runs_share_one_copy_of_the_training_images_and_pruning_frees_it(tmp_path):
