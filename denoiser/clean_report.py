@@ -33,6 +33,7 @@ REPORT_COLUMNS = {
     "psnr_est": "float64",  # estimated PSNR of the output, dB
     "ood": "boolean",  # unlike the training digits
     "ood_reason": "string",
+    "pages": "Int64",  # pages or frames of the file, all cleaned (the figures are the first page's)
 }
 
 

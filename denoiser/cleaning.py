@@ -29,7 +29,7 @@ import torch
 
 from denoiser import memory
 from denoiser.checkpoint import Checkpoint, load_model
-from denoiser.choices import TONES
+from denoiser.choices import MAX_PIXELS, TONES
 from denoiser.clean_report import error_line, new_row
 from denoiser.device import resolve_device
 from denoiser.precision import resolve_precision
@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 #: Decoded pixels held at once by all shards of a process (read ahead, on the model, being
 #: written), beyond one file larger than this: with the working copies made on the way,
-#: about 40 bytes each, so ~330 MB whatever the files' sizes.
+#: about 20-25 bytes each, so ~200 MB whatever the files' sizes.
 HELD_PIXELS = 8 * 2**20
+
 _BUDGET = PixelBudget(HELD_PIXELS)  # one per process: shards running together share it
 #: Written files are flushed to disk and recorded in the manifest in groups of this many
 #: (a flush costs about as much as writing a few dozen files).
@@ -81,6 +82,8 @@ class CleanOptions:
     #: None: the analytic one
     quality: str | None = None
     max_file_mb: float = MAX_FILE_MB  # larger input files are error rows, never read
+    #: files that would decode to more pixels (all pages) are error rows, never decoded
+    max_pixels: int = MAX_PIXELS
 
     def __post_init__(self) -> None:
         if self.tones not in TONES:
@@ -91,6 +94,8 @@ class CleanOptions:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
         if self.max_file_mb <= 0:
             raise ValueError(f"max_file_mb must be > 0, got {self.max_file_mb}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
         if not 0 <= self.png_level <= 9:
             raise ValueError(f"png_level must be 0-9, got {self.png_level}")
 
@@ -211,7 +216,7 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
                       checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
                       tones=options.tones, reason=model_reason, png_level=options.png_level,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget,
-                      encode=RenderPool(options.encode_processes))
+                      encode=RenderPool(options.encode_processes), max_pixels=options.max_pixels)
     device = resolve_device(options.device)
     precision = resolve_precision(options.precision, device)
     ahead = max(options.batch_size or 0, 256)  # files submitted for reading ahead of the model
@@ -248,20 +253,24 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
                     raise DiskFull(tree.path)
                 while todo and len(reading) < ahead:
                     reading.add(readers.submit(steps.read, todo.popleft()))
-                pixels = sum(p.image.pixels.size for p in batch)
+                pixels = sum(p.image.size for p in batch)
                 stalled = bool(batch) and budget.waiting >= min(len(reading), options.workers)
                 if batch and (not reading or stalled or len(batch) >= ahead or pixels >= BATCH_PIXELS):
                     model = cached_model(checkpoint, device)
                     parts = BatchTimings()
-                    results = clean_batch(model, [p.image.pixels for p in batch], headroom=steps.headroom,
+                    results = clean_batch(model, [px for p in batch for px in p.image.all_pixels],
+                                          headroom=steps.headroom,
                                           tones=options.tones, device=device, batch_size=options.batch_size,
                                           tile=options.tile, overlap=options.overlap, precision=precision,
                                           shape_model=shape_model, quality_model=quality_model,
                                           timings=parts)
                     steps.count(decode=parts.prepare, model=parts.model, encode=parts.finish)
                     share = (parts.prepare + parts.model + parts.finish) / len(batch)
-                    writing.update(writers.submit(steps.write, item, result, share)
-                                   for item, result in zip(batch, results, strict=True))
+                    first = 0
+                    for item in batch:  # each file's pages' results, in order
+                        pages = 1 + len(item.image.pages)
+                        writing.add(writers.submit(steps.write, item, results[first : first + pages], share))
+                        first += pages
                     batch = []
                     flush()
                     continue
@@ -287,7 +296,7 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
 
 def dry_run(entries: list[Entry], *, in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
             model_id: str | None, overwrite: bool = False, rerun_other_models: bool = True,
-            max_file_mb: float = MAX_FILE_MB) -> list[dict[str, Any]]:
+            max_file_mb: float = MAX_FILE_MB, max_pixels: int = MAX_PIXELS) -> list[dict[str, Any]]:
     """What a run would do, writing nothing: status "todo", "skipped" or "error" per file."""
     done_by = model_id if rerun_other_models else None
     skip_none = overwrite or (model_id is None and rerun_other_models)
@@ -302,7 +311,7 @@ def dry_run(entries: list[Entry], *, in_dir: str | os.PathLike[str], out_dir: st
                 rows.append(new_row("dry-run", entry.rel, model_id or "", status="skipped", error=entry.skip))
                 continue
             content, digest = fetch(entry, in_dir, int(max_file_mb * 10**6))
-            read_image(entry.path, content)  # decoding finds the bad files without writing
+            read_image(entry.path, content, max_pixels=max_pixels)  # decoding finds the bad files, writing nothing
         except Exception as error:  # noqa: BLE001 - a dry run reports what a run would
             rows.append(new_row("dry-run", entry.rel, model_id or "", status="error",
                                 error=error_line(error)))

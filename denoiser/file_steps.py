@@ -97,14 +97,15 @@ class FileSteps:
     def __init__(self, *, in_dir: str | Path, tree: OutTree, tmp_dir: str, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings, tones: str,
                  reason: str | None, max_bytes: int, budget: PixelBudget,
-                 encode: Callable[[GrayImage, np.ndarray], bytes] = encode, png_level: int = 6) -> None:
+                 encode: Callable[[GrayImage, np.ndarray | list[np.ndarray]], bytes] = encode, png_level: int = 6,
+                 max_pixels: int | None = None) -> None:
         self.in_dir, self.tree, self.out_dir, self.tmp_dir = in_dir, tree, tree.path, tmp_dir
         self.disk_full = threading.Event()
         self.model_id, self.run_id, self.reason = checkpoint.model_id, run_id, reason
         self.headroom, self.tones = model_headroom(checkpoint.metadata), tones
         self.current, self.clock, self.max_bytes, self.budget = current, clock, max_bytes, budget
         self.encode = encode  # denoiser.render.encode, or a RenderPool running it in processes
-        self.png_level = png_level
+        self.png_level, self.max_pixels = png_level, max_pixels
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
         self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
@@ -149,7 +150,7 @@ class FileSteps:
                 return self.row(entry, status="skipped", input_sha256=digest,
                                 output_path=str(self.out_dir / entry.rel),
                                 seconds=time.perf_counter() - started)
-            image = read_image(entry.path, content, reserve=reserve)
+            image = read_image(entry.path, content, reserve=reserve, max_pixels=self.max_pixels)
             del content
             if image.format == "PNG":
                 image.save_options["compress_level"] = self.png_level
@@ -162,19 +163,24 @@ class FileSteps:
             with self._lock:
                 self.clock.decode += time.perf_counter() - started
 
-    def write(self, item: Pending, result: Cleaned | Exception, model_seconds: float) -> dict[str, Any] | None:
-        """Write one output atomically; its report row (an error row when ``result`` is the
-        exception that stopped the file), or None when the disk is full."""
+    def write(self, item: Pending, results: list[Cleaned | Exception], model_seconds: float) -> dict[str, Any] | None:
+        """Write one output atomically from the results of its pages; its report row (an
+        error row when a page's result is the exception that stopped it), or None when the
+        disk is full. The row's figures are the first page's."""
         started = time.perf_counter()
         image, entry = item.image, item.entry
         base: dict[str, Any] = dict(format=image.format, mode=image.mode, width=image.width,
-                                    height=image.height, input_sha256=item.digest)
+                                    height=image.height, input_sha256=item.digest, pages=1 + len(image.pages))
         try:
-            if isinstance(result, Exception):
-                raise result
+            failed = next((r for r in results if isinstance(r, Exception)), None)
+            if failed is not None:
+                raise failed
+            result = results[0]
+            assert isinstance(result, Cleaned)
             info = result.info
             base.update(inverted=info.inverted, paper=info.paper, ink=info.ink, scale=info.scale)
-            data = self.encode(image, result.pixels)
+            pixels = [r.pixels for r in results]  # type: ignore[union-attr]
+            data = self.encode(image, pixels if image.pages else pixels[0])
             if self.disk_full.is_set():
                 return None
             # The temporary file lives in OUT_DIR/.denoiser/tmp, so a killed run leaves

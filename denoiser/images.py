@@ -1,15 +1,18 @@
-"""Folder I/O for real scans: find image files, read any mode to gray, write it back.
+"""Folder input for real scans: find image files and read any mode to gray.
 
 Reading turns any Pillow mode into float32 gray ``(H, W)`` in [0, 1], scaled by the mode's
 real bit depth: 8-bit by 255, 16-bit by 65535 (never clamped to 8 bits), 32-bit integers
 by 65535 when their values fit in 16 bits (16-bit scans Pillow opens as "I") else by
-2**31 - 1, floats by 1 or by their maximum. :func:`write_like` writes a gray result back
-in the source's format, size, mode and bit depth: RGB becomes gray replicated in RGB, alpha is kept, 16-bit
-stays 16-bit. Only the first frame of animated or multi-page files is read.
+2**31 - 1, floats by their range (negative values included; NaN or infinite values are
+refused). Every page of a multi-page TIFF and every frame of an animated GIF, WebP or PNG
+is read (:attr:`GrayImage.pages`), with each frame's duration; a multi-page file of a
+format that cannot be written back with its pages is refused. :mod:`denoiser.render`
+writes a result back alike.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import re
@@ -28,6 +31,8 @@ from PIL import Image, UnidentifiedImageError
 SUFFIX_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF",
                   ".tiff": "TIFF", ".webp": "WEBP", ".gif": "GIF"}
 IMAGE_SUFFIXES = frozenset(SUFFIX_FORMATS)
+#: Formats whose pages or frames are all cleaned and written back.
+MULTI_PAGE_FORMATS = frozenset({"TIFF", "GIF", "WEBP", "PNG"})
 #: Formats whose EXIF (orientation included) is written back unchanged. Pillow applies a
 #: TIFF's orientation tag as it decodes, so a TIFF output is written upright, without it.
 EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
@@ -57,14 +62,21 @@ def scan_folder(in_dir: str | os.PathLike[str]) -> list[Entry]:
 
     Hidden files and folders (names starting with '.') are left out, and so are links to
     folders. A file link that resolves outside ``in_dir`` is listed with ``skip`` set; one
-    that resolves nowhere, with ``problem`` set.
+    that resolves nowhere or into a loop, with ``problem`` set; a folder that cannot be
+    read is listed (its relative path) with ``problem`` saying why, and the rest go on.
     """
     root = Path(in_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"input folder {root} does not exist or is not a folder")
     real_root = root.resolve()
     entries = []
-    for folder, dirs, files in os.walk(root):
+
+    def unreadable(error: OSError) -> None:
+        path = Path(error.filename) if error.filename else root
+        rel = path.relative_to(root).as_posix() if path != root else "."
+        entries.append(Entry(rel, path, problem=f"folder cannot be read: {error.strerror or error}"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_SUFFIXES:
@@ -72,9 +84,15 @@ def scan_folder(in_dir: str | os.PathLike[str]) -> list[Entry]:
             path = Path(folder) / name
             rel = path.relative_to(root).as_posix()
             if path.is_symlink():
-                target = path.resolve()
-                if not target.exists():
+                try:
+                    target = path.resolve(strict=True)
+                except FileNotFoundError:
                     entries.append(Entry(rel, path, problem="dangling link"))
+                    continue
+                except (OSError, RuntimeError) as error:  # a loop of links, a component unreadable
+                    why = "a loop of links" if isinstance(error, RuntimeError) or \
+                        getattr(error, "errno", None) == errno.ELOOP else (error.strerror or str(error))
+                    entries.append(Entry(rel, path, problem=f"link cannot be resolved: {why}"))
                     continue
                 if not target.is_relative_to(real_root):
                     entries.append(Entry(rel, path, skip="link resolves outside the input folder"))
@@ -90,9 +108,11 @@ class GrayImage:
     pixels: np.ndarray
     format: str
     mode: str
-    scale: float = 255.0
+    scale: float = 255.0  # the stored value of gray 1 is offset + scale
     alpha: np.ndarray | None = None
     save_options: dict[str, Any] = field(default_factory=dict)
+    offset: float = 0.0  # the stored value of gray 0 (float images reaching below 0)
+    pages: list[GrayImage] = field(default_factory=list)  # the pages or frames after the first
 
     @property
     def width(self) -> int:
@@ -101,6 +121,16 @@ class GrayImage:
     @property
     def height(self) -> int:
         return int(self.pixels.shape[0])
+
+    @property
+    def all_pixels(self) -> list[np.ndarray]:
+        """Every page's pixels, the first page's first."""
+        return [self.pixels, *(page.pixels for page in self.pages)]
+
+    @property
+    def size(self) -> int:
+        """Decoded pixels of all pages."""
+        return sum(p.size for p in self.all_pixels)
 
 
 def _gray_from_rgb(rgb: np.ndarray) -> np.ndarray:
@@ -113,15 +143,17 @@ def _int_scale(values: np.ndarray) -> float:
 
 
 def read_image(path: str | os.PathLike[str], content: bytes | None = None, *,
-               reserve: Callable[[int], None] | None = None) -> GrayImage:
-    """Read one image file (or its already-read ``content``) as gray.
+               reserve: Callable[[int], None] | None = None, max_pixels: int | None = None) -> GrayImage:
+    """Read one image file (or its already-read ``content``) as gray, every page of it.
 
-    ``reserve`` is called with the image's pixel count once its header is read and before
-    it is decoded (a caller bounding memory may block there).
+    ``reserve`` is called with the pixel count of all pages once the headers are read and
+    before anything is decoded (a caller bounding memory may block there). An image of
+    more than ``max_pixels`` pixels is refused before it is decoded.
 
     Raises :class:`ImageError` with a one-line reason for anything that is not a readable
     image: empty, truncated, unidentifiable or not the format its name says, a
-    decompression bomb, unreadable, not a regular file.
+    decompression bomb, over the pixel limit, pages a format cannot keep, unreadable, not a
+    regular file.
     """
     path = Path(path)
     expected = SUFFIX_FORMATS.get(path.suffix.lower())
@@ -134,10 +166,17 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None, *,
             # Pillow only warns between its limit and twice its limit: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(content), formats=[expected] if expected else None) as image:
+                sizes = _page_sizes(image)
+                total = sum(w * h for w, h in sizes)
+                if max_pixels is not None and total > max_pixels:
+                    shape = f"{sizes[0][0]}x{sizes[0][1]}" + (f" in {len(sizes)} pages" if len(sizes) > 1 else "")
+                    raise ImageError(f"{shape} is {total:,} pixels, over the limit of {max_pixels:,} "
+                                     "decoded pixels per file")
+                if len(sizes) > 1 and (image.format or "") not in MULTI_PAGE_FORMATS:
+                    raise ImageError(f"holds {len(sizes)} pages, which a {image.format} output cannot keep")
                 if reserve is not None:
-                    reserve(image.width * image.height)
-                image.load()
-                return _to_gray(image)
+                    reserve(total)
+                return _read_pages(image, len(sizes))
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -152,11 +191,52 @@ def read_image(path: str | os.PathLike[str], content: bytes | None = None, *,
         raise ImageError("permission denied") from None
     except FileNotFoundError:
         raise ImageError("file vanished or is a dangling link") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        if "truncated" in message.lower() or isinstance(error, SyntaxError):
+        if "truncated" in message.lower() or isinstance(error, (SyntaxError, EOFError)):
             message = f"truncated or corrupt image ({message})"
         raise ImageError(message) from error
+
+
+#: Pages read from one file at most (a file of a million tiny pages is refused, not walked).
+MAX_PAGES = 10_000
+
+
+def _page_sizes(image: Image.Image) -> list[tuple[int, int]]:
+    """(width, height) of every page, from the headers alone; animation frames share the
+    canvas's size."""
+    frames = int(getattr(image, "n_frames", 1) or 1)
+    if frames > MAX_PAGES:
+        raise ImageError(f"holds {frames:,} pages, over the limit of {MAX_PAGES:,}")
+    if frames == 1 or image.format != "TIFF":
+        return [image.size] * frames
+    sizes = []
+    for k in range(frames):
+        image.seek(k)
+        sizes.append(image.size)
+    image.seek(0)
+    return sizes
+
+
+def _read_pages(image: Image.Image, frames: int) -> GrayImage:
+    first: GrayImage | None = None
+    durations = []
+    for k in range(frames):
+        if k:
+            image.seek(k)
+        image.load()
+        page = _to_gray(image)
+        durations.append(image.info.get("duration"))
+        if first is None:
+            first = page
+        else:
+            first.pages.append(page)
+    assert first is not None
+    if frames > 1 and image.format in ("GIF", "WEBP", "PNG"):
+        if all(d is not None for d in durations):
+            first.save_options["duration"] = durations
+        first.save_options["loop"] = image.info.get("loop", 0)
+    return first
 
 
 def _to_gray(image: Image.Image) -> GrayImage:
@@ -169,7 +249,7 @@ def _to_gray(image: Image.Image) -> GrayImage:
     exif = image.getexif()
     if exif and fmt in EXIF_FORMATS:  # orientation and the rest, written back unchanged
         options["exif"] = exif.tobytes()
-    alpha = None
+    alpha, offset = None, 0.0
     if mode == "1":
         pixels, scale = np.asarray(image, dtype=np.float32), 1.0
     elif mode == "L":
@@ -190,64 +270,17 @@ def _to_gray(image: Image.Image) -> GrayImage:
         pixels = (values / scale).astype(np.float32)
     elif mode == "F":
         values = np.asarray(image).astype(np.float32)
-        top = float(np.nanmax(values)) if values.size else 1.0
-        scale = 1.0 if top <= 1.0 else top
-        pixels = np.nan_to_num(values / scale)
+        if values.size and not np.isfinite(values).all():
+            raise ImageError("float image holds NaN or infinite values; refusing to guess what they mean")
+        low = min(0.0, float(values.min())) if values.size else 0.0
+        scale = max(1.0, float(values.max()) if values.size else 1.0) - low
+        offset = low
+        pixels = (values - low) / scale
     elif mode == "P":
         rgba = np.asarray(image.convert("RGBA"))
         pixels, scale = _gray_from_rgb(rgba), 255.0
         alpha = rgba[..., 3].copy() if "transparency" in image.info else None
     else:  # CMYK, YCbCr, LAB, HSV...: through RGB
         pixels, scale = _gray_from_rgb(np.asarray(image.convert("RGB"))), 255.0
-    return GrayImage(np.clip(pixels, 0.0, 1.0), fmt, mode, scale, alpha, options)
-
-
-def _from_gray(source: GrayImage, gray: np.ndarray) -> Image.Image:
-    gray = np.clip(gray, 0.0, 1.0)
-    mode = source.mode
-    u8 = np.round(gray * 255.0).astype(np.uint8)
-    if mode == "1":
-        return Image.fromarray(gray >= 0.5).convert("1")
-    if mode == "L":
-        return Image.fromarray(u8, mode="L")
-    if mode == "LA":
-        return Image.fromarray(np.dstack([u8, source.alpha]), mode="LA")
-    if mode == "RGB":
-        return Image.fromarray(np.dstack([u8, u8, u8]), mode="RGB")
-    if mode == "RGBA":
-        return Image.fromarray(np.dstack([u8, u8, u8, source.alpha]), mode="RGBA")
-    if mode == "I;16":
-        return Image.fromarray(np.round(gray * 65535.0).astype(np.uint16))
-    if mode == "I":
-        return Image.fromarray(np.round(gray * source.scale).astype(np.int32))
-    if mode == "F":
-        return Image.fromarray((gray * source.scale).astype(np.float32), mode="F")
-    if mode == "P":
-        return _palette_image(gray, source.alpha)
-    return Image.fromarray(u8, mode="L").convert(mode)
-
-
-def _palette_image(gray: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    """A gray palette image; with ``alpha``, index 255 is transparent where alpha < 128."""
-    if alpha is None:
-        return Image.fromarray(np.round(gray * 255.0).astype(np.uint8), mode="L").convert("P")
-    index = np.where(alpha < 128, 255, np.round(gray * 254.0)).astype(np.uint8)
-    image = Image.fromarray(index, mode="P")
-    levels = [round(i * 255 / 254) for i in range(255)]
-    image.putpalette([v for level in levels for v in (level, level, level)] + [0, 0, 0])
-    image.info["transparency"] = 255
-    return image
-
-
-def write_like(source: GrayImage, gray: np.ndarray, path: str | os.PathLike[str]) -> None:
-    """Write ``gray`` (H, W) in [0, 1] to ``path`` in the format and mode of ``source``."""
-    if gray.shape != source.pixels.shape:
-        raise ValueError(f"output is {gray.shape}, the source image is {source.pixels.shape}")
-    image = _from_gray(source, gray)
-    options = dict(source.save_options)
-    if source.format == "JPEG":
-        options.setdefault("quality", 95)
-    elif source.format == "WEBP":
-        options.setdefault("quality", 95)
-    image.save(path, format=source.format, **options)
-
+    np.clip(pixels, 0.0, 1.0, out=pixels)
+    return GrayImage(pixels, fmt, mode, scale, alpha, options, offset)

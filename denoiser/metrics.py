@@ -99,10 +99,24 @@ def noise_sigma(image: np.ndarray) -> float:
     return float(noise_sigmas(x[None])[0])
 
 
+#: Detail coefficients an image's noise estimate reads at most: larger images are read on
+#: evenly spaced rows (the median of a million values is as good as of all of them, and
+#: memory stays bounded however large the scan).
+NOISE_SAMPLE = 2**20
+
+
 def noise_sigmas(images: np.ndarray) -> np.ndarray:
     """:func:`noise_sigma` of each of (N, H, W) images of one size, at once."""
-    x = np.asarray(images, dtype=np.float64)
+    x = np.asarray(images)
     if x.ndim != 3 or min(x.shape[1:]) < 2:
         return np.full(len(x), np.nan)
-    detail = (x[:, 1:, 1:] - x[:, 1:, :-1] - x[:, :-1, 1:] + x[:, :-1, :-1]) / 2.0
+    n, h, w = x.shape
+    step = max(1, -(-(h - 1) * (w - 1) // NOISE_SAMPLE))
+    if step == 1:
+        x = x.astype(np.float64, copy=False)
+        detail = (x[:, 1:, 1:] - x[:, 1:, :-1] - x[:, :-1, 1:] + x[:, :-1, :-1]) / 2.0
+        return np.median(np.abs(detail), axis=(1, 2)) / 0.6745
+    rows = np.arange(0, h - 1, step)
+    top, below = x[:, rows].astype(np.float64), x[:, rows + 1].astype(np.float64)
+    detail = (below[:, :, 1:] - below[:, :, :-1] - top[:, :, 1:] + top[:, :, :-1]) / 2.0
     return np.median(np.abs(detail), axis=(1, 2)) / 0.6745

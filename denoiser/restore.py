@@ -136,7 +136,7 @@ def finish_many(outputs: list[np.ndarray], infos: list[ScanInfo], shapes: list[t
              for out, shape in zip(outputs, shapes, strict=True)]
     finished: list[np.ndarray | None] = [None] * len(sized)
     for indices in by_shape(sized).values():
-        y = torch.from_numpy(np.stack([sized[i] for i in indices]))
+        y = torch.from_numpy(np.stack([sized[i] for i in indices]) if len(indices) > 1 else sized[indices[0]][None])
         paper = torch.tensor([infos[i].paper for i in indices]).view(-1, 1, 1)
         ink = torch.tensor([infos[i].ink for i in indices]).view(-1, 1, 1)
         if tone == "keep":
@@ -145,7 +145,7 @@ def finish_many(outputs: list[np.ndarray], infos: list[ScanInfo], shapes: list[t
             headroom = torch.tensor([infos[i].headroom for i in indices]).view(-1, 1, 1)
             back = tones.normalized((y * headroom).clamp(0, 1), paper, ink)
         for k, i in enumerate(indices):
-            finished[i] = back[k].numpy().astype(np.float32)
+            finished[i] = back[k].numpy().astype(np.float32, copy=False)
     return finished  # type: ignore[return-value]
 
 

@@ -113,9 +113,12 @@ def _figures(pixels: list[np.ndarray], cleaned: list[np.ndarray]) -> list[dict[s
     """recon_mse (the mean squared change) and the noise estimates of input and output."""
     rows: list[dict[str, float] | None] = [None] * len(pixels)
     for indices in restore.by_shape(pixels).values():
-        before = np.stack([pixels[i] for i in indices])
-        after = np.stack([cleaned[i] for i in indices])
-        change = np.mean((after - before) ** 2, axis=(1, 2))
+        if len(indices) == 1:  # a large scan is alone in its group: no copies of it
+            before, after = pixels[indices[0]][None], cleaned[indices[0]][None]
+        else:
+            before = np.stack([pixels[i] for i in indices])
+            after = np.stack([cleaned[i] for i in indices])
+        change = np.array([float(np.mean(np.square(a - b, dtype=np.float32))) for a, b in zip(after, before)])
         sigma_in, sigma_out = noise_sigmas(before), noise_sigmas(after)
         for k, i in enumerate(indices):
             rows[i] = {"recon_mse": float(change[k]), "noise_sigma_in": float(sigma_in[k]),

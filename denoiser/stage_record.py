@@ -22,4 +22,13 @@ def record(run_dir: Path, stage: str, result: StageResult, started: float) -> St
 def read_stage(run_dir: Path, stage: str) -> StageResult:
     """What ``stage`` recorded in ``run_dir``, or {} when it has not run there."""
     path = run_dir / "stages" / f"{stage}.json"
-    return read_json(path) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        found = read_json(path)
+    except ValueError as error:
+        raise ValueError(f"{error}: not a stage record; remove it to run the stage again") from None
+    if not isinstance(found, dict):
+        raise ValueError(f"{path} is not a stage record (a JSON {type(found).__name__}, not an object); "
+                         "remove it to run the stage again")
+    return found

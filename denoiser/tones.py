@@ -73,12 +73,12 @@ def _masked_quantile(x: torch.Tensor, mask: torch.Tensor, q: float) -> torch.Ten
 
 def to_model(images: torch.Tensor, paper: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
     """(N, H, W) scans -> MNIST's look (paper 0, ink 1), clipped to [0, 1]."""
-    return ((images - paper) / (ink - paper)).clamp(0, 1)
+    return ((images - paper) / (ink - paper)).clamp_(0, 1)
 
 
 def from_model(output: torch.Tensor, paper: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
     """Model outputs (paper 0, ink 1) -> the scan's own paper and ink levels."""
-    return (paper + (ink - paper) * output).clamp(0, 1)
+    return ((ink - paper) * output).add_(paper).clamp_(0, 1)
 
 
 def normalized(output: torch.Tensor, paper: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:

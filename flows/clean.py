@@ -200,6 +200,7 @@ def clean_folder(
     png_level: int = 6,
     tones: Literal[TONES] = "keep",
     max_file_mb: float = MAX_FILE_MB,
+    max_pixels: int = cleaning.MAX_PIXELS,
     rebuild_manifest: bool = False,
     models_dir: str = str(DEFAULT_MODELS_DIR),
     data_dir: str | None = None,
@@ -261,7 +262,7 @@ def clean_folder(
         shard_task = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
         options = dict(batch_size=batch_size, overwrite=overwrite, device=device, tones=tones,
                        precision=chosen["precision"], encode_processes=encode_processes,
-                       png_level=png_level, max_file_mb=max_file_mb)
+                       png_level=png_level, max_file_mb=max_file_mb, max_pixels=max_pixels)
         futures = [shard_task.submit(i, part, in_dir, out_dir, chosen, run_id, options)
                    for i, part in enumerate(parts)]
         results = [future.result() for future in futures]

@@ -173,10 +173,45 @@ def _run(args: argparse.Namespace) -> int:
 
 
 
+#: Commands that talk to the Prefect API (the one in $PREFECT_API_URL, else a temporary one).
+USES_API = ("run", "clean", "serve", "evaluate", "adapt", "deploy", "alerts")
+
+
+class ApiUnreachable(OSError):
+    """PREFECT_API_URL names a server that does not answer."""
+
+
+def check_api(url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ApiUnreachable` (one line) unless the Prefect API at ``url`` answers its
+    health check."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as answer:
+            if answer.status == 200:
+                return
+            why = f"HTTP {answer.status}"
+    except urllib.error.HTTPError as error:
+        why = f"HTTP {error.code}"
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        why = str(getattr(error, "reason", error))
+    raise ApiUnreachable(f"no Prefect server answers at {url} (PREFECT_API_URL; {why}): start one with "
+                         "`denoiser server start`, or unset PREFECT_API_URL to use a temporary local one")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    interrupt.install()
     parser = build_parser()
     args = parser.parse_args(argv)
-    interrupt.install()
+    try:
+        if args.command in USES_API and os.environ.get("PREFECT_API_URL"):
+            check_api(os.environ["PREFECT_API_URL"])
+    except ApiUnreachable as error:
+        return _user_error(args.command, error)
+    except KeyboardInterrupt:
+        print(f"denoiser {args.command}: interrupted", file=sys.stderr)
+        return 130
     if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
         orphans.stop_orphans()  # temporary servers a killed command left behind
         orphans.start_watchdog()

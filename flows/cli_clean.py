@@ -8,6 +8,7 @@ import os
 import sys
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEVICES, TONES
+from denoiser.choices import MAX_PIXELS
 from denoiser.safe_fs import MAX_FILE_MB, printable
 from flows.options import (HelpFormatter, add_precision, add_retention, non_negative_int, positive_float,
                            positive_int)
@@ -93,6 +94,9 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                               "through in chunks so memory does not grow with it")
     command.add_argument("--max-file-mb", type=positive_float, default=MAX_FILE_MB, metavar="MB",
                          help="input files larger than this are error rows, never read")
+    command.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
+                         help="files that would decode to more pixels (all pages together) are error "
+                              "rows, never decoded; the default keeps one file under about 1 GB of memory")
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     add_precision(command, "denoise")
@@ -125,7 +129,7 @@ def clean_parameters(args: argparse.Namespace) -> dict:
                 model=args.model, batch_size=args.batch_size, shard_size=args.shard_size,
                 device=args.device, precision=args.precision, encode_processes=args.encode_processes,
                 png_level=args.png_level,
-                tones=args.tones, max_file_mb=args.max_file_mb,
+                tones=args.tones, max_file_mb=args.max_file_mb, max_pixels=args.max_pixels,
                 models_dir=os.path.abspath(args.models_dir),
                 data_dir=args.data_dir and os.path.abspath(args.data_dir),
                 adapt_to_folder=args.adapt, adapt_minutes=args.adapt_minutes, strict=args.strict,
@@ -152,7 +156,8 @@ def clean(args: argparse.Namespace) -> int:
         frame = clean_report.report_frame(cleaning.dry_run(entries, in_dir=args.in_dir, out_dir=args.out_dir,
                                                          model_id=model_id, overwrite=args.overwrite,
                                                          rerun_other_models=chosen.rerun,
-                                                         max_file_mb=args.max_file_mb))
+                                                         max_file_mb=args.max_file_mb,
+                                                         max_pixels=args.max_pixels))
         for row in frame.itertuples():
             print(f"{row.status:8} {printable(row.path)}" + ("" if pd.isna(row.error) else f"  ({printable(row.error)})"))
         n = frame["status"].value_counts()
