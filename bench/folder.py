@@ -26,9 +26,8 @@ from denoiser.file_steps import FileSteps, PixelBudget, ShardTimings
 from denoiser.files import read_json
 from denoiser.model import build_model
 from denoiser.precision import FP32, Precision
-from denoiser.safe_fs import make_folders_inside
 from denoiser.scan_batch import BatchTimings, clean_batch
-from denoiser.workdir import WORK_DIR, prepare_output
+from denoiser.workdir import TMP, open_tree
 
 PER_FOLDER = 1000
 BATCH = 256  # files a shard sends to the model together (28x28 scans)
@@ -64,8 +63,8 @@ def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = F
     out = folder.parent / "parts-alone"
     entries = cleaning.plan(folder, out)[:limit]
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
-    prepare_output(out)
-    steps = FileSteps(in_dir=folder, out_dir=out, tmp_dir=make_folders_inside(out, f"{WORK_DIR}/tmp"),
+    tree = open_tree(out)
+    steps = FileSteps(in_dir=folder, tree=tree, tmp_dir=TMP,
                       checkpoint=found, run_id="bench", current={}, clock=ShardTimings(), tones="keep",
                       reason=None, max_bytes=10**8, budget=PixelBudget(2**40))
     model = checkpoint.load_model(found, device="cpu")
@@ -81,8 +80,9 @@ def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = F
                                precision=precision, timings=clock)
     start = time.perf_counter()
     for item, result in zip(pending, results, strict=True):
-        steps.write(item, result, 0.0)
+        steps.write(item, [result], 0.0)
     write_seconds = time.perf_counter() - start
+    tree.close()
     shutil.rmtree(out)
     n = len(entries)
     return {"decode": n / (read_seconds + clock.prepare), "model": n / clock.model,

@@ -17,7 +17,7 @@ import pandas as pd
 from PIL import Image
 
 from denoiser.images import GrayImage, ImageError, read_image
-from denoiser.safe_fs import display_name, read_input
+from denoiser.safe_fs import display_name, printable, read_input
 
 STATUSES = ("ok", "error", "skipped")
 REPORT_COLUMNS = {
@@ -55,7 +55,7 @@ def error_line(error: BaseException) -> str:
     line = text[0] if text else ""
     if not isinstance(error, (ImageError, OSError)) or not line:
         line = f"{type(error).__name__}: {line}".rstrip(": ")
-    return display_name(line[:300])
+    return printable(line[:300])
 
 
 def report_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

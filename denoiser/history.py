@@ -19,7 +19,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from datetime import datetime, timezone
 from typing import Any
 
@@ -183,6 +182,7 @@ def append_run(tree: OutTree, row: dict[str, Any]) -> tuple[pd.DataFrame, list[s
     the history with it and the drift reasons. Runs into one OUT_DIR hold its lock, so one
     run at a time writes here."""
     history = read_history(tree)
+    history = history[history["run_id"] != row["run_id"]]  # a rebuilt history may hold this run already
     reasons = drift_reasons(history, row)
     joined = _appended(history, {**row, "drift": "; ".join(reasons) or None})
     write_history(tree, joined)

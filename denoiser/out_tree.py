@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from denoiser.images import ImageError
+from denoiser.safe_fs import printable
 
 OPEN_FOLDERS = 256  # folders kept open per tree; beyond that one is opened for each use
 _NAME_ROOM = 255 - len(".0123abcd.part") - 1  # bytes of a name left in a temporary's name
@@ -42,11 +43,7 @@ class LinkRefused(ImageError):
 
 
 def _display(path: str) -> str:
-    try:
-        path.encode("utf-8")
-        return path
-    except UnicodeEncodeError:
-        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return printable(path)
 
 
 def split(rel: Rel) -> tuple[str, ...]:

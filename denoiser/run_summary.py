@@ -10,6 +10,8 @@ from typing import Any
 
 import pandas as pd
 
+from denoiser.safe_fs import printable
+
 FAILURES_SHOWN = 20  # failed files named in the logs; the artifact lists up to 50
 WORST_SHOWN = 10
 
@@ -17,7 +19,7 @@ WORST_SHOWN = 10
 def failures(frame: pd.DataFrame, limit: int = FAILURES_SHOWN) -> list[dict[str, str]]:
     """The first ``limit`` failed files (in path order) and their reasons."""
     failed = frame[frame["status"] == "error"].head(limit)
-    return [{"path": row.path, "error": row.error} for row in failed.itertuples()]
+    return [{"path": printable(row.path), "error": printable(row.error)} for row in failed.itertuples()]
 
 
 def state_message(totals: dict[str, int], flagged: int, frame: pd.DataFrame) -> str:

@@ -4,8 +4,7 @@ A file is read only if, at the moment it is opened, its real path is still insid
 input folder, no link is followed on the way (``O_NOFOLLOW`` on every component below the
 folder), it is a regular file (a FIFO would block the run forever, a device could be
 endless) and it is no larger than the size limit (checked before a byte is read).
-Output folders are made one component at a time, refusing any that is a link, so nothing
-is ever created outside the output folder.
+Everything under the output folder goes through :mod:`denoiser.out_tree` instead.
 
 File names that are not UTF-8 stay as Python's surrogate-escaped ``str`` for the file
 system; :func:`display_name` gives the escaped form reports and logs show and
@@ -17,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from denoiser.images import ImageError
 
@@ -95,25 +94,3 @@ def read_input(root: str | os.PathLike[str], path: str | os.PathLike[str], *,
     if len(content) > max_bytes:
         raise ImageError(f"file grew past the size limit of {max_bytes / 1e6:g} MB while read")
     return content
-
-
-def make_folders_inside(root: str | os.PathLike[str], rel_dir: str | os.PurePath) -> Path:
-    """Create ``root/rel_dir`` one folder at a time; refuse any component that is a link or
-    not a folder, *before* creating anything below it. Returns the folder."""
-    current = Path(root)
-    for part in PurePosixPath(rel_dir).parts:
-        if part in ("", ".", ".."):
-            raise ImageError(f"output path {display_name(str(rel_dir))} is not a plain relative path")
-        current = current / part
-        try:
-            os.mkdir(current)
-            continue
-        except FileExistsError:
-            pass
-        mode = os.lstat(current).st_mode
-        if stat.S_ISLNK(mode):
-            raise ImageError(f"{display_name(str(current))} in the output folder is a link; "
-                             "refusing to write through it")
-        if not stat.S_ISDIR(mode):
-            raise ImageError(f"{display_name(str(current))} in the output folder is not a folder")
-    return current

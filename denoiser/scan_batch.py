@@ -118,7 +118,7 @@ def _figures(pixels: list[np.ndarray], cleaned: list[np.ndarray]) -> list[dict[s
         else:
             before = np.stack([pixels[i] for i in indices])
             after = np.stack([cleaned[i] for i in indices])
-        change = np.array([float(np.mean(np.square(a - b, dtype=np.float32))) for a, b in zip(after, before)])
+        change = np.array([float(np.mean(np.square(a - b, dtype=np.float32))) for a, b in zip(after, before, strict=True)])
         sigma_in, sigma_out = noise_sigmas(before), noise_sigmas(after)
         for k, i in enumerate(indices):
             rows[i] = {"recon_mse": float(change[k]), "noise_sigma_in": float(sigma_in[k]),

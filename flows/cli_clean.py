@@ -189,6 +189,9 @@ def clean(args: argparse.Namespace) -> int:
     if result["status"] == "busy":  # not a failure: the run in progress does the work
         print(f"another run is cleaning into {args.out_dir}; nothing done", file=sys.stderr)
         return 0
+    if result["status"] == "stopped":  # a full disk, say: what was written is recorded
+        print(f"denoiser clean: error: {result['reason']}", file=sys.stderr)
+        return 1
     print(f"{result['files']} files: {result['ok']} ok, {result['error']} error, "
           f"{result['skipped']} skipped, {result['ood']} flagged as unlike the training digits\n"
           f"model {result['model_why']}\n"

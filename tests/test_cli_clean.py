@@ -109,6 +109,30 @@ def test_dry_run_lists_and_writes_nothing(tmp_path, store):
     assert not (tmp_path / "out").exists()
 
 
+def test_dry_run_prints_one_line_per_file_whatever_its_name(tmp_path, store):
+    write_scans(tmp_path / "in", 2)
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "in" / "two\nlines.png")
+    out = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--dry-run", "--models-dir", str(store))
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 4 and "todo     two\\nlines.png" in lines
+
+
+@pytest.mark.parametrize("after", [0.3, 1.0, 3.0])
+def test_ctrl_c_at_any_moment_of_the_start_is_one_line(tmp_path, store, after):
+    write_scans(tmp_path / "in", 2)
+    script = BIN / "denoiser"
+    run = subprocess.Popen([str(script), "clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir",
+                            str(store), "--device", "cpu"], env={**os.environ, **prefect_env(tmp_path)},
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    time.sleep(after)
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "denoiser clean: interrupted", err[-2000:]
+
+
 @pytest.mark.slow
 def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, store):
     run = start_slow_clean(tmp_path, store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

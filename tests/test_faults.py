@@ -21,7 +21,7 @@ from denoiser import clean_report, cleaning, manifest, scan_batch, workdir
 from denoiser.file_steps import PixelBudget
 from denoiser.images import read_image
 from denoiser.out_tree import OutTree
-from denoiser.safe_fs import make_folders_inside, read_input
+from denoiser.safe_fs import read_input
 from tests.helpers import digit_scan
 from tests.helpers import denoiser
 
@@ -135,8 +135,8 @@ def test_a_folder_link_planted_in_out_dir_gets_nothing_written_through_it(tmp_pa
     assert frame.loc["sub/deeper/x.png", "status"] == "error"
     assert "is a link; refusing to write through it" in frame.loc["sub/deeper/x.png", "error"]
     assert not list(outside.iterdir())  # not even the folder 'deeper'
-    with pytest.raises(ValueError, match="is a link"):
-        make_folders_inside(out, "sub/deeper")
+    with pytest.raises(ValueError, match="is a link"), OutTree(out) as tree:
+        tree.make_folder("sub/deeper")
 
 
 def test_a_planted_work_folder_link_is_refused_before_anything_is_written(tmp_path, untrained):
@@ -263,21 +263,33 @@ def test_a_read_only_out_dir_is_one_line_even_for_root(tmp_path, cli_folder, unt
     one_line_error(result, "is not writable (permission denied)")
 
 
-@pytest.mark.parametrize("state", ["lock-is-a-folder", "dangling-out-dir", "report-inside-in-dir"])
+@pytest.mark.parametrize("state", ["lock-is-a-folder", "dangling-out-dir", "report-inside-in-dir", "tmp-is-a-file",
+                                   "corrupt-manifest", "api-url-closed"])
 def test_broken_folder_states_are_one_line(tmp_path, cli_folder, untrained, state):
     out = tmp_path / "out"
     args = ["clean", str(cli_folder), str(out), "--model", str(untrained.weights), "--device", "cpu"]
+    env = {"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
     if state == "lock-is-a-folder":
         (out / ".denoiser" / "lock").mkdir(parents=True)
         expected = "lock is a folder"
     elif state == "dangling-out-dir":
         out.symlink_to(tmp_path / "gone")
         expected = "is a dangling link"
+    elif state == "tmp-is-a-file":
+        (out / ".denoiser").mkdir(parents=True)
+        (out / ".denoiser" / "tmp").write_bytes(b"")
+        expected = ".denoiser/tmp is a file, where the product keeps a folder"
+    elif state == "corrupt-manifest":
+        (out / ".denoiser").mkdir(parents=True)
+        (out / ".denoiser" / "manifest.sqlite").write_bytes(b"SQLite format 3\x00" + os.urandom(4096))
+        expected = "is corrupt or not a manifest"
+    elif state == "api-url-closed":
+        env["PREFECT_API_URL"] = "http://127.0.0.1:1/api"
+        expected = "no Prefect server answers at http://127.0.0.1:1/api"
     else:
         args += ["--report", str(cli_folder / "report.parquet")]
         expected = "must not be inside the input folder"
-    result = denoiser(*args, env={"PREFECT_HOME": str(tmp_path / "ph"),
-                                  "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}, timeout=180)
+    result = denoiser(*args, env=env, timeout=180)
     one_line_error(result, expected, status=2 if state == "report-inside-in-dir" else 1)
     assert not (cli_folder / "report.parquet").exists()
 
