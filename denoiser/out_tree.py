@@ -97,31 +97,34 @@ class OutTree:
         fd = os.dup(self.fd)
         try:
             for k, part in enumerate(parts):
-                try:
-                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    try:
-                        os.mkdir(part, dir_fd=fd)
-                    except FileExistsError:
-                        pass
-                    try:
-                        next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                    except OSError as error:
-                        if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                            raise self._refused(parts[: k + 1], fd, part, create) from None
-                        raise
-                except OSError as error:
-                    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise self._refused(parts[: k + 1], fd, part, create) from None
-                    raise
+                next_fd = self._open_one(fd, parts[: k + 1], create)
                 os.close(fd)
                 fd = next_fd
             return fd
         except BaseException:
             os.close(fd)
             raise
+
+    def _open_one(self, parent: int, parts: tuple[str, ...], create: bool) -> int:
+        """The fd of the folder ``parts[-1]`` in ``parent``, made if absent and ``create``.
+        A folder that another process moves away between the making and the opening is
+        made again, a few times, then refused."""
+        name = parts[-1]
+        for _attempt in range(5):
+            try:
+                return os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    raise
+            except OSError as error:
+                if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise self._refused(parts, parent, name, create) from None
+                raise
+            try:
+                os.mkdir(name, dir_fd=parent)
+            except FileExistsError:
+                pass
+        raise LinkRefused(f"{self.shown(parts)} keeps changing (moved or replaced while opened); not written")
 
     def _refused(self, parts: tuple[str, ...], parent: int, name: str, writing: bool) -> LinkRefused:
         try:

@@ -204,8 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     interrupt.install()
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command in USES_API and os.environ.get("PREFECT_API_URL"):
+    try:  # serve checks its schedule first, then the server (flows.cli_clean.serve)
+        if args.command in USES_API and args.command != "serve" and os.environ.get("PREFECT_API_URL"):
             check_api(os.environ["PREFECT_API_URL"])
     except ApiUnreachable as error:
         return _user_error(args.command, error)

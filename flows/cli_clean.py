@@ -234,6 +234,9 @@ def check_schedule(cron: str | None) -> None:
             "schedules need a running Prefect server, and PREFECT_API_URL is not set: start one "
             "with `denoiser server start` and run `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
         )
+    from flows.cli import check_api
+
+    check_api(PREFECT_API_URL.value())
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -175,7 +175,8 @@ def test_a_folder_swapped_for_a_link_during_a_run_gets_nothing_written_outside(t
     written = [p for p in out.rglob("*.png") if ".denoiser" not in p.parts]  # in sub or set aside
     ok, error = (frame["status"] == "ok").sum(), (frame["status"] == "error").sum()
     assert ok + error == 300 and len(written) == ok
-    assert all("is a link; refusing to write through it" in e for e in frame.loc[frame["status"] == "error", "error"])
+    errors = set(frame.loc[frame["status"] == "error", "error"])
+    assert all("is a link; refusing to write through it" in e or "keeps changing" in e for e in errors), errors
 
 
 def test_a_loop_of_links_and_an_unreadable_folder_are_error_rows_and_the_rest_is_cleaned(tmp_path, untrained):
@@ -211,18 +212,18 @@ def test_a_pixel_bomb_is_refused_with_both_numbers_and_memory_stays_under_a_giga
     Image.new("L", (9400, 9400), 255).save(root / "bomb.png")  # a few kB on disk, 88 M pixels
     assert (root / "bomb.png").stat().st_size < 200_000
     digit_png().save(root / "small.png")
-    script = ("import resource, sys; from tests.test_out_dir import clean; from denoiser import checkpoint;"
+    script = ("import sys; from tests.test_out_dir import clean, peak_kb; from denoiser import checkpoint;"
               "m = checkpoint.resolve_checkpoint(sys.argv[3], None);"
               "f = clean(sys.argv[1], sys.argv[2], m);"
               "print(f.loc['bomb.png', 'error']); print(f.loc['small.png', 'status']);"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+              "print(peak_kb())")
     result = subprocess.run([sys.executable, "-c", script, str(root), str(tmp_path / "out"), str(untrained.weights)],
                             capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    error, status, peak_kb = result.stdout.strip().splitlines()
+    error, status, peak = result.stdout.strip().splitlines()
     assert error == "9400x9400 is 88,360,000 pixels, over the limit of 16,777,216 decoded pixels per file"
     assert status == "ok"
-    assert int(peak_kb) < 1024 * 1024
+    assert int(peak) < 1024 * 1024
 
 
 def test_a_large_scan_under_the_limit_is_cleaned_within_a_gigabyte(tmp_path, untrained):
@@ -231,15 +232,24 @@ def test_a_large_scan_under_the_limit_is_cleaned_within_a_gigabyte(tmp_path, unt
     page = Image.new("L", (4000, 4000), 230)
     page.paste(digit_png().resize((400, 400)), (1800, 1800))
     page.save(root / "page.png")
-    script = ("import resource, sys; from tests.test_out_dir import clean; from denoiser import checkpoint;"
+    script = ("import sys; from tests.test_out_dir import clean, peak_kb; from denoiser import checkpoint;"
               "m = checkpoint.resolve_checkpoint(sys.argv[3], None);"
               "f = clean(sys.argv[1], sys.argv[2], m);"
-              "print(f.loc['page.png', 'status']); print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+              "print(f.loc['page.png', 'status']); print(peak_kb())")
     result = subprocess.run([sys.executable, "-c", script, str(root), str(tmp_path / "out"), str(untrained.weights)],
                             capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert result.returncode == 0, result.stderr[-2000:]
-    status, peak_kb = result.stdout.strip().splitlines()
-    assert status == "ok" and int(peak_kb) < 1024 * 1024
+    status, peak = result.stdout.strip().splitlines()
+    assert status == "ok" and int(peak) < 1024 * 1024
+
+
+def peak_kb() -> int:
+    """This process's peak resident memory (kB) since it started: VmHWM, which exec resets
+    (ru_maxrss does not: a child started from a large test worker inherits its figure)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def frames(seed: int, count: int = 3) -> list[Image.Image]:
