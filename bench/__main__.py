@@ -28,11 +28,11 @@ import torch
 from bench import folder, speed
 from bench.machine import conv_flops, limit_note, matmul_flops, median_of, model_flops
 from denoiser.choices import PRECISIONS
-from denoiser.device import resolve_device
-from denoiser.infer import default_batch_size
-from denoiser.model import build_model
-from denoiser.precision import Precision, bf16_supported, resolve_precision
-from denoiser.recipe import DEFAULT_MODEL
+from denoiser.models.device import resolve_device
+from denoiser.models.infer import default_batch_size
+from denoiser.models.networks import build_model
+from denoiser.models.precision import Precision, bf16_supported, resolve_precision
+from denoiser.models.recipe import DEFAULT_MODEL
 
 SIZES = {  # images per measurement
     "full": dict(repeats=3, train=16384, infer=10240, infer_ref=2048, folders=(10000, 50000),

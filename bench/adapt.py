@@ -10,7 +10,7 @@ Folders (MNIST test digits 5000 onwards: the gate uses the first 500 test digits
 gaussian 0.3 and 0.7, the tutorial's noise (0.5: the parent already handles it), the scan
 test set's kinds mixed, and a handwriting unlike MNIST's (thickened, thinned, slanted,
 rescaled digits) with the tutorial's noise, and a second hand that the handwriting match
-(denoiser.style_match) was not built on: a broad pen, leaning right, smaller. PSNR is
+(denoiser.adapt.style_match) was not built on: a broad pen, leaning right, smaller. PSNR is
 against each image's truth, after the cleaner's tone and scale handling, as ``denoiser
 clean`` would write it.
 """
@@ -27,14 +27,17 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser import checkpoint, registry, restore, scanset, style_match, tones
-from denoiser.adapt import AdaptConfig, adapt, centre_crops, rate_factor
-from denoiser.arrays import to_float
-from denoiser.averaging import WeightAverage
+from denoiser.adapt import style_match
+from denoiser.adapt.averaging import WeightAverage
+from denoiser.adapt.fine_tune import AdaptConfig, adapt, centre_crops, rate_factor
 from denoiser.choices import PRECISIONS
-from denoiser.data import load_dataset
+from denoiser.data.arrays import to_float
+from denoiser.data.mnist import load_dataset
+from denoiser.evaluation import scanset
 from denoiser.metrics import psnr
-from denoiser.precision import FP32, Precision, autocast, resolve_precision
+from denoiser.models import checkpoint, registry
+from denoiser.models.precision import FP32, Precision, autocast, resolve_precision
+from denoiser.scans import restore, tones
 
 Maker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # digits, seed -> truth, noisy
 

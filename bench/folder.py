@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from denoiser import checkpoint, cleaning
-from denoiser.file_steps import FileSteps, PixelBudget, ShardTimings
 from denoiser.files import read_json
-from denoiser.model import build_model
-from denoiser.precision import FP32, Precision
-from denoiser.scan_batch import BatchTimings, clean_batch
-from denoiser.workdir import TMP, open_tree
+from denoiser.folders import plan
+from denoiser.folders.steps import FileSteps, PixelBudget, ShardTimings
+from denoiser.folders.workdir import TMP, open_tree
+from denoiser.models import checkpoint
+from denoiser.models.networks import build_model
+from denoiser.models.precision import FP32, Precision
+from denoiser.scans.batch import BatchTimings, clean_batch
 
 PER_FOLDER = 1000
 BATCH = 256  # files a shard sends to the model together (28x28 scans)
@@ -56,16 +57,16 @@ def save_model(models_dir: Path, model: str) -> str:
 
 def parts_alone(folder: Path, weights: str, limit: int, precision: Precision = FP32) -> dict[str, float]:
     """Images/s of each part of the pipeline run by itself, with the product's own steps
-    (:class:`denoiser.file_steps.FileSteps`, :func:`denoiser.scan_batch.clean_batch`):
+    (:class:`denoiser.folders.steps.FileSteps`, :func:`denoiser.scans.batch.clean_batch`):
     decode (the safe read, hash and decode on one thread, then the batch's tones and scale),
     the model (both passes, on all cores, in ``precision``), encode (the map back and the
     report figures for the batch, then encoding and the atomic write on one thread)."""
     out = folder.parent / "parts-alone"
-    entries = cleaning.plan(folder, out)[:limit]
+    entries = plan.plan(folder, out)[:limit]
     found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
     tree = open_tree(out)
     steps = FileSteps(in_dir=folder, tree=tree, tmp_dir=TMP,
-                      checkpoint=found, run_id="bench", current={}, clock=ShardTimings(), tones="keep",
+                      checkpoint=found, run_id="bench", current={}, clock=ShardTimings(),
                       reason=None, max_bytes=10**8, budget=PixelBudget(2**40))
     model = checkpoint.load_model(found, device="cpu")
     clean_batch(model, [np.zeros((28, 28), np.float32)] * 64, headroom=steps.headroom,

@@ -18,17 +18,22 @@ from PIL import Image, ImageDraw, ImageFont
 from torch.nn import functional as F
 
 from bench.adapt import restyle
-from denoiser import checkpoint, quality_net, registry, restore, scanset, shape_training, shapes
-from denoiser.arrays import to_float
-from denoiser.data import load_dataset
+from denoiser.checks import quality_net, shapes
+from denoiser.data.arrays import to_float
+from denoiser.data.mnist import load_dataset
+from denoiser.evaluation import scanset
 from denoiser.metrics import psnr
-from denoiser.precision import FP32, Precision, resolve_precision
-from denoiser.scan_batch import clean_batch
+from denoiser.models import checkpoint, registry
+from denoiser.models.precision import FP32, Precision, resolve_precision
+from denoiser.scans import restore
+from denoiser.scans.batch import clean_batch
+from denoiser.training import quality
+from denoiser.training import shapes as shape_training
 
 
 def cleaned(model, headroom: float, noisy: list[np.ndarray], shape_model: shapes.ShapeModel | None = None,
             precision: Precision = FP32, quality_model: quality_net.QualityEstimator | None = None) -> list:
-    """Each scan as ``clean`` cleans it (:func:`denoiser.scan_batch.clean_batch`): its output in
+    """Each scan as ``clean`` cleans it (:func:`denoiser.scans.batch.clean_batch`): its output in
     the scan's tones and its report figures (``psnr_est``, ``ood``, ...)."""
     results = clean_batch(model, noisy, headroom=headroom, precision=precision, shape_model=shape_model,
                           quality_model=quality_model)
@@ -116,7 +121,7 @@ def main() -> None:
     parser.add_argument("--no-shapes", action="store_true", help="the flag without the digit-shape model")
     parser.add_argument("--ood-only", action="store_true", help="measure the OOD flag only")
     parser.add_argument("--no-learned", action="store_true",
-                        help="the analytic PSNR estimate alone, without the learned one (denoiser.quality_net)")
+                        help="the analytic PSNR estimate alone, without the learned one (denoiser.checks.quality_net)")
     args = parser.parse_args()
     mnist = load_dataset(args.data_dir)
     found = registry.choose_clean_model(None, args.models_dir).checkpoint
@@ -126,7 +131,7 @@ def main() -> None:
     precision = resolve_precision("auto", torch.device("cpu"))  # as clean runs it
     digits = mnist.test_images[5000 : 5000 + args.images]  # the thresholds were set on 5000-5199
     learned = None if args.no_learned or args.ood_only else quality_net.load_quality(
-        quality_net.ensure_quality(args.models_dir, found, args.data_dir))
+        quality.ensure_quality(args.models_dir, found, args.data_dir))
     rows = [] if args.ood_only else [estimate_kind(model, headroom, digits, kind, precision, learned)
                                      for kind in scanset.KINDS]
     print(f"{'kind':16}{'true dB':>9}{'est. dB':>9}{'MAE':>7}{'bias':>7}{'corr':>7}")

@@ -1,5 +1,5 @@
 """Speed into quality: candidate recipes for the default model, each trained with the product's
-:func:`denoiser.train.train` and scored on the full MNIST test set with the tutorial's noise.
+:func:`denoiser.training.loop.train` and scored on the full MNIST test set with the tutorial's noise.
 
     python -m bench.recipe unet --epochs 14                   # the default model, 14 epochs
     python -m bench.recipe unet3 --epochs 12 --precision bf16
@@ -25,16 +25,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from denoiser import model as models
-from denoiser import train as training
-from denoiser.arrays import to_float
-from denoiser.data import load_dataset
-from denoiser.infer import denoise
+from denoiser.data.arrays import to_float
+from denoiser.data.mnist import load_dataset
 from denoiser.metrics import psnr, ssim
-from denoiser.noise import noisy_copy
-from denoiser.noise_spec import NoiseSpec
-from denoiser.precision import resolve_precision
-from denoiser.recipe import TrainConfig
+from denoiser.models import networks as models
+from denoiser.models.infer import denoise
+from denoiser.models.precision import resolve_precision
+from denoiser.models.recipe import TrainConfig
+from denoiser.noise.spec import NoiseSpec
+from denoiser.noise.synthetic import noisy_copy
+from denoiser.training import loop as training
 
 
 def _conv(i: int, o: int) -> nn.Conv2d:

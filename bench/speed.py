@@ -14,11 +14,11 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from denoiser.infer import denoise
-from denoiser.model import build_model
-from denoiser.precision import FP32, Precision, resolve_precision
-from denoiser.recipe import TrainConfig
-from denoiser.train import train
+from denoiser.models.infer import denoise
+from denoiser.models.networks import build_model
+from denoiser.models.precision import FP32, Precision, resolve_precision
+from denoiser.models.recipe import TrainConfig
+from denoiser.training.loop import train
 
 
 def _sync(device: torch.device) -> None:
@@ -41,7 +41,7 @@ def synthetic_digits(n: int, seed: int = 0) -> np.ndarray:
 
 def product_train(images: np.ndarray, model: str, device: torch.device, precision: Precision = FP32,
                   epochs: int = 1) -> float:
-    """Images/s of :func:`denoiser.train.train`'s epoch loop (validation not counted)."""
+    """Images/s of :func:`denoiser.training.loop.train`'s epoch loop (validation not counted)."""
     config = TrainConfig.recipe(model, epochs=epochs, batch_size=128, val_fraction=0.02)
     result = train(images, config, device=device, precision=precision, show_progress=False)
     return float(np.median([e.images_per_second for e in result.history]))
@@ -72,7 +72,7 @@ def reference_train(images: np.ndarray, device: torch.device, epochs: int = 1) -
 
 def product_denoise(images: np.ndarray, model: str, device: torch.device,
                     precision: Precision = FP32) -> float:
-    """Images/s of :func:`denoiser.infer.denoise` at its default batch size."""
+    """Images/s of :func:`denoiser.models.infer.denoise` at its default batch size."""
     net = build_model(model)
     denoise(net, images[:256], device=device, precision=precision)  # warm-up
     _sync(device)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda", "mps")  # denoiser.device
-PRECISIONS = ("auto", "fp32", "bf16")  # denoiser.precision
-TONES = ("keep", "normalize")  # denoiser.restore: keep each scan's paper and ink, or normalize
-USES = ("clean", "run")  # denoiser.registry: the commands a model can be promoted for
-DEFAULT_MODELS_DIR = Path("data") / "models"  # denoiser.checkpoint: the model store
-DEFAULT_RUNS_DIR = Path("data") / "runs"  # denoiser.stages: one folder per MNIST run
-#: denoiser.cleaning: decoded pixels of one file (all its pages) at most, by default.
+DEVICES = ("auto", "cpu", "cuda", "mps")  # denoiser.models.device
+PRECISIONS = ("auto", "fp32", "bf16")  # denoiser.models.precision
+TONES = ("keep", "normalize")  # denoiser.scans.restore: keep each scan's paper and ink, or normalize
+USES = ("clean", "run")  # denoiser.models.registry: the commands a model can be promoted for
+DEFAULT_MODELS_DIR = Path("data") / "models"  # denoiser.models.checkpoint: the model store
+DEFAULT_RUNS_DIR = Path("data") / "runs"  # denoiser.pipeline.stages: one folder per MNIST run
+#: denoiser.folders.settings: decoded pixels of one file (all its pages) at most, by default.
 #: Measured on a 2-core Xeon (2026-12-04): ``denoiser clean`` of one 4000x4000 scan peaked
 #: at 774 MB of RSS (502 MB for a 28x28 one), so one file at this limit stays under 1 GB.
 MAX_PIXELS = 2**24
+SHARD_SIZE = 2000  # denoiser.folders.settings: files per retryable task of a cleaning run
+MAX_FILE_MB = 100  # denoiser.folders.safe_read: larger input files are error rows, never read

@@ -13,9 +13,12 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _NAME_ROOM = 255 - len(".0123abcd.part") - 1  # bytes of a name left in a temporary's name
 
@@ -93,3 +96,38 @@ def save_array(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
 def load_array(path: str | os.PathLike[str]) -> np.ndarray:
     return np.load(path, allow_pickle=False)
+
+
+def write_parquet(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, engine="pyarrow", index=False)
+    return Path(path)
+
+
+# --- file names as messages, reports and the manifest show them --------------------------
+
+
+def display_name(name: str) -> str:
+    """``name`` itself if it is valid UTF-8; else its bytes with the invalid ones escaped
+    (``caf\\xe9.png``), which every report, log and Parquet file can hold."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def printable(text: str) -> str:
+    """``text`` for one line of a terminal or a log: control characters (a newline in a
+    file name) escaped as ``\\n``, ``\\x1b``; the rest as :func:`display_name` gives it."""
+    shown = display_name(text)
+    if shown.isprintable():
+        return shown
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in shown)
+
+
+def name_key(name: str) -> str | bytes:
+    """The manifest's key for a relative path: the text if it is UTF-8, else its raw bytes
+    (SQLite keeps a BLOB apart from any TEXT, so two names never share a key)."""
+    return name if display_name(name) == name else os.fsencode(name)

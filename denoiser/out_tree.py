@@ -13,8 +13,8 @@ in the way is a :class:`LinkRefused` naming it. Folders stay open (up to
 :data:`OPEN_FOLDERS` of them) for the tree's life, so a write goes into the folder that was
 checked, even when a link takes its name a moment later.
 
-SQLite opens its files by path: :meth:`OutTree.sqlite_path` refuses links in the way and
-names the database through its open folder (``/proc/self/fd``).
+SQLite opens its files by path: :func:`denoiser.folders.manifest.sqlite_path` names the
+manifest through its open folder (``/proc/self/fd``), after refusing links in the way.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from denoiser.images import ImageError
-from denoiser.safe_fs import printable
+from denoiser.files import printable
 
 OPEN_FOLDERS = 256  # folders kept open per tree; beyond that one is opened for each use
 _NAME_ROOM = 255 - len(".0123abcd.part") - 1  # bytes of a name left in a temporary's name
@@ -38,25 +37,17 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 Rel = str | os.PathLike[str] | tuple[str, ...]
 
 
-class LinkRefused(ImageError):
+class LinkRefused(ValueError):
     """A link, or something that is not a folder, where the product writes or deletes."""
-
-
-def _display(path: str) -> str:
-    return printable(path)
 
 
 def split(rel: Rel) -> tuple[str, ...]:
     """The components of a plain relative path ('' and () are OUT_DIR itself); anything
     else (absolute, '..') is a ValueError."""
-    if isinstance(rel, tuple):
-        parts = rel
-    else:
-        text = os.fspath(rel)
-        parts = PurePosixPath(text).parts if text else ()
+    text = "/".join(rel) if isinstance(rel, tuple) else os.fspath(rel)
+    parts = rel if isinstance(rel, tuple) else PurePosixPath(text).parts if text else ()
     if parts and (parts[0] == "/" or any(p in ("", ".", "..") for p in parts)):
-        raise ValueError(f"{_display(os.fspath(rel) if not isinstance(rel, tuple) else '/'.join(rel))!r} "
-                         "is not a plain relative path")
+        raise ValueError(f"{printable(text)!r} is not a plain relative path")
     return parts
 
 
@@ -88,7 +79,7 @@ class OutTree:
 
     def shown(self, rel: Rel = ()) -> str:
         """``OUT_DIR/rel`` as a message shows it."""
-        return _display(str(self.path.joinpath(*split(rel))))
+        return printable(str(self.path.joinpath(*split(rel))))
 
     # -- folders ---------------------------------------------------------------------------
 
@@ -172,7 +163,7 @@ class OutTree:
     def make_folder(self, rel: Rel) -> None:
         """Make the folder ``rel`` and those above it, refusing links and files in the way."""
         with self.folder(rel, create=True):
-            pass
+            return
 
     # -- entries ---------------------------------------------------------------------------
 
@@ -296,22 +287,3 @@ class OutTree:
                     yield parts, files, dir_fd
         except FileNotFoundError:
             return
-
-    def sqlite_path(self, rel: Rel) -> str:
-        """A path SQLite can open for the database ``rel`` that passes through no link: its
-        folder by the open descriptor. The database and its journals must be regular files
-        or absent (a link is refused). The folder stays open for the tree's life."""
-        parts = split(rel)
-        with self._parent(parts, create=True, keep=True) as (parent, name):
-            for suffix in ("", "-wal", "-shm", "-journal"):
-                try:
-                    mode = os.stat(name + suffix, dir_fd=parent, follow_symlinks=False).st_mode
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(mode):
-                    what = "a link" if stat.S_ISLNK(mode) else "not a regular file"
-                    raise LinkRefused(f"{self.shown(parts[:-1] + (name + suffix,))} is {what}; "
-                                      "refusing to open it")
-            if os.path.isdir(f"/proc/self/fd/{parent}"):
-                return f"/proc/self/fd/{parent}/{name}"
-        return str(self.path.joinpath(*parts))  # no /proc: the checks above are what holds

@@ -26,9 +26,9 @@ from PIL import Image, ImageDraw, ImageFont
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from denoiser import checkpoint  # noqa: E402
-from denoiser.recipe import TrainConfig  # noqa: E402
-from denoiser.train import train  # noqa: E402
+from denoiser.models import checkpoint
+from denoiser.models.recipe import TrainConfig
+from denoiser.training.loop import train
 
 DOCS = ROOT / "docs"
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",

@@ -6,8 +6,8 @@ import pandas as pd
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from denoiser import run_summary
-from denoiser.clean_report import before_after_strip
+from denoiser.folders import summary
+from denoiser.folders.report import before_after_strip
 
 
 def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: str, model: str) -> None:
@@ -15,28 +15,28 @@ def publish_artifacts(frame: pd.DataFrame, totals: dict, run_id: str, in_dir: st
     logger = get_run_logger()
     ok = frame[frame["status"] == "ok"]
     flagged = ok[ok["ood"].fillna(False).astype(bool)]
-    create_table_artifact(table=run_summary.count_table(totals, len(flagged)), key="clean-summary",
+    create_table_artifact(table=summary.count_table(totals, len(flagged)), key="clean-summary",
                           description=f"Run {run_id}, model {model}: files by outcome")
-    worst = run_summary.worst_table(frame)
+    worst = summary.worst_table(frame)
     create_table_artifact(table=worst or [{"path": "(no file cleaned)"}], key="clean-worst",
                           description=f"Run {run_id}: the {len(worst)} cleaned files the model changed most "
                                       "(highest recon_mse): look at these first")
-    failed = run_summary.failures(frame, limit=50)
+    failed = summary.failures(frame, limit=50)
     create_table_artifact(table=failed or [{"path": "(none)", "error": None}], key="clean-errors",
                           description=f"Run {run_id}: files that failed ({totals['error']}), with why"
                                       + (" (the first 50)" if totals["error"] > 50 else ""))
-    for failure in failed[: run_summary.FAILURES_SHOWN]:
+    for failure in failed[: summary.FAILURES_SHOWN]:
         logger.warning("failed: %s: %s", failure["path"], failure["error"])
-    if totals["error"] > run_summary.FAILURES_SHOWN:
+    if totals["error"] > summary.FAILURES_SHOWN:
         logger.warning("... and %d more failed files (all in the report and the clean-errors artifact)",
-                       totals["error"] - run_summary.FAILURES_SHOWN)
+                       totals["error"] - summary.FAILURES_SHOWN)
     listed = [{"path": row.path, "reason": row.ood_reason, "psnr_est_db": round(float(row.psnr_est), 1)}
               for row in flagged.head(50).itertuples()]
     listed = listed or [{"path": "(none)", "reason": None, "psnr_est_db": None}]
     create_table_artifact(table=listed, key="clean-ood",
                           description=f"Run {run_id}: {len(flagged)} files unlike the training digits "
                                       "(the first 50)")
-    picks = run_summary.strip_picks(frame)
+    picks = summary.strip_picks(frame)
     strip = before_after_strip(frame, in_dir, picks=[index for index, _ in picks])
     markdown = (f"# Cleaning run {run_id}\n\nModel {model}.\n\n" +
                 " · ".join(f"**{n}** {status}" for status, n in totals.items()) +

@@ -14,8 +14,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from denoiser import checkpoint, evaluate, stages
+from denoiser import runs
 from denoiser.choices import DEFAULT_MODELS_DIR
+from denoiser.evaluation import evaluate
+from denoiser.models import checkpoint
 from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
@@ -74,7 +76,7 @@ def evaluate_models(
     logger = get_run_logger()
     if models is None:
         models = [c.model_id for c in checkpoint.list_checkpoints(models_dir)]
-    out_dir = out_dir or str(evaluate.DEFAULT_EVAL_DIR / stages.new_run_id())
+    out_dir = out_dir or str(evaluate.DEFAULT_EVAL_DIR / runs.new_run_id())
     noises = noises or ["gaussian:0.5"]
     logger.info("evaluating %d models and %d baselines into %s", len(models), len(baselines or []), out_dir)
     prepared = prepare(out_dir, data_dir, dataset, noises, scans, limit, tune_images, seed)

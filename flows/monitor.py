@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.events import emit_event
 
-from denoiser import history, trend
+from denoiser.folders import history, trend
 from denoiser.out_tree import OutTree
 from flows.logs import library_logs
 from flows.policy import TASK_DEFAULTS
@@ -33,7 +33,7 @@ def trend_key(out_dir: str) -> str:
 @task(name="record-history", task_run_name="record-history", **TASK_DEFAULTS)
 @library_logs
 def record_history(out_dir: str, row: dict, seconds: float) -> dict:
-    """Append this run's row (:func:`denoiser.history.run_row`, timed at ``seconds``) to
+    """Append this run's row (:func:`denoiser.folders.history.run_row`, timed at ``seconds``) to
     ``OUT_DIR/.denoiser/history.parquet``, publish the folder's trend, and where the run
     drifted from the runs before it: a WARNING and a drift event."""
     logger = get_run_logger()

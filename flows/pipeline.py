@@ -1,6 +1,6 @@
 """The MNIST pipeline flow: ingest -> synthesize noise -> train or load -> denoise -> report.
 
-Each stage is a task with retries that wraps one function of :mod:`denoiser.stages` and
+Each stage is a task with retries that wraps one function of :mod:`denoiser.pipeline.stages` and
 hands the next stage file paths inside ``<runs_dir>/<run_id>/``. Each stage's result is
 kept as JSON in the run directory under a digest of its parameters, so a retry of the
 whole flow run (or a rerun with the same ``run_id``) reuses the stages that completed,
@@ -18,11 +18,9 @@ Run it with ``denoiser run`` (see ``flows/cli.py``) or from Python::
 
 import base64
 import functools
-import hashlib
 import inspect
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
@@ -34,46 +32,21 @@ from prefect.artifacts import (
 from prefect.runtime import flow_run
 from prefect.states import Completed
 
-from denoiser import retention, stages, train_stage
+from denoiser import runs
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, PRECISIONS
-from denoiser.datasets import DATASETS
-from denoiser.device import resolve_device
+from denoiser.data.datasets import DATASETS
 from denoiser.files import read_json, write_json
-from denoiser.noise_spec import DEFAULT_NOISE
-from denoiser.precision import resolve_precision
-from denoiser.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
+from denoiser.models.device import resolve_device
+from denoiser.models.precision import resolve_precision
+from denoiser.models.recipe import DEFAULT_MODEL, LOSSES, MODEL_NAMES, SCHEDULES, TrainConfig
+from denoiser.noise.spec import DEFAULT_NOISE
+from denoiser.pipeline import stages, train_stage
+from denoiser.pipeline.record import done_path, read_done
 from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, RETRY_DELAY_SECONDS, TASK_DEFAULTS
 
-CODE_VERSION = "2"  # part of every cache key: bump when a stage's outputs change meaning
-
-
 # --- caching and retries ------------------------------------------------------------
-
-
-def stage_record(run_dir: str, name: str, parameters: dict[str, Any]) -> Path:
-    """Where a stage's result for these parameters is kept: inside the run directory, so a
-    deleted run directory is never taken for done."""
-    blob = json.dumps(parameters, sort_keys=True, default=str).encode()
-    digest = hashlib.sha256(blob + CODE_VERSION.encode()).hexdigest()[:16]
-    return Path(run_dir) / "stages" / "done" / f"{name}-{digest}.json"
-
-
-def read_stage_record(path: Path) -> dict | None:
-    """A stored stage result, read as plain JSON (no object hooks, nothing imported or
-    unpickled); None, with a warning, if it is anything but a JSON object."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        stored = None
-    if not isinstance(stored, dict):
-        get_run_logger().warning("stored result %s is not a JSON object: rejected, the stage runs again",
-                                 path)
-        return None
-    return stored
 
 
 def _stage_task(name: str):
@@ -89,12 +62,12 @@ def _stage_task(name: str):
         def remembered(*args, **kwargs):
             bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
-            record = stage_record(bound.arguments["run_dir"], name, dict(bound.arguments))
-            stored = read_stage_record(record)
+            path = done_path(bound.arguments["run_dir"], name, dict(bound.arguments))
+            stored = read_done(path)
             if stored is not None:
-                return Completed(data=stored, name="Cached", message=f"reused {record.name}")
+                return Completed(data=stored, name="Cached", message=f"reused {path.name}")
             result = fn(*args, **kwargs)
-            write_json(record, result)
+            write_json(path, result)
             return result
 
         return make_task(library_logs(remembered))
@@ -268,8 +241,8 @@ def mnist_pipeline(
 
 @task(name="prune-runs", task_run_name="prune-runs", **TASK_DEFAULTS)
 def prune_runs(runs_dir: str, keep_runs: int | None, keep_days: float | None, run_id: str) -> list[str]:
-    """Remove earlier run folders the retention lets go (:mod:`denoiser.retention`)."""
-    gone = retention.prune_pipeline_runs(runs_dir, retention.Retention(keep_runs, keep_days), current=run_id)
+    """Remove earlier run folders the retention lets go (:mod:`denoiser.folders.retention`)."""
+    gone = runs.prune_pipeline_runs(runs_dir, runs.Retention(keep_runs, keep_days), current=run_id)
     if gone:
         get_run_logger().info("retention: removed %d earlier run folders from %s", len(gone), runs_dir)
     return gone

@@ -39,8 +39,8 @@ def untrained(tmp_path_factory):
     """
     import torch
 
-    from denoiser import checkpoint
-    from denoiser.model import ConvDAE
+    from denoiser.models import checkpoint
+    from denoiser.models.networks import ConvDAE
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models")
@@ -50,7 +50,7 @@ def untrained(tmp_path_factory):
 @pytest.fixture(scope="session")
 def store(untrained):
     """The store of ``untrained``, with 'conv-test' promoted as the default for clean."""
-    from denoiser import registry
+    from denoiser.models import registry
 
     registry.promote(untrained.weights.parent, "conv-test", "clean", score=lambda _: 0.0)
     return untrained.weights.parent
@@ -61,11 +61,11 @@ def trained_store(idx_dir, tmp_path_factory):
     """A U-Net trained for a few epochs on the synthetic training digits."""
     import torch
 
-    from denoiser import checkpoint
-    from denoiser.data import load_dataset
-    from denoiser.datasets import ANY_IDX
-    from denoiser.train import train
-    from denoiser.recipe import TrainConfig
+    from denoiser.data.datasets import ANY_IDX
+    from denoiser.data.mnist import load_dataset
+    from denoiser.models import checkpoint
+    from denoiser.models.recipe import TrainConfig
+    from denoiser.training.loop import train
 
     folder, _ = idx_dir
     data = load_dataset(folder, dataset=ANY_IDX)
@@ -74,4 +74,21 @@ def trained_store(idx_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("eval-models")
     checkpoint.save_checkpoint(store, "unet-tiny", model,
                                {"architecture": "unet", "config": config.to_dict()})
+    return store
+
+
+@pytest.fixture
+def two_models(trained_store, tmp_path):
+    """A store with the tiny trained U-Net and an untrained conv DAE (newer)."""
+    import shutil
+
+    import torch
+
+    from denoiser.models import checkpoint
+    from denoiser.models.networks import ConvDAE
+
+    store = tmp_path / "models"
+    shutil.copytree(trained_store, store)
+    torch.manual_seed(0)
+    checkpoint.save_checkpoint(store, "conv-untrained", ConvDAE(), {"architecture": "conv"})
     return store

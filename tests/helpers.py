@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +15,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from denoiser.datasets import IdxDataset, IdxFile
+from denoiser.data.datasets import IdxDataset, IdxFile
+
+#: The repository's root (tests run subprocesses there).
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -181,3 +185,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: Root ignores file permissions unless it lacks CAP_DAC_OVERRIDE: a command prefixed with
+#: this runs without it, so permission tests mean the same as root and as a user.
+WITHOUT_ROOT_OVERRIDE = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] \
+    if os.geteuid() == 0 and shutil.which("setpriv") else []
+
+
+def digit_png(seed: int = 3) -> Image.Image:
+    """A noisy 28x28 digit-like scan as an 8-bit gray image."""
+    _, noisy = digit_scan((28, 28), seed=seed)
+    return Image.fromarray((noisy * 255).astype(np.uint8), "L")

@@ -4,10 +4,9 @@ import shutil
 
 import numpy as np
 from PIL import Image
-
 from prefect import flow
 
-from denoiser import checkpoint
+from denoiser.models import checkpoint
 from flows.adapt import adapt_folder, gate
 
 
@@ -78,39 +77,42 @@ def write_noisy_digits(folder, sigma, n=30, ramp=0.0):
 
 
 def test_clean_adapt_adapts_once_reuses_and_adapts_again_on_drift(tmp_path, trained_store, mnist_dir):
-    from denoiser import workdir
+    from denoiser.adapt import decide
+    from denoiser.folders.settings import CleanOptions, CleanRun
     from flows.clean import clean_folder
 
     models = tmp_path / "models"
     shutil.copytree(trained_store, models)
     scans, out = tmp_path / "scans", tmp_path / "out"
     write_noisy_digits(scans, 0.3)
-    options = dict(model="unet-tiny", models_dir=str(models), data_dir=str(mnist_dir),
-                   runs_dir=str(tmp_path / "runs"), device="cpu", adapt_to_folder=True, adapt_minutes=0.02)
+    options = dict(options=CleanOptions(device="cpu"),
+                   run=CleanRun(model="unet-tiny", models_dir=str(models), data_dir=str(mnist_dir),
+                                runs_dir=str(tmp_path / "runs"), adapt=True, adapt_minutes=0.02))
     first = clean_folder(in_dir=str(scans), out_dir=str(out), **options)
-    state = workdir.read_adaptation(out)
+    state = decide.read_adaptation(out)
     assert state["parent"] == "unet-tiny" and first["model_id"] == state["chosen"]
     stored = {c.model_id for c in checkpoint.list_checkpoints(models)}
     clean_folder(in_dir=str(scans), out_dir=str(out), **options)  # same noise: reused, nothing made
     assert {c.model_id for c in checkpoint.list_checkpoints(models)} == stored
-    assert workdir.read_adaptation(out) == state
+    assert decide.read_adaptation(out) == state
     write_noisy_digits(scans, 0.8)  # the scanner got much worse
     clean_folder(in_dir=str(scans), out_dir=str(out), **options)
-    again = workdir.read_adaptation(out)
+    again = decide.read_adaptation(out)
     assert again["model_id"] != state["model_id"] and np.median(again["levels"]) > np.median(state["levels"])
 
 
 def test_clean_adapt_on_a_folder_that_is_not_white_cleans_with_the_parent(tmp_path, trained_store, mnist_dir):
-    from denoiser import workdir
+    from denoiser.adapt import decide
+    from denoiser.folders.settings import CleanOptions, CleanRun
     from flows.clean import clean_folder
 
     models = tmp_path / "models"
     shutil.copytree(trained_store, models)
     scans, out = tmp_path / "scans", tmp_path / "out"
     write_noisy_digits(scans, 0.1, ramp=0.4)
-    result = clean_folder(in_dir=str(scans), out_dir=str(out), model="unet-tiny", models_dir=str(models),
-                          data_dir=str(mnist_dir), runs_dir=str(tmp_path / "runs"), device="cpu",
-                          adapt_to_folder=True, adapt_minutes=0.02)
-    state = workdir.read_adaptation(out)
+    result = clean_folder(in_dir=str(scans), out_dir=str(out), options=CleanOptions(device="cpu"),
+                          run=CleanRun(model="unet-tiny", models_dir=str(models), data_dir=str(mnist_dir),
+                                       runs_dir=str(tmp_path / "runs"), adapt=True, adapt_minutes=0.02))
+    state = decide.read_adaptation(out)
     assert state["model_id"] is None and state["chosen"] == result["model_id"] == "unet-tiny"
     assert len(state["correlations"]) == len(state["levels"]) == 30  # what the next run compares against

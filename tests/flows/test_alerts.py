@@ -75,6 +75,7 @@ def wait_for(posted, text, seconds=60):
 
 
 def test_a_drifting_folder_and_a_failed_run_reach_the_notification_block(webhook, tmp_path, store):
+    from denoiser.folders.settings import CleanOptions, CleanRun
     from flows.clean import clean_folder
 
     alerts.install("custom-webhook/delivered")
@@ -86,16 +87,16 @@ def test_a_drifting_folder_and_a_failed_run_reach_the_notification_block(webhook
             (tmp_path / "in").mkdir(exist_ok=True)
             Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(tmp_path / "in" / f"{i:02d}.png")
 
-    params = dict(in_dir=str(tmp_path / "in"), out_dir=str(tmp_path / "out"), models_dir=str(store),
-                  device="cpu", overwrite=True, retry_delay_seconds=0)
+    params = dict(in_dir=str(tmp_path / "in"), out_dir=str(tmp_path / "out"),
+                  options=CleanOptions(device="cpu", overwrite=True), retry_delay_seconds=0)
     for noise in (0.15, 0.15, 0.15, 0.3):  # the scanner's noise doubles on the fourth run
         scans(noise)
-        clean_folder(**params)
+        clean_folder(**params, run=CleanRun(models_dir=str(store)))
     drift = wait_for(webhook, "Scans drifted")
     assert str(tmp_path / "out") in drift and "median input noise" in drift
 
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
-    state = clean_folder(**params, strict=True, return_state=True)
+    state = clean_folder(**params, run=CleanRun(models_dir=str(store), strict=True), return_state=True)
     assert state.is_failed()
     failed = wait_for(webhook, "Failed: clean-folder")
     assert "broken.png" in failed  # the run's state message names the file

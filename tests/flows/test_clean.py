@@ -16,7 +16,8 @@ from prefect.client.schemas.filters import (
 )
 from prefect_dask import DaskTaskRunner
 
-from denoiser import cleaning, workdir
+from denoiser.folders import shard, workdir
+from denoiser.folders.settings import CleanOptions, CleanRun
 from flows.clean import clean_folder
 from tests.helpers import draw_digits
 
@@ -34,9 +35,10 @@ def scans(tmp_path):
     return tmp_path / "in"
 
 
-def params(scans, out, store, **extra):
-    return dict(in_dir=str(scans), out_dir=str(out), models_dir=str(store), shard_size=5,
-                device="cpu", retry_delay_seconds=0, **extra)
+def params(scans, out, store, *, overwrite=False, **run):
+    """The flow's parameters: the folders, each file's options, the run's settings."""
+    return dict(in_dir=str(scans), out_dir=str(out), options=CleanOptions(device="cpu", overwrite=overwrite),
+                run=CleanRun(**{"models_dir": str(store), "shard_size": 5, **run}), retry_delay_seconds=0)
 
 
 def read_outputs(out):
@@ -105,7 +107,7 @@ def test_a_strict_run_with_a_failed_file_ends_failed(scans, tmp_path, store):
 
 def test_a_shard_that_fails_once_is_retried(scans, tmp_path, store, monkeypatch):
     calls = Counter()
-    original = cleaning.clean_shard
+    original = shard.clean_shard
 
     def flaky(entries, **kwargs):
         calls["all"] += 1
@@ -113,7 +115,7 @@ def test_a_shard_that_fails_once_is_retried(scans, tmp_path, store, monkeypatch)
             raise OSError("network share went away")
         return original(entries, **kwargs)
 
-    monkeypatch.setattr(cleaning, "clean_shard", flaky)
+    monkeypatch.setattr(shard, "clean_shard", flaky)
     result = clean_folder(**params(scans, tmp_path / "out", store))
     assert result["ok"] == 12 and calls["all"] == 4  # three shards, one of them twice
 
@@ -188,7 +190,8 @@ def test_a_run_that_finds_nothing_new_keeps_no_report_and_old_runs_are_pruned(sc
 def test_a_store_with_a_shape_model_flags_by_shape_in_the_run(scans, tmp_path, trained_store):
     import shutil
 
-    from denoiser import shape_training, shapes
+    from denoiser.checks import shapes
+    from denoiser.training import shapes as shape_training
     from tests.helpers import typed
 
     models = tmp_path / "models"

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from denoiser.folders.settings import CleanOptions, CleanRun
 from flows.clean import clean_folder
 from tests.helpers import draw_digits
 
@@ -24,9 +25,9 @@ def write_bmps(folder: Path, count: int, side: int = 300) -> None:
         Image.fromarray(digit).resize((side, side)).save(folder / f"{i:03d}.bmp")
 
 
-def run(in_dir, out, store, **extra):
-    return clean_folder(in_dir=str(in_dir), out_dir=str(out), models_dir=str(store), device="cpu",
-                        retry_delay_seconds=0, return_state=True, **extra)
+def run(in_dir, out, store, **settings):
+    return clean_folder(in_dir=str(in_dir), out_dir=str(out), options=CleanOptions(device="cpu"),
+                        run=CleanRun(models_dir=str(store), **settings), retry_delay_seconds=0, return_state=True)
 
 
 @pytest.fixture

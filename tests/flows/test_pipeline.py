@@ -16,8 +16,8 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from denoiser import stages, train_stage
 from denoiser.files import read_json
+from denoiser.pipeline import stages, train_stage
 from flows import pipeline, policy
 
 
@@ -177,7 +177,7 @@ def test_parameters_with_fixed_choices_are_validated_by_prefect():
         with pytest.raises(ParameterTypeError):
             pipeline.mnist_pipeline.validate_parameters(bad)
     with pytest.raises(ParameterTypeError):
-        clean_folder.validate_parameters({"in_dir": "a", "out_dir": "b", "tones": "sepia"})
+        clean_folder.validate_parameters({"in_dir": "a", "out_dir": "b", "options": {"tones": "sepia"}})
 
 
 def test_interrupt_stops_the_run_before_the_next_stage(params, monkeypatch):

@@ -70,7 +70,8 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from denoiser import cleaning
+    from denoiser.folders import plan, shard
+    from denoiser.folders.settings import CleanOptions
 
     state = Path(tempfile.mkdtemp(prefix="denoiser-server-")) / "server"
     state.parent.chmod(0o755)
@@ -112,8 +113,8 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
             by_worker = {p.relative_to(tmp_path / f"out-{name}"): p.read_bytes()
                          for p in (tmp_path / f"out-{name}").rglob("*.png") if ".denoiser" not in p.parts}
             local = tmp_path / f"local-{name}"
-            cleaning.clean_shard(cleaning.plan(source, local), in_dir=source, out_dir=local,
-                                 checkpoint=untrained, run_id="local", options=cleaning.CleanOptions(device="cpu"))
+            shard.clean_shard(plan.plan(source, local), in_dir=source, out_dir=local,
+                                 model=untrained, run_id="local", options=CleanOptions(device="cpu"))
             assert by_worker == {p.relative_to(local): p.read_bytes()
                                  for p in local.rglob("*.png") if ".denoiser" not in p.parts}
             assert len(by_worker) == 30

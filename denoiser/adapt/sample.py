@@ -1,0 +1,94 @@
+"""A folder's scans read for adaptation: a seeded sample of its images in the model's look,
+and a digest of the whole folder (its file list and contents) that names what was seen.
+
+Files are read as ``clean`` reads them (:func:`denoiser.folders.steps.fetch`, any format,
+mode, size and polarity); a file that cannot be read is counted and left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from denoiser.files import atomic_path
+from denoiser.folders.read import read_image, scan_folder
+from denoiser.folders.safe_read import MAX_FILE_MB
+from denoiser.folders.steps import fetch
+from denoiser.scans.restore import prepare
+
+#: A scan larger than this in the model's look is cut to a crop of this size around its
+#: centre: adaptation trains on 28x28 crops, and a sample of 5,000 full pages would not fit.
+KEEP = 112
+
+
+@dataclass(frozen=True)
+class FolderSample:
+    folder: str  # the folder's absolute path
+    inputs: list[np.ndarray]  # float (H, W) in the model's look
+    paths: list[str]  # relative paths of the sampled files that were read
+    files: int  # image files in the folder
+    unreadable: int  # sampled files that could not be read
+    digest: str  # sha256 over the sorted (path, content sha256) of every file
+
+
+def _centre(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape
+    top, left = max(0, (h - KEEP) // 2), max(0, (w - KEEP) // 2)
+    return np.ascontiguousarray(image[top : top + KEEP, left : left + KEEP])
+
+
+def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images: int = 5000, seed: int = 0,
+                  max_file_mb: float = MAX_FILE_MB, digest: bool = True) -> FolderSample:
+    """Up to ``max_images`` images of ``in_dir`` (a seeded random choice), read and prepared.
+    The digest reads every file; ``digest=False`` reads only the sample (digest "")."""
+    entries = [e for e in scan_folder(in_dir) if not e.skip]
+    if not entries:
+        raise ValueError(f"{in_dir} holds no image files to adapt on")
+    max_bytes = int(max_file_mb * 10**6)
+    chosen = set(np.random.default_rng(seed).permutation(len(entries))[:max_images].tolist())
+    folder_hash = hashlib.sha256()
+    inputs, paths, unreadable = [], [], 0
+    for index, entry in enumerate(entries):
+        if index not in chosen and not digest:
+            continue
+        try:
+            content, file_hash = fetch(entry, in_dir, max_bytes)
+        except (OSError, ValueError):
+            file_hash, content = "unreadable", None
+        folder_hash.update(f"{entry.rel}\0{file_hash}\n".encode("utf-8", "surrogateescape"))
+        if index not in chosen:
+            continue
+        try:
+            if content is None:
+                raise ValueError("unreadable")
+            mapped, _ = prepare(read_image(entry.path, content).pixels, headroom=headroom)
+        except Exception:  # noqa: BLE001 - any bad file is counted and left out, as clean does
+            unreadable += 1
+            continue
+        inputs.append(_centre(mapped))
+        paths.append(entry.rel)
+    return FolderSample(os.path.abspath(in_dir), inputs, paths, len(entries), unreadable,
+                        folder_hash.hexdigest() if digest else "")
+
+
+def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:
+    """The sample as one ``.npz`` (images and what was counted), written atomically."""
+    meta = {"folder": sample.folder, "paths": sample.paths, "files": sample.files,
+            "unreadable": sample.unreadable, "digest": sample.digest}
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+                 **{f"image_{i:06d}": image for i, image in enumerate(sample.inputs)})
+    return Path(path)
+
+
+def load_sample(path: str | os.PathLike[str]) -> FolderSample:
+    with np.load(path, allow_pickle=False) as stored:
+        meta = json.loads(stored["meta"].tobytes())
+        inputs = [stored[name] for name in sorted(stored.files) if name.startswith("image_")]
+    return FolderSample(meta["folder"], inputs, meta["paths"], meta["files"], meta["unreadable"],
+                        meta["digest"])

@@ -1,0 +1,80 @@
+"""The adapt stage: a saved folder sample in, the adapted model in the store out.
+
+:func:`adapt_sample` loads the sample and the MNIST digits, runs :func:`denoiser.adapt.fine_tune.adapt`
+and, where the folder's noise is white, stores the adapted model with its lineage
+(:func:`save_adapted`: parent, folder digest, images, steps, minutes, the gate's numbers)
+under :func:`adapted_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
+from denoiser.adapt.sample import load_sample
+from denoiser.data.arrays import to_float
+from denoiser.data.datasets import DATASETS
+from denoiser.data.mnist import load_dataset
+from denoiser.models.checkpoint import Checkpoint, load_model, save_checkpoint
+from denoiser.models.device import resolve_device
+from denoiser.models.precision import FP32, Precision, resolve_precision
+from denoiser.scans.restore import model_headroom
+
+log = logging.getLogger(__name__)
+
+
+def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig) -> str:
+    """``<architecture>-<12 hex>`` from the parent, the folder's digest and the config."""
+    blob = json.dumps({"parent": parent_id, "folder": folder_digest, "config": config.to_dict()},
+                      sort_keys=True)
+    return f"{parent_id.split('-')[0]}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result: AdaptResult, *,
+                 folder: str, folder_digest: str, images: int, config: AdaptConfig,
+                 precision: Precision = FP32) -> Checkpoint:
+    """Store the adapted model beside its parent; its metadata records the lineage."""
+    inherited = ("architecture", "config", "recipe_version", "noise", "tone_headroom", "data_sha256")
+    keep = {k: parent.metadata[k] for k in inherited if k in parent.metadata}
+    lineage = {"parent": parent.model_id, "folder": os.path.abspath(folder), "folder_sha256": folder_digest,
+               "images": images, "steps": result.steps, "minutes": round(result.seconds / 60, 2),
+               "config": config.to_dict(), "noise_profile": result.profile.summary(),
+               "noise_levels": list(result.profile.levels),
+               "noise_correlations": list(result.profile.correlations), "gate": result.gate,
+               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot,
+               "handwriting_change": result.handwriting, **precision.to_dict()}
+    model_id = adapted_id(parent.model_id, folder_digest, config)
+    return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
+
+
+def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
+                 models_dir: str | os.PathLike[str], data_dir: str | None = None, dataset: str = "mnist",
+                 config: AdaptConfig = AdaptConfig(), device: str = "auto", precision: str = "auto",
+                 on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """The adapt stage: a saved folder sample (:func:`denoiser.adapt.sample.save_sample`)
+    and the parent in the store -> the adapted model in the store, and the gate's numbers.
+    Where the folder's noise is not white nothing is trained or stored (``model_id`` None)."""
+    sample = load_sample(sample_path)
+    mnist = load_dataset(data_dir, dataset=DATASETS[dataset])
+    torch_device = resolve_device(device)
+    chosen = resolve_precision(precision, torch_device)
+    log.info("fine-tuning in %s (%s)", chosen.name, chosen.reason)
+    gate_digits = to_float(mnist.test_images[: config.gate_images])
+    result = adapt(load_model(parent, device=torch_device), sample.inputs, to_float(mnist.train_images),
+                   gate_digits, headroom=model_headroom(parent.metadata), config=config,
+                   parent_noise=parent.metadata.get("noise"),
+                   device=torch_device, precision=chosen, on_progress=on_progress)
+    model_id = None  # a folder whose noise is not white trains nothing: nothing to store
+    if result.profile.white:
+        model_id = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
+                                images=len(sample.inputs), config=config, precision=chosen).model_id
+    return {"model_id": model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
+            "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
+            "white": result.profile.white, "levels": list(result.profile.levels),
+            "correlations": list(result.profile.correlations), "steps": result.steps,
+            "seconds": round(result.seconds, 1)}

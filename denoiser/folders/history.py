@@ -1,0 +1,189 @@
+"""A folder's cleaning history: one row per run in ``OUT_DIR/.denoiser/history.parquet``, and
+the drift rule that compares a run with the runs before it.
+
+A run is judged against the previous :data:`WINDOW` runs that cleaned at least
+:data:`MIN_FILES` files (a scheduled run that found three new files says little about the
+folder). It drifts where, against at least :data:`MIN_RUNS` such runs:
+
+* the median input noise (``noise_sigma_in``) is more than :data:`NOISE_RATIO` times the
+  highest of theirs, or less than their lowest divided by it;
+* the share of files flagged as unlike the training digits, or the share that failed,
+  exceeds the highest of theirs by more than :data:`SHARE_MARGIN` (absolute).
+
+A folder whose noise doubles is flagged on its first such run; runs that repeat the same
+kind of scans stay inside the band.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from denoiser.folders.workdir import RUNS, WORK_DIR, shard_reports
+from denoiser.out_tree import OutTree
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "history.parquet"
+WINDOW = 10
+MIN_RUNS = 3
+MIN_FILES = 20
+NOISE_RATIO = 1.5
+SHARE_MARGIN = 0.05
+
+HISTORY_COLUMNS = {
+    "run_id": "string", "time": "datetime64[us, UTC]", "model_id": "string",
+    "files": "int64", "ok": "int64", "error": "int64", "skipped": "int64", "ood": "int64",
+    "error_rate": "float64",  # of the files processed (not skipped)
+    "ood_share": "float64",  # of the files cleaned
+    "recon_mse_mean": "float64", "recon_mse_p95": "float64",
+    "noise_in_median": "float64", "noise_out_median": "float64",  # noise_sigma_in / _out
+    "psnr_est_median": "float64", "seconds": "float64", "images_per_s": "float64",
+    "drift": "string",  # why the run drifted from the runs before it; null when it did not
+}
+
+
+HISTORY = f"{WORK_DIR}/{HISTORY_FILE}"
+
+
+def run_row(frame: pd.DataFrame, *, run_id: str, model_id: str, seconds: float,
+            when: datetime | None = None) -> dict[str, Any]:
+    """The history row of one run, from its report."""
+    ok = frame[frame["status"] == "ok"]
+    n = {status: int((frame["status"] == status).sum()) for status in ("ok", "error", "skipped")}
+    processed = n["ok"] + n["error"]
+    ood = int(ok["ood"].fillna(False).astype(bool).sum())
+
+    def stat(column: str, how: str) -> float:
+        values = ok[column].dropna().astype(float)
+        if values.empty:
+            return float("nan")
+        return float(values.mean() if how == "mean" else values.quantile(0.95 if how == "p95" else 0.5))
+
+    row = {"run_id": run_id, "time": when or datetime.now(timezone.utc), "model_id": model_id,
+           "files": int(len(frame)), **n, "ood": ood,
+           "error_rate": n["error"] / processed if processed else 0.0,
+           "ood_share": ood / n["ok"] if n["ok"] else 0.0,
+           "recon_mse_mean": stat("recon_mse", "mean"), "recon_mse_p95": stat("recon_mse", "p95"),
+           "noise_in_median": stat("noise_sigma_in", "median"),
+           "noise_out_median": stat("noise_sigma_out", "median"),
+           "psnr_est_median": stat("psnr_est", "median"), "drift": None}
+    return timed(row, seconds)
+
+
+def timed(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """``row`` with the run's duration and its speed."""
+    processed = row["ok"] + row["error"]
+    return {**row, "seconds": float(seconds),
+            "images_per_s": processed / seconds if seconds > 0 else float("nan")}
+
+
+def empty_history() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in HISTORY_COLUMNS.items()})
+
+
+def read_history(tree: OutTree) -> pd.DataFrame:
+    """The folder's history, oldest run first (empty when it has none). A history that
+    cannot be read is set aside (``history.parquet.damaged-<time>``, a warning naming it)
+    and rebuilt from the runs' shard reports."""
+    try:
+        content = tree.read_bytes(HISTORY)
+    except FileNotFoundError:
+        return empty_history()
+    try:
+        frame = pd.read_parquet(io.BytesIO(content))
+        missing = {"run_id", "time", "ok", "error"} - set(frame.columns)
+        if missing:
+            raise ValueError(f"no column {', '.join(sorted(missing))}")
+        return frame
+    except Exception as error:  # noqa: BLE001 - any damage: set aside, rebuild
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        aside = f"{HISTORY}.damaged-{stamp}"
+        tree.rename(HISTORY, aside)
+        rebuilt = rebuild_history(tree)
+        log.warning("the folder's history %s could not be read (%s): set aside as %s and rebuilt from "
+                    "the shard reports of %d runs", tree.shown(HISTORY), str(error).splitlines()[0][:200],
+                    tree.shown(aside), len(rebuilt))
+        write_history(tree, rebuilt)
+        return rebuilt
+
+
+def write_history(tree: OutTree, history: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    history.to_parquet(buffer, engine="pyarrow", index=False)
+    tree.write_bytes(HISTORY, buffer.getvalue())
+
+
+def rebuild_history(tree: OutTree) -> pd.DataFrame:
+    """One row per run from the shard reports under ``.denoiser/runs`` (each run's time is
+    its newest shard's; its seconds from ``timings.json`` where it is readable); the drift
+    of each run judged against the runs before it, as it was when they ran."""
+    by_run: dict[str, list[str]] = {}
+    for rel in shard_reports(tree):
+        by_run.setdefault(rel.split("/")[-2], []).append(rel)
+    rows = []
+    for run_id, rels in by_run.items():
+        try:
+            frame = pd.concat([pd.read_parquet(io.BytesIO(tree.read_bytes(rel))) for rel in rels])
+            when = max(tree.lstat(rel).st_mtime for rel in rels)
+        except Exception:  # noqa: BLE001 - an unreadable run is left out
+            continue
+        try:
+            seconds = float(json.loads(tree.read_bytes(f"{RUNS}/{run_id}/timings.json"))["flow_seconds"])
+        except Exception:  # noqa: BLE001 - unknown duration
+            seconds = float("nan")
+        models = frame["model_id"].dropna()
+        row = run_row(frame, run_id=run_id, model_id=str(models.iloc[0]) if len(models) else "",
+                      seconds=seconds, when=datetime.fromtimestamp(when, timezone.utc))
+        rows.append(row)
+    history = empty_history()
+    for row in sorted(rows, key=lambda r: r["time"]):
+        reasons = drift_reasons(history, row)
+        history = _appended(history, {**row, "drift": "; ".join(reasons) or None})
+    return history
+
+
+def _appended(history: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
+    added = pd.DataFrame([row], columns=list(HISTORY_COLUMNS)).astype(HISTORY_COLUMNS)
+    return pd.concat([history.astype(HISTORY_COLUMNS), added], ignore_index=True) if len(history) else added
+
+
+def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
+    """Why ``row`` drifts from the runs in ``history`` (see the module's rule); [] if not."""
+    if row["ok"] + row["error"] < MIN_FILES:
+        return []
+    earlier = history[(history["ok"] + history["error"]) >= MIN_FILES].tail(WINDOW)
+    if len(earlier) < MIN_RUNS:
+        return []
+    reasons = []
+    noise, before = row["noise_in_median"], earlier["noise_in_median"].dropna()
+    if np.isfinite(noise) and len(before) >= MIN_RUNS:
+        low, high = float(before.min()), float(before.max())
+        if noise > high * NOISE_RATIO or noise < low / NOISE_RATIO:
+            reasons.append(f"median input noise {noise:.3f}, the previous {len(before)} runs "
+                           f"{low:.3f}-{high:.3f}")
+    for column, what in (("ood_share", "share flagged as unlike the training digits"),
+                         ("error_rate", "share of files that failed")):
+        high = float(earlier[column].max())
+        if row[column] > high + SHARE_MARGIN:
+            reasons.append(f"{what} {row[column]:.1%}, at most {high:.1%} in the previous "
+                           f"{len(earlier)} runs")
+    return reasons
+
+
+def append_run(tree: OutTree, row: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:
+    """Judge ``row`` against the folder's history, append it (written atomically) and return
+    the history with it and the drift reasons. Runs into one OUT_DIR hold its lock, so one
+    run at a time writes here."""
+    history = read_history(tree)
+    history = history[history["run_id"] != row["run_id"]]  # a rebuilt history may hold this run already
+    reasons = drift_reasons(history, row)
+    joined = _appended(history, {**row, "drift": "; ".join(reasons) or None})
+    write_history(tree, joined)
+    return joined, reasons

@@ -1,0 +1,291 @@
+"""Adapting a model to a folder's noise: the blind-spot pieces, the noise profile, the folder
+sample, the adapted model's lineage and the gate."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from denoiser.adapt import fine_tune, noise_profile, sample, stage, style_match
+from denoiser.data.datasets import ANY_IDX
+from denoiser.models import checkpoint
+from denoiser.noise import blindspot
+from tests.helpers import draw_digits
+
+
+def noisy_digits(n: int, sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    clean = draw_digits(n, seed=seed)[0].astype(np.float32) / 255
+    noise = np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    return clean, np.clip(clean + sigma * noise, 0, 1)
+
+
+def test_the_blind_spot_never_shows_a_pixel_its_own_value():
+    images = torch.rand(2, 1, 12, 12)
+    masked, chosen = blindspot.mask_batch(images, rng=torch.Generator().manual_seed(0), fraction=0.2)
+    assert chosen.sum() > 10
+    padded = torch.nn.functional.pad(images, (1, 1, 1, 1), mode="reflect")
+    for n, _, y, x in chosen.nonzero().tolist():
+        ring = padded[n, 0, y : y + 3, x : x + 3].flatten()
+        ring = torch.cat([ring[:4], ring[5:]])  # the 8 neighbours, the centre left out
+        assert masked[n, 0, y, x] == ring.median()
+    assert torch.equal(masked[~chosen], images[~chosen])  # only the chosen pixels change
+
+
+def test_structured_masks_hide_the_whole_block_around_each_pixel():
+    images = torch.zeros(1, 1, 9, 9)
+    images[0, 0, 3:6, 3:6] = 1.0  # a bright 3x3 block on black
+    g = torch.Generator().manual_seed(3)
+    while True:
+        masked, chosen = blindspot.mask_batch(images, rng=g, fraction=0.02, radius=1)
+        if chosen[0, 0, 4, 4] and chosen.sum() == 1:
+            break
+    assert masked[0, 0, 3:6, 3:6].max() == 0  # its own block is hidden; the ring outside is black
+
+
+@pytest.mark.parametrize("x", [0.0, 0.3, 0.8, 1.0])
+@pytest.mark.parametrize("sigma", [0.1, 0.5])
+def test_the_clipped_expectation_matches_sampling(x, sigma):
+    draws = np.clip(x + sigma * np.random.default_rng(0).standard_normal(400_000), 0, 1)
+    assert float(blindspot.expected_clipped(torch.tensor(x), sigma)) == pytest.approx(draws.mean(), abs=2e-3)
+
+
+def test_the_noise_level_is_measured_through_the_clipping():
+    clean, noisy = noisy_digits(50, 0.4)
+    assert blindspot.clipped_noise_level(noisy, clean) == pytest.approx(0.4, rel=0.08)
+    assert blindspot.clipped_noise_level(clean, clean) == 0.0
+
+
+def lit_unevenly(noisy: np.ndarray) -> np.ndarray:
+    """The scans under light that fades across the page: a ramp of 0 to 0.4 added."""
+    return np.clip(noisy + np.linspace(0, 0.4, noisy.shape[-1], dtype=np.float32), 0, 1)
+
+
+def test_the_residual_correlation_tells_white_noise_from_blur_and_lighting():
+    clean, noisy = noisy_digits(20, 0.3)
+    white = [blindspot.residual_correlation(y, x) for x, y in zip(clean, noisy, strict=True)]
+    assert max(abs(c) for c in white) < noise_profile.MAX_CORRELATION
+    noise = torch.from_numpy(noisy - clean)[:, None]
+    blurred = clean + torch.nn.functional.avg_pool2d(noise, 3, 1, 1)[:, 0].numpy()  # as a scanner's optics
+    assert min(blindspot.residual_correlation(y, x) for x, y in zip(clean, blurred, strict=True)) > 0.3
+    lit = lit_unevenly(clean + 0.05 * np.random.default_rng(1).standard_normal(clean.shape).astype(np.float32))
+    assert min(blindspot.residual_correlation(y, x) for x, y in zip(clean, lit, strict=True)) > 0.5
+    assert blindspot.residual_correlation(clean[0], clean[0]) == 0.0  # clean paper: nothing to say
+
+
+def test_a_folder_is_white_unless_too_many_scans_are_correlated():
+    mostly = noise_profile.NoiseProfile((0.3,) * 9 + (0.6,), (0.0,) * 9 + (0.9,))
+    assert mostly.white and mostly.correlated_share == 0.1
+    assert mostly.white_levels() == (0.3,) * 9  # the lit scan's "level" is its lighting, not noise
+    assert not noise_profile.NoiseProfile((0.3,) * 10, (0.0,) * 8 + (0.5,) * 2).white
+    assert noise_profile.NoiseProfile((0.3,) * 10).white  # not measured: as before
+
+
+def test_a_profile_holds_while_the_noise_holds_and_not_after():
+    base = noise_profile.NoiseProfile(tuple(np.linspace(0.28, 0.32, 50)))
+    assert noise_profile.NoiseProfile((0.3,) * 20).within(base)
+    assert not noise_profile.NoiseProfile((0.6,) * 20).within(base)
+    assert not noise_profile.NoiseProfile((0.05,) * 20).within(base)
+
+
+def test_a_folder_is_adapted_again_when_its_noise_stops_being_white_at_the_same_level():
+    state = {"parent": "unet-a", "levels": [0.3] * 10, "correlations": [0.0] * 10}
+    same = noise_profile.NoiseProfile((0.3,) * 10, (0.0,) * 10)
+    blurred = noise_profile.NoiseProfile((0.3,) * 10, (0.4,) * 10)
+    assert noise_profile.readapt_reason(state, "unet-a", same) is None
+    assert "now not white: 100%" in noise_profile.readapt_reason(state, "unet-a", blurred)
+    assert "now white" in noise_profile.readapt_reason({**state, "correlations": [0.4] * 10}, "unet-a", same)
+    assert noise_profile.readapt_reason({"parent": "unet-a", "levels": [0.3] * 10}, "unet-a", same) is None
+
+
+def write_folder(folder, images):
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(folder / f"{i:03d}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+
+
+def test_the_folder_sample_counts_bad_files_and_names_the_contents(tmp_path):
+    write_folder(tmp_path / "scans", noisy_digits(30, 0.5)[1])
+    taken = sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=100)
+    assert (len(taken.inputs), taken.files, taken.unreadable) == (30, 31, 1)
+    again = sample.load_sample(sample.save_sample(taken, tmp_path / "sample.npz"))
+    assert again.digest == taken.digest and again.paths == taken.paths
+    assert all(np.array_equal(a, b) for a, b in zip(again.inputs, taken.inputs, strict=True))
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "scans" / "000.png")
+    assert sample.sample_folder(tmp_path / "scans", headroom=1.25).digest != taken.digest
+    assert len(sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=5).inputs) <= 5
+    quick = sample.sample_folder(tmp_path / "scans", headroom=1.25, max_images=5, digest=False)
+    assert quick.digest == "" and len(quick.inputs) == 5  # only the sample is read
+
+
+def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(tmp_path, trained_store):
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)  # trained on gaussian 0.5
+    _, noisy = noisy_digits(40, 0.9)
+    clean_digits = draw_digits(300, seed=5)[0].astype(np.float32) / 255
+    # 18 s: under a parallel test's load, 9 s made fewer steps than the rate needs to settle
+    config = fine_tune.AdaptConfig(minutes=0.3, batch_size=16, gate_images=32)
+    result = fine_tune.adapt(checkpoint.load_model(parent), list(noisy), clean_digits[:-32], clean_digits[-32:],
+                         headroom=1.0, config=config, parent_noise="gaussian:0.5")
+    assert result.steps > 5
+    assert result.profile.summary()["median"] == pytest.approx(0.9, rel=0.2)
+    assert result.gate["adapted_db"] > result.gate["parent_db"]  # it learnt the stronger noise
+    saved = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path / "scans"),
+                                     folder_digest="f" * 64, images=40, config=config)
+    lineage = checkpoint.resolve_checkpoint(saved.model_id, tmp_path).metadata["adapted"]
+    assert lineage["parent"] == "unet-tiny" and lineage["folder_sha256"] == "f" * 64
+    assert lineage["images"] == 40 and lineage["steps"] == result.steps
+    assert set(lineage["gate"]) == {"parent_db", "adapted_db"} and "parent" in lineage["blind_spot_val_loss"]
+    assert lineage["handwriting_change"] == result.handwriting  # the match's summary, or None where it was off
+    reloaded = checkpoint.load_model(checkpoint.resolve_checkpoint(saved.model_id, tmp_path))
+    x = torch.rand(2, 1, 28, 28)
+    assert torch.allclose(reloaded(x), result.model(x), atol=1e-6)
+
+
+def test_the_gate_needs_white_noise_and_both_numbers():
+    result = fine_tune.AdaptResult(torch.nn.Identity(), noise_profile.NoiseProfile((0.3,)), 1, 1.0,
+                               {"parent_db": 20.0, "adapted_db": 21.0}, {"parent": 0.05, "adapted": 0.04})
+    assert result.better
+    result.blind_spot = {"parent": 0.05, "adapted": 0.051}  # the folder's own scans say worse
+    assert not result.better
+    result.blind_spot = {"parent": 0.05, "adapted": 0.04}
+    result.gate = {"parent_db": 20.0, "adapted_db": 20.05}  # below the margin
+    assert not result.better
+    result.gate = {"parent_db": 20.0, "adapted_db": 21.0}
+    result.profile = noise_profile.NoiseProfile((0.3,) * 4, (0.0, 0.0, 0.0, 0.8))  # a quarter not white
+    assert not result.better
+
+
+def test_a_folder_whose_noise_is_not_white_trains_nothing_and_keeps_its_parent(trained_store):
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
+    _, noisy = noisy_digits(30, 0.1)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.1, batch_size=16, gate_images=16)
+    result = fine_tune.adapt(checkpoint.load_model(parent), list(lit_unevenly(noisy)), clean_digits[:-16],
+                         clean_digits[-16:], headroom=1.0, config=config)
+    assert not result.profile.white and result.steps == 0 and not result.better
+    assert result.gate["adapted_db"] == result.gate["parent_db"]
+
+
+def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, untrained):
+    folder, _ = idx_dir
+    write_folder(tmp_path / "scans", noisy_digits(20, 0.5)[1])
+    taken = sample.sample_folder(tmp_path / "scans", headroom=1.0)
+    path = sample.save_sample(taken, tmp_path / "sample.npz")
+    outcome = stage.adapt_sample(path, untrained, models_dir=tmp_path / "models", data_dir=str(folder),
+                                       dataset="idx", config=fine_tune.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                              gate_images=16), device="cpu")
+    assert outcome["parent"] == "conv-test" and outcome["model_id"].startswith("conv-")
+    assert checkpoint.find_checkpoint(tmp_path / "models", outcome["model_id"]) is not None
+    assert ANY_IDX.name == "idx"
+
+
+def test_the_adapt_stage_stores_nothing_for_a_folder_whose_noise_is_not_white(tmp_path, idx_dir,
+                                                                              trained_store):
+    folder, _ = idx_dir
+    write_folder(tmp_path / "scans", lit_unevenly(noisy_digits(30, 0.1)[1]))
+    taken = sample.sample_folder(tmp_path / "scans", headroom=1.0)
+    path = sample.save_sample(taken, tmp_path / "sample.npz")
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
+    outcome = stage.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
+                                       dataset="idx", config=fine_tune.AdaptConfig(minutes=0.02, batch_size=8,
+                                                                              gate_images=16), device="cpu")
+    assert outcome["model_id"] is None and not outcome["white"] and not outcome["passed"]
+    assert outcome["steps"] == 0 and len(outcome["levels"]) == len(outcome["correlations"]) == 30
+    assert not (tmp_path / "models").exists() or not checkpoint.list_checkpoints(tmp_path / "models")
+
+
+def test_the_cosine_schedule_lowers_the_rate_to_zero_by_the_end_of_the_time():
+    assert fine_tune.rate_factor("cosine", 0, 60) == 1.0
+    assert fine_tune.rate_factor("cosine", 30, 60) == pytest.approx(0.5)
+    assert fine_tune.rate_factor("cosine", 75, 60) == 0.0 and fine_tune.rate_factor("constant", 59, 60) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        fine_tune.AdaptConfig(schedule="linear")
+
+
+def test_rehearsal_mixes_in_the_parents_own_scan_noise(trained_store):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    _, noisy = noisy_digits(20, 0.4)
+    clean_digits = draw_digits(100, seed=6)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.03, batch_size=8, gate_images=16, rehearsal=0.5)
+    result = fine_tune.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.25,
+                         config=config, parent_noise="scan")  # scans drawn at up to 4x, shrunk back
+    assert result.steps > 0 and np.isfinite(result.gate["adapted_db"])
+
+
+class _Logits(torch.nn.Module):
+    """A parent whose output is its input: logits of the input itself."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x.clamp(1e-4, 1 - 1e-4))
+
+
+def test_the_folders_own_shapes_are_its_outputs_at_full_ink_with_sharp_edges():
+    digits = torch.from_numpy(draw_digits(4, seed=3)[0].astype(np.float32) / 255)[:, None]
+    soft = torch.nn.functional.avg_pool2d(digits, 3, 1, 1) * 0.6  # faint, with blurred edges
+    shapes = fine_tune.folder_shapes(_Logits(), soft, headroom=1.25)
+    assert shapes.shape == soft.shape
+    assert torch.allclose(shapes.amax(dim=(1, 2, 3)), torch.full((4,), 0.8))  # ink at the look's level, 1 / 1.25
+    assert shapes.min() == 0
+    mid = lambda x, top: ((x > 0.2 * top) & (x < 0.8 * top)).float().mean()  # noqa: E731
+    assert mid(shapes, 0.8) < 0.5 * mid(soft, 0.6)  # fewer pixels between paper and ink
+    assert torch.equal(shapes > 0.4, soft / 0.6 > 0.5)  # the same strokes
+
+
+def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_adapted_model(
+        trained_store, monkeypatch):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    made_by = []
+    original = fine_tune.folder_shapes
+    monkeypatch.setattr(fine_tune, "folder_shapes",
+                        lambda model, scans, *a: made_by.append((model, len(scans))) or original(model, scans, *a))
+    drawn, noisy_like = [], fine_tune.noisy_like
+    monkeypatch.setattr(fine_tune, "noisy_like", lambda clean, *a: drawn.append(clean) or noisy_like(clean, *a))
+    # A clock that moves 0.1 s each time it is read: the refreshes come when the budget says,
+    # however slowly this machine runs (by the wall clock, a loaded CI machine ran out of the
+    # 3 s before the second refresh).
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(fine_tune, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.05, batch_size=16, gate_images=12, style=0.25, refresh=2)
+    result = fine_tune.adapt(parent, list(noisy), clean_digits[:-12], clean_digits[-12:], headroom=1.0, config=config)
+    assert result.steps > 1 and np.isfinite(result.gate["adapted_db"])
+    # The folder's 24 scans and the 88 MNIST digits measured against them (style_match), each
+    # once from the parent, then twice more from the model being adapted.
+    assert [n for _, n in made_by] == [24, 88] * 3
+    assert made_by[0][0] is parent and made_by[1][0] is parent
+    assert all(model is result.model for model, _ in made_by[2:])
+    assert result.handwriting is not None and result.handwriting["changed"] >= fine_tune.MATCH_MIN_SHARE
+    # The gate's 12 digits were given noise twice: as MNIST drew them, then in the folder's hand.
+    gates = [clean for clean in drawn if len(clean) == 12]
+    assert len(gates) == 2 and not torch.equal(gates[0], gates[1])
+
+
+def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matching(trained_store,
+                                                                                     monkeypatch):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    fitted = []
+
+    def few_changes(pool, seen, folder):  # a match that would change 10% of the digits
+        changes = np.tile(np.float32([0.0, 1.0, 0.0]), (len(pool), 1))
+        changes[: len(pool) // 10, 2] = 1.0
+        fitted.append(len(pool))
+        return style_match.StyleMatch(pool + 1.0, changes)  # digits no training batch should see
+
+    monkeypatch.setattr(fine_tune.StyleMatch, "fit", few_changes)
+    drawn = []
+    original = fine_tune.noisy_like
+    monkeypatch.setattr(fine_tune, "noisy_like",
+                        lambda clean, *a: drawn.append(clean.max()) or original(clean, *a))
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(fine_tune, "time", SimpleNamespace(perf_counter=lambda: next(ticks) / 10))
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, style=0.25, refresh=2)
+    result = fine_tune.adapt(parent, list(noisy), clean_digits[:-16], clean_digits[-16:], headroom=1.0,
+                         config=config)
+    assert result.steps > 1 and result.handwriting is None
+    assert fitted == [84 + 16]  # the pool and the gate digits, once, on the parent's shapes; not again
+    assert max(drawn) <= 1.0  # every batch drew MNIST's digits as they are

@@ -1,0 +1,75 @@
+"""The folder's history across runs, the drift rule, and the trend chart."""
+
+import io
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from denoiser.folders import history, trend
+from denoiser.folders.report import new_row, report_frame
+from denoiser.out_tree import OutTree
+
+
+def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0):
+    """A cleaning report like a run's: ``files`` cleaned with input noise near ``noise``."""
+    rows = [new_row("r", f"{i:04d}.png", "m", status="ok", recon_mse=float(rng.uniform(0.01, 0.02)),
+                    noise_sigma_in=float(noise * rng.uniform(0.9, 1.1)), noise_sigma_out=0.02,
+                    psnr_est=float(rng.normal(21, 0.5)), ood=bool(rng.random() < ood))
+            for i in range(files)]
+    rows += [new_row("r", f"bad{i}.png", "m", status="error", error="not an image") for i in range(errors)]
+    return report_frame(rows)
+
+
+def record(out, frame, n):
+    row = history.run_row(frame, run_id=f"run{n}", model_id="m", seconds=2.0)
+    with OutTree(out) as tree:
+        return history.append_run(tree, row)
+
+
+def test_unchanged_runs_raise_no_flag_and_doubled_noise_is_flagged_at_once(tmp_path):
+    rng = np.random.default_rng(0)
+    for n in range(10):
+        _, reasons = record(tmp_path, run_report(rng, noise=0.2 * rng.uniform(0.95, 1.05)), n)
+        assert reasons == [], n
+    runs, reasons = record(tmp_path, run_report(rng, noise=0.4), 10)
+    assert len(reasons) == 1 and reasons[0].startswith("median input noise 0.4")
+    assert runs["drift"].notna().tolist() == [False] * 10 + [True]
+    # Read back as a user would: one row per run, typed.
+    kept = pd.read_parquet(tmp_path / ".denoiser" / "history.parquet")
+    assert list(kept.columns) == list(history.HISTORY_COLUMNS) and len(kept) == 11
+    assert kept["ok"].tolist() == [100] * 11 and kept["images_per_s"].iloc[0] == 50.0
+    assert str(kept["time"].dtype) == "datetime64[us, UTC]"
+
+
+def test_a_jump_in_flagged_or_failed_files_is_drift(tmp_path):
+    rng = np.random.default_rng(1)
+    for n in range(4):
+        record(tmp_path, run_report(rng, ood=0.02), n)
+    _, reasons = record(tmp_path, run_report(rng, ood=0.4, errors=30), 4)
+    assert [r.split(" ")[0] for r in reasons] == ["share", "share"]
+    assert "flagged" in reasons[0] and "failed" in reasons[1]
+
+
+def test_runs_too_small_or_too_few_are_not_judged(tmp_path):
+    rng = np.random.default_rng(2)
+    for n in range(2):
+        record(tmp_path / "a", run_report(rng), n)
+    assert record(tmp_path / "a", run_report(rng, noise=0.8), 2)[1] == []  # two runs before it: no band yet
+    for n in range(3):
+        record(tmp_path / "b", run_report(rng), n)
+    assert record(tmp_path / "b", run_report(rng, files=5, noise=0.8), 3)[1] == []  # 5 new files say little
+    assert record(tmp_path / "b", run_report(rng, noise=0.8), 4)[1] != []  # and are left out of the band
+
+
+def test_the_trend_chart_is_a_readable_png(tmp_path):
+    rng = np.random.default_rng(3)
+    for n in range(6):
+        runs, _ = record(tmp_path, run_report(rng, noise=0.2 if n < 5 else 0.5), n)
+    image = Image.open(io.BytesIO(trend.trend_png(runs)))
+    assert image.size == (2 * trend.PANEL_W, 2 * trend.PANEL_H)
+    pixels = np.asarray(image.convert("RGB"))
+    assert (np.abs(pixels - np.array(trend.ALERT)).sum(axis=-1) == 0).any()  # the drifted run is marked
+    markdown = trend.trend_markdown(runs, "/scans/out")
+    assert "latest run run5: **drift**: median input noise" in markdown
+    assert "data:image/png;base64," in markdown

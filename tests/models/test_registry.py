@@ -1,0 +1,59 @@
+"""The default model per use: promotion behind a quality gate, and what clean picks."""
+
+
+import pytest
+import torch
+
+from denoiser.evaluation import promotion
+from denoiser.models import checkpoint, registry
+from denoiser.models.networks import ConvDAE, UNet
+from denoiser.models.recipe import RECIPE_VERSION
+
+
+def scorer(store, idx_dir, tmp_path, use="run"):
+    folder, _ = idx_dir
+
+    def score(model_id: str) -> float:
+        return promotion.use_score(tmp_path / "scores", model_id, use, data_dir=str(folder), dataset="idx",
+                                  models_dir=store, limit=16, device="cpu")
+    return score
+
+
+def test_a_worse_model_is_refused_with_both_scores_and_force_overrides(two_models, idx_dir, tmp_path):
+    score = scorer(two_models, idx_dir, tmp_path)
+    entry = registry.promote(two_models, "unet-tiny", "run", score=score)
+    assert entry["model_id"] == "unet-tiny" and not entry["forced"]
+    good, bad = score("unet-tiny"), score("conv-untrained")
+    assert good > bad
+    with pytest.raises(registry.PromotionRefused) as refused:
+        registry.promote(two_models, "conv-untrained", "run", score=score)
+    assert f"{bad:.2f}" in str(refused.value) and f"{good:.2f}" in str(refused.value)
+    assert registry.read_defaults(two_models)["run"]["model_id"] == "unet-tiny"
+    forced = registry.promote(two_models, "conv-untrained", "run", score=score, force=True)
+    assert forced["forced"] and registry.read_defaults(two_models)["run"]["model_id"] == "conv-untrained"
+    assert registry.defaults_for(two_models, "conv-untrained") == ["run"]
+
+
+def test_clean_uses_the_promoted_model_never_the_newest(two_models):
+    nothing = registry.choose_clean_model(None, two_models)
+    assert nothing.checkpoint is None and nothing.reason == "recipe" and not nothing.rerun
+    registry.promote(two_models, "unet-tiny", "clean", score=lambda _: 1.0)
+    torch.manual_seed(1)
+    checkpoint.save_checkpoint(two_models, "conv-newest", ConvDAE(), {"architecture": "conv"})
+    chosen = registry.choose_clean_model(None, two_models)
+    assert chosen.model_id == "unet-tiny" and chosen.reason == "promoted" and chosen.rerun
+    named = registry.choose_clean_model("conv-newest", two_models)
+    assert named.model_id == "conv-newest" and named.reason == "named"
+
+
+def test_the_scan_recipe_model_is_the_clean_fallback(two_models):
+    meta = {"architecture": "unet", "config": registry.CLEAN_RECIPE.to_dict(), "tone_headroom": 1.25,
+            "recipe_version": RECIPE_VERSION}  # as the trainer writes it
+    checkpoint.save_checkpoint(two_models, "unet-scanrecipe", UNet(), meta)
+    found = registry.recipe_model(two_models)
+    assert found is not None and found.model_id == "unet-scanrecipe"
+    assert found.metadata["recipe_version"] == RECIPE_VERSION
+    chosen = registry.choose_clean_model(None, two_models)
+    assert chosen.model_id == "unet-scanrecipe" and chosen.reason == "recipe" and not chosen.rerun
+
+
