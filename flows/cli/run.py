@@ -97,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
 
+    device = resolve_device(args.device)  # a missing GPU is one line here, not a failed flow run
     if args.precision == "bf16":  # an unsupported bf16 is one line here; "auto" is decided in the flow
-        resolve_precision("bf16", resolve_device(args.device))
+        resolve_precision("bf16", device)
     if args.run_id is not None and (not args.run_id or "/" in args.run_id or args.run_id.startswith(".")):
         raise ValueError(f"--run-id {args.run_id!r} must be a plain folder name")
     if args.data_dir is not None and not os.path.isdir(args.data_dir):  # a typo must not become a folder
