@@ -122,6 +122,8 @@ class OutTree:
             mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
         except OSError:
             mode = 0
+        if mode == 0 or stat.S_ISDIR(mode):  # a link or a file a moment ago, gone or a folder now
+            return LinkRefused(f"{self.shown(parts)} keeps changing (moved or replaced while opened); not written")
         what = "a link" if stat.S_ISLNK(mode) else "not a folder"
         return LinkRefused(f"{self.shown(parts)} is {what}; refusing to {'write' if writing else 'go'} through it")
 
@@ -237,7 +239,11 @@ class OutTree:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-                os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=parent)
+                try:
+                    os.rename(tmp, name, src_dir_fd=tmp_fd, dst_dir_fd=parent)
+                except FileNotFoundError:  # its folder was replaced (and so removed) since it was opened
+                    raise LinkRefused(f"{self.shown(rel)}'s folder keeps changing (moved or replaced while "
+                                      "written); not written") from None
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=tmp_fd)
