@@ -1,0 +1,93 @@
+"""Cleaning on real scans, measured: how often the digit reader reads each method's outputs
+right (``evaluate --real``), what ``clean`` reports on them (the OOD flag and its reasons,
+the identity flag), and ``clean --adapt`` (the adapted model, its gate and its minutes).
+
+    python -m bench.real /path/to/labelled-scans                 # the scans, filters, the default model
+    python -m bench.real /path/to/labelled-scans --adapt --json bench/results/real.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from denoiser.adapt import stage
+from denoiser.adapt.fine_tune import AdaptConfig
+from denoiser.evaluation import real, recognizer
+from denoiser.folders.model_choice import cached_quality, cached_shapes, choose_for_clean
+from denoiser.folders.settings import CleanOptions, CleanRun
+from denoiser.models.checkpoint import resolve_checkpoint
+from denoiser.scans.batch import clean_batch
+from denoiser.scans.restore import model_headroom
+
+
+def flags(choice, images: list[np.ndarray]) -> dict:
+    """The share of scans ``clean`` flags as OOD, by reason, and the identity flag's share."""
+    from denoiser.folders.model_choice import cached_model
+
+    found = choice.checkpoint()
+    shapes = cached_shapes(choice.shapes)
+    results = clean_batch(cached_model(found, "cpu"), images, headroom=model_headroom(found.metadata),
+                          precision=choice.resolved_precision,
+                          shape_model=shapes.for_model(found.model_id) if shapes else None,
+                          quality_model=cached_quality(choice.quality))
+    fields = [r.fields for r in results if not isinstance(r, Exception)]
+    reasons = Counter((f["ood_reason"] or "").split(" (")[0] for f in fields if f["ood"])
+    return {"scans": len(fields), "ood_share": round(sum(f["ood"] for f in fields) / len(fields), 4),
+            "ood_reasons": {k: round(v / len(fields), 4) for k, v in reasons.most_common()},
+            "identity_changed_share": round(sum(bool(f["identity_changed"]) for f in fields) / len(fields), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder")
+    parser.add_argument("--models-dir", default="data/models")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--adapt", action="store_true")
+    parser.add_argument("--minutes", type=float, default=2.5)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--model", default=None, help="a model to clean with instead of the default")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    started = time.time()
+    found = real.labelled_scans(args.folder, args.limit)
+    reader = recognizer.load_reader(recognizer.ensure_reader(args.models_dir, args.data_dir))
+    run = CleanRun(model=args.model, models_dir=args.models_dir, data_dir=args.data_dir)
+    choice = choose_for_clean(run, CleanOptions(device="cpu"))
+    methods = {**real.CLASSICAL, f"clean ({choice.model_id})": real.model_method(choice)}
+    result = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+              "reader": reader.metadata, "flags": {"clean": flags(choice, found.images)}}
+    if args.adapt:
+        with tempfile.TemporaryDirectory() as run_dir:
+            outcome = stage.adapt_folder(args.folder, choice.checkpoint(), models_dir=args.models_dir,
+                                         run_dir=run_dir, data_dir=args.data_dir,
+                                         config=AdaptConfig(minutes=args.minutes), device="cpu")
+        result["adapt"] = {k: v for k, v in outcome.items() if k not in ("levels", "correlations")}
+        adapted = choice.adapted(resolve_checkpoint(outcome["model_id"], args.models_dir))
+        methods[f"clean --adapt ({adapted.model_id})"] = real.model_method(adapted)
+        result["flags"]["adapted"] = flags(adapted, found.images)
+    with tempfile.TemporaryDirectory() as out:
+        summary = real.score_real(found, out, methods, reader, compare_to="input")
+        sheets = Path(args.json).with_suffix("") if args.json else None
+        if sheets is not None:
+            for name in ("sheet-sample.png", "sheet-changed.png"):
+                if (Path(out) / name).is_file():
+                    (Path(f"{sheets}-{name}")).write_bytes((Path(out) / name).read_bytes())
+    result.update(summary=summary, seconds=round(time.time() - started, 1))
+    print(real.format_real(summary))
+    print(json.dumps(result["flags"], indent=2))
+    if "adapt" in result:
+        print(json.dumps(result["adapt"], indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
