@@ -3,7 +3,8 @@
 Each stage is a retryable task that hands the next a file (the sample as ``.npz``, the
 adapted model in the store). The gate decides which model cleans this folder: the adapted
 one only if it beats its parent on the gate's images (:data:`denoiser.adapt.fine_tune.GATE_DB`).
-A folder whose noise is not white trains and stores nothing; every run's decision is kept in
+A folder whose noise is not white (print, texture, blur, JPEG) trains on known digits laid on
+its own backgrounds (:mod:`denoiser.adapt.composite`); every run's decision is kept in
 its run folder as ``outcome.json``.
 
     denoiser adapt scans/ --minutes 2.5

@@ -17,7 +17,7 @@ import json
 import os
 from typing import Any
 
-from denoiser.adapt import fine_tune, noise_profile
+from denoiser.adapt import gate, noise_profile
 from denoiser.adapt.sample import sample_folder
 from denoiser.folders.model_choice import ModelChoice, cached_model
 from denoiser.folders.workdir import WORK_DIR
@@ -77,13 +77,15 @@ def cleaning_choice(out_dir: str, choice: ModelChoice, models_dir: str) -> Model
 def gate_verdict(outcome: dict[str, Any]) -> tuple[str, str]:
     """(the model chosen, why) from an adaptation's outcome: the numbers that decided it."""
     chosen = outcome["model_id"] if outcome["passed"] else outcome["parent"]
-    if not outcome.get("white", True):  # the library's verdict (NoiseProfile.white): nothing was trained
-        share, limit = outcome["noise"]["correlated_share"], noise_profile.MAX_CORRELATED_SHARE
-        return chosen, (f"{share:.0%} of the folder's scans have noise alike between neighbouring pixels (blur, "
-                        f"JPEG, dust, uneven lighting; at most {limit:.0%} may): adapting trains on white noise, "
-                        "which does not describe them, so nothing was trained")
+    shapes = outcome.get("shapes")
+    read = ("" if not shapes else f"; its outputs of the folder's scans read as digits with p "
+            f"{shapes['parent_digit_p']:.3f} -> {shapes['adapted_digit_p']:.3f}, may fall at most {gate.SHAPE_MARGIN}")
+    if outcome.get("composite"):
+        return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
+                        "digits laid on backgrounds of the folder's scans that training never saw, needs "
+                        f"+{gate.GATE_DB} dB" + read)
     loss = outcome["blind_spot"]
     return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on digits "
-                    f"with the folder's noise, needs +{fine_tune.GATE_DB} dB; blind-spot loss on the folder's "
+                    f"with the folder's noise, needs +{gate.GATE_DB} dB; blind-spot loss on the folder's "
                     f"scans {loss['parent']:.5f} -> {loss['adapted']:.5f}, needs to fall "
-                    f"{fine_tune.BLIND_SPOT_MARGIN:.0%}")
+                    f"{gate.BLIND_SPOT_MARGIN:.0%}" + read)

@@ -1,7 +1,7 @@
 """The adapt stage: a saved folder sample in, the adapted model in the store out.
 
 :func:`adapt_sample` loads the sample and the MNIST digits, runs :func:`denoiser.adapt.fine_tune.adapt`
-and, where the folder's noise is white, stores the adapted model with its lineage
+and stores the adapted model with its lineage
 (:func:`save_adapted`: parent, folder digest, images, steps, minutes, the gate's numbers)
 under :func:`adapted_id`.
 """
@@ -16,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
+from denoiser.adapt.gate import shape_check
 from denoiser.adapt.sample import load_sample
+from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.data.arrays import to_float
 from denoiser.data.datasets import DATASETS
 from denoiser.data.mnist import load_dataset
@@ -47,6 +49,7 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "noise_levels": list(result.profile.levels),
                "noise_correlations": list(result.profile.correlations), "gate": result.gate,
                "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot,
+               "trained_on": "composites of the folder's backgrounds" if result.composite else "the folder's noise",
                "handwriting_change": result.handwriting, **precision.to_dict()}
     model_id = adapted_id(parent.model_id, folder_digest, config)
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
@@ -57,24 +60,43 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                  config: AdaptConfig = AdaptConfig(), device: str = "auto", precision: str = "auto",
                  on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The adapt stage: a saved folder sample (:func:`denoiser.adapt.sample.save_sample`)
-    and the parent in the store -> the adapted model in the store, and the gate's numbers.
-    Where the folder's noise is not white nothing is trained or stored (``model_id`` None)."""
+    and the parent in the store -> the adapted model in the store, and the gate's numbers."""
     sample = load_sample(sample_path)
     mnist = load_dataset(data_dir, dataset=DATASETS[dataset])
     torch_device = resolve_device(device)
     chosen = resolve_precision(precision, torch_device)
     log.info("fine-tuning in %s (%s)", chosen.name, chosen.reason)
     gate_digits = to_float(mnist.test_images[: config.gate_images])
-    result = adapt(load_model(parent, device=torch_device), sample.inputs, to_float(mnist.train_images),
+    parent_model = load_model(parent, device=torch_device)
+    result = adapt(parent_model, sample.inputs, to_float(mnist.train_images),
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
                    device=torch_device, precision=chosen, on_progress=on_progress)
-    model_id = None  # a folder whose noise is not white trains nothing: nothing to store
-    if result.profile.white:
-        model_id = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
-                                images=len(sample.inputs), config=config, precision=chosen).model_id
-    return {"model_id": model_id, "parent": parent.model_id, "passed": result.better, **result.gate,
+    shapes = find_shapes(models_dir)
+    check = None if shapes is None else shape_check(parent_model, result.model,
+                                                    sample.inputs, load_shapes(shapes), torch_device)
+    passed = result.better and (check is None or bool(check["passed"]))
+    model_id = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
+                            images=len(sample.inputs), config=config, precision=chosen).model_id
+    return {"model_id": model_id, "parent": parent.model_id, "passed": passed, **result.gate, "shapes": check,
             "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
-            "white": result.profile.white, "levels": list(result.profile.levels),
+            "white": result.profile.white, "composite": result.composite, "levels": list(result.profile.levels),
             "correlations": list(result.profile.correlations), "steps": result.steps,
             "seconds": round(result.seconds, 1)}
+
+
+def adapt_folder(in_dir: str | os.PathLike[str], parent: Checkpoint, *, models_dir: str | os.PathLike[str],
+                 run_dir: str | os.PathLike[str], data_dir: str | None = None, config: AdaptConfig = AdaptConfig(),
+                 max_images: int = 5000, device: str = "auto", precision: str = "auto") -> dict[str, Any]:
+    """Sample ``in_dir`` into ``run_dir`` and adapt ``parent`` to it (:func:`adapt_sample`),
+    in this process: what ``denoiser adapt`` does, without Prefect."""
+    from pathlib import Path
+
+    from denoiser.adapt.sample import sample_folder, save_sample
+
+    taken = sample_folder(in_dir, headroom=model_headroom(parent.metadata), max_images=max_images, seed=config.seed)
+    if len(taken.inputs) < 10:
+        raise ValueError(f"{in_dir}: only {len(taken.inputs)} readable images; adapting needs at least 10")
+    path = save_sample(taken, Path(run_dir) / "sample.npz")
+    return adapt_sample(path, parent, models_dir=models_dir, data_dir=data_dir, config=config, device=device,
+                        precision=precision)

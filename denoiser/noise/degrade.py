@@ -8,6 +8,10 @@ and Real-ESRGAN applies them more than once:
 ==================  ===================================================================
 tone                paper level and ink level (faded ink = low contrast), polarity
 scale               resampled from 28 px to ``28 * scale`` px (bilinear)
+pattern             a pattern printed on the paper beneath the ink (security line work,
+                    guide lines and rules), which the ink hides
+neighbours          a piece of another digit at the left or right edge, as crops of
+                    written amounts and postcodes have (kept in the truth: it is ink)
 texture             low-frequency paper texture added to the page
 lighting            a linear illumination gradient multiplying the page
 blur                defocus (Gaussian) or motion (a line kernel at a random angle)
@@ -33,6 +37,8 @@ import torch
 from PIL import Image
 from torch.nn import functional as F
 
+from denoiser.noise.paper import lighting_field, paper_texture, printed_pattern, with_neighbours
+
 Range = tuple[float, float]
 
 
@@ -46,6 +52,9 @@ class Degradation:
     contrast: Range = (0.15, 1.0)  # |ink - paper| as a fraction of the room the paper leaves
     scale: Range = (1.0, 1.0)  # resampling factor of the digit (one per batch)
     p_scale: float = 1.0  # probability that a batch is resampled at all (else scale 1)
+    p_pattern: float = 0.0
+    pattern: Range = (0.15, 0.5)  # the printed pattern's tone, as a share of the ink's contrast
+    p_neighbour: float = 0.0
     p_texture: float = 0.3
     texture: Range = (0.0, 0.06)  # amplitude of the paper texture
     p_lighting: float = 0.3
@@ -64,7 +73,8 @@ class Degradation:
     shuffle: bool = True  # blur, noise and lighting in a random order per batch
 
     def __post_init__(self) -> None:
-        for name in ("paper", "contrast", "scale", "texture", "lighting", "blur", "noise", "dust", "jpeg"):
+        for name in ("paper", "contrast", "scale", "pattern", "texture", "lighting", "blur", "noise", "dust",
+                     "jpeg"):
             low, high = getattr(self, name)
             if not (np.isfinite(low) and np.isfinite(high)) or high < low or low < 0:
                 raise ValueError(f"degradation range {name}={low}-{high} must be finite, >= 0, low <= high")
@@ -113,23 +123,6 @@ def resample(images: torch.Tensor, scale: float) -> torch.Tensor:
     mode = "bilinear" if scale > 1 else "area"
     kwargs = {"align_corners": False} if mode == "bilinear" else {}
     return F.interpolate(images.unsqueeze(1), size=size, mode=mode, **kwargs).squeeze(1).clamp(0, 1)
-
-
-def paper_texture(shape: tuple[int, int, int], amplitude: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """Zero-mean low-frequency texture: coarse random noise upsampled smoothly."""
-    n, h, w = shape
-    coarse = torch.randn(n, 1, max(2, h // 6), max(2, w // 6), generator=rng, device=rng.device)
-    fine = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).squeeze(1)
-    return amplitude * fine
-
-
-def lighting_field(shape: tuple[int, int, int], strength: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """A multiplicative illumination ramp in a random direction, 1 at the centre."""
-    n, h, w = shape
-    angle = 2 * math.pi * torch.rand(n, 1, 1, generator=rng, device=rng.device)
-    ys = torch.linspace(-0.5, 0.5, h, device=rng.device).view(1, h, 1)
-    xs = torch.linspace(-0.5, 0.5, w, device=rng.device).view(1, 1, w)
-    return 1 + strength * (torch.cos(angle) * xs + torch.sin(angle) * ys)
 
 
 def blur_kernels(n: int, sigma: torch.Tensor, motion: torch.Tensor, rng: torch.Generator,
@@ -207,6 +200,8 @@ def degrade(digits: torch.Tensor, spec: Degradation, *, rng: torch.Generator,
     if scale is None:
         drawn = float(_uniform(rng, 1, spec.scale).item())
         scale = drawn if bool(_chance(rng, 1, spec.p_scale).item()) else 1.0
+    if spec.p_neighbour > 0:
+        x = with_neighbours(x, _chance(rng, n, spec.p_neighbour).view(-1), rng)
     x = resample(x, scale)
     shape = tuple(x.shape)
 
@@ -219,8 +214,13 @@ def degrade(digits: torch.Tensor, spec: Degradation, *, rng: torch.Generator,
     ink = torch.where(dark, paper - contrast, paper + contrast)
     clean = render_tone(x, paper=paper, ink=ink)
 
+    # A pattern printed on the paper, lighter than the ink, which hides it where it lies.
+    y = clean
+    if spec.p_pattern > 0:
+        tone = _uniform(rng, n, spec.pattern) * (ink - paper)
+        y = y + torch.where(_chance(rng, n, spec.p_pattern), tone * printed_pattern(shape, rng) * (1 - x), 0)
     # Corruptions, in a random order (BSRGAN); a second noise round now and then (Real-ESRGAN).
-    y = clean + torch.where(_chance(rng, n, spec.p_texture),
+    y = y + torch.where(_chance(rng, n, spec.p_texture),
                             paper_texture(shape, _uniform(rng, n, spec.texture), rng), 0)
     sigma = _uniform(rng, n, spec.blur) * scale
     size = 2 * math.ceil(2 * float(sigma.max()) * 1.5) + 1

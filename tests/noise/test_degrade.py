@@ -1,6 +1,7 @@
 """The scan degradation model: spec parsing, determinism, and each component's statistics."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -146,3 +147,25 @@ def test_large_scans_reach_the_model_at_mnist_scale(digits):
     assert degraded.shape == (64, 84, 84)
     noisy, target = training_pair(digits.unsqueeze(1), spec=NoiseSpec.parse("scan"), rng=rng(7))
     assert noisy.shape[-1] in range(28, 43)  # shrunk from 1.5x and more; up to 1.5x as drawn
+
+
+def test_a_printed_pattern_lies_beneath_the_ink_and_never_in_the_truth():
+    digits = torch.from_numpy(draw_digits(64, seed=3)[0].astype(np.float32) / 255)
+    spec = replace(degrade.SCAN, p_pattern=1.0, p_noise=0.0, p_blur=0.0, p_texture=0.0, p_lighting=0.0,
+                   p_dust=0.0, p_jpeg=0.0, p_second_noise=0.0, p_pure=0.0, dark_ink=1.0, p_scale=0.0)
+    clean, scan = degrade.degrade(digits, spec, rng=rng(0))
+    paper = digits == 0
+    assert (clean[paper] - clean[paper].amax()).abs().max() < 0.4  # the truth's paper is one tone per image
+    assert ((scan - clean)[paper] < -0.02).float().mean() > 0.05  # the pattern darkens the paper
+    ink = digits == 1
+    assert torch.allclose(scan[ink], clean[ink], atol=1e-6)  # and the ink hides it
+    plain, _ = degrade.degrade(digits, replace(spec, p_pattern=0.0), rng=rng(0))
+    assert torch.equal(plain, clean)
+
+
+def test_a_neighbours_piece_is_ink_in_the_truth_too():
+    digits = torch.from_numpy(draw_digits(64, seed=4)[0].astype(np.float32) / 255)
+    spec = replace(degrade.SCAN, p_neighbour=1.0, p_pure=1.0, dark_ink=0.0, p_scale=0.0)
+    clean, _ = degrade.degrade(digits, spec, rng=rng(1))
+    edges = torch.cat([clean[:, :, :4], clean[:, :, -4:]], dim=2)
+    assert (edges.amax(dim=(1, 2)) > 0.5).float().mean() > 0.3  # pieces at the edges (none there before)
