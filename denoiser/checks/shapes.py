@@ -40,20 +40,52 @@ from denoiser.models.precision import FP32, Precision, autocast
 SIDE, BOX = 28, 20  # MNIST's framing: the ink's box fits 20x20, centred by mass in 28x28
 MAX_SIDE = 2 * SIDE  # larger scans (pages) are not judged by shape
 INK = 0.3  # pixels above this share of the scan's peak are ink, for the box
+GAP = 2  # empty columns (rows) that end the digit's run of ink (:func:`central`)
 QUANTILE = 0.96  # of held-out training digits' scores: the threshold
 HELD_OUT = 5000
-VERSION = 2  # part of the stored id: bump when a change alters what training produces
+VERSION = 3  # part of the stored id: bump when a change alters what training produces
 FOLDER = "shapes"
 NOT_A_DIGIT = 10  # the class index of "not a digit"
 
 
-def frame(images: torch.Tensor) -> torch.Tensor:
+def central(ink: torch.Tensor, gap: int = GAP) -> torch.Tensor:
+    """(N, H, W) ink masks kept only within the run of inked columns and rows around the
+    scan's centre: a run ends at ``gap`` or more empty columns (rows). A crop of a written
+    amount holds pieces of its neighbours at the edges; they are not the digit's shape."""
+    keep = torch.ones_like(ink)
+    for axis in (2, 1):  # columns, then rows within what the columns kept
+        profile = (ink & keep).any(dim=3 - axis).numpy()  # (N, W) or (N, H)
+        size = profile.shape[1]
+        mask = np.zeros_like(profile)
+        for i, inked in enumerate(profile):
+            where = np.flatnonzero(inked)
+            if len(where) == 0:
+                mask[i] = True
+                continue
+            start = int(where[np.argmin(np.abs(where - (size - 1) / 2))])  # the ink nearest the centre
+            lo = hi = start
+            while lo > 0 and inked[max(0, lo - gap):lo].any():
+                lo -= 1
+            while hi < size - 1 and inked[hi + 1:hi + 1 + gap].any():
+                hi += 1
+            mask[i, lo:hi + 1] = True
+        shaped = torch.from_numpy(mask)
+        keep &= shaped[:, None, :] if axis == 2 else shaped[:, :, None]
+    return ink & keep
+
+
+def frame(images: torch.Tensor, *, neighbours: bool = False) -> torch.Tensor:
     """(N, H, W) scans, ink on paper 0, in MNIST's framing: (N, 28, 28), the ink's peak at 1
-    (a model with tone headroom leaves its ink below 1). A blank scan stays blank."""
+    (a model with tone headroom leaves its ink below 1). A scan is judged without the pieces
+    of neighbours at its edges (:func:`central`); training shapes, drawn whole, keep all their
+    ink (``neighbours=True``). A blank scan stays blank."""
     n, h, w = images.shape
     x = images.float()
     peak = x.amax(dim=(1, 2), keepdim=True)
     ink = (x > INK * peak) & (peak > 0)
+    if not neighbours:
+        ink = central(ink)
+        x = x * F.max_pool2d(ink[:, None].float(), 3, stride=1, padding=1)[:, 0]  # a stroke's faint edge stays
     ys = torch.arange(h, dtype=torch.float32).view(1, h, 1).expand(n, h, w)
     xs = torch.arange(w, dtype=torch.float32).view(1, 1, w).expand(n, h, w)
     far = float(h + w)
@@ -129,18 +161,28 @@ class ShapeModel:
         """Each scan's score (NaN for a scan larger than :data:`MAX_SIDE`: not judged).
         ``outputs``: (H, W) scans in the model's look; ``precision``: the CPU's, as the
         cleaning model's (bf16 with channels-last ran 5x as fast as float32 here)."""
-        result = np.full(len(outputs), np.nan)
-        small = [i for i, o in enumerate(outputs) if max(np.shape(o)) <= MAX_SIDE]
+        return self.read(outputs, batch, precision)[0]
+
+    def read(self, outputs: list[np.ndarray] | np.ndarray, batch: int = 512,
+             precision: Precision = FP32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each scan's score (as :meth:`scores`), the digit it reads as and the model's
+        probability for that digit (-1 and NaN for a scan not judged)."""
+        score = np.full(len(outputs), np.nan)
+        digit, digit_p = np.full(len(outputs), -1), np.full(len(outputs), np.nan)
         by_shape: dict[tuple[int, ...], list[int]] = {}
-        for i in small:
-            by_shape.setdefault(np.shape(outputs[i]), []).append(i)
+        for i, o in enumerate(outputs):
+            if max(np.shape(o)) <= MAX_SIDE:
+                by_shape.setdefault(np.shape(o), []).append(i)
         with torch.inference_mode(), autocast("cpu", precision):
             for indices in by_shape.values():
                 for start in range(0, len(indices), batch):
                     part = indices[start : start + batch]
                     stack = torch.from_numpy(np.stack([np.asarray(outputs[i], np.float32) for i in part]))
-                    result[part] = self.net.scores(frame(stack)).double().numpy()
-        return result
+                    probs = torch.softmax(self.net(frame(stack)).float(), dim=1).double()
+                    score[part] = probs[:, NOT_A_DIGIT].numpy()
+                    top, which = probs[:, :NOT_A_DIGIT].max(dim=1)
+                    digit[part], digit_p[part] = which.numpy(), top.numpy()
+        return score, digit, digit_p
 
     def unlike(self, outputs: list[np.ndarray] | np.ndarray, precision: Precision = FP32) -> np.ndarray:
         """True for each scan whose shape is unlike any digit's."""

@@ -36,6 +36,11 @@ REPORT_COLUMNS = {
     "ood": "boolean",  # unlike the training digits
     "ood_reason": "string",
     "pages": "Int64",  # pages or frames of the file, all cleaned (the figures are the first page's)
+    # what the digit-shape model reads (denoiser.scans.batch), null without one
+    "ood_score": "float64",  # the probability that the output is not a digit (the flag's graded form)
+    "digit": "Int64", "digit_p": "float64",  # the digit the output reads as, and its probability
+    "digit_in": "Int64", "digit_in_p": "float64",  # the same of the scan before cleaning
+    "identity_changed": "boolean",  # output and scan read as different digits, both confidently
 }
 
 

@@ -81,8 +81,8 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         sigmas, renoised = quality.renoised_many(mapped, outputs)
         rechecks = denoise_images(model, renoised, **options)
         on_cpu = torch.device(device).type == "cpu"  # the shape model runs there, in the CPU's precision
-        scores = (shape_model.scores(outputs, precision=precision if on_cpu else FP32) if shape_model is not None
-                  else np.full(len(outputs), np.nan))
+        readings = _readings(shape_model, mapped, outputs, precision if on_cpu else FP32)
+        scores = readings["ood_score"]
         contrasts = [info.ink - info.paper for info in infos]
         look_dbs = (np.full(len(outputs), np.nan) if quality_model is None
                     else quality_model.look_db(mapped, outputs, rechecks, sigmas, contrasts,
@@ -106,9 +106,34 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         results[i] = cleaned[k]  # type: ignore[assignment]
     for j, k in enumerate(done):
         failed = next((r for r in (figures[j], assessed[j]) if isinstance(r, Exception)), None)
-        results[live[k]] = failed or Cleaned(cleaned[k], infos[k], {**figures[j], **assessed[j]})  # type: ignore[arg-type]
+        read = {name: (None if name.startswith("digit") and "_p" not in name and values[k] < 0 else values[k].item())
+                for name, values in readings.items()}
+        results[live[k]] = failed or Cleaned(cleaned[k], infos[k], {**figures[j], **assessed[j], **read})  # type: ignore[arg-type]
     clock.finish += time.perf_counter() - started
     return results
+
+
+#: A reading counts as confident at this probability: an output that reads as another digit
+#: than its input did, both this sure, is flagged (``identity_changed``).
+IDENTITY_P = 0.9
+
+
+def _readings(shape_model: ShapeModel | None, mapped: list[np.ndarray], outputs: list[np.ndarray],
+              precision: Precision) -> dict[str, np.ndarray]:
+    """What the digit-shape model reads in each output and in its input: the report columns
+    ``ood_score`` (the probability of "not a digit"), ``digit``, ``digit_p``, ``digit_in``,
+    ``digit_in_p`` and ``identity_changed`` (NaN, -1 and False without a shape model)."""
+    n = len(outputs)
+    if shape_model is None:
+        nan, none = np.full(n, np.nan), np.full(n, -1)
+        return {"ood_score": nan, "digit": none, "digit_p": nan, "digit_in": none, "digit_in_p": nan,
+                "identity_changed": np.zeros(n, dtype=bool)}
+    score, digit, digit_p = shape_model.read(outputs, precision=precision)
+    _, digit_in, digit_in_p = shape_model.read(mapped, precision=precision)
+    changed = (digit != digit_in) & (digit >= 0) & (digit_in >= 0) & (digit_p >= IDENTITY_P) & \
+        (digit_in_p >= IDENTITY_P)
+    return {"ood_score": score, "digit": digit, "digit_p": digit_p, "digit_in": digit_in, "digit_in_p": digit_in_p,
+            "identity_changed": changed}
 
 
 def _figures(pixels: list[np.ndarray], cleaned: list[np.ndarray]) -> list[dict[str, float]]:

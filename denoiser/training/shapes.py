@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,8 @@ from denoiser.data.mnist import array_digest, load_dataset
 from denoiser.models.checkpoint import Checkpoint, load_model
 from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision, resolve_precision
+from denoiser.noise import degrade
+from denoiser.noise.paper import with_neighbours
 from denoiser.scans.restore import model_headroom, prepare_many
 from denoiser.training.letters import pen_letters
 
@@ -65,11 +68,15 @@ LETTERS = 10000  # letters drawn by a pen (denoiser.training.letters), among the
 LETTER_SHARE = 0.5  # of a batch's digits: how many such letters join it
 #: Digits that a turn or a mirror leaves a digit (0, 1, 8), or makes another one (6, 9).
 SYMMETRIC = (0, 1, 6, 8, 9)
+#: Real-looking scans the threshold is also set on (:func:`calibrate`).
+REAL_LOOKING = replace(degrade.SCAN, p_pattern=0.6, p_neighbour=0.6, p_pure=0.2)
+IN_A_ROW = 0.3  # of a batch's digits: drawn with a neighbour's piece at an edge (as_in_a_row)
+RULED = 0.2  # of those: with a rule or underline left across them
 
 
-def redrawn(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def redrawn(images: torch.Tensor, g: torch.Generator, *, neighbours: bool = True) -> torch.Tensor:
     """(N, 28, 28) shapes drawn otherwise: thicker, thinner or as they are; slanted, turned
-    and rescaled; then framed."""
+    and rescaled; then framed (whole, or with ``neighbours=False`` as a scan is judged)."""
     n, x = len(images), images[:, None]
     stroke = torch.randint(0, 3, (n,), generator=g).view(-1, 1, 1, 1)
     thick = F.max_pool2d(x, 3, 1, 1)
@@ -82,7 +89,22 @@ def redrawn(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     theta[:, 0, 0], theta[:, 0, 1] = torch.cos(turn) / scale, shear - torch.sin(turn)
     theta[:, 1, 0], theta[:, 1, 1] = torch.sin(turn), torch.cos(turn) / scale
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return frame(F.grid_sample(x, grid, align_corners=False)[:, 0].clamp(0, 1))
+    return frame(F.grid_sample(x, grid, align_corners=False)[:, 0].clamp(0, 1), neighbours=neighbours)
+
+
+def as_in_a_row(digits: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """(N, 28, 28) digits as crops of a written amount show them: a piece of a neighbouring
+    digit at the left or right edge (near, or touching), and for some a rule or an underline
+    the cleaner left. They are still digits."""
+    n = len(digits)
+    x = with_neighbours(digits, torch.ones(n, dtype=torch.bool), g)
+    rows = torch.arange(28).view(1, 28, 1)
+    cols = torch.arange(28).view(1, 1, 28)
+    row = torch.randint(20, 27, (n, 1, 1), generator=g)
+    start, length = torch.randint(0, 10, (n, 1, 1), generator=g), torch.randint(12, 28, (n, 1, 1), generator=g)
+    rule = ((rows == row) & (cols >= start) & (cols < start + length)).float() * 0.8
+    ruled = torch.rand(n, 1, 1, generator=g) < RULED
+    return torch.where(ruled, torch.maximum(x, rule), x)
 
 
 def cleaned_look(images: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -182,7 +204,10 @@ def train_shapes(images: np.ndarray, labels: np.ndarray, *, epochs: int = 3, see
             half, typed = len(part) // 2, torch.randint(0, TYPED, (len(part) // 8,), generator=g)
             shapes_x = torch.cat([fit_x[part], typed_x[typed]])
             shapes_y = torch.cat([fit_y[part], typed_y[typed]])
+            row = torch.rand(len(shapes_x), generator=g) < IN_A_ROW
             digits = redrawn(shapes_x, g)
+            if row.any():  # framed as a scan is judged: the neighbour's piece left out where it is apart
+                digits[row] = redrawn(as_in_a_row(shapes_x[row], g), g, neighbours=False)
             drawn = letters_x[torch.randint(0, len(letters_x), (int(len(part) * LETTER_SHARE),), generator=g)]
             others = redrawn(torch.cat([non_digits(shapes_x[:half], shapes_y[:half], g), drawn]), g)
             logits = net(cleaned_look(torch.cat([digits, others]), g))
@@ -234,19 +259,29 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
 
 def calibrate(shape_model: ShapeModel, cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, *,
               noise_levels: tuple[float, ...] = CALIBRATION_NOISE, seed: int = 0,
-              precision: Precision = FP32) -> float:
+              precision: Precision = FP32, real_looking: bool = True) -> float:
     """The threshold at which :data:`denoiser.checks.shapes.QUANTILE` of ``digits`` (uint8, never
-    trained on), given clipped Gaussian noise of each level in turn and cleaned by
-    ``cleaner`` as ``clean`` cleans, score at or below: a model's outputs of noisy digits are
-    not clean digits, and a threshold set on clean ones flagged 10% of MNIST's test digits
-    at the tutorial's noise."""
+    trained on), cleaned by ``cleaner`` as ``clean`` cleans, score at or below: a model's
+    outputs of noisy digits are not clean digits (a threshold set on clean ones flagged 10%
+    of MNIST's test digits at the tutorial's noise). The digits are given clipped Gaussian
+    noise of each level in turn, and (as many again) rendered as real-looking scans: the scan
+    degradations with a printed pattern beneath the ink and a neighbour's piece at an edge
+    (:data:`REAL_LOOKING`), as crops of written amounts are (unless not ``real_looking``)."""
     rng = np.random.default_rng(seed)
     clean = to_float(digits)
-    parts = np.array_split(np.arange(len(clean)), len(noise_levels))
+    parts = np.array_split(np.arange(len(clean)), len(noise_levels) + int(real_looking))
     scores = []
-    for level, part in zip(noise_levels, parts, strict=True):
+    for level, part in zip(noise_levels, parts, strict=False):
         noisy = np.clip(clean[part] + level * rng.standard_normal(clean[part].shape), 0, 1).astype(np.float32)
-        mapped = [m for m, _ in prepare_many(list(noisy), headroom=headroom)]
-        outputs = denoise_images(cleaner, mapped, precision=precision)
-        scores.append(shape_model.scores(outputs, precision=precision))
+        scores.append(_cleaned_scores(shape_model, cleaner, headroom, list(noisy), precision))
+    if real_looking:
+        _, scans = degrade.degrade(torch.from_numpy(clean[parts[-1]]), REAL_LOOKING,
+                                   rng=torch.Generator().manual_seed(seed), scale=1.0)
+        scores.append(_cleaned_scores(shape_model, cleaner, headroom, list(scans.numpy()), precision))
     return float(np.quantile(np.concatenate(scores), QUANTILE))
+
+
+def _cleaned_scores(shape_model: ShapeModel, cleaner: torch.nn.Module, headroom: float, scans: list[np.ndarray],
+                    precision: Precision) -> np.ndarray:
+    mapped = [m for m, _ in prepare_many(scans, headroom=headroom)]
+    return shape_model.scores(denoise_images(cleaner, mapped, precision=precision), precision=precision)

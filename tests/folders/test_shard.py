@@ -209,7 +209,9 @@ def test_report_columns(tree, untrained):
                                   "height", "inverted", "paper", "ink", "scale", "model_id",
                                   "model_reason", "input_sha256", "output_path",
                                   "recon_mse", "noise_sigma_in", "noise_sigma_out", "seconds", "path_bytes",
-                                  "noise_level", "psnr_est", "ood", "ood_reason", "pages"]  # added last: none moved
+                                  "noise_level", "psnr_est", "ood", "ood_reason", "pages", "ood_score",
+                                  "digit", "digit_p", "digit_in", "digit_in_p",
+                                  "identity_changed"]  # added last: none moved
     ok = back[back["status"] == "ok"]
     assert ok["psnr_est"].notna().all() and ok["ood"].notna().all() and ok["noise_level"].notna().all()
 
