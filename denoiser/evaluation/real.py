@@ -217,13 +217,16 @@ def format_real(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_method(choice: Any, *, tones: str = "keep", device: str = "cpu", chunk: int = 512) -> Method:
+def model_method(choice: Any, *, tones: str = "keep", device: str = "auto", chunk: int = 512) -> Method:
     """A method cleaning as ``denoiser clean`` does with ``choice`` (a
     :class:`denoiser.folders.model_choice.ModelChoice`); a scan the cleaner fails on stays
     as it is."""
     from denoiser.folders.model_choice import cached_model
+    from denoiser.models.device import resolve_device
     from denoiser.scans.batch import clean_batch
     from denoiser.scans.restore import model_headroom
+
+    device = str(resolve_device(device))  # "auto" as clean resolves it
 
     def clean(images: list[np.ndarray]) -> list[np.ndarray]:
         found = choice.checkpoint()

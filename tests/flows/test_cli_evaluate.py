@@ -34,3 +34,34 @@ def test_evaluate_command_refuses_bad_input_in_one_line(tmp_path, trained_store)
     assert missing.returncode in (1, 2) and len(missing.stderr.strip().splitlines()) == 1
     assert "unet-nope" in missing.stderr
 
+
+
+def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_path):
+    """``evaluate --real`` as a user runs it, default device and all: the reader is a quick one
+    trained here on typed digits (the product's own trains on MNIST, minutes)."""
+    import shutil
+
+    from denoiser.evaluation import recognizer
+    from denoiser.models import registry
+    from denoiser.models.checkpoint import save_weights
+    from tests.evaluation.test_real import write_scans
+    from tests.helpers import typed
+
+    models = tmp_path / "models"
+    shutil.copytree(untrained.weights.parent, models)
+    registry.promote(models, "conv-test", "clean", score=lambda _: 0.0)
+    images, labels = typed(1500, "0123456789", seed=1)
+    save_weights(recognizer.train_reader(images, labels, epochs=1), recognizer.reader_path(models), {"version": 2})
+    truth = write_scans(tmp_path / "scans", n=30, layout="folders")
+    out = denoiser("evaluate", "--real", str(tmp_path / "scans"), "--models-dir", str(models), "--out-dir",
+                   str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"), cwd=tmp_path,
+                   env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "read correctly" in out.stdout and "clean (conv-test)" in out.stdout
+    rows = pd.read_parquet(tmp_path / "eval" / "real.parquet")
+    assert set(rows["method"]) == {"input", "median 3x3", "gaussian 1", "clean (conv-test)"}
+    assert len(rows) == 4 * len(truth) and set(rows["path"]) == set(truth)
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert summary["images"] == len(truth) and (tmp_path / "eval" / "sheet-sample.png").is_file()
+    bad = denoiser("evaluate", "--real", str(tmp_path / "nowhere"), "--models-dir", str(models), cwd=tmp_path)
+    assert bad.returncode in (1, 2) and len(bad.stderr.strip().splitlines()) == 1 and "nowhere" in bad.stderr
