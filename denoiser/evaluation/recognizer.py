@@ -14,7 +14,7 @@ framed as MNIST's were (:func:`denoiser.checks.shapes.frame`, a fixed rule, not 
 model): its ink's box scaled to 20 pixels and its centre of mass put at the centre of 28x28,
 pieces of neighbouring digits at the edges left out.
 
-    weights = ensure_reader(models_dir, data_dir)          # about 7 minutes on 2 CPU cores, once
+    weights = ensure_reader(models_dir, data_dir)          # about 5 minutes on 2 CPU cores, once
     labels, confidence = load_reader(weights).read(images)  # float (H, W) in [0, 1], any sizes
 """
 
@@ -148,7 +148,7 @@ def ensure_reader(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
     if weights.is_file() and weights.with_suffix(".json").is_file():
         return weights
     mnist = load_dataset(data_dir)
-    log.info("training the digit reader that scores cleaning on real scans (MNIST, %d epochs, about 7 minutes "
+    log.info("training the digit reader that scores cleaning on real scans (MNIST, %d epochs, about 5 minutes "
              "on 2 CPU cores)", epochs)
     started = time.perf_counter()
     net = train_reader(mnist.train_images, mnist.train_labels, epochs=epochs)
