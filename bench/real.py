@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--model", default=None, help="a model to clean with instead of the default")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sheets", default=None, metavar="DIR",
+                        help="where to write the contact sheets (they show the scans: never a folder in git)")
     args = parser.parse_args()
     started = time.time()
     found = real.labelled_scans(args.folder, args.limit)
@@ -75,11 +77,11 @@ def main() -> None:
         result["flags"]["adapted"] = flags(adapted, found.images)
     with tempfile.TemporaryDirectory() as out:
         summary = real.score_real(found, out, methods, reader, compare_to="input")
-        sheets = Path(args.json).with_suffix("") if args.json else None
-        if sheets is not None:
+        if args.sheets:  # crops of the scans themselves: keep them out of the repository
+            Path(args.sheets).mkdir(parents=True, exist_ok=True)
             for name in ("sheet-sample.png", "sheet-changed.png"):
                 if (Path(out) / name).is_file():
-                    (Path(f"{sheets}-{name}")).write_bytes((Path(out) / name).read_bytes())
+                    (Path(args.sheets) / name).write_bytes((Path(out) / name).read_bytes())
     result.update(summary=summary, seconds=round(time.time() - started, 1))
     print(real.format_real(summary))
     print(json.dumps(result["flags"], indent=2))
