@@ -32,10 +32,13 @@ def outputs(out: Path) -> list[Path]:
     return sorted(p for p in out.rglob("*") if p.is_file() and ".denoiser" not in p.parts)
 
 
+SLOW_FILES = 60  # enough that a run stopped after 5 outputs is stopped mid-way
+
+
 def start_slow_clean(tmp_path, store, **popen) -> subprocess.Popen:
-    """``denoiser clean`` of 150 large scans one at a time, in a process group of its own,
-    returned once 5 outputs are written (or it ended)."""
-    write_scans(tmp_path / "in", 150, size=200)
+    """``denoiser clean`` of :data:`SLOW_FILES` large scans one at a time, in a process group of
+    its own, returned once 5 outputs are written (or it ended)."""
+    write_scans(tmp_path / "in", SLOW_FILES, size=200)
     script = BIN / "denoiser"
     command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
                ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
@@ -139,7 +142,7 @@ def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path,
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     done = outputs(tmp_path / "out")
-    assert 5 <= len(done) < 150, "the run should have been killed mid-way"
+    assert 5 <= len(done) < SLOW_FILES, "the run should have been killed mid-way"
     for path in done:  # every visible output is whole
         with Image.open(path) as image:
             image.load()
@@ -148,8 +151,8 @@ def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path,
     rerun = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
                      "--device", "cpu", env=prefect_env(tmp_path))
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert len(outputs(tmp_path / "out")) == 150
-    assert "150 files: " in rerun.stdout and " 0 error" in rerun.stdout
+    assert len(outputs(tmp_path / "out")) == SLOW_FILES
+    assert f"{SLOW_FILES} files: " in rerun.stdout and " 0 error" in rerun.stdout
     assert not list((tmp_path / "out" / ".denoiser" / "tmp").glob("*"))
 
 
@@ -168,7 +171,7 @@ def test_a_signal_to_the_group_stops_the_run_in_seconds_and_no_server_is_left(tm
     except subprocess.TimeoutExpired:
         os.killpg(run.pid, signal.SIGKILL)
         pytest.fail(f"still running 30 s after {sig.name}")
-    assert len(outputs(tmp_path / "out")) < 150, "the run should have been stopped mid-way"
+    assert len(outputs(tmp_path / "out")) < SLOW_FILES, "the run should have been stopped mid-way"
     if sig == signal.SIGINT:
         assert run.returncode == 130 and "denoiser clean: interrupted" in stderr
     else:
