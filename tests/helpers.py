@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import gzip
 import hashlib
 import os
@@ -10,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -171,11 +174,34 @@ def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
     return expected
 
 
+@functools.cache
+def _prefect_db_template() -> Path:
+    """A Prefect database with every migration applied, made once per test process (8 s)."""
+    home = Path(tempfile.mkdtemp(prefix="prefect-db-template-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    prefect = Path(sys.executable).with_name("prefect")
+    command = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
+    subprocess.run(command + ["server", "database", "upgrade", "-y"], check=True, capture_output=True,
+                   env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}, timeout=300)
+    return home / "prefect.db"
+
+
+def seed_prefect_home(home: str | os.PathLike[str]) -> None:
+    """Give a new PREFECT_HOME a migrated, empty database: a command's temporary server then
+    starts in about 15 s instead of 20 (the migrations of a fresh database, measured on 2 cores)."""
+    home = Path(home)
+    if not (home / "prefect.db").exists():
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_prefect_db_template(), home / "prefect.db")
+
+
 def denoiser(*args, cwd=None, env=None, timeout=300) -> subprocess.CompletedProcess:
     """Run the ``denoiser`` command in a subprocess, as a user would."""
     script = Path(sys.executable).with_name("denoiser")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
     full_env = {**os.environ, **(env or {})}
+    if env and "PREFECT_HOME" in env and not env.get("PREFECT_API_URL"):
+        seed_prefect_home(env["PREFECT_HOME"])
     return subprocess.run(command + list(args), capture_output=True, text=True, cwd=cwd,
                           env=full_env, timeout=timeout)
 

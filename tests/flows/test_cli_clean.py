@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from denoiser.folders import workdir
-from tests.helpers import denoiser, free_port
+from tests.helpers import denoiser, free_port, seed_prefect_home
 
 BIN = Path(sys.executable).parent
 
@@ -44,6 +44,7 @@ def start_slow_clean(tmp_path, store, **popen) -> subprocess.Popen:
                ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
                "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
     env = {**os.environ, **prefect_env(tmp_path)}
+    seed_prefect_home(env["PREFECT_HOME"])
     run = subprocess.Popen(command, env=env, start_new_session=True, **popen)
     deadline = time.time() + 120
     while len(outputs(tmp_path / "out")) < 5 and time.time() < deadline and run.poll() is None:
