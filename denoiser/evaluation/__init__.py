@@ -1,4 +1,4 @@
-"""Models beside classical filters, on MNIST with synthetic noise and on rendered scans,
+"""Models beside classical filters, on MNIST with synthetic noise, on rendered scans and on real ones,
 with the digit-identity check, and the score a model is promoted on.
 
     evaluate    prepare, score_model, score_baseline, summarize (the evaluate command)
@@ -6,6 +6,8 @@ with the digit-identity check, and the score a model is promoted on.
     scanset     the scan test set: every kind of scan degradation
     digits      the digit-identity check (a nearest-neighbour reader)
     promotion   use_score: the number promotion compares
+    real        evaluate --real: labelled real scans, scored by how often the reader reads them
+    recognizer  the digit reader trained on MNIST, used by nothing that cleans
 """
 
 from denoiser import lazy_exports
