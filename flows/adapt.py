@@ -2,7 +2,7 @@
 
 Each stage is a retryable task that hands the next a file (the sample as ``.npz``, the
 adapted model in the store). The gate decides which model cleans this folder: the adapted
-one only if it beats its parent on the gate's images (:data:`denoiser.adapt.fine_tune.GATE_DB`).
+one only if it beats its parent on the gate's images (:mod:`denoiser.adapt.gate`).
 A folder whose noise is not white (print, texture, blur, JPEG) trains on known digits laid on
 its own backgrounds (:mod:`denoiser.adapt.composite`); every run's decision is kept in
 its run folder as ``outcome.json``.
@@ -37,11 +37,9 @@ from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 @library_logs
 def sample(in_dir: str, parent_weights: str, run_dir: str, max_images: int, seed: int) -> dict[str, Any]:
     parent = checkpoint.resolve_checkpoint(parent_weights, Path(parent_weights).parent)
-    taken = folder_sample.sample_folder(in_dir, headroom=restore.model_headroom(parent.metadata),
-                                        max_images=max_images, seed=seed)
-    if len(taken.inputs) < 10:
-        raise ValueError(f"{in_dir}: only {len(taken.inputs)} readable images; adapting needs at least 10")
-    path = folder_sample.save_sample(taken, Path(run_dir) / "sample.npz")
+    path = Path(run_dir) / "sample.npz"
+    taken = folder_sample.take_sample(in_dir, path, headroom=restore.model_headroom(parent.metadata),
+                                      max_images=max_images, seed=seed)
     get_run_logger().info("sampled %d of %d files (%d unreadable, left out)", len(taken.inputs), taken.files,
                           taken.unreadable)
     return {"sample": str(path), "files": taken.files, "images": len(taken.inputs),

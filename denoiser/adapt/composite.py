@@ -25,6 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser.noise.degrade import blur, blur_kernels
+from denoiser.noise.paper import with_neighbours
 
 INK = 0.2  # the parent's output above this (in the model's look) is ink
 MARGIN = 2  # pixels around the ink also taken out (blur, a stroke's faint edge)
@@ -130,16 +131,8 @@ class Backgrounds:
         the folder's, with a neighbour's piece at an edge for half of them, laid on a background."""
         n = len(digits)
         level = torch.from_numpy(self.ink)[torch.randint(0, len(self.ink), (n,), generator=rng)].view(-1, 1, 1, 1)
-        ink = digits.float().clamp(0, 1)
-        others = ink[torch.randperm(n, generator=rng)]
-        side = torch.where(torch.rand(n, generator=rng) < 0.5, -1, 1)
-        offset = side * torch.randint(18, 25, (n,), generator=rng)
-        neighbour = torch.stack([torch.roll(o, int(s), dims=-1) for o, s in zip(others, offset, strict=True)])
-        cols = torch.arange(CROP).view(1, 1, 1, -1)
-        keep = torch.where(offset.view(-1, 1, 1, 1) > 0, cols >= offset.view(-1, 1, 1, 1),
-                           cols < CROP + offset.view(-1, 1, 1, 1))  # no wrap-round
-        with_neighbour = (torch.rand(n, generator=rng) < NEIGHBOUR).view(-1, 1, 1, 1)
-        ink = torch.where(with_neighbour, torch.maximum(ink, neighbour * keep), ink)
+        ink = with_neighbours(digits.float().clamp(0, 1)[:, 0], torch.rand(n, generator=rng) < NEIGHBOUR,
+                              rng)[:, None]
         clean = ink * level
         sigma = INK_BLUR[0] + (INK_BLUR[1] - INK_BLUR[0]) * torch.rand(n, 1, 1, generator=rng)
         kernels = blur_kernels(n, sigma.clamp_min(1e-3), torch.zeros(n, 1, 1, dtype=torch.bool), rng, 7)

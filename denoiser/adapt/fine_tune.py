@@ -18,13 +18,16 @@ noise differs from the folder's; training on the blind-spot loss (alone, or adde
 one) lowered PSNR, since a network that learns to predict hidden pixels is not the one that
 cleans with all pixels visible. Its loss on the folder's scans is the gate's second number.
 
-The gate (:attr:`AdaptResult.better`): the folder's noise must be white
-(:mod:`denoiser.adapt.noise_profile`: where it is not, nothing is trained and the parent stays);
-held-out clean digits with the folder's measured noise (in the folder's hand, where it is
-matched), cleaned by parent and adapted model, where the adapted one must gain
-:data:`GATE_DB`; and the blind-spot loss on the
-folder's own scans (training sees the parent's outputs of them, never their noisy pixels),
-which must fall by :data:`BLIND_SPOT_MARGIN`.
+A folder whose noise is not white (:mod:`denoiser.adapt.noise_profile`) trains on known
+digits laid on its own backgrounds instead (:mod:`denoiser.adapt.composite`).
+
+The gate (:attr:`AdaptResult.better`, thresholds in :mod:`denoiser.adapt.gate`): held-out
+pairs cleaned by parent and adapted model, where the adapted one must gain ``GATE_DB``:
+clean digits with the folder's measured noise (in the folder's hand, where it is matched)
+and, for a white folder, the blind-spot loss on the folder's own scans (training sees the
+parent's outputs of them, never their noisy pixels), which must fall by
+``BLIND_SPOT_MARGIN``; for any other folder, digits laid on backgrounds held out of
+training.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ from torch.nn import functional as F
 
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.composite import Backgrounds
-from denoiser.adapt.gate import BLIND_SPOT_MARGIN, GATE_DB, blind_spot, gate_psnr, outputs
+from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
 from denoiser.adapt.noise_profile import NoiseProfile
 from denoiser.adapt.style_match import StyleMatch
+from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision, autocast
 from denoiser.noise.spec import NoiseSpec
 from denoiser.training.loop import training_pair
@@ -126,14 +130,10 @@ class AdaptResult:
 
     @property
     def better(self) -> bool:
-        """The gate's digits cleaned :data:`GATE_DB` better: for a folder whose noise is
-        white, digits given that noise, and a blind-spot loss on the folder's own scans lower
-        by :data:`BLIND_SPOT_MARGIN` too; for any other folder, digits laid on backgrounds of
-        its scans held out of training (:mod:`denoiser.adapt.composite`)."""
-        gained = self.gate["adapted_db"] >= self.gate["parent_db"] + GATE_DB
-        if self.composite:
-            return gained
-        return gained and self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN)
+        """The gate's pairs cleaned better (:func:`denoiser.adapt.gate.gains`) and, for a white
+        folder, the blind-spot loss on its own scans lower by ``BLIND_SPOT_MARGIN``."""
+        lower = self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN)
+        return gains(self.gate) and (self.composite or lower)
 
 
 def rate_factor(schedule: str, elapsed: float, budget: float) -> float:
@@ -197,7 +197,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         log.info("%.0f%% of the folder's scans have noise alike between neighbouring pixels (print, texture, "
                  "blur, JPEG): training lays known digits on the folder's own backgrounds",
                  100 * profile.correlated_share)
-        seen = outputs(parent, inputs, device)
+        seen = denoise_images(parent, inputs, device=device)
         found = Backgrounds.from_scans(inputs, seen, seed=config.seed)
         found.noise = np.asarray(profile.levels, dtype=np.float32)
         train_bg, gate_bg = found.split(0.2, seed=config.seed)
@@ -286,10 +286,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
         gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),
                                        on=gate_bg if composite else None)
-    parent_db, parent_loss = gate_psnr(parent, gate_truth, gate_noisy), blind_spot(parent, scans, scan_sigma)
     trained = step > 0  # else the model is its parent: no need to score it twice
-    gate = {"parent_db": round(parent_db, 3),
-            "adapted_db": round(gate_psnr(model, gate_truth, gate_noisy) if trained else parent_db, 3)}
+    gate = compare(parent, model if trained else None, gate_truth, gate_noisy)
+    parent_loss = blind_spot(parent, scans, scan_sigma)
     blind = {"parent": round(parent_loss, 6),
              "adapted": round(blind_spot(model, scans, scan_sigma) if trained else parent_loss, 6)}
     seconds = time.perf_counter() - started

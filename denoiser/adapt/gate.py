@@ -35,11 +35,6 @@ def blind_spot(model: torch.nn.Module, scans: torch.Tensor, sigma: torch.Tensor)
         return float(blind_spot_loss(model, scans, sigma, rng=torch.Generator().manual_seed(1)))
 
 
-def outputs(model: torch.nn.Module, inputs: list[np.ndarray], device: torch.device) -> list[np.ndarray]:
-    """The model's outputs (in its look) of ``inputs`` (float (H, W), any sizes), batched by size."""
-    return denoise_images(model, inputs, device=device)
-
-
 #: The adapted model's outputs of the folder's own scans must read as digits at least this
 #: nearly as surely as the parent's (the mean probability the digit-shape model gives the
 #: digit it reads, over the folder's sampled scans): a check on the real scans that needs no
@@ -55,7 +50,7 @@ def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[
     device = torch.device(device)
     readings = {}
     for name, model in (("parent", parent), ("adapted", adapted)):
-        _, digit, digit_p = shape_model.read(outputs(model, inputs, device))
+        _, digit, digit_p = shape_model.read(denoise_images(model, inputs, device=device))
         readings[name] = (digit, np.nan_to_num(digit_p))
     parent_p, adapted_p = float(readings["parent"][1].mean()), float(readings["adapted"][1].mean())
     changed = float((readings["parent"][0] != readings["adapted"][0]).mean())
@@ -63,12 +58,17 @@ def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[
             "changed": round(changed, 4), "passed": adapted_p >= parent_p - SHAPE_MARGIN}
 
 
-def composite_gate(parent: torch.nn.Module, candidate: torch.nn.Module, held_out, digits: torch.Tensor, *,
-                   seed: int = 0) -> dict[str, float | bool]:
-    """The gate on composites: ``digits`` (N, 1, 28, 28, ink 1) laid on backgrounds held out of
-    training (a :class:`denoiser.adapt.composite.Backgrounds`), cleaned by both models; the
-    candidate passes where it gains :data:`GATE_DB`."""
-    noisy, truth = held_out.pairs(digits, torch.Generator().manual_seed(seed))
-    parent_db, candidate_db = gate_psnr(parent, truth, noisy), gate_psnr(candidate, truth, noisy)
-    return {"parent_db": round(parent_db, 3), "adapted_db": round(candidate_db, 3),
-            "passed": candidate_db >= parent_db + GATE_DB}
+def compare(parent: torch.nn.Module, candidate: torch.nn.Module | None, truth: torch.Tensor,
+            noisy: torch.Tensor) -> dict[str, float]:
+    """Both models' mean PSNR (``parent_db``, ``adapted_db``) on the gate's pairs (N, 1, H, W):
+    white-noise digits, or digits laid on backgrounds held out of training
+    (:meth:`denoiser.adapt.composite.Backgrounds.pairs`). A ``candidate`` of None (nothing was
+    trained: it is its parent) is not scored twice."""
+    parent_db = gate_psnr(parent, truth, noisy)
+    candidate_db = parent_db if candidate is None else gate_psnr(candidate, truth, noisy)
+    return {"parent_db": round(parent_db, 3), "adapted_db": round(candidate_db, 3)}
+
+
+def gains(scores: dict[str, float]) -> bool:
+    """Whether the adapted model cleaned the gate's pairs :data:`GATE_DB` better (:func:`compare`)."""
+    return scores["adapted_db"] >= scores["parent_db"] + GATE_DB

@@ -92,17 +92,15 @@ def fine_tuned(parent, found, digits, *, keep_pattern: bool, steps: int = 60):
 
 
 def test_the_gate_refuses_a_worse_model_on_backgrounds_training_never_saw(trained_store):
-    from denoiser.adapt.gate import composite_gate
+    from denoiser.adapt.gate import compare, gains
     from denoiser.models import checkpoint
 
     parent = checkpoint.load_model(checkpoint.find_checkpoint(trained_store, "unet-tiny")).eval()
     scans, inks = with_digits(lined_paper(80, seed=3))
     trained_on, held_out = Backgrounds.from_scans(scans, [ink / 0.8 for ink in inks]).split(0.3)
     digits = torch.from_numpy(draw_digits(400, seed=6)[0].astype(np.float32) / 255)[:, None]
-    gate_digits = digits[300:]
-    worse = composite_gate(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True), held_out,
-                           gate_digits)
-    assert not worse["passed"] and worse["adapted_db"] < worse["parent_db"]
-    better = composite_gate(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=False), held_out,
-                            gate_digits)
-    assert better["passed"], better
+    noisy, truth = held_out.pairs(digits[300:], torch.Generator().manual_seed(0))  # the gate's pairs
+    worse = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True), truth, noisy)
+    assert not gains(worse) and worse["adapted_db"] < worse["parent_db"]
+    better = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=False), truth, noisy)
+    assert gains(better), better
