@@ -24,6 +24,7 @@ from denoiser.scans.restore import prepare
 #: A scan larger than this in the model's look is cut to a crop of this size around its
 #: centre: adaptation trains on 28x28 crops, and a sample of 5,000 full pages would not fit.
 KEEP = 112
+MIN_IMAGES = 10  # readable images a folder needs before it can be adapted to
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,17 @@ def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:
         np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                  **{f"image_{i:06d}": image for i, image in enumerate(sample.inputs)})
     return Path(path)
+
+
+def take_sample(in_dir: str | os.PathLike[str], path: str | os.PathLike[str], *, headroom: float,
+                max_images: int = 5000, seed: int = 0) -> FolderSample:
+    """:func:`sample_folder` saved at ``path`` (:func:`save_sample`), for the adapt stage.
+    Raises ValueError (one line) where fewer than :data:`MIN_IMAGES` images could be read."""
+    taken = sample_folder(in_dir, headroom=headroom, max_images=max_images, seed=seed)
+    if len(taken.inputs) < MIN_IMAGES:
+        raise ValueError(f"{in_dir}: only {len(taken.inputs)} readable images; adapting needs at least {MIN_IMAGES}")
+    save_sample(taken, path)
+    return taken
 
 
 def load_sample(path: str | os.PathLike[str]) -> FolderSample:

@@ -13,11 +13,12 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
 from denoiser.adapt.gate import shape_check
-from denoiser.adapt.sample import load_sample
+from denoiser.adapt.sample import load_sample, take_sample
 from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.data.arrays import to_float
 from denoiser.data.datasets import DATASETS
@@ -39,8 +40,9 @@ def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig) -> str:
 
 def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result: AdaptResult, *,
                  folder: str, folder_digest: str, images: int, config: AdaptConfig,
-                 precision: Precision = FP32) -> Checkpoint:
-    """Store the adapted model beside its parent; its metadata records the lineage."""
+                 precision: Precision = FP32, shapes: dict | None = None) -> Checkpoint:
+    """Store the adapted model beside its parent; its metadata records the lineage and the
+    gate's verdict (``shapes``: the shape check, :func:`denoiser.adapt.gate.shape_check`)."""
     inherited = ("architecture", "config", "recipe_version", "noise", "tone_headroom", "data_sha256")
     keep = {k: parent.metadata[k] for k in inherited if k in parent.metadata}
     lineage = {"parent": parent.model_id, "folder": os.path.abspath(folder), "folder_sha256": folder_digest,
@@ -48,7 +50,8 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "config": config.to_dict(), "noise_profile": result.profile.summary(),
                "noise_levels": list(result.profile.levels),
                "noise_correlations": list(result.profile.correlations), "gate": result.gate,
-               "gate_passed": result.better, "blind_spot_val_loss": result.blind_spot,
+               "gate_passed": result.better and (shapes is None or bool(shapes["passed"])), "shape_check": shapes,
+               "blind_spot_val_loss": result.blind_spot,
                "trained_on": "composites of the folder's backgrounds" if result.composite else "the folder's noise",
                "handwriting_change": result.handwriting, **precision.to_dict()}
     model_id = adapted_id(parent.model_id, folder_digest, config)
@@ -75,9 +78,9 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     shapes = find_shapes(models_dir)
     check = None if shapes is None else shape_check(parent_model, result.model,
                                                     sample.inputs, load_shapes(shapes), torch_device)
-    passed = result.better and (check is None or bool(check["passed"]))
-    model_id = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
-                            images=len(sample.inputs), config=config, precision=chosen).model_id
+    stored = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
+                          images=len(sample.inputs), config=config, precision=chosen, shapes=check)
+    model_id, passed = stored.model_id, stored.metadata["adapted"]["gate_passed"]
     return {"model_id": model_id, "parent": parent.model_id, "passed": passed, **result.gate, "shapes": check,
             "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
             "white": result.profile.white, "composite": result.composite, "levels": list(result.profile.levels),
@@ -90,13 +93,7 @@ def adapt_folder(in_dir: str | os.PathLike[str], parent: Checkpoint, *, models_d
                  max_images: int = 5000, device: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """Sample ``in_dir`` into ``run_dir`` and adapt ``parent`` to it (:func:`adapt_sample`),
     in this process: what ``denoiser adapt`` does, without Prefect."""
-    from pathlib import Path
-
-    from denoiser.adapt.sample import sample_folder, save_sample
-
-    taken = sample_folder(in_dir, headroom=model_headroom(parent.metadata), max_images=max_images, seed=config.seed)
-    if len(taken.inputs) < 10:
-        raise ValueError(f"{in_dir}: only {len(taken.inputs)} readable images; adapting needs at least 10")
-    path = save_sample(taken, Path(run_dir) / "sample.npz")
+    path = Path(run_dir) / "sample.npz"
+    take_sample(in_dir, path, headroom=model_headroom(parent.metadata), max_images=max_images, seed=config.seed)
     return adapt_sample(path, parent, models_dir=models_dir, data_dir=data_dir, config=config, device=device,
                         precision=precision)

@@ -160,6 +160,20 @@ def test_the_gate_needs_both_numbers_for_white_noise_and_the_composites_gain_oth
     assert result.better
 
 
+def test_a_model_the_shape_check_refuses_is_stored_as_refused(tmp_path, untrained):
+    """The digit dB gain alone passes; the label-free check on the folder's scans refuses:
+    the stored lineage says refused, as the outcome does."""
+    parent = checkpoint.resolve_checkpoint("conv-test", untrained.weights.parent)
+    result = fine_tune.AdaptResult(checkpoint.load_model(parent), noise_profile.NoiseProfile((0.3,)), 1, 1.0,
+                                   {"parent_db": 20.0, "adapted_db": 28.0}, {"parent": 0.05, "adapted": 0.04},
+                                   composite=True)
+    assert result.better
+    shapes = {"parent_digit_p": 0.497, "adapted_digit_p": 0.452, "changed": 0.12, "passed": False}
+    saved = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path), folder_digest="0" * 64, images=1,
+                               config=fine_tune.AdaptConfig(), shapes=shapes)
+    assert saved.metadata["adapted"]["gate_passed"] is False and saved.metadata["adapted"]["shape_check"] == shapes
+
+
 def test_a_folder_whose_noise_is_not_white_trains_on_its_own_backgrounds(trained_store):
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
     _, noisy = noisy_digits(30, 0.1)
