@@ -60,7 +60,8 @@ def check_labels(folder: str | os.PathLike[str]) -> list[tuple[str, int]]:
             raise ValueError(f"{labels_file} is not valid JSON ({error})") from None
         if not isinstance(found, dict):
             raise ValueError(f"{labels_file} must map each image's path to its digit")
-        pairs = sorted((_locate(root, str(name)), label) for name, label in found.items())
+        index: dict[str, list[str]] = {}
+        pairs = sorted((_locate(root, str(name), index), label) for name, label in found.items())
     else:
         pairs = sorted((p.relative_to(root).as_posix(), int(p.parent.name)) for p in root.glob("[0-9]/*")
                        if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -72,19 +73,18 @@ def check_labels(folder: str | os.PathLike[str]) -> list[tuple[str, int]]:
     return pairs
 
 
-def _locate(root: Path, name: str, _index: dict = {}) -> str:  # noqa: B006 - a cache per folder
+def _locate(root: Path, name: str, index: dict[str, list[str]]) -> str:
     """A label's key as a path under ``root``: as it stands, else the one image file of that
-    name anywhere below (``labels.json`` beside an ``images/`` folder names bare files)."""
+    name anywhere below (``labels.json`` beside an ``images/`` folder names bare files).
+    ``index`` (file name -> paths) is filled on first need, once per call of :func:`check_labels`."""
     if (root / name).is_file():
         return name
-    key = str(root.resolve())
-    if key not in _index:
-        names: dict[str, list[str]] = {}
+    if "" not in index:  # "" marks the folder as walked (no file has an empty name)
+        index[""] = []
         for path in root.rglob("*"):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                names.setdefault(path.name, []).append(path.relative_to(root).as_posix())
-        _index[key] = names
-    found = _index[key].get(Path(name).name, [])
+                index.setdefault(path.name, []).append(path.relative_to(root).as_posix())
+    found = index.get(Path(name).name, [])
     return found[0] if len(found) == 1 else name
 
 
@@ -105,6 +105,8 @@ def labelled_scans(folder: str | os.PathLike[str], limit: int | None = None) -> 
     return Labelled(str(root), paths, images, np.asarray(labels, dtype=np.int64), unreadable)
 
 
+# The two classical filters in torch, not the scipy ones of :mod:`denoiser.evaluation.baselines`:
+# those need the optional ``[baselines]`` extra, and ``evaluate --real`` runs on the core install.
 def median3(images: list[np.ndarray]) -> list[np.ndarray]:
     """A 3x3 median filter (edges reflected)."""
     out = []

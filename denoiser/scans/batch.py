@@ -106,7 +106,7 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
         results[i] = cleaned[k]  # type: ignore[assignment]
     for j, k in enumerate(done):
         failed = next((r for r in (figures[j], assessed[j]) if isinstance(r, Exception)), None)
-        read = {name: (None if name.startswith("digit") and "_p" not in name and values[k] < 0 else values[k].item())
+        read = {name: None if name in _DIGITS and values[k] < 0 else values[k].item()  # -1: not read
                 for name, values in readings.items()}
         results[live[k]] = failed or Cleaned(cleaned[k], infos[k], {**figures[j], **assessed[j], **read})  # type: ignore[arg-type]
     clock.finish += time.perf_counter() - started
@@ -116,6 +116,7 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
 #: A reading counts as confident at this probability: an output that reads as another digit
 #: than its input did, both this sure, is flagged (``identity_changed``).
 IDENTITY_P = 0.9
+_DIGITS = ("digit", "digit_in")  # the columns holding a digit, -1 where the scan was not judged
 
 
 def _readings(shape_model: ShapeModel | None, mapped: list[np.ndarray], outputs: list[np.ndarray],
