@@ -8,7 +8,11 @@ folder). It drifts where, against at least :data:`MIN_RUNS` such runs:
 * the median input noise (``noise_sigma_in``) is more than :data:`NOISE_RATIO` times the
   highest of theirs, or less than their lowest divided by it;
 * the share of files flagged as unlike the training digits, or the share that failed,
-  exceeds the highest of theirs by more than :data:`SHARE_MARGIN` (absolute).
+  exceeds the highest of theirs by more than :data:`SHARE_MARGIN` (absolute), counts at
+  least :data:`MIN_COUNT` files, and is that high by chance less than once in
+  ``1 / ALPHA`` runs of the same size drawn at the earlier runs' pooled rate (a one-sided
+  binomial test). A small batch is noisy: 3 flagged files in 40 (7.5%) where earlier runs
+  had 2% is not drift, and without the test it raised one on an unchanged folder.
 
 A folder whose noise doubles is flagged on its first such run; runs that repeat the same
 kind of scans stay inside the band.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +41,8 @@ MIN_RUNS = 3
 MIN_FILES = 20
 NOISE_RATIO = 1.5
 SHARE_MARGIN = 0.05
+MIN_COUNT = 5
+ALPHA = 1e-4
 
 HISTORY_COLUMNS = {
     "run_id": "string", "time": "datetime64[us, UTC]", "model_id": "string",
@@ -98,7 +105,7 @@ def read_history(tree: OutTree) -> pd.DataFrame:
         return empty_history()
     try:
         frame = pd.read_parquet(io.BytesIO(content))
-        missing = {"run_id", "time", "ok", "error"} - set(frame.columns)
+        missing = {"run_id", "time", "ok", "error", "ood"} - set(frame.columns)
         if missing:
             raise ValueError(f"no column {', '.join(sorted(missing))}")
         return frame
@@ -168,13 +175,30 @@ def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
         if noise > high * NOISE_RATIO or noise < low / NOISE_RATIO:
             reasons.append(f"median input noise {noise:.3f}, the previous {len(before)} runs "
                            f"{low:.3f}-{high:.3f}")
-    for column, what in (("ood_share", "share flagged as unlike the training digits"),
-                         ("error_rate", "share of files that failed")):
+    for column, count, out_of, what in (("ood_share", "ood", "ok", "share flagged as unlike the training digits"),
+                                        ("error_rate", "error", None, "share of files that failed")):
         high = float(earlier[column].max())
-        if row[column] > high + SHARE_MARGIN:
-            reasons.append(f"{what} {row[column]:.1%}, at most {high:.1%} in the previous "
-                           f"{len(earlier)} runs")
+        k, n = int(row[count]), int(row[out_of] if out_of else row["ok"] + row["error"])
+        before_k = float(earlier[count].sum())
+        before_n = float(earlier[out_of].sum() if out_of else (earlier["ok"] + earlier["error"]).sum())
+        rate = (before_k + 0.5) / (before_n + 1)  # never 0: a first flagged file is not a certainty
+        if row[column] > high + SHARE_MARGIN and k >= MIN_COUNT and binomial_tail(k, n, rate) < ALPHA:
+            reasons.append(f"{what} {row[column]:.1%} ({k} of {n}), at most {high:.1%} in the previous "
+                           f"{len(earlier)} runs ({rate:.1%} of their files)")
     return reasons
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X binomial with ``n`` trials of probability ``p`` (0 < p < 1)."""
+    if k <= 0:
+        return 1.0
+    if k > n:
+        return 0.0
+    j = np.arange(k, n + 1, dtype=np.float64)
+    log_terms = (math.lgamma(n + 1) - np.array([math.lgamma(x + 1) + math.lgamma(n - x + 1) for x in j])
+                 + j * math.log(p) + (n - j) * math.log1p(-p))
+    top = log_terms.max()
+    return float(min(1.0, math.exp(top) * np.exp(log_terms - top).sum()))
 
 
 def append_run(tree: OutTree, row: dict[str, Any]) -> tuple[pd.DataFrame, list[str]]:

@@ -11,11 +11,13 @@ from denoiser.folders.report import new_row, report_frame
 from denoiser.out_tree import OutTree
 
 
-def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0):
-    """A cleaning report like a run's: ``files`` cleaned with input noise near ``noise``."""
+def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0, flagged=None):
+    """A cleaning report like a run's: ``files`` cleaned with input noise near ``noise``, each
+    flagged with probability ``ood`` (or exactly the first ``flagged`` of them)."""
     rows = [new_row("r", f"{i:04d}.png", "m", status="ok", recon_mse=float(rng.uniform(0.01, 0.02)),
                     noise_sigma_in=float(noise * rng.uniform(0.9, 1.1)), noise_sigma_out=0.02,
-                    psnr_est=float(rng.normal(21, 0.5)), ood=bool(rng.random() < ood))
+                    psnr_est=float(rng.normal(21, 0.5)),
+                    ood=bool(rng.random() < ood) if flagged is None else i < flagged)
             for i in range(files)]
     rows += [new_row("r", f"bad{i}.png", "m", status="error", error="not an image") for i in range(errors)]
     return report_frame(rows)
@@ -49,6 +51,37 @@ def test_a_jump_in_flagged_or_failed_files_is_drift(tmp_path):
     _, reasons = record(tmp_path, run_report(rng, ood=0.4, errors=30), 4)
     assert [r.split(" ")[0] for r in reasons] == ["share", "share"]
     assert "flagged" in reasons[0] and "failed" in reasons[1]
+
+
+def test_a_few_flagged_files_in_a_small_batch_are_not_drift(tmp_path):
+    # Earlier runs of 40 files flagged 2.5% at most; 4 flagged in the next 40 (10%, over the
+    # old rule's 5-point margin) is chance, not drift; 12 in 40 is drift.
+    rng = np.random.default_rng(3)
+    for n in range(6):
+        assert record(tmp_path, run_report(rng, files=40, flagged=n % 2), n)[1] == []
+    assert record(tmp_path, run_report(rng, files=40, flagged=4), 6)[1] == []
+    reasons = record(tmp_path, run_report(rng, files=40, flagged=12), 7)[1]
+    assert len(reasons) == 1 and reasons[0].startswith("share flagged as unlike the training digits 30.0% (12 of 40)")
+
+
+def test_twenty_unchanged_runs_of_forty_files_raise_no_drift(tmp_path):
+    # Each file flagged with probability 2%, as on an unchanged folder. The earlier rule (the
+    # share above the previous runs' highest by 5 points) alarmed on this very sequence.
+    rng = np.random.default_rng(16)
+    flagged = []
+    for n in range(20):
+        frame = run_report(rng, files=40, ood=0.02)
+        flagged.append(int(frame["ood"].sum()))
+        assert record(tmp_path, frame, n)[1] == [], (n, flagged)
+    assert max(flagged) >= 3  # the sequence has a run of 7.5% or more flagged
+
+
+def test_binomial_tail_matches_the_sum_of_its_terms():
+    from math import comb
+
+    for k, n, p in ((3, 40, 0.02), (0, 10, 0.3), (12, 40, 0.02), (41, 40, 0.5), (5, 5, 0.5)):
+        exact = sum(comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+        assert abs(history.binomial_tail(k, n, p) - exact) < 1e-12 * max(1.0, exact) + 1e-300
 
 
 def test_runs_too_small_or_too_few_are_not_judged(tmp_path):
