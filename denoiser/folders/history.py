@@ -161,11 +161,17 @@ def _appended(history: pd.DataFrame, row: dict[str, Any]) -> pd.DataFrame:
     return pd.concat([history.astype(HISTORY_COLUMNS), added], ignore_index=True) if len(history) else added
 
 
+def judged_runs(history: pd.DataFrame) -> list[str]:
+    """The ids of the runs a new run is compared with: the last :data:`WINDOW` that cleaned
+    at least :data:`MIN_FILES` files (retention keeps their rows)."""
+    return history[(history["ok"] + history["error"]) >= MIN_FILES].tail(WINDOW)["run_id"].astype(str).tolist()
+
+
 def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
     """Why ``row`` drifts from the runs in ``history`` (see the module's rule); [] if not."""
     if row["ok"] + row["error"] < MIN_FILES:
         return []
-    earlier = history[(history["ok"] + history["error"]) >= MIN_FILES].tail(WINDOW)
+    earlier = history[history["run_id"].isin(judged_runs(history))]
     if len(earlier) < MIN_RUNS:
         return []
     reasons = []

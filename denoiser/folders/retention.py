@@ -3,7 +3,8 @@
 * A folder's cleaning runs (:func:`prune_clean_runs`): ``OUT_DIR/.denoiser/reports/<run>.parquet``,
   ``OUT_DIR/.denoiser/runs/<run>/`` (shard reports, timings) and the run's row in
   ``history.parquet``, for the runs the history or the ledger records (the product made
-  them), removed by descriptor: a link in the way is left alone, never followed. The
+  them), removed by descriptor (the history rows of the runs the drift rule compares with,
+  :func:`denoiser.folders.history.judged_runs`, stay): a link in the way is left alone, never followed. The
   manifest, which says what was cleaned, is kept whole; only a ``--rebuild-manifest``
   (which reads the shard reports) then knows less.
 * The MNIST pipeline's run folders: :func:`denoiser.runs.prune_pipeline_runs`.
@@ -36,7 +37,10 @@ def prune_clean_runs(tree: OutTree, retention: Retention, *, current: str | None
     gone = expired_but_current(retention, when, current, now)
     for run in gone:
         _remove_run(tree, run)
-    kept = past[~past["run_id"].isin(gone)]
+    # The drift rule's band (the last runs that cleaned enough files) keeps its history rows,
+    # whatever the retention: pruned to them, idle scheduled runs would leave nothing to compare with.
+    judged = history.judged_runs(past)
+    kept = past[~past["run_id"].isin(gone) | past["run_id"].isin(judged)]
     if len(kept) < len(past):
         history.write_history(tree, kept.reset_index(drop=True))
     forget_runs(tree, set(gone))

@@ -59,6 +59,31 @@ def test_pruning_a_cleaned_folder_removes_old_reports_shards_and_history_rows_on
     assert history.read_history(tree)["run_id"].tolist() == [ids[4]]
 
 
+def test_retention_keeps_the_history_the_drift_rule_compares_with(tmp_path):
+    # --keep-runs 3 with idle scheduled runs between: the runs with data keep their history
+    # rows, so a doubled-noise batch is still flagged on its first run.
+    from tests.folders.test_history import run_report
+
+    rng = np.random.default_rng(0)
+    out = tmp_path / "out"
+    ids = []
+
+    def run(frame):
+        ids.append(stages_runs.new_run_id())
+        with OutTree(out) as tree:
+            reasons = history.append_run(tree, history.run_row(frame, run_id=ids[-1], model_id="m", seconds=1.0))[1]
+            retention.prune_clean_runs(tree, retention_runs.Retention(keep_runs=3), current=ids[-1])
+        return reasons
+
+    for _ in range(4):
+        assert run(run_report(rng, files=40)) == []
+    for _ in range(5):  # nothing new in the folder
+        assert run(run_report(rng, files=0)) == []
+    kept = history.read_history(OutTree(out))["run_id"].tolist()
+    assert kept == ids[:4] + ids[-3:]  # the band of four, and the newest three
+    assert run(run_report(rng, files=40, noise=0.4))[0].startswith("median input noise 0.4")
+
+
 def test_runs_share_one_copy_of_the_training_images_and_pruning_frees_it(tmp_path):
     data_dir = tmp_path / "mnist"
     write_idx_dataset(data_dir, n_train=64, n_test=16)
