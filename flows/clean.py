@@ -32,7 +32,7 @@ from flows import interrupt
 from flows.adapt import adapted_choice
 from flows.clean_artifacts import publish_artifacts
 from flows.logs import library_logs
-from flows.monitor import record_history
+from flows.monitor import record_history, tag_run
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
 
 
@@ -143,11 +143,13 @@ def _stopped(reason: str, run_id: str) -> State:
 
 
 def final_state(result: dict[str, Any], message: str, strict: bool) -> State:
-    """The run's Prefect state from :func:`denoiser.folders.run.verdict`; its message gives the
-    counts and the first failure, so the run list in the UI tells what happened."""
+    """The run's Prefect state from :func:`denoiser.folders.run.verdict`: Completed (some
+    files may have failed) or Failed; its message gives the counts, the first failure and any
+    drift, and the run is tagged ``has-errors`` and ``drift`` where so, so the run list in the
+    UI tells what happened. A custom state name (it was "Completed with errors") hid the run
+    from the deployment's Runs tab, which filters by Prefect's names."""
     kind, said = steps.verdict(result, message, strict)
+    tag_run(*(["has-errors"] if result["error"] else []), *(["drift"] if result.get("drift") else []))
     if kind == "failed":
         return Failed(message=said, data=result)
-    if kind == "errors":
-        return Completed(name="Completed with errors", message=said, data=result)
-    return Completed(message=said, data=result)
+    return Completed(message=said, data=result)  # Prefect's own name: the UI's lists filter by it

@@ -23,6 +23,48 @@ def folder_resource(out_dir: str) -> dict[str, str]:
     return {"prefect.resource.id": f"denoiser.folder.{folder}", "prefect.resource.name": folder}
 
 
+def where() -> dict[str, str | None]:
+    """What an alert needs to say where: the flow run's name and UI address, its deployment,
+    and the folder it cleans (None where the run has none: a run started from the command line
+    has no deployment; the UI address needs PREFECT_UI_URL or a local server)."""
+    from prefect.runtime import deployment, flow_run
+
+    parameters = flow_run.parameters or {}
+    return {"flow_run": flow_run.name, "url": flow_run.ui_url, "deployment": deployment.name,
+            "in_dir": parameters.get("in_dir"), "out_dir": parameters.get("out_dir")}
+
+
+def run_resources() -> list[dict[str, str]]:
+    """The flow run (and its deployment) as related resources of an event."""
+    from prefect.runtime import deployment, flow_run
+
+    related = []
+    if flow_run.id:
+        related.append({"prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                        "prefect.resource.role": "flow-run", "prefect.resource.name": flow_run.name or ""})
+    if deployment.id:
+        related.append({"prefect.resource.id": f"prefect.deployment.{deployment.id}",
+                        "prefect.resource.role": "deployment", "prefect.resource.name": deployment.name or ""})
+    return related
+
+
+def tag_run(*tags: str) -> None:
+    """Add ``tags`` to the current flow run, where the UI's filters and automations see them
+    (``has-errors``, ``drift``): the run keeps Prefect's own state names, which the UI's
+    lists filter by."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    if not tags or not flow_run.id:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            found = client.read_flow_run(flow_run.id)
+            client.update_flow_run(flow_run.id, tags=sorted(set(found.tags) | set(tags)))
+    except Exception as error:  # noqa: BLE001 - a tag is a convenience; the state message says it too
+        get_run_logger().warning("could not tag the run %s: %s", ", ".join(tags), str(error).splitlines()[0])
+
+
 def trend_key(out_dir: str) -> str:
     """The artifact key of a folder's trend: 'trend-' and its name in lower case and dashes
     (Prefect keys allow no other characters)."""
@@ -49,8 +91,8 @@ def record_history(out_dir: str, row: dict, seconds: float) -> dict:
                           description=f"The last runs into {out_dir}, newest first")
     if reasons:
         logger.warning("this run drifted from the previous runs into %s: %s", out_dir, "; ".join(reasons))
-        emit_event(event=DRIFT_EVENT, resource=folder_resource(out_dir),
-                   payload={"run_id": run_id, "reasons": reasons, "model_id": model_id})
+        emit_event(event=DRIFT_EVENT, resource=folder_resource(out_dir), related=run_resources(),
+                   payload={"run_id": run_id, "reasons": reasons, "model_id": model_id, **where()})
     return {"runs": len(runs), "drift": reasons}
 
 

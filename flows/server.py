@@ -70,6 +70,8 @@ class Server:
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_API_HOST": host,
                "PREFECT_SERVER_API_PORT": str(port)}
         env.pop("PREFECT_API_URL", None)
+        # Alerts link to the run (the automations' ui_url filter), with the address the UI has.
+        env.setdefault("PREFECT_UI_URL", f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
         database = "sqlite"
         if postgres:
             database_url, database = Postgres(self.state / "postgres").start(), "postgres (private cluster)"

@@ -114,8 +114,8 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                               "third faster for files about 8%% larger")
     command.add_argument("--strict", action="store_true",
                          help="a run in which any file could not be processed ends Failed (and "
-                              "`clean` exits with status 1); without it such a run ends "
-                              "'Completed with errors'")
+                              "`clean` exits with status 1); without it such a run ends Completed, "
+                              "tagged has-errors, its message naming the first failure")
     command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                          help="the model store")
     command.add_argument("--data-dir", metavar="DIR", default=None,

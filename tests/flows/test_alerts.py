@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
+from prefect.client.orchestration import get_client
 
 from flows import alerts
 from tests.helpers import draw_digits
@@ -91,12 +92,17 @@ def test_a_drifting_folder_and_a_failed_run_reach_the_notification_block(webhook
                   options=CleanOptions(device="cpu", overwrite=True), retry_delay_seconds=0)
     for noise in (0.15, 0.15, 0.15, 0.3):  # the scanner's noise doubles on the fourth run
         scans(noise)
-        clean_folder(**params, run=CleanRun(models_dir=str(store)))
+        state = clean_folder(**params, run=CleanRun(models_dir=str(store)), return_state=True)
+    assert state.is_completed() and "drift: median input noise" in state.message
+    with get_client(sync_client=True) as client:  # the UI's run list can filter drifted runs by tag
+        assert "drift" in client.read_flow_run(state.state_details.flow_run_id).tags
     drift = wait_for(webhook, "Scans drifted")
     assert str(tmp_path / "out") in drift and "median input noise" in drift
+    assert f"of {tmp_path / 'in'} into" in drift and "flow run " in drift  # where, and which run
 
     (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
     state = clean_folder(**params, run=CleanRun(models_dir=str(store), strict=True), return_state=True)
     assert state.is_failed()
     failed = wait_for(webhook, "Failed: clean-folder")
     assert "broken.png" in failed  # the run's state message names the file
+    assert f"Folder: {tmp_path / 'in'} -> {tmp_path / 'out'}" in failed  # and the folder
