@@ -24,8 +24,30 @@ from pathlib import Path
 
 from flows.workers import POOL, ensure_pool, start_workers
 
-DEFAULT_STATE = Path("data") / "server"
+STATE_ENV = "DENOISER_STATE_DIR"
 READY_SECONDS = 90
+
+
+def default_state() -> Path:
+    """Where the server keeps its state unless ``--state-dir`` says: ``$DENOISER_STATE_DIR``,
+    else ``$XDG_STATE_HOME/denoiser/server`` (``~/.local/state/denoiser/server``): the same
+    for every command from any directory (it was ``data/server`` under the current one, so
+    ``status`` from elsewhere said no server ran while one did)."""
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV]).expanduser().resolve()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+    return Path(base).resolve() / "denoiser" / "server"
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on ``host``:``port`` (or it cannot be bound)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 class ServerError(OSError):
@@ -60,9 +82,12 @@ class Server:
         workers on the process pool ``pool`` (:mod:`flows.workers`); its record."""
         running = self.status()
         if running is not None:
-            if workers and not running.get("workers"):
+            if workers:
                 running = self._add_workers(running, workers, pool)
             return {**running, "already": True}
+        if port_taken(host, port):  # another server would answer the health check for this one
+            raise ServerError(f"port {port} on {host} is already in use by another process (another Prefect "
+                              f"server? its state folder is not {self.state}): stop it, or give --port")
         self.state.mkdir(parents=True, exist_ok=True)
         # The host and port are settings too, not only flags: the UI asks the API at the
         # address they make (with the flags alone it would look for port 4200).
@@ -89,7 +114,7 @@ class Server:
                   "postgres": postgres, "started": time.time()}
         _write_private(self.record, json.dumps(record, indent=1))
         deadline = time.time() + READY_SECONDS
-        while not _healthy(url):
+        while not (_healthy(url) and process.poll() is None):
             if process.poll() is not None or time.time() > deadline:
                 self.stop()
                 raise ServerError(f"the Prefect server did not become healthy at {url} within "
@@ -100,14 +125,24 @@ class Server:
         return {**record, "healthy": True, "already": False}
 
     def _add_workers(self, record: dict, count: int, pool: str) -> dict:
+        """Workers 1 to ``count`` running on ``pool``: those recorded and alive are kept, the
+        others (dead, or never started) started; ``restarted`` says how many were started."""
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        have = list(record.get("workers", []))
+        slots = range(1, max(count, len(have)) + 1)
+        missing = [n for n in slots if n > len(have) or not _alive(have[n - 1])]
+        if not missing:
+            return {**record, "restarted": 0}
         with temporary_settings(updates={PREFECT_API_URL: record["url"]}):
             ensure_pool(pool)
-        pids = start_workers(count, state=self.state, api_url=record["url"], pool=pool)
-        record = {**record, "workers": pids, "pool": pool}
-        _write_private(self.record, json.dumps({k: v for k, v in record.items() if k != "healthy"}, indent=1))
-        return record
+        started = dict(zip(missing, start_workers(len(missing), state=self.state, api_url=record["url"],
+                                                   pool=pool, numbers=missing), strict=True))
+        pids = [started.get(n) or have[n - 1] for n in slots]
+        record = {**record, "workers": pids, "pool": pool, "workers_alive": len(pids)}
+        kept = {k: v for k, v in record.items() if k not in ("healthy", "workers_alive", "already", "restarted")}
+        _write_private(self.record, json.dumps(kept, indent=1))
+        return {**record, "restarted": len(missing) if have else 0}
 
     def stop(self) -> bool:
         """Stop the workers, the server and its cluster; whether a server was running."""
@@ -211,13 +246,18 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped: where nothing reaps orphans, a
+    killed worker stays one) is not running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc: os.kill's answer
 
 
 def _healthy(url: str) -> bool:

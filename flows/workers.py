@@ -48,13 +48,14 @@ def ensure_pool(name: str = POOL) -> bool:
     return False
 
 
-def start_workers(count: int, *, state: Path, api_url: str, pool: str = POOL) -> list[int]:
+def start_workers(count: int, *, state: Path, api_url: str, pool: str = POOL,
+                  numbers: list[int] | None = None) -> list[int]:
     """Start ``count`` workers on ``pool`` in the background (each in its own session, its log
-    in ``state/worker-N.log``); their process ids."""
+    in ``state/worker-N.log``), numbered 1 to ``count`` or ``numbers``; their process ids."""
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_HOME": str((state / "prefect").resolve())}
     pids = []
-    for n in range(1, count + 1):
+    for n in numbers or range(1, count + 1):
         log = open(state / f"worker-{n}.log", "ab")  # noqa: SIM115 - the child keeps it open
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
                                    "--name", f"{pool}-worker-{n}", "--type", "process"],

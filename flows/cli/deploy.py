@@ -43,15 +43,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from denoiser.folders import plan
+    from denoiser.models import registry
+    from denoiser.models.checkpoint import load_model
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
     from flows.workers import deploy_folder
 
     resolve_precision(args.precision, resolve_device(args.device))
     plan.check_folders(args.in_dir, args.out_dir)
+    # The model, checked now (a deployment that names a missing model failed on every run);
+    # the store is given to the runs as an absolute path (clean_parameters).
+    store = os.path.abspath(args.models_dir)
+    chosen = registry.choose_clean_model(args.model, store)  # a missing model: one line, exit 1
+    if chosen.checkpoint is not None:
+        load_model(chosen.checkpoint)  # and a file that is not a checkpoint
     check_schedule(args.cron)
     name = args.name or "clean-" + (Path(args.out_dir).resolve().name or "root")
     deployment = deploy_folder(clean_parameters(args), name=name, pool=args.pool, interval=args.interval,
@@ -59,4 +68,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"deployment clean-folder/{name} ({deployment}) on the work pool {args.pool!r}: "
           f"{args.in_dir} -> {args.out_dir}, " + (f"every {args.interval} s" if args.interval else f"cron {args.cron}")
           + f"\nworkers run it: denoiser server start --workers N, or prefect worker start --pool {args.pool}")
+    if chosen.checkpoint is None:
+        print(f"note: {store} holds no clean model yet, so the first run trains the scan recipe's inside a "
+              f"worker (about 15-25 minutes on 2 CPU cores); run `denoiser clean {args.in_dir} {args.out_dir} "
+              f"--models-dir {store}` once first to train it before the schedule starts")
+    else:
+        print(f"model: {chosen.checkpoint.model_id} ({chosen.reason}) from {store}")
     return 0

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from flows.cli.options import HelpFormatter, non_negative_int, positive_int
-from flows.server import DEFAULT_STATE
 from flows.workers import POOL
 
 
@@ -31,14 +30,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help="also start N workers on the process work pool (made if missing) that run "
                               "the deployments' scheduled runs (denoiser deploy); stop stops them too")
     command.add_argument("--pool", default=POOL, metavar="NAME", help="the work pool the workers serve")
-    command.add_argument("--state-dir", metavar="DIR", default=str(DEFAULT_STATE),
-                         help="where the server keeps its database, logs and record")
+    command.add_argument("--state-dir", metavar="DIR", default=None,
+                         help="where the server keeps its database, logs and record (default: "
+                              "$DENOISER_STATE_DIR, else $XDG_STATE_HOME/denoiser/server, i.e. "
+                              "~/.local/state/denoiser/server: the same from every directory)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.server import Server
+    from flows.server import Server, default_state
 
-    server = Server(Path(args.state_dir))
+    server = Server(Path(args.state_dir).resolve() if args.state_dir else default_state())
     if args.action == "start":
         if args.postgres and args.database_url:
             raise ValueError("--postgres and --database-url are alternatives; give one")
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                              database_url=args.database_url, workers=args.workers, pool=args.pool)
         verb = "already running" if found["already"] else "ready"
         workers = (f"; {len(found['workers'])} workers on the work pool {found['pool']!r}"
-                   if found.get("workers") else "")
+                   + (f" ({found['restarted']} of them started again: they had stopped)" if found.get("restarted")
+                      else "") if found.get("workers") else "")
         print(f"Prefect server {verb} at {found['url']} (database: {found['database']}; UI: "
               f"{found['url'].removesuffix('/api')}){workers}\nexport PREFECT_API_URL={found['url']}")
         return 0
@@ -59,8 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if found is None:
         print("no server running")
         return 3
+    down = len(found.get("workers", [])) - found["workers_alive"]
     workers = (f", {found['workers_alive']} of {len(found['workers'])} workers running on "
                f"{found['pool']!r}" if found.get("workers") else "")
     print(f"running at {found['url']}, pid {found['pid']}, database {found['database']}, "
-          f"{'healthy' if found['healthy'] else 'NOT answering its health check'}{workers}")
-    return 0 if found["healthy"] else 1
+          f"{'healthy' if found['healthy'] else 'NOT answering its health check'}{workers}"
+          + (f"; {down} worker{'s' if down > 1 else ''} DOWN: `denoiser server start --workers "
+             f"{len(found['workers'])}` starts {'them' if down > 1 else 'it'} again" if down else ""))
+    return 0 if found["healthy"] and not down else 1

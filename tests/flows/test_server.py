@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,51 @@ def test_the_sqlite_server_starts_answers_and_stops_without_leftovers(tmp_path):
     stopped = denoiser("server", "stop", "--state-dir", str(state))
     assert stopped.stdout.strip() == "server stopped" and not live(record["pid"])
     assert denoiser("server", "status", "--state-dir", str(state)).returncode == 3
+
+
+def test_the_server_is_found_from_any_directory_and_a_dead_worker_is_reported_and_started_again(tmp_path):
+    # No --state-dir: the state lives under $XDG_STATE_HOME, not under the current directory.
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg"), "DENOISER_STATE_DIR": ""}
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    port = free_port()
+    started = denoiser("server", "start", "--port", str(port), "--workers", "2", cwd=here, env=env, timeout=180)
+    assert started.returncode == 0, started.stderr
+    try:
+        record = json.loads((tmp_path / "xdg" / "denoiser" / "server" / "server.json").read_text())
+        status = denoiser("server", "status", cwd=elsewhere, env=env)
+        assert status.returncode == 0 and "2 of 2 workers running" in status.stdout, status.stdout
+        # A second server on the same port is refused in one line, never called ready.
+        other = denoiser("server", "start", "--port", str(port), "--state-dir", str(tmp_path / "other"))
+        assert other.returncode != 0 and f"port {port} on 127.0.0.1 is already in use" in other.stderr
+        assert "Traceback" not in other.stderr and "ready" not in other.stdout
+
+        os.killpg(record["workers"][0], signal.SIGKILL)
+        deadline = time.time() + 20
+        while live(record["workers"][0]) and time.time() < deadline:
+            time.sleep(0.2)
+        status = denoiser("server", "status", cwd=elsewhere, env=env)
+        assert status.returncode == 1 and "1 of 2 workers running" in status.stdout and "DOWN" in status.stdout
+        again = denoiser("server", "start", "--workers", "2", cwd=elsewhere, env=env, timeout=120)
+        assert again.returncode == 0 and "1 of them started again" in again.stdout, again.stdout
+        status = denoiser("server", "status", cwd=here, env=env)
+        assert status.returncode == 0 and "2 of 2 workers running" in status.stdout
+        restarted = json.loads((tmp_path / "xdg" / "denoiser" / "server" / "server.json").read_text())
+        assert restarted["workers"][1] == record["workers"][1] and restarted["workers"][0] != record["workers"][0]
+    finally:
+        stopped = denoiser("server", "stop", cwd=elsewhere, env=env)
+    assert stopped.stdout.strip() == "server stopped"
+    assert not any(live(pid) for pid in [record["pid"], *record["workers"], *restarted["workers"]])
+
+
+def test_deploy_refuses_a_model_the_store_does_not_hold_in_one_line(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "store").mkdir()
+    done = denoiser("deploy", str(tmp_path / "in"), str(tmp_path / "out"), "--interval", "60", "--model",
+                    "unet-doesnotexist", "--models-dir", str(tmp_path / "store"), cwd=tmp_path,
+                    env={"PREFECT_API_URL": ""})
+    assert done.returncode == 1 and "no model 'unet-doesnotexist' in" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
 HAS_POSTGRES = bool(server_module.shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin")))
