@@ -40,6 +40,16 @@ CREATE TABLE IF NOT EXISTS files (
     cleaned_at TEXT NOT NULL
 )
 """
+#: Inputs whose content could not be read as an image: a later run skips the same content as
+#: known bad (no new error, no error rate) until it changes or ``--retry-errors`` is given.
+_FAILED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS failed (
+    path TEXT PRIMARY KEY,
+    input_sha256 TEXT NOT NULL,
+    error TEXT NOT NULL,
+    failed_at TEXT NOT NULL
+)
+"""
 
 
 def sqlite_path(tree: OutTree, rel: str) -> str:
@@ -81,6 +91,7 @@ class Manifest:
                 with self._connect() as db:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute(_SCHEMA)
+                    db.execute(_FAILED_SCHEMA)
                 return
             except sqlite3.OperationalError as error:
                 if is_disk_full(error) and self.tree is not None:
@@ -137,6 +148,29 @@ class Manifest:
                              if self._output_exists(keys[key], os.fsdecode(out)))
         return found
 
+    def known_bad(self, rels: list[str]) -> dict[str, tuple[str, str]]:
+        """``{rel: (input_sha256, error)}`` of the ``rels`` whose content failed to be read as
+        an image on an earlier run (:meth:`record_failures`)."""
+        if not self.exists or not rels:
+            return {}
+        found: dict[str, tuple[str, str]] = {}
+        keys = {name_key(rel): rel for rel in rels}
+        with self._connect() as db:
+            if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'failed'").fetchone():
+                return {}  # a manifest from before the table, opened without create
+            for start in range(0, len(rels), 900):
+                part = list(keys)[start : start + 900]
+                query = f"SELECT path, input_sha256, error FROM failed WHERE path IN ({','.join('?' * len(part))})"
+                found.update((keys[key], (sha, error)) for key, sha, error in db.execute(query, part))
+        return found
+
+    def record_failures(self, failures: list[tuple[str, str, str]]) -> None:
+        """Record (rel, input_sha256, error) of inputs that could not be read as images."""
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._connect() as db:
+            db.executemany("INSERT OR REPLACE INTO failed VALUES (?, ?, ?, ?)",
+                           [(name_key(rel), sha, error, stamp) for rel, sha, error in failures])
+
     def _output_exists(self, rel: str, output: str) -> bool:
         """Whether the output is still a regular file (a link in its place is not one)."""
         if self.tree is not None:
@@ -165,6 +199,7 @@ class Manifest:
             db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
                            [(name_key(rel), sha, model, name_key(out), stamp)
                             for rel, sha, model, out in records])
+            db.executemany("DELETE FROM failed WHERE path = ?", [(name_key(rel),) for rel, *_ in records])
 
     def __len__(self) -> int:
         with self._connect() as db:

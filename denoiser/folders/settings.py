@@ -27,6 +27,7 @@ class CleanOptions:
     tile: int = 256
     overlap: int = 32
     overwrite: bool = False  # clean every file again, even unchanged ones
+    retry_errors: bool = False  # read again inputs whose same content failed before (else: known bad, skipped)
     workers: int = 2  # threads reading and writing beside the model
     #: processes encoding outputs (denoiser.folders.encode); 0: in the writing threads, which
     #: measured faster on small scans (479 against 319 images/s with one process, 2 cores)

@@ -86,11 +86,13 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
     manifest = Manifest.of(tree)
     done_by = checkpoint.model_id if choice.rerun else None
     current = {} if options.overwrite else manifest.current([e.rel for e in entries], done_by)
+    retry = options.overwrite or options.retry_errors
+    known_bad = {} if retry else manifest.known_bad([e.rel for e in entries])
     budget = _BUDGET
     tree.make_folder(TMP)
     ensure_reserve(tree)  # room for the manifest to record what was written if the disk fills
     steps = FileSteps(in_dir=in_dir, tree=tree, tmp_dir=TMP,
-                      checkpoint=checkpoint, run_id=run_id, current=current, clock=clock,
+                      checkpoint=checkpoint, run_id=run_id, current=current, clock=clock, known_bad=known_bad,
                       reason=choice.reason, png_level=options.png_level,
                       max_bytes=int(options.max_file_mb * 10**6), budget=budget,
                       encode=RenderPool(options.encode_processes), max_pixels=options.max_pixels)
@@ -112,6 +114,9 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
             if row is not None:  # None: not written, the disk is full
                 rows.append(row)
             writing.discard(future)
+        failures = steps.take_failures()
+        if failures:
+            manifest.record_failures(failures)
         records = steps.take_records(1 if final else COMMIT_EVERY)
         if records and steps.disk_full.is_set():
             release_reserve(tree)

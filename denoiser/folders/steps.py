@@ -29,6 +29,9 @@ from denoiser.out_tree import OutTree
 from denoiser.scans.batch import Cleaned
 from denoiser.scans.restore import model_headroom
 
+#: The reason of a skipped row whose content failed to be read before (then the earlier error).
+KNOWN_BAD = "known bad (the same content failed on an earlier run; --retry-errors tries it again)"
+
 
 class PixelBudget:
     """Decoded pixels in flight: :meth:`reserve` blocks while the budget is spent, except
@@ -96,6 +99,7 @@ class FileSteps:
 
     def __init__(self, *, in_dir: str | Path, tree: OutTree, tmp_dir: str, checkpoint: Checkpoint,
                  run_id: str, current: dict[str, str], clock: ShardTimings,
+                 known_bad: dict[str, tuple[str, str]] | None = None,
                  reason: str | None, max_bytes: int, budget: PixelBudget,
                  encode: Callable[[GrayImage, np.ndarray | list[np.ndarray]], bytes] = encode, png_level: int = 6,
                  max_pixels: int | None = None) -> None:
@@ -107,6 +111,8 @@ class FileSteps:
         self.encode = encode  # denoiser.folders.encode.encode, or a RenderPool running it in processes
         self.png_level, self.max_pixels = png_level, max_pixels
         self.records: list[tuple[str, str, str, str]] = []  # written, not yet in the manifest
+        self.known_bad = known_bad or {}  # rel -> (sha256, error) of contents that failed before
+        self.failures: list[tuple[str, str, str]] = []  # (rel, sha256, error): unreadable, not yet recorded
         self.held = 0  # pixels this shard holds in the (shared) budget
         self._lock = threading.Lock()
 
@@ -150,7 +156,16 @@ class FileSteps:
                 return self.row(entry, status="skipped", input_sha256=digest,
                                 output_path=str(self.out_dir / entry.rel),
                                 seconds=time.perf_counter() - started)
-            image = read_image(entry.path, content, reserve=reserve, max_pixels=self.max_pixels)
+            bad = self.known_bad.get(entry.rel)
+            if bad is not None and bad[0] == digest:
+                return self.row(entry, status="skipped", input_sha256=digest, error=f"{KNOWN_BAD}: {bad[1]}",
+                                seconds=time.perf_counter() - started)
+            try:
+                image = read_image(entry.path, content, reserve=reserve, max_pixels=self.max_pixels)
+            except ImageError as error:  # the content's fault: the same content is not tried again
+                with self._lock:
+                    self.failures.append((entry.rel, digest, error_line(error)))
+                raise
             del content
             if image.format == "PNG":
                 image.save_options["compress_level"] = self.png_level
@@ -204,6 +219,12 @@ class FileSteps:
         with self._lock:
             self.records.append((entry.rel, item.digest, self.model_id, str(dest)))
         return row
+
+    def take_failures(self) -> list[tuple[str, str, str]]:
+        """The unreadable inputs not yet handed to the manifest (each handed once)."""
+        with self._lock:
+            taken, self.failures = self.failures, []
+        return taken
 
     def take_records(self, at_least: int = 1) -> list[tuple[str, str, str, str]]:
         """The written files not yet handed to the manifest (each handed once), if there

@@ -25,8 +25,10 @@ def failures(frame: pd.DataFrame, limit: int = FAILURES_SHOWN) -> list[dict[str,
 def state_message(totals: dict[str, int], flagged: int, frame: pd.DataFrame) -> str:
     """One line for the run's final state: the counts, and the first failure where there is one."""
     files = sum(totals.values())
+    known = int(((frame["status"] == "skipped") & frame["error"].fillna("").str.startswith("known bad")).sum())
     parts = [f"{files:,} files: {totals['ok']:,} ok", _plural(totals["error"], "error"),
-             f"{totals['skipped']:,} skipped", f"{flagged:,} flagged as unlike the training digits"]
+             f"{totals['skipped']:,} skipped" + (f" ({known:,} known bad)" if known else ""),
+             f"{flagged:,} flagged as unlike the training digits"]
     message = ", ".join(parts)
     first = failures(frame, 1)
     if first:

@@ -88,6 +88,9 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                          help="model id in the store, or a checkpoint's .pt path (default: the model "
                               "promoted for clean (denoiser models promote ID --for clean), else the "
                               "scan recipe's model, trained on MNIST first if absent)")
+    command.add_argument("--retry-errors", action="store_true",
+                         help="read again the files whose same content could not be read as an image on "
+                              "an earlier run (default: such a file is skipped as known bad, no new error)")
     command.add_argument("--tones", choices=TONES, default="keep",
                          help="keep each scan's paper tone and ink darkness, or normalize to pure "
                               "paper and full-contrast ink")
@@ -137,6 +140,7 @@ def clean_settings(args: argparse.Namespace):  # -> tuple[CleanOptions, CleanRun
 
     options = CleanOptions(tones=args.tones, device=args.device, precision=args.precision,
                            batch_size=args.batch_size, overwrite=getattr(args, "overwrite", False),
+                           retry_errors=args.retry_errors,
                            encode_processes=args.encode_processes, png_level=args.png_level,
                            max_file_mb=args.max_file_mb, max_pixels=args.max_pixels)
     report = getattr(args, "report", None)

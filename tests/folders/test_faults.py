@@ -20,7 +20,7 @@ from denoiser.folders import manifest, plan, report, shard, workdir
 from denoiser.folders.read import read_image
 from denoiser.folders.safe_read import read_input
 from denoiser.folders.settings import CleanOptions
-from denoiser.folders.steps import PixelBudget
+from denoiser.folders.steps import KNOWN_BAD, PixelBudget
 from denoiser.out_tree import OutTree
 from denoiser.scans import batch
 from tests.helpers import ROOT, WITHOUT_ROOT_OVERRIDE, digit_png
@@ -90,8 +90,13 @@ def test_every_bad_file_is_its_own_error_row_and_the_batch_goes_on(corpus, tmp_p
     back = pd.read_parquet(saved)
     assert set(back["path_bytes"].dropna()) == {b"caf\xe9.png"}
     # The manifest keeps the raw name: a rerun skips every file it cleaned.
+    # (and the files whose content failed are skipped as known bad, the rest fail again).
     again = clean(root, out, untrained)
-    assert (again["status"] == "skipped").sum() == (frame["status"] == "ok").sum()
+    skipped = again[again["status"] == "skipped"]
+    known_bad = skipped["error"].fillna("").str.startswith(KNOWN_BAD)
+    assert (~known_bad).sum() == (frame["status"] == "ok").sum()
+    assert set(skipped.index[known_bad]) | set(again.index[again["status"] == "error"]) == set(
+        frame.index[frame["status"] == "error"])
 
 
 def test_a_link_swapped_in_after_the_scan_is_not_followed(tmp_path, untrained):

@@ -123,7 +123,13 @@ def test_reruns_are_incremental(tree, untrained):
     n_ok = sum(status == "ok" for status in expected.values())
 
     again = run(in_dir, out_dir, untrained, run_id="r2")
-    assert report.counts(again) == {"ok": 0, "error": 5, "skipped": n_ok + 1}
+    # The four files whose content is bad are skipped as known bad; a dangling link has no
+    # content to remember and fails again.
+    assert report.counts(again) == {"ok": 0, "error": 1, "skipped": n_ok + 1 + 4}
+    reasons = again.set_index("path")["error"]
+    assert reasons["bad/dangling.png"] == "dangling link"
+    for name in ("empty", "not-an-image", "truncated", "bomb"):
+        assert reasons[f"bad/{name}.png"].startswith(steps.KNOWN_BAD)
 
     changed = in_dir / "sizes/16x16.png"
     Image.fromarray(np.full((16, 16), 40, np.uint8)).save(changed)
@@ -374,3 +380,41 @@ def test_the_png_level_changes_the_bytes_not_the_pixels(tmp_path, untrained):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="png_level must be 0-9"):
         CleanOptions(png_level=10)
+
+
+def test_a_file_that_failed_is_known_bad_until_its_content_changes_or_errors_are_retried(tmp_path, store):
+    # A scheduled folder with one permanently bad file: later runs skip it as known bad
+    # instead of failing it again (no error, no error rate), until it changes.
+    from denoiser.folders.run import clean_folder
+    from denoiser.folders.settings import CleanRun
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    for i, digit in enumerate(draw_digits(3, seed=4)[0]):
+        Image.fromarray(digit).save(source / f"{i}.png")
+    (source / "bad.png").write_bytes(b"not a png")
+    run_settings = CleanRun(models_dir=str(store))
+
+    def again(**options):
+        done = clean_folder(str(source), str(out), CleanOptions(device="cpu", **options), run_settings)
+        bad = done.frame.set_index("path").loc["bad.png"]
+        return done, bad
+
+    done, bad = again()
+    assert done.totals == {"ok": 3, "error": 1, "skipped": 0} and bad["status"] == "error"
+    first_error = bad["error"]
+    done, bad = again()
+    assert done.totals == {"ok": 0, "error": 0, "skipped": 4}
+    assert bad["status"] == "skipped" and bad["error"] == f"{steps.KNOWN_BAD}: {first_error}"
+    assert "4 skipped (1 known bad)" in done.message and "first error" not in done.message
+    done, bad = again(retry_errors=True)  # asked to: read again, and fails again
+    assert done.totals["error"] == 1 and bad["status"] == "error"
+    (source / "bad.png").write_bytes(b"still not a png, but other bytes")  # changed: tried again
+    assert again()[1]["status"] == "error"
+    Image.fromarray(draw_digits(1, seed=5)[0][0]).save(source / "bad.png")  # mended: cleaned
+    done, bad = again()
+    assert bad["status"] == "ok" and (out / "bad.png").is_file()
+    with workdir.open_tree(str(out)) as tree:
+        assert Manifest.of(tree).known_bad(["bad.png"]) == {}
+    history = pd.read_parquet(out / ".denoiser" / "history.parquet")
+    assert history["error"].tolist() == [1, 0, 1, 1, 0]
