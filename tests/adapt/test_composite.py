@@ -100,7 +100,11 @@ def test_the_gate_refuses_a_worse_model_on_backgrounds_training_never_saw(traine
     trained_on, held_out = Backgrounds.from_scans(scans, [ink / 0.8 for ink in inks]).split(0.3)
     digits = torch.from_numpy(draw_digits(400, seed=6)[0].astype(np.float32) / 255)[:, None]
     noisy, truth = held_out.pairs(digits[300:], torch.Generator().manual_seed(0))  # the gate's pairs
-    worse = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True), truth, noisy)
-    assert not gains(worse) and worse["adapted_db"] < worse["parent_db"]
+    # This small parent cleans the lined paper barely better than leaving it (16.4 against
+    # 16.3 dB), so a model taught to keep the pattern lands within a tenth of a dB of it, on
+    # either side depending on the CPU's threads: it must not gain, and must fall far short
+    # of the model taught to clean.
+    worse = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True, steps=200), truth, noisy)
+    assert not gains(worse), worse
     better = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=False), truth, noisy)
-    assert gains(better), better
+    assert gains(better) and better["adapted_db"] > worse["adapted_db"] + 1, (better, worse)
