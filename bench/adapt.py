@@ -30,6 +30,9 @@ from torch.nn import functional as F
 from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.fine_tune import AdaptConfig, adapt, centre_crops, rate_factor
+from denoiser.adapt.gate import estimate_check, shape_check
+from denoiser.checks.quality_net import find_quality, load_quality
+from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.choices import PRECISIONS
 from denoiser.data.arrays import to_float
 from denoiser.data.mnist import load_dataset
@@ -94,6 +97,14 @@ def broad_pen(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return gaussian(0.5)(leaning[:, 0].clamp(0, 1).numpy(), seed + 1)
 
 
+def scan_kind(kind: str) -> Maker:
+    """One kind of the scan test set (``evaluate --scans``) as a folder."""
+    def make(digits: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        truth, noisy = scanset.render(digits, kind, seed=seed)
+        return list(truth), list(noisy)  # type: ignore[return-value]
+    return make
+
+
 FOLDERS: dict[str, Maker] = {
     "gaussian-0.3": gaussian(0.3),
     "gaussian-0.7": gaussian(0.7),
@@ -101,6 +112,7 @@ FOLDERS: dict[str, Maker] = {
     "scans": scans,
     "handwriting": handwriting,
     "broad-pen": broad_pen,
+    **{f"scan-{kind}": scan_kind(kind) for kind in scanset.KINDS},
 }
 
 
@@ -145,7 +157,8 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.adapt", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--folders", nargs="+", choices=list(FOLDERS), default=list(FOLDERS))
+    parser.add_argument("--folders", nargs="+", choices=list(FOLDERS), default=list(FOLDERS)[:6],
+                        help="default: all but the scan-<kind> ones (each kind of `evaluate --scans` alone)")
     parser.add_argument("--images", type=int, default=2000, help="images per folder")
     parser.add_argument("--minutes", type=float, default=2.5)
     parser.add_argument("--models-dir", default="data/models")
@@ -161,6 +174,8 @@ def main() -> None:
                         help="train on MNIST's digits as they are, not brought to the folder's handwriting")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
+    parser.add_argument("--anchor", type=float, default=AdaptConfig.anchor,
+                        help="share of each composite batch that is the folder's scans, the parent's ink as truth")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -175,9 +190,10 @@ def main() -> None:
     rows = []
     for name in args.folders:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
-        inputs = [restore.prepare(y, headroom=headroom)[0] for y in noisy]
+        prepared = [restore.prepare(y, headroom=headroom) for y in noisy]
+        inputs, contrasts = [p[0] for p in prepared], [p[1].ink - p[1].paper for p in prepared]
         config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
-                             average=args.average, match=not args.no_match)
+                             average=args.average, match=not args.no_match, anchor=args.anchor)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
@@ -185,7 +201,15 @@ def main() -> None:
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),
                "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name,
                "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
-        row["kept_db"] = row["adapted_db"] if result.better else row["parent_db"]
+        # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
+        shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
+        if shapes_found is not None:
+            row["shapes"] = shape_check(parent, result.model, inputs, load_shapes(shapes_found))
+        if quality is not None:
+            row["estimate"] = estimate_check(parent, result.model, inputs, contrasts, load_quality(quality))
+        row["gate_passed"] = result.better and all(row[k]["passed"] for k in ("shapes", "estimate") if k in row)
+        row["composite"] = result.composite
+        row["kept_db"] = row["adapted_db"] if row["gate_passed"] else row["parent_db"]
         if not args.no_supervised:
             reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
                                    precision=precision, schedule=args.schedule, average=args.average)

@@ -9,6 +9,7 @@ the identity flag), and ``clean --adapt`` (the adapted model, its gate and its m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import tempfile
@@ -45,6 +46,19 @@ def flags(choice, images: list[np.ndarray]) -> dict:
             "identity_changed_share": round(sum(bool(f["identity_changed"]) for f in fields) / len(fields), 4)}
 
 
+def adapt_config(minutes: float, settings: list[str]) -> AdaptConfig:
+    """AdaptConfig with ``minutes`` and ``KEY=VALUE`` settings, each value read as its field's type."""
+    values: dict = {"minutes": minutes}
+    fields = {f.name: f.type for f in dataclasses.fields(AdaptConfig)}
+    for item in settings:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--set {item}: AdaptConfig has no field {key!r} (it has {', '.join(fields)})")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"), "str": str}
+        values[key] = kind[str(fields[key])](value)
+    return AdaptConfig(**values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder")
@@ -54,6 +68,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=2.5)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--model", default=None, help="a model to clean with instead of the default")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an adaptation setting (AdaptConfig's field names), as many as needed")
     parser.add_argument("--json", default=None)
     parser.add_argument("--sheets", default=None, metavar="DIR",
                         help="where to write the contact sheets (they show the scans: never a folder in git)")
@@ -70,7 +86,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as run_dir:
             outcome = stage.adapt_folder(args.folder, choice.checkpoint(), models_dir=args.models_dir,
                                          run_dir=run_dir, data_dir=args.data_dir,
-                                         config=AdaptConfig(minutes=args.minutes), device="cpu")
+                                         config=adapt_config(args.minutes, args.set), device="cpu")
         result["adapt"] = {k: v for k, v in outcome.items() if k not in ("levels", "correlations")}
         adapted = choice.adapted(resolve_checkpoint(outcome["model_id"], args.models_dir))
         methods[f"clean --adapt ({adapted.model_id})"] = real.model_method(adapted)

@@ -4,7 +4,7 @@ stored model with its lineage, and the decision of when to adapt again.
     sample         sample_folder: a folder's scans in the model's look
     fine_tune      adapt (fine-tuning), AdaptConfig
     composite      Backgrounds: known digits laid on the folder's own paper (folders not white)
-    gate           the gate: held-out composites or digits, blind-spot loss, shape_check
+    gate           the gate: held-out composites or digits, blind-spot loss, shape_check, estimate_check
     stage          adapt_sample: sample in, stored model with lineage out
     decide         the folder's decision (adapted.json), readapt_reason, gate_verdict
     noise_profile  the folder's noise, measured

@@ -80,6 +80,10 @@ def gate_verdict(outcome: dict[str, Any]) -> tuple[str, str]:
     shapes = outcome.get("shapes")
     read = ("" if not shapes else f"; its outputs of the folder's scans read as digits with p "
             f"{shapes['parent_digit_p']:.3f} -> {shapes['adapted_digit_p']:.3f}, may fall at most {gate.SHAPE_MARGIN}")
+    estimate = outcome.get("estimate")
+    if estimate and estimate.get("judged"):
+        read += (f"; their estimated PSNR {estimate['parent_db']:.2f} -> {estimate['adapted_db']:.2f} dB, may fall "
+                 f"at most {gate.ESTIMATE_MARGIN} dB")
     if outcome.get("composite"):
         return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
                         "digits laid on backgrounds of the folder's scans that training never saw, needs "

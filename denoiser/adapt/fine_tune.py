@@ -2,32 +2,23 @@
 
 What the folder tells us without ground truth is its noise: for each sampled scan, shown to
 the model as the cleaner shows it (:func:`denoiser.scans.restore.prepare`), the level of clipped
-Gaussian noise on its paper (:func:`denoiser.noise.blindspot.clipped_noise_level`, measured
-against the parent's output). :func:`adapt` fine-tunes a copy of the parent on clean digits
-given exactly that noise (each training image draws its level from the folder's measured
-levels). A share of each batch (:attr:`AdaptConfig.style`) takes its clean digits from the
-folder itself: the parent's outputs of its scans, sharpened (:func:`folder_shapes`), so
-that the model also sees the folder's handwriting (stroke width, slant, size); they are made
-again :attr:`AdaptConfig.refresh` times during training from the model being adapted. The
-MNIST digits themselves are brought to the folder's slant, size and stroke width, measured
-on those shapes (:mod:`denoiser.adapt.style_match`, :attr:`AdaptConfig.match`). The adapted model
-is a moving average of the weights (:attr:`AdaptConfig.average`).
+Gaussian noise on its paper (:func:`denoiser.noise.blindspot.clipped_noise_level`). Where it is
+white, :func:`adapt` fine-tunes a copy of the parent on clean digits given exactly that noise;
+where not (:mod:`denoiser.adapt.noise_profile`), on known digits laid on the folder's own
+backgrounds (:mod:`denoiser.adapt.composite`) beside its own scans with the parent's outputs as
+truth on and around their ink (:attr:`AdaptConfig.anchor`). A share of each batch
+(:attr:`AdaptConfig.style`) takes its clean digits from the folder itself: the parent's outputs
+of its scans, sharpened (:func:`folder_shapes`), made again :attr:`AdaptConfig.refresh` times
+from the model being adapted; the MNIST digits are brought to the folder's slant, size and
+stroke width (:mod:`denoiser.adapt.style_match`). The adapted model is a moving average of the
+weights. Training on the blind-spot loss lowered PSNR (a network that predicts hidden pixels
+is not the one that cleans with all pixels visible); that loss is the gate's instead.
 
-Measured (README, "Adapting to a folder"): matched noise gains where the parent's training
-noise differs from the folder's; training on the blind-spot loss (alone, or added to this
-one) lowered PSNR, since a network that learns to predict hidden pixels is not the one that
-cleans with all pixels visible. Its loss on the folder's scans is the gate's second number.
-
-A folder whose noise is not white (:mod:`denoiser.adapt.noise_profile`) trains on known
-digits laid on its own backgrounds instead (:mod:`denoiser.adapt.composite`).
-
-The gate (:attr:`AdaptResult.better`, thresholds in :mod:`denoiser.adapt.gate`): held-out
-pairs cleaned by parent and adapted model, where the adapted one must gain ``GATE_DB``:
-clean digits with the folder's measured noise (in the folder's hand, where it is matched)
-and, for a white folder, the blind-spot loss on the folder's own scans (training sees the
-parent's outputs of them, never their noisy pixels), which must fall by
-``BLIND_SPOT_MARGIN``; for any other folder, digits laid on backgrounds held out of
-training.
+The gate (:attr:`AdaptResult.better`, :mod:`denoiser.adapt.gate`): held-out pairs cleaned by
+parent and adapted model, where the adapted one must gain ``GATE_DB``: for a white folder,
+digits with its measured noise (in its hand), and the blind-spot loss on its own scans must
+fall by ``BLIND_SPOT_MARGIN``; for any other folder, digits laid on backgrounds held out of
+training. The stage adds the label-free checks on the folder's scans (:mod:`denoiser.adapt.stage`).
 """
 
 from __future__ import annotations
@@ -44,7 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from denoiser.adapt.averaging import WeightAverage
-from denoiser.adapt.composite import Backgrounds
+from denoiser.adapt.composite import Backgrounds, ink_anchors
 from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
 from denoiser.adapt.noise_profile import NoiseProfile
 from denoiser.adapt.style_match import StyleMatch
@@ -59,10 +50,8 @@ CROP = 28  # MNIST's size: what the parent was trained on
 MATCH_POOL = 10000  # MNIST digits brought to a folder's handwriting (denoiser.adapt.style_match)
 MATCH_REFERENCE = 1000  # of them, measured as the model cleans them, against the folder's shapes
 #: Below this share of changed digits the folder's hand is MNIST's, and the digits stay as they
-#: are (all of MNIST's, no pool, no refitting). Measured: the tutorial's noise 6%, Gaussian 0.3
-#: 5%, Gaussian 0.7 16%, handwriting unlike MNIST's 91%. Measured again later (the README's
-#: "rule's limits"): folders of MNIST's hand of 1,000 digits 38-63%, Gaussian 0.3 at 2,000 51-81%,
-#: where the match then costs 0.05-0.1 dB: the share is a weak test; a two-sample test is next.
+#: are (all of MNIST's, no pool, no refitting). A weak test: folders of MNIST's own hand measured
+#: 5-81% (docs/LOG.md), where the match then costs 0.05-0.1 dB; a two-sample test is next.
 MATCH_MIN_SHARE = 0.25
 
 
@@ -80,37 +69,38 @@ class AdaptConfig:
     # tutorial's noise +0.09, Gaussian 0.7 +0.03; at 0.6 the handwriting lost 0.19 dB.
     style: float = 0.3
     # Times the folder's shapes are made again during training, evenly spaced, from the model
-    # being adapted (cleaner than its parent by then). Measured (bench.adapt, bf16, 2.5 min):
-    # handwriting unlike MNIST's 19.65 dB never, 19.81 once, 19.91 and 19.89 three times, 19.94
-    # nine times; the tutorial's noise 20.32 never, 20.48 three times.
+    # being adapted (cleaner than its parent by then); measured in docs/LOG.md (2026-11-29).
     refresh: int = 3
     # "constant" keeps learning_rate; "cosine" lowers it to 0 over the time budget (by the
     # clock). Cosine measured no better (the README's adapting section has the figures).
     schedule: str = "constant"
     # Decay of a moving average of the weights (denoiser.adapt.averaging), updated each step (0:
     # off); the average is the adapted model, and makes the folder's shapes again. A constant
-    # rate leaves the last weights wherever its steps wandered. Measured (bench.adapt, bf16,
-    # 2.5 min, two runs each): Gaussian 0.7 17.96 and 17.95 dB (without: 17.72, and 17.58-18.04
-    # on earlier runs), handwriting unlike MNIST's 19.99 and 19.99 (without: 19.95, 19.89).
+    # rate leaves the last weights wherever its steps wandered (measured: docs/LOG.md).
     average: float = 0.995
     # Bring the MNIST digits of each batch to the folder's slant, size and stroke width
-    # (denoiser.adapt.style_match), measured on the folder's shapes against MNIST's seen the same way.
-    # Measured (bench.adapt, bf16, 2.5 min, same day): handwriting unlike MNIST's 20.54 dB
-    # (without: 19.96; supervised 20.66), a broad, leaning hand 21.50 (20.80), Gaussian 0.3
-    # 23.84 (23.83), the tutorial's noise 20.55 (20.47); at those two no digit changed then
-    # (MATCH_MIN_SHARE). The gate's digits are brought to the folder's hand too. With the widths
-    # drawn before the resizing (style_match.restyle): the broad hand 21.79 (supervised 22.06),
-    # the handwriting 20.50.
+    # (denoiser.adapt.style_match), measured on the folder's shapes against MNIST's seen the same way;
+    # the gate's digits too. Handwriting unlike MNIST's 20.50 dB against 19.96 without, a broad,
+    # leaning hand 21.79 against 20.80 (docs/adaptation.md has the table, docs/LOG.md the versions).
     match: bool = True
     gate_images: int = 500  # MNIST test digits given the folder's noise
     # Ink weighs this much more than paper in the loss (1 + ink_weight * truth): erasing a faint
     # stroke costs more than leaving a speck (0: plain BCE, as the parent was trained).
     ink_weight: float = 2.0
+    # Share of each batch (composite folders) that is the folder's own scans with the parent's
+    # outputs as truth, counted only on and around the parent's ink: the strokes as they really
+    # lie stay the parent's, the paper is learnt from the composites, whose ink is MNIST's.
+    # Without it, adapting lost up to 3.1 dB on scan kinds and the gate let it through
+    # (docs/adaptation.md, "Anchoring the folder's own ink", has the figures).
+    anchor: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        for name in ("rehearsal", "style", "anchor"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name} is a share of each batch: it must be at least 0 and below 1")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -221,6 +211,10 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
     styles = folder_shapes(parent, scans, headroom).cpu() if config.style else None
     n_style = round(config.batch_size * config.style) if config.style else 0
+    n_anchor = round(config.batch_size * config.anchor) if composite else 0
+    if n_old + n_style + n_anchor >= config.batch_size:  # the shares that apply to this folder
+        raise ValueError(f"the batch's shares leave no MNIST digits: rehearsal {n_old}, style {n_style} and "
+                         f"anchor {n_anchor} of {config.batch_size} images")
     matching, gate_styled = config.match and styles is not None, None
     if matching:  # the MNIST digits to bring to the folder's hand, and those measured against it
         pool_rng = torch.Generator().manual_seed(config.seed + 2)
@@ -245,6 +239,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
 
     match = matched(parent)
 
+    if n_anchor:
+        anchor_scans, kept, kept_mask = ink_anchors(parent, scans)
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
@@ -258,7 +254,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
             model.train()  # the folder's shapes as the model being adapted now cleans them
         for group in optimizer.param_groups:
             group["lr"] = config.learning_rate * rate_factor(config.schedule, elapsed, budget)
-        n_mnist = config.batch_size - n_old - n_style
+        n_mnist = config.batch_size - n_old - n_style - n_anchor
         source = train_digits if match is None else match.digits
         clean = source[torch.randint(0, len(source), (n_mnist,), generator=rng)]
         if n_style:
@@ -271,10 +267,16 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                 old_noisy, old_clean = (F.interpolate(x, size=clean.shape[-2:], mode="area")
                                         for x in (old_noisy, old_clean))
             noisy, clean = torch.cat([noisy, old_noisy]), torch.cat([clean, old_clean])
+        mask = torch.ones_like(clean)
+        if n_anchor:
+            pick = torch.randint(0, len(kept), (n_anchor,), generator=rng)
+            noisy, clean = torch.cat([noisy, anchor_scans[pick]]), torch.cat([clean, kept[pick]])
+            mask = torch.cat([mask, kept_mask[pick]])
         with autocast(device, precision):
             logits = model(noisy.to(device))
         target = clean.to(device)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=1 + config.ink_weight * target)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target,
+                                                  weight=(1 + config.ink_weight * target) * mask.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

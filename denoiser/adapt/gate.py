@@ -4,7 +4,9 @@ Decided on data like the folder, with truth, that training never saw: for a fold
 noise is white, clean digits given the folder's measured noise, and the blind-spot loss on
 the folder's own scans (which training sees only through the parent's outputs); for any
 other folder, digits laid on backgrounds of the folder's scans held out of training
-(:mod:`denoiser.adapt.composite`).
+(:mod:`denoiser.adapt.composite`). Then two checks on the folder's own scans that need no
+labels: the digit-shape model's confidence in the outputs (:func:`shape_check`) and the
+learned PSNR estimate of them (:func:`estimate_check`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from denoiser.checks.quality import renoised_many
 from denoiser.models.infer import denoise_images
 from denoiser.noise.blindspot import blind_spot_loss
 
@@ -56,6 +59,36 @@ def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[
     changed = float((readings["parent"][0] != readings["adapted"][0]).mean())
     return {"parent_digit_p": round(parent_p, 4), "adapted_digit_p": round(adapted_p, 4),
             "changed": round(changed, 4), "passed": adapted_p >= parent_p - SHAPE_MARGIN}
+
+
+#: The learned PSNR estimate (:mod:`denoiser.checks.quality_net`, trained for the parent on
+#: MNIST under the scan degradations, never on the folder, and never used in fine-tuning) of
+#: the adapted model's outputs of the folder's own scans may fall at most this much below the
+#: parent's (means over the sample, dB). Measured (bench.adapt, bench.real, 2026-12-05, 2-core
+#: AMD EPYC, fp32): where adapting gained 0.8-1.2 dB of true PSNR the estimate moved -0.06 to
+#: +0.18 dB; where it lost (uneven lighting -0.33 dB true; cheques 0.9 points fewer digits
+#: read right) it fell 0.41 and 0.76 dB. Seven folders: a floor set between them, not a fit.
+ESTIMATE_MARGIN = 0.2
+
+
+def estimate_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray],
+                   contrasts: list[float], estimator, device: torch.device | str = "cpu") -> dict[str, float | bool]:
+    """The mean learned PSNR estimate of the parent's and the adapted model's outputs of the
+    folder's scans (``inputs`` in the model's look, ``contrasts`` each scan's ink - paper),
+    and whether the adapted model passes (:data:`ESTIMATE_MARGIN`). Scans the estimator does
+    not judge (larger than a digit) are left out; with none judged, it passes (``judged`` 0)."""
+    device = torch.device(device)
+    means = {}
+    for name, model in (("parent", parent), ("adapted", adapted)):
+        outputs = denoise_images(model, inputs, device=device)
+        sigmas, renoised = renoised_many(inputs, outputs)
+        db = estimator.look_db(inputs, outputs, denoise_images(model, renoised, device=device), sigmas, contrasts)
+        judged = np.isfinite(db)
+        means[name] = float(db[judged].mean()) if judged.any() else float("nan")
+    if not judged.any():
+        return {"parent_db": None, "adapted_db": None, "judged": 0, "passed": True}
+    return {"parent_db": round(means["parent"], 3), "adapted_db": round(means["adapted"], 3),
+            "judged": int(judged.sum()), "passed": means["adapted"] >= means["parent"] - ESTIMATE_MARGIN}
 
 
 def compare(parent: torch.nn.Module, candidate: torch.nn.Module | None, truth: torch.Tensor,

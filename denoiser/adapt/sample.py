@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,7 @@ class FolderSample:
     files: int  # image files in the folder
     unreadable: int  # sampled files that could not be read
     digest: str  # sha256 over the sorted (path, content sha256) of every file
+    contrasts: list[float] = field(default_factory=list)  # each input's ink - paper on the scan (1.0: unknown)
 
 
 def _centre(image: np.ndarray) -> np.ndarray:
@@ -53,7 +54,7 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
     max_bytes = int(max_file_mb * 10**6)
     chosen = set(np.random.default_rng(seed).permutation(len(entries))[:max_images].tolist())
     folder_hash = hashlib.sha256()
-    inputs, paths, unreadable = [], [], 0
+    inputs, paths, contrasts, unreadable = [], [], [], 0
     for index, entry in enumerate(entries):
         if index not in chosen and not digest:
             continue
@@ -67,20 +68,21 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
         try:
             if content is None:
                 raise ValueError("unreadable")
-            mapped, _ = prepare(read_image(entry.path, content).pixels, headroom=headroom)
+            mapped, info = prepare(read_image(entry.path, content).pixels, headroom=headroom)
         except Exception:  # noqa: BLE001 - any bad file is counted and left out, as clean does
             unreadable += 1
             continue
         inputs.append(_centre(mapped))
         paths.append(entry.rel)
+        contrasts.append(float(info.ink - info.paper))
     return FolderSample(os.path.abspath(in_dir), inputs, paths, len(entries), unreadable,
-                        folder_hash.hexdigest() if digest else "")
+                        folder_hash.hexdigest() if digest else "", contrasts)
 
 
 def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:
     """The sample as one ``.npz`` (images and what was counted), written atomically."""
     meta = {"folder": sample.folder, "paths": sample.paths, "files": sample.files,
-            "unreadable": sample.unreadable, "digest": sample.digest}
+            "unreadable": sample.unreadable, "digest": sample.digest, "contrasts": sample.contrasts}
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                  **{f"image_{i:06d}": image for i, image in enumerate(sample.inputs)})
@@ -103,4 +105,4 @@ def load_sample(path: str | os.PathLike[str]) -> FolderSample:
         meta = json.loads(stored["meta"].tobytes())
         inputs = [stored[name] for name in sorted(stored.files) if name.startswith("image_")]
     return FolderSample(meta["folder"], inputs, meta["paths"], meta["files"], meta["unreadable"],
-                        meta["digest"])
+                        meta["digest"], meta.get("contrasts") or [1.0] * len(inputs))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
-from denoiser.adapt.gate import shape_check
+from denoiser.adapt.gate import estimate_check, shape_check
 from denoiser.adapt.sample import load_sample, take_sample
+from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.data.arrays import to_float
 from denoiser.data.datasets import DATASETS
@@ -40,9 +41,12 @@ def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig) -> str:
 
 def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result: AdaptResult, *,
                  folder: str, folder_digest: str, images: int, config: AdaptConfig,
-                 precision: Precision = FP32, shapes: dict | None = None) -> Checkpoint:
+                 precision: Precision = FP32, shapes: dict | None = None,
+                 estimate: dict | None = None) -> Checkpoint:
     """Store the adapted model beside its parent; its metadata records the lineage and the
-    gate's verdict (``shapes``: the shape check, :func:`denoiser.adapt.gate.shape_check`)."""
+    gate's verdict (``shapes``: the shape check, :func:`denoiser.adapt.gate.shape_check`;
+    ``estimate``: the PSNR estimate's, :func:`denoiser.adapt.gate.estimate_check`)."""
+    label_free = [check for check in (shapes, estimate) if check is not None]
     inherited = ("architecture", "config", "recipe_version", "noise", "tone_headroom", "data_sha256")
     keep = {k: parent.metadata[k] for k in inherited if k in parent.metadata}
     lineage = {"parent": parent.model_id, "folder": os.path.abspath(folder), "folder_sha256": folder_digest,
@@ -50,7 +54,8 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "config": config.to_dict(), "noise_profile": result.profile.summary(),
                "noise_levels": list(result.profile.levels),
                "noise_correlations": list(result.profile.correlations), "gate": result.gate,
-               "gate_passed": result.better and (shapes is None or bool(shapes["passed"])), "shape_check": shapes,
+               "gate_passed": result.better and all(bool(check["passed"]) for check in label_free),
+               "shape_check": shapes, "estimate_check": estimate,
                "blind_spot_val_loss": result.blind_spot,
                "trained_on": "composites of the folder's backgrounds" if result.composite else "the folder's noise",
                "handwriting_change": result.handwriting, **precision.to_dict()}
@@ -75,13 +80,18 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
                    device=torch_device, precision=chosen, on_progress=on_progress)
-    shapes = find_shapes(models_dir)
+    # The label-free checks on the folder's own scans, where their models are stored.
+    shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
     check = None if shapes is None else shape_check(parent_model, result.model,
                                                     sample.inputs, load_shapes(shapes), torch_device)
+    estimate = None if quality is None else estimate_check(parent_model, result.model, sample.inputs,
+                                                           sample.contrasts, load_quality(quality), torch_device)
     stored = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
-                          images=len(sample.inputs), config=config, precision=chosen, shapes=check)
+                          images=len(sample.inputs), config=config, precision=chosen, shapes=check,
+                          estimate=estimate)
     model_id, passed = stored.model_id, stored.metadata["adapted"]["gate_passed"]
     return {"model_id": model_id, "parent": parent.model_id, "passed": passed, **result.gate, "shapes": check,
+            "estimate": estimate,
             "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
             "white": result.profile.white, "composite": result.composite, "levels": list(result.profile.levels),
             "correlations": list(result.profile.correlations), "steps": result.steps,

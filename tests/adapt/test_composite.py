@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from denoiser.adapt.composite import Backgrounds, fill, ink_masks
+from denoiser.adapt.composite import MARGIN, Backgrounds, fill, ink_anchors, ink_masks
 from tests.helpers import draw_digits
 
 
@@ -108,3 +108,21 @@ def test_the_gate_refuses_a_worse_model_on_backgrounds_training_never_saw(traine
     assert not gains(worse), worse
     better = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=False), truth, noisy)
     assert gains(better) and better["adapted_db"] > worse["adapted_db"] + 1, (better, worse)
+
+
+def test_the_folder_s_own_ink_is_trained_on_its_strokes_only():
+    # The anchors: a real scan, the parent's output of it as truth, weighed only on and
+    # around the ink, so the composites alone decide what happens to the paper.
+    class Parent(torch.nn.Module):  # "cleans" by keeping what is darker than the pattern
+        def forward(self, x):
+            return torch.where(x > 0.5, 6.0, -6.0) * torch.ones_like(x)
+
+    scans, inks = with_digits(lined_paper(4, seed=1))
+    batch = torch.from_numpy(np.stack(scans))[:, None]
+    seen, truth, weight = ink_anchors(Parent(), batch)
+    assert torch.equal(seen, batch)
+    assert torch.allclose(truth, torch.sigmoid(Parent()(batch)))
+    ink = truth > 0.5
+    assert ink.any() and (weight[ink] == 1).all()  # every stroke counts
+    far = torch.nn.functional.max_pool2d(ink.float(), 2 * MARGIN + 3, stride=1, padding=MARGIN + 1) == 0
+    assert far.any() and (weight[far] == 0).all()  # paper away from the ink does not

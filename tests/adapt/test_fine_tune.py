@@ -172,6 +172,22 @@ def test_a_model_the_shape_check_refuses_is_stored_as_refused(tmp_path, untraine
     saved = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path), folder_digest="0" * 64, images=1,
                                config=fine_tune.AdaptConfig(), shapes=shapes)
     assert saved.metadata["adapted"]["gate_passed"] is False and saved.metadata["adapted"]["shape_check"] == shapes
+    # The shapes pass and the PSNR estimate of its outputs of the folder's scans falls: refused too.
+    estimate = {"parent_db": 29.71, "adapted_db": 28.95, "judged": 500, "passed": False}
+    saved = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path), folder_digest="1" * 64, images=1,
+                               config=fine_tune.AdaptConfig(), shapes={**shapes, "passed": True}, estimate=estimate)
+    assert saved.metadata["adapted"]["gate_passed"] is False and saved.metadata["adapted"]["estimate_check"] == estimate
+    saved = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path), folder_digest="2" * 64, images=1,
+                               config=fine_tune.AdaptConfig(), shapes={**shapes, "passed": True},
+                               estimate={**estimate, "passed": True})
+    assert saved.metadata["adapted"]["gate_passed"] is True
+
+
+def test_the_batch_shares_must_leave_room_for_mnist_digits():
+    with pytest.raises(ValueError, match="anchor is a share of each batch"):
+        fine_tune.AdaptConfig(anchor=1.0)
+    with pytest.raises(ValueError, match="rehearsal is a share"):
+        fine_tune.AdaptConfig(rehearsal=-0.1)
 
 
 def test_a_folder_whose_noise_is_not_white_trains_on_its_own_backgrounds(trained_store):

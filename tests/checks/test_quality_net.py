@@ -11,6 +11,7 @@ import torch
 from denoiser.checks import quality_net
 from denoiser.metrics import psnr
 from denoiser.models import checkpoint
+from denoiser.models.infer import denoise_images
 from denoiser.scans import restore
 from denoiser.scans.batch import clean_batch
 from denoiser.training import quality
@@ -121,3 +122,37 @@ def test_on_real_digits_the_learned_estimate_tracks_the_truth_better(mnist_dir, 
     assert np.mean(errors["learned"]) < np.mean(errors["analytic"])
 
 
+
+
+class Eraser(torch.nn.Module):
+    """A 'cleaner' that leaves only paper: every stroke gone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, -12.0)
+
+
+def test_the_adaptation_gate_refuses_a_model_whose_outputs_the_estimate_rates_worse(estimator, cleaner):
+    from denoiser.adapt.gate import ESTIMATE_MARGIN, estimate_check
+
+    model, headroom = cleaner
+    digits = draw_digits(40, seed=8)[0]
+    rng, generator = np.random.default_rng(3), torch.Generator().manual_seed(3)
+    clean, noisy = quality.training_scans(digits, rng, generator)
+    prepared = [restore.prepare(np.asarray(y, np.float32), headroom=headroom) for y in noisy]
+    inputs, contrasts = [p[0] for p in prepared], [p[1].ink - p[1].paper for p in prepared]
+    same = estimate_check(model, model, inputs, contrasts, estimator)
+    assert same["passed"] and same["parent_db"] == same["adapted_db"] and same["judged"] > 0
+    # The untrained cleaner's outputs are further from the truth than bare paper: the estimate
+    # says so, and the check passes the eraser in its place and refuses the other way round.
+    truth = [restore.prepare(np.asarray(t, np.float32), headroom=headroom)[0] for t in clean]
+    true_db = {name: float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, outs, strict=True)]))
+               for name, outs in (("cleaner", denoise_images(model, inputs)), ("eraser", denoise_images(Eraser(), inputs)))}
+    assert true_db["eraser"] > true_db["cleaner"]
+    erasing = estimate_check(model, Eraser(), inputs, contrasts, estimator)
+    assert erasing["adapted_db"] > erasing["parent_db"] and erasing["passed"]
+    back = estimate_check(Eraser(), model, inputs, contrasts, estimator)
+    assert back["adapted_db"] < back["parent_db"] - ESTIMATE_MARGIN and not back["passed"]
+    # Pages (larger than a digit in the model's look) are not judged: the check has no say.
+    pages = [np.zeros((90, 90), np.float32)] * 3
+    assert estimate_check(model, Eraser(), pages, [1.0] * 3, estimator) == {
+        "parent_db": None, "adapted_db": None, "judged": 0, "passed": True}
