@@ -88,13 +88,11 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     device = resolve_device(options.device)
     found = picked.checkpoint
     if found is None:
-        log.info("no model is promoted for clean and the store %s lacks the scan recipe's model: training it "
-                 "(6-15 minutes on 2 CPU cores, then about 5 more for the digit-shape model and the quality "
-                 "estimate)", run.models_dir)
-        found = train_clean_default(run.models_dir, runs_dir=run.runs_dir, data_dir=run.data_dir,
-                                    device=options.device, precision=options.precision)
-        ensure_shapes(run.models_dir, run.data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
-        ensure_quality(run.models_dir, found, run.data_dir)  # and the learned PSNR estimate
+        with registry.training_lock(run.models_dir):  # another run may be training it: wait, then look again
+            picked = registry.choose_clean_model(run.model, run.models_dir)
+            found = picked.checkpoint
+            if found is None:
+                found = _train_default(run, options)
     cached_model(found, device)
     shapes = _calibrated_shapes(run, found)
     quality = find_quality(run.models_dir, found.model_id)
@@ -109,6 +107,18 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     return ModelChoice(found.model_id, str(found.weights), picked.reason, picked.rerun,
                        str(shapes) if shapes is not None else None,
                        str(quality) if quality is not None else None, precision.name, precision.reason)
+
+
+def _train_default(run: CleanRun, options: CleanOptions) -> Checkpoint:
+    """Train the scan recipe's model into the store, and its digit-shape model and quality estimate."""
+    log.info("no model is promoted for clean and the store %s lacks the scan recipe's model: training it "
+             "(6-15 minutes on 2 CPU cores, then about 5 more for the digit-shape model and the quality "
+             "estimate)", run.models_dir)
+    found = train_clean_default(run.models_dir, runs_dir=run.runs_dir, data_dir=run.data_dir,
+                                device=options.device, precision=options.precision)
+    ensure_shapes(run.models_dir, run.data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
+    ensure_quality(run.models_dir, found, run.data_dir)  # and the learned PSNR estimate
+    return found
 
 
 def _calibrated_shapes(run: CleanRun, found: Checkpoint) -> Path | None:

@@ -16,8 +16,11 @@ newest: a smoke run or an experiment in the store changes nothing until it is pr
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +30,8 @@ from denoiser.choices import USES
 from denoiser.files import read_json, write_json
 from denoiser.models import checkpoint
 from denoiser.models.recipe import RECIPE_VERSION, TrainConfig
+
+log = logging.getLogger(__name__)
 
 #: The recipe whose model ``clean`` uses when nothing is promoted for it.
 CLEAN_RECIPE = TrainConfig.recipe("unet", noise="scan")
@@ -151,3 +156,25 @@ def current_default(models_dir: str | os.PathLike[str], use: str) -> checkpoint.
 def defaults_for(models_dir: str | os.PathLike[str], model_id: str) -> list[str]:
     """The uses ``model_id`` is promoted for."""
     return [use for use, entry in read_defaults(models_dir).items() if entry["model_id"] == model_id]
+
+
+TRAINING_LOCK = ".training.lock"
+
+
+@contextlib.contextmanager
+def training_lock(models_dir: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the store's training lock (a ``flock`` on ``models_dir/.training.lock``): one
+    process at a time trains the default models into a store, and another waits for it (two
+    workers whose first scheduled runs found no model trained it twice at once). The lock goes
+    with the process, however it ends."""
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(models_dir) / TRAINING_LOCK, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("another process is training the default models into %s: waiting for it to finish", models_dir)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -57,3 +57,25 @@ def test_the_scan_recipe_model_is_the_clean_fallback(two_models):
     assert chosen.model_id == "unet-scanrecipe" and chosen.reason == "recipe" and not chosen.rerun
 
 
+
+
+def test_a_run_that_finds_the_default_being_trained_waits_and_uses_it(untrained, tmp_path):
+    """Two workers' first runs on an empty store: the second waits on the store's training lock
+    and, once the first has stored the model, cleans with it instead of training again."""
+    import threading
+
+    from denoiser.folders.model_choice import choose_for_clean
+    from denoiser.folders.settings import CleanOptions, CleanRun
+
+    store = tmp_path / "models"
+    chosen = {}
+    with registry.training_lock(store):  # the first run, training
+        waiting = threading.Thread(target=lambda: chosen.update(found=choose_for_clean(
+            CleanRun(models_dir=str(store), data_dir=str(tmp_path / "no-mnist")), CleanOptions(device="cpu"))))
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not chosen  # it waits rather than training a second copy
+        checkpoint.save_checkpoint(store, "conv-test", checkpoint.load_model(untrained), dict(untrained.metadata))
+        registry.promote(store, "conv-test", "clean", score=lambda _: 0.0)
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and chosen["found"].model_id == "conv-test"
