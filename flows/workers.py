@@ -67,16 +67,49 @@ def start_workers(count: int, *, state: Path, api_url: str, pool: str = POOL,
 
 
 def deploy_folder(parameters: dict[str, Any], *, name: str, pool: str = POOL, interval: float | None = None,
-                  cron: str | None = None, concurrency_limit: int | None = 1) -> str:
+                  cron: str | None = None, concurrency_limit: int | None = 1, when_busy: str = "skip") -> str:
     """A deployment of the cleaning flow on ``pool`` with ``parameters`` (the folders and the
-    options) and a schedule; made again if ``name`` exists. Its id."""
+    options) and a schedule; made again if ``name`` exists. Its id. A run that comes due while
+    ``concurrency_limit`` runs are running is cancelled (``when_busy="skip"``: the next run
+    cleans whatever arrived meanwhile) or waits its turn (``"queue"``: runs pile up when an
+    interval is shorter than a run, and keep running after the schedule is paused)."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.flows import Flow
+
+    if when_busy not in ("skip", "queue"):
+        raise ValueError(f"when_busy is skip or queue, not {when_busy!r}")
+    limit = None if not concurrency_limit else ConcurrencyLimitConfig(
+        limit=concurrency_limit, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW if when_busy == "skip"
+        else ConcurrencyLimitStrategy.ENQUEUE)
 
     ensure_pool(pool)
     flow = Flow.from_source(source=str(PROJECT_ROOT), entrypoint="flows/clean.py:clean_folder")
     with contextlib.redirect_stdout(io.StringIO()):  # Prefect's table and its advice to use .serve
         deployment_id = flow.deploy(
             name=name, work_pool_name=pool, parameters=parameters, interval=interval, cron=cron,
-            concurrency_limit=concurrency_limit, print_next_steps=False, ignore_warnings=True,
+            concurrency_limit=limit, print_next_steps=False, ignore_warnings=True,
             description=f"Clean {parameters['in_dir']} into {parameters['out_dir']}")
     return str(deployment_id)
+
+
+def folder_clash(parameters: dict[str, Any], name: str, flow: str = "clean-folder") -> str | None:
+    """Why deploying ``parameters`` under ``name`` would clash with another deployment of
+    ``flow`` (the same input folder cleaned twice, or two deployments writing one output
+    folder), in one line; None where it does not. Deploying under the same name replaces."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    mine = {key: os.path.realpath(parameters[key]) for key in ("in_dir", "out_dir")}
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+    for other in deployments:
+        theirs = {key: os.path.realpath(value) for key in ("in_dir", "out_dir")
+                  if isinstance(value := (other.parameters or {}).get(key), str)}
+        if other.name == name or not theirs:
+            continue
+        for key, what in (("in_dir", "the input folder"), ("out_dir", "the output folder")):
+            if theirs.get(key) == mine[key]:
+                return (f"{what} {parameters[key]} is already deployed as {flow}/{other.name} "
+                        f"({theirs.get('in_dir')} -> {theirs.get('out_dir')}): deploy under --name {other.name} "
+                        f"to replace it, or remove it first (prefect deployment delete {flow}/{other.name})")
+    return None

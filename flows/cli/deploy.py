@@ -39,6 +39,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     deploy.add_argument("--concurrency", type=non_negative_int, default=1, metavar="N",
                         help="runs of this deployment at once (0: no limit; a run that finds the folder "
                              "busy does nothing)")
+    deploy.add_argument("--when-busy", choices=("skip", "queue"), default="skip",
+                        help="a run that comes due while --concurrency runs still run: skip it (cancelled; "
+                             "the next run cleans what arrived meanwhile) or queue it")
     add_retention(deploy, CLEAN_RECORDS, keep_days=SERVE_KEEP_DAYS)
 
 
@@ -51,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from denoiser.models.checkpoint import load_model
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
-    from flows.workers import deploy_folder
+    from flows.workers import deploy_folder, folder_clash
 
     resolve_precision(args.precision, resolve_device(args.device))
     plan.check_folders(args.in_dir, args.out_dir)
@@ -63,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         load_model(chosen.checkpoint)  # and a file that is not a checkpoint
     check_schedule(args.cron)
     name = args.name or "clean-" + (Path(args.out_dir).resolve().name or "root")
+    clash = folder_clash(clean_parameters(args), name)
+    if clash is not None:
+        raise ValueError(clash)
     deployment = deploy_folder(clean_parameters(args), name=name, pool=args.pool, interval=args.interval,
-                               cron=args.cron, concurrency_limit=args.concurrency or None)
+                               cron=args.cron, concurrency_limit=args.concurrency or None, when_busy=args.when_busy)
     print(f"deployment clean-folder/{name} ({deployment}) on the work pool {args.pool!r}: "
           f"{args.in_dir} -> {args.out_dir}, " + (f"every {args.interval} s" if args.interval else f"cron {args.cron}")
           + f"\nworkers run it: denoiser server start --workers N, or prefect worker start --pool {args.pool}")

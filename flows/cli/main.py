@@ -36,6 +36,7 @@ from flows.cli import evaluate as cli_evaluate
 from flows.cli import models as cli_models
 from flows.cli import run as cli_run
 from flows.cli import server as cli_server
+from flows.cli import status as cli_status
 from flows.cli.options import (
     ArgumentParser,
     HelpFormatter,
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_alerts.add_parser(commands)
     cli_server.add_parser(commands)
     cli_deploy.add_parser(commands)
+    cli_status.add_parser(commands)
     return parser
 
 
@@ -93,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     commands = {"run": cli_run.run, "clean": cli_clean.clean, "serve": cli_clean.serve,
                 "evaluate": cli_evaluate.evaluate, "adapt": cli_adapt.adapt, "models": cli_models.run,
-                "alerts": cli_alerts.run, "server": cli_server.run, "deploy": cli_deploy.run}
+                "alerts": cli_alerts.run, "server": cli_server.run, "deploy": cli_deploy.run,
+                "status": cli_status.run}
     try:  # serve checks its schedule first, then the server (flows.cli.clean.serve)
         if args.command in USES_API and args.command != "serve" and os.environ.get("PREFECT_API_URL"):
             check_api(os.environ["PREFECT_API_URL"])

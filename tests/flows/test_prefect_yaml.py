@@ -23,4 +23,5 @@ def test_the_deployment_file_names_the_flow_its_parameters_and_the_pool():
 
     for name, settings in (("options", CleanOptions), ("run", CleanRun)):  # the typed settings' fields
         assert set(deployment["parameters"].get(name, {})) <= {f.name for f in fields(settings)}
-    assert deployment["work_pool"]["name"] == workers.POOL and deployment["concurrency_limit"] == 1
+    assert deployment["work_pool"]["name"] == workers.POOL and deployment["concurrency_limit"] == {
+        "limit": 1, "collision_strategy": "CANCEL_NEW"}  # runs do not pile up

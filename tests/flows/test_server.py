@@ -51,9 +51,13 @@ def test_the_sqlite_server_starts_answers_and_stops_without_leftovers(tmp_path):
     assert status.returncode == 0 and "healthy" in status.stdout
     assert run_a_flow_against(url, tmp_path) == "42"
     assert (state / "prefect" / "prefect.db").is_file()  # the server's own SQLite database
+    # The fleet view finds this server from its state (no PREFECT_API_URL); nothing deployed yet.
+    fleet = denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""})
+    assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
     stopped = denoiser("server", "stop", "--state-dir", str(state))
     assert stopped.stdout.strip() == "server stopped" and not live(record["pid"])
     assert denoiser("server", "status", "--state-dir", str(state)).returncode == 3
+    assert denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""}).returncode == 3
 
 
 def test_the_server_is_found_from_any_directory_and_a_dead_worker_is_reported_and_started_again(tmp_path):
@@ -145,6 +149,11 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
                                 "--model", str(untrained.weights), "--device", "cpu", "--name", f"clean-{name}",
                                 env=env, timeout=180)
             assert deployed.returncode == 0 and f"clean-folder/clean-{name}" in deployed.stdout, deployed.stderr
+        # One input folder under a second name (cleaned twice into two places) is refused in one line.
+        clash = denoiser("deploy", str(folders["a"]), str(tmp_path / "out-c"), "--interval", "3600",
+                         "--model", str(untrained.weights), "--device", "cpu", "--name", "clean-c", env=env, timeout=180)
+        assert clash.returncode == 2 and clash.stderr.count("\n") == 1, clash.stderr
+        assert f"the input folder {folders['a']} is already deployed as clean-folder/clean-a" in clash.stderr
         with temporary_settings(updates={PREFECT_API_URL: found["url"]}):
             runs = [run_deployment(f"clean-folder/clean-{name}", timeout=0) for name in folders]
             deadline = time.time() + 300
@@ -155,6 +164,25 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
                     time.sleep(2)
                     states = [client.read_flow_run(r.id).state for r in runs]
         assert all(s.is_completed() for s in states), [s.message for s in states]
+        # Two runs of one folder due at once: the second is cancelled, not queued behind the
+        # first (runs piled up when an interval was shorter than a run).
+        with temporary_settings(updates={PREFECT_API_URL: found["url"]}), get_client(sync_client=True) as client:
+            busy = [run_deployment("clean-folder/clean-a", timeout=0) for _ in range(2)]
+            options = client.read_deployment_by_name("clean-folder/clean-a").concurrency_options
+            assert options.collision_strategy.value == "CANCEL_NEW"
+            deadline = time.time() + 300
+            while not all((found_state := client.read_flow_run(r.id).state).is_final() for r in busy):
+                assert time.time() < deadline, f"the two runs did not end in 5 minutes: {found_state}"
+                time.sleep(2)
+            ends = sorted(client.read_flow_run(r.id).state.type.value for r in busy)
+            assert ends == ["CANCELLED", "COMPLETED"], ends
+        # The fleet view: both folders, their last runs and files, the workers; nothing needs a look.
+        fleet = denoiser("status", env=env, timeout=120)
+        assert fleet.returncode == 0, fleet.stdout + fleet.stderr
+        for name in folders:
+            assert f"clean-folder/clean-{name}: {folders[name]} -> {tmp_path / f'out-{name}'}, every 3600 s" in fleet.stdout
+        assert fleet.stdout.count("last run Completed") == 2 and fleet.stdout.count("last files: 30 ok, 0 failed") == 2
+        assert "2 worker(s) online on 'denoiser'" in fleet.stdout and "2 folder(s), 0 needing a look" in fleet.stdout
         for name, source in folders.items():  # the outputs a run in this process writes, byte for byte
             by_worker = {p.relative_to(tmp_path / f"out-{name}"): p.read_bytes()
                          for p in (tmp_path / f"out-{name}").rglob("*.png") if ".denoiser" not in p.parts}
@@ -171,7 +199,7 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
         rows = subprocess.run([psql, "-h", "127.0.0.1", "-p", str(secret["port"]), "-U", "denoiser", "-d", "prefect",
                                "-tAc", "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"],
                               env={**os.environ, "PGPASSWORD": secret["password"]}, capture_output=True, text=True)
-        assert rows.returncode == 0 and int(rows.stdout) == 2  # the runs are in PostgreSQL
+        assert rows.returncode == 0 and int(rows.stdout) == 3  # the completed runs are in PostgreSQL
     finally:
         assert Server(state).stop()
     named = {**{pid: "worker" for pid in found["workers"]}, found["pid"]: "server", postmaster: "postmaster"}

@@ -106,3 +106,30 @@ def test_the_trend_chart_is_a_readable_png(tmp_path):
     markdown = trend.trend_markdown(runs, "/scans/out")
     assert "latest run run5: **drift**: median input noise" in markdown
     assert "data:image/png;base64," in markdown
+
+
+def test_the_fleet_view_reads_a_folder_s_recent_activity_without_writing(tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    from denoiser.folders.activity import folder_activity
+
+    now = datetime.now(timezone.utc)
+    assert folder_activity(tmp_path / "nowhere", now)["problem"] == "no output folder yet"
+    assert folder_activity(tmp_path, now)["problem"] == "no run has cleaned it yet"
+    rng = np.random.default_rng(5)
+    for n in range(4):
+        record(tmp_path, run_report(rng, files=30, errors=1), n)
+    record(tmp_path, run_report(rng, noise=0.6, files=30, flagged=3), 4)  # drifted
+    idle = run_report(rng, files=0)  # a scheduled run that found nothing new
+    record(tmp_path, idle, 5)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    seen = folder_activity(tmp_path, now)
+    assert seen["problem"] is None and seen["runs"] == 6
+    assert seen["last"]["ok"] == 30 and seen["last"]["error"] == 0 and seen["last"]["flagged"] == 3
+    assert seen["last"]["drift"].startswith("median input noise") and seen["drift"]["why"] == seen["last"]["drift"]
+    assert seen["week"] == {"runs": 6, "ok": 150, "error": 4, "flagged": 3}
+    assert folder_activity(tmp_path, now + timedelta(days=8))["week"]["runs"] == 0  # out of the window
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # read only
+    (tmp_path / ".denoiser" / "history.parquet").write_bytes(b"damaged")
+    assert folder_activity(tmp_path, now)["problem"].startswith("history unreadable")
+    assert (tmp_path / ".denoiser" / "history.parquet").read_bytes() == b"damaged"  # left for the next run

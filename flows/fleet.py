@@ -1,0 +1,90 @@
+"""The fleet view: every deployed folder on one screen (``denoiser status``).
+
+For each deployment of the cleaning flow: its folders and schedule, its last run (Prefect's
+state, how long ago, its tags), the next one, the backlog (runs due and not started), what
+the folder's history says (:func:`denoiser.folders.activity.folder_activity`) and the
+workers online on its pool. A folder needs a look (``alerts``) when its last run failed,
+a run is *Late* (Prefect's own state for a scheduled run no worker took), an interval
+schedule has had no run for 3 intervals, it drifted in its last run with files, or no
+worker is online on its pool.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from denoiser.folders.activity import folder_activity
+
+FLOW = "clean-folder"
+LATE_INTERVALS = 3  # an interval schedule with no run for this many intervals is late
+
+
+def _schedule(deployment) -> tuple[str, timedelta | None]:
+    """('every 600 s' | 'cron 0 * * * *' | 'no schedule', the interval or None)."""
+    for item in deployment.schedules or []:
+        schedule = item.schedule
+        interval = getattr(schedule, "interval", None)
+        if interval is not None:
+            return f"every {int(interval.total_seconds())} s", interval
+        if getattr(schedule, "cron", None):
+            return f"cron {schedule.cron}", None
+    return "no schedule", None
+
+
+def folder_status(client, deployment, workers_online: dict[str, int], now: datetime) -> dict[str, Any]:
+    """One deployment's line of the fleet view (see the module's docstring)."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+                                 sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=200)
+    started = [r for r in runs if r.start_time is not None]
+    last = max(started, key=lambda r: r.start_time) if started else None
+    upcoming = [r for r in runs if r.state_type is not None and r.state_type.value == "SCHEDULED"
+                and r.expected_start_time and r.expected_start_time > now]
+    due = [r for r in runs if r.state is not None and (r.state.name == "Late" or (
+        r.state_type.value in ("SCHEDULED", "PENDING") and r.expected_start_time and r.expected_start_time <= now))]
+    schedule, interval = _schedule(deployment)
+    parameters = deployment.parameters or {}
+    out_dir = parameters.get("out_dir")
+    activity = folder_activity(out_dir, now) if out_dir else None
+    pool = deployment.work_pool_name
+    alerts = []
+    if last is not None and last.state is not None and last.state.type.value in ("FAILED", "CRASHED"):
+        alerts.append(f"last run {last.state.name.lower()}")
+    if any(r.state is not None and r.state.name == "Late" for r in runs):
+        alerts.append("late: a scheduled run was not taken by a worker")
+    elif interval is not None and not deployment.paused:
+        since = last.start_time if last is not None else deployment.created
+        if since is not None and now - since > LATE_INTERVALS * interval:
+            alerts.append(f"late: no run for {int((now - since).total_seconds())} s ({LATE_INTERVALS} intervals)")
+    if activity and activity["last"] and activity["last"]["drift"]:
+        alerts.append("drift: " + activity["last"]["drift"])
+    if pool and not workers_online.get(pool):
+        alerts.append(f"no worker online on the pool {pool!r}")
+    return {"name": f"{FLOW}/{deployment.name}", "in_dir": parameters.get("in_dir"), "out_dir": out_dir,
+            "schedule": schedule, "paused": bool(deployment.paused), "pool": pool,
+            "workers_online": workers_online.get(pool, 0) if pool else 0,
+            "last_run": None if last is None else {
+                "name": last.name, "state": last.state.name if last.state else None,
+                "started": last.start_time, "tags": sorted(set(last.tags or []) & {"has-errors", "drift"}),
+                "message": (last.state.message or "") if last.state else ""},
+            "next_run": min((r.expected_start_time for r in upcoming), default=None),
+            "backlog": len(due), "activity": activity, "alerts": alerts}
+
+
+def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
+    """The fleet view of every deployment of the cleaning flow on the server in
+    ``PREFECT_API_URL``, by name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    now = now or datetime.now(timezone.utc)
+    with get_client(sync_client=True) as client:
+        deployments = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW])))
+        online: dict[str, int] = {}
+        for pool in {d.work_pool_name for d in deployments if d.work_pool_name}:
+            workers = client.read_workers_for_work_pool(pool)
+            online[pool] = sum(1 for w in workers if str(getattr(w.status, "value", w.status)).upper() == "ONLINE")
+        return [folder_status(client, d, online, now) for d in sorted(deployments, key=lambda d: d.name)]
