@@ -96,10 +96,16 @@ def record_history(out_dir: str, row: dict, seconds: float) -> dict:
     return {"runs": len(runs), "drift": reasons}
 
 
+FIRST_COLUMNS = ("time", "drift", "files", "ok", "error", "skipped", "ood")  # on screen without scrolling
+
+
 def _readable(row: dict) -> dict:
-    """A history row for the table: time as text, figures rounded."""
+    """A history row for the table: time as text, figures rounded, drift and the counts first."""
     out = {}
-    for name, value in row.items():
+    for name in [*FIRST_COLUMNS, *(n for n in row if n not in FIRST_COLUMNS)]:
+        if name not in row:
+            continue
+        value = row[name]
         if name == "time":
             out[name] = pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S UTC")
         elif isinstance(value, float):
