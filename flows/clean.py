@@ -26,7 +26,7 @@ from denoiser.folders import history, plan, retention, workdir
 from denoiser.folders import run as steps
 from denoiser.folders.model_choice import ModelChoice, choose_for_clean
 from denoiser.folders.read import Entry
-from denoiser.folders.settings import CleanOptions, CleanRun
+from denoiser.folders.settings import CleanOptions, CleanRun, shard_options
 from denoiser.out_tree import OutTree
 from flows import interrupt
 from flows.adapt import adapted_choice
@@ -109,7 +109,7 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
             logger.info("%s is %s: files another model cleaned, if any, are cleaned again with it", choice.model_id,
                         {"named": "named", "adapted": "adapted to this folder"}.get(choice.reason, "promoted"))
         shard = clean_shard.with_options(retry_delay_seconds=retry_delay_seconds)
-        results = [f.result() for f in [shard.submit(i, part, in_dir, out_dir, choice, run_id, options)
+        results = [f.result() for f in [shard.submit(i, part, in_dir, out_dir, choice, run_id, shard_options(options, run))
                                         for i, part in enumerate(parts)]]
         interrupt.check()  # a Ctrl-C that Prefect caught still stops the run here, before the report
         stops = [r["stop"] for r in results if "stop" in r]

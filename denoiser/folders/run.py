@@ -27,7 +27,7 @@ from denoiser.folders import manifest, shard, workdir
 from denoiser.folders.model_choice import ModelChoice
 from denoiser.folders.read import Entry
 from denoiser.folders.report import counts, join_reports, parquet_bytes, report_frame
-from denoiser.folders.settings import CleanOptions, CleanRun
+from denoiser.folders.settings import CleanOptions, CleanRun, shard_options
 from denoiser.folders.steps import ShardTimings
 from denoiser.folders.summary import state_message
 from denoiser.folders.workdir import REPORTS, RUNS, DiskFull, OutputFolderError
@@ -183,7 +183,8 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
     entries = plan.plan(in_dir, out_dir, run.report)
     with begin(in_dir, out_dir, run_id, run, options) as started:
         choice = choose_for_clean(run, options)
-        parts = [clean_part(i, part, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id, options=options)
+        parts = [clean_part(i, part, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
+                            options=shard_options(options, run))
                  for i, part in enumerate(plan.shards(entries, run.shard_size))]
         stopped = next((p["stop"] for p in parts if "stop" in p), None)
         if stopped is not None:

@@ -10,7 +10,7 @@ deployment and a library caller build the same objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, MAX_FILE_MB, MAX_PIXELS, SHARD_SIZE
@@ -64,7 +64,7 @@ class CleanRun:
     model: str | None = None  # a model id or a checkpoint's path; None: promoted, else the scan recipe's
     shard_size: int = SHARD_SIZE  # files per retryable task
     report: str | None = None  # None: OUT_DIR/.denoiser/reports/<run id>.parquet
-    strict: bool = False  # a run in which any file failed ends Failed
+    strict: bool = False  # a run in which any file failed ends Failed (known-bad files are read again)
     keep_runs: int | None = None  # retention of earlier runs' reports, shard files, history rows
     keep_days: float | None = None
     adapt: bool = False  # clean with the model adapted to this folder (made when needed)
@@ -88,3 +88,9 @@ class CleanRun:
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def shard_options(options: CleanOptions, run: CleanRun) -> CleanOptions:
+    """The options each shard runs with: a strict run reads known-bad files again, so that a
+    bad file fails every strict run instead of being skipped as known bad."""
+    return replace(options, retry_errors=True) if run.strict and not options.retry_errors else options

@@ -409,6 +409,9 @@ def test_a_file_that_failed_is_known_bad_until_its_content_changes_or_errors_are
     assert "4 skipped (1 known bad)" in done.message and "first error" not in done.message
     done, bad = again(retry_errors=True)  # asked to: read again, and fails again
     assert done.totals["error"] == 1 and bad["status"] == "error"
+    strict = clean_folder(str(source), str(out), CleanOptions(device="cpu"), replace(run_settings, strict=True))
+    # A strict run reads it again, so that the bad file fails it instead of being skipped.
+    assert strict.totals["error"] == 1 and strict.frame.set_index("path").loc["bad.png", "status"] == "error"
     (source / "bad.png").write_bytes(b"still not a png, but other bytes")  # changed: tried again
     assert again()[1]["status"] == "error"
     Image.fromarray(draw_digits(1, seed=5)[0][0]).save(source / "bad.png")  # mended: cleaned
@@ -417,4 +420,4 @@ def test_a_file_that_failed_is_known_bad_until_its_content_changes_or_errors_are
     with workdir.open_tree(str(out)) as tree:
         assert Manifest.of(tree).known_bad(["bad.png"]) == {}
     history = pd.read_parquet(out / ".denoiser" / "history.parquet")
-    assert history["error"].tolist() == [1, 0, 1, 1, 0]
+    assert history["error"].tolist() == [1, 0, 1, 1, 1, 0]
