@@ -46,6 +46,9 @@ def folder_status(client, deployment, workers_online: dict[str, int], now: datet
     due = [r for r in runs if r.state is not None and (r.state.name == "Late" or (
         r.state_type.value in ("SCHEDULED", "PENDING") and r.expected_start_time and r.expected_start_time <= now))]
     schedule, interval = _schedule(deployment)
+    # Paused: the deployment, or every schedule of it (`prefect deployment schedule pause`).
+    paused = bool(deployment.paused) or bool(deployment.schedules) and not any(
+        item.active for item in deployment.schedules)
     parameters = deployment.parameters or {}
     out_dir = parameters.get("out_dir")
     activity = folder_activity(out_dir, now) if out_dir else None
@@ -55,7 +58,7 @@ def folder_status(client, deployment, workers_online: dict[str, int], now: datet
         alerts.append(f"last run {last.state.name.lower()}")
     if any(r.state is not None and r.state.name == "Late" for r in runs):
         alerts.append("late: a scheduled run was not taken by a worker")
-    elif interval is not None and not deployment.paused:
+    elif interval is not None and not paused:
         since = last.start_time if last is not None else deployment.created
         if since is not None and now - since > LATE_INTERVALS * interval:
             alerts.append(f"late: no run for {int((now - since).total_seconds())} s ({LATE_INTERVALS} intervals)")
@@ -64,7 +67,7 @@ def folder_status(client, deployment, workers_online: dict[str, int], now: datet
     if pool and not workers_online.get(pool):
         alerts.append(f"no worker online on the pool {pool!r}")
     return {"name": f"{FLOW}/{deployment.name}", "in_dir": parameters.get("in_dir"), "out_dir": out_dir,
-            "schedule": schedule, "paused": bool(deployment.paused), "pool": pool,
+            "schedule": schedule, "paused": paused, "pool": pool,
             "workers_online": workers_online.get(pool, 0) if pool else 0,
             "last_run": None if last is None else {
                 "name": last.name, "state": last.state.name if last.state else None,

@@ -183,6 +183,15 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
             assert f"clean-folder/clean-{name}: {folders[name]} -> {tmp_path / f'out-{name}'}, every 3600 s" in fleet.stdout
         assert fleet.stdout.count("last run Completed") == 2 and fleet.stdout.count("last files: 30 ok, 0 failed") == 2
         assert "2 worker(s) online on 'denoiser'" in fleet.stdout and "2 folder(s), 0 needing a look" in fleet.stdout
+        # Pausing a folder's schedule as docs/production.md says: the fleet view shows it paused.
+        with temporary_settings(updates={PREFECT_API_URL: found["url"]}), get_client(sync_client=True) as client:
+            schedule_id = client.read_deployment_by_name("clean-folder/clean-b").schedules[0].id
+        prefect = Path(sys.executable).with_name("prefect")
+        paused = subprocess.run([str(prefect), "deployment", "schedule", "pause", "clean-folder/clean-b", str(schedule_id)],
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+        fleet = denoiser("status", env=env, timeout=120).stdout
+        assert f"{tmp_path / 'out-b'}, every 3600 s (PAUSED)" in fleet and f"{tmp_path / 'out-a'}, every 3600 s\n" in fleet
         for name, source in folders.items():  # the outputs a run in this process writes, byte for byte
             by_worker = {p.relative_to(tmp_path / f"out-{name}"): p.read_bytes()
                          for p in (tmp_path / f"out-{name}").rglob("*.png") if ".denoiser" not in p.parts}
