@@ -31,6 +31,7 @@ from denoiser.out_tree import OutTree
 from flows import interrupt
 from flows.adapt import adapted_choice
 from flows.clean_artifacts import publish_artifacts
+from flows.fleet import publish_fleet
 from flows.logs import library_logs
 from flows.monitor import record_history, tag_run
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
@@ -132,7 +133,20 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
               "precision": choice.precision, "precision_reason": choice.precision_reason,
               "drift": tracked["drift"], **totals}
     message = summary["message"] + (f"; drift: {'; '.join(tracked['drift'])}" if tracked["drift"] else "")
+    refresh_fleet()
     return final_state(result, message, run.strict)
+
+
+def refresh_fleet() -> None:
+    """Under a deployment, the fleet view's artifact ``fleet`` as of this run; a problem in
+    it is a warning, never the run's failure."""
+    from prefect.runtime import deployment
+
+    try:
+        if deployment.id:
+            publish_fleet()
+    except Exception as error:  # noqa: BLE001 - the view is a convenience; the cleaning is done
+        get_run_logger().warning("the fleet artifact could not be refreshed: %s", str(error).splitlines()[0][:200])
 
 
 def _stopped(reason: str, run_id: str) -> State:

@@ -91,3 +91,34 @@ def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
             workers = client.read_workers_for_work_pool(pool)
             online[pool] = sum(1 for w in workers if str(getattr(w.status, "value", w.status)).upper() == "ONLINE")
         return [folder_status(client, d, online, now) for d in sorted(deployments, key=lambda d: d.name)]
+
+
+def fleet_rows(folders: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The fleet view as table rows: what needs a look first, then the counts."""
+    def age(when: datetime | None) -> str | None:
+        return None if when is None else f"{(now - when).total_seconds() / 60:.0f} min ago"
+
+    rows = []
+    for f in folders:
+        activity, last = f["activity"] or {}, f["last_run"]
+        files, week = activity.get("last") or {}, activity.get("week") or {}
+        rows.append({"folder": f["name"], "needs a look": "; ".join(f["alerts"]) or None,
+                     "last run": None if last is None else f"{last['state']} {age(last['started'])}",
+                     "next run": None if f["next_run"] is None else f"in {(f['next_run'] - now).total_seconds() / 60:.0f} min",
+                     "backlog": f["backlog"], "ok": files.get("ok"), "failed": files.get("error"),
+                     "flagged": files.get("flagged"), "7 days ok": week.get("ok"), "7 days failed": week.get("error"),
+                     "model": files.get("model_id"), "paused": f["paused"], "workers online": f["workers_online"],
+                     "in": f["in_dir"], "out": f["out_dir"]})
+    return sorted(rows, key=lambda r: (r["needs a look"] is None, r["folder"]))
+
+
+def publish_fleet() -> int:
+    """The fleet view as the table artifact ``fleet`` (each run adds a version; the Artifacts
+    page shows the latest), from inside a run; the folders shown."""
+    from prefect.artifacts import create_table_artifact
+
+    now = datetime.now(timezone.utc)
+    rows = fleet_rows(fleet(now), now)
+    create_table_artifact(key="fleet", table=rows or [{"folder": "(none deployed)"}],
+                          description=f"Every deployed folder as of {now:%Y-%m-%d %H:%M} UTC (denoiser status)")
+    return len(rows)

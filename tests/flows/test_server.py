@@ -183,6 +183,15 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
             assert f"clean-folder/clean-{name}: {folders[name]} -> {tmp_path / f'out-{name}'}, every 3600 s" in fleet.stdout
         assert fleet.stdout.count("last run Completed") == 2 and fleet.stdout.count("last files: 30 ok, 0 failed") == 2
         assert "2 worker(s) online on 'denoiser'" in fleet.stdout and "2 folder(s), 0 needing a look" in fleet.stdout
+        # Each run under a deployment refreshes the fleet artifact: the latest lists both folders.
+        with temporary_settings(updates={PREFECT_API_URL: found["url"]}), get_client(sync_client=True) as client:
+            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+            versions = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fleet"])))
+        latest = max(versions, key=lambda a: a.created)
+        table = latest.data if isinstance(latest.data, list) else json.loads(latest.data)
+        assert sorted(row["folder"] for row in table) == ["clean-folder/clean-a", "clean-folder/clean-b"]
+        assert all(row["ok"] == 30 and row["failed"] == 0 for row in table), table
         # Pausing a folder's schedule as docs/production.md says: the fleet view shows it paused.
         with temporary_settings(updates={PREFECT_API_URL: found["url"]}), get_client(sync_client=True) as client:
             schedule_id = client.read_deployment_by_name("clean-folder/clean-b").schedules[0].id
