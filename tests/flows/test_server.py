@@ -224,3 +224,58 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
     assert not {pid: name for pid, name in named.items() if live(pid)}  # which one, if any
     assert not (state / "postgres" / "data" / "postmaster.pid").exists()
     shutil.rmtree(state.parent)
+
+
+def test_a_scheduled_run_no_worker_takes_is_alerted_as_late(tmp_path):
+    """A folder's scheduled run that no worker starts (none runs on its pool) is marked Late by
+    the server, and the alert (denoiser alerts) names the deployment and the folder. A real
+    server: the test harness's runs no late-runs service."""
+    import http.server
+    import threading
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Scheduled
+
+    from flows import alerts
+
+    posted = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            posted.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))["text"])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    state, port = tmp_path / "server", free_port()
+    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
+    assert started.returncode == 0, started.stderr
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+            CustomWebhookNotificationBlock(name="ops-hook", url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+                                           json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
+            alerts.install("custom-webhook/ops")
+            with get_client(sync_client=True) as client:
+                client.create_work_pool(WorkPoolCreate(name="nobody-works-here", type="process"))
+                deployment = client.create_deployment(
+                    flow_id=client.create_flow_from_name("clean-folder"), name="late-folder",
+                    work_pool_name="nobody-works-here", parameters={"in_dir": "/scans/late", "out_dir": "/cleaned/late"})
+                client.create_flow_run_from_deployment(deployment, state=Scheduled(
+                    scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=2)))
+            deadline = time.time() + 120
+            while not any("Late: clean-folder" in text for text in posted) and time.time() < deadline:
+                time.sleep(1)
+        late = next((text for text in posted if "Late: clean-folder" in text), None)
+        assert late is not None, f"no late-run notification in 120 s; got {posted}"
+        assert "(deployment late-folder)" in late and "Folder: /scans/late -> /cleaned/late" in late
+    finally:
+        denoiser("server", "stop", "--state-dir", str(state))
+        hook.shutdown()
