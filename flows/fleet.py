@@ -15,8 +15,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from denoiser.folders.activity import folder_activity
+from flows.workers import FLOW, folder_deployments
 
-FLOW = "clean-folder"
 LATE_INTERVALS = 3  # an interval schedule with no run for this many intervals is late
 
 
@@ -81,11 +81,10 @@ def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
     """The fleet view of every deployment of the cleaning flow on the server in
     ``PREFECT_API_URL``, by name."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
     now = now or datetime.now(timezone.utc)
     with get_client(sync_client=True) as client:
-        deployments = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW])))
+        deployments = folder_deployments(client)
         online: dict[str, int] = {}
         for pool in {d.work_pool_name for d in deployments if d.work_pool_name}:
             workers = client.read_workers_for_work_pool(pool)
@@ -93,18 +92,26 @@ def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
         return [folder_status(client, d, online, now) for d in sorted(deployments, key=lambda d: d.name)]
 
 
+def ago(when: datetime | None, now: datetime) -> str:
+    """``when`` as people say it: '12 s ago', '5 min ago', 'in 3 h', 'never'."""
+    if when is None:
+        return "never"
+    seconds = (now - when).total_seconds()
+    size = abs(seconds)
+    text = (f"{size:.0f} s" if size < 120 else f"{size / 60:.0f} min" if size < 7200
+            else f"{size / 3600:.0f} h" if size < 172800 else f"{size / 86400:.0f} days")
+    return f"in {text}" if seconds < 0 else f"{text} ago"
+
+
 def fleet_rows(folders: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """The fleet view as table rows: what needs a look first, then the counts."""
-    def age(when: datetime | None) -> str | None:
-        return None if when is None else f"{(now - when).total_seconds() / 60:.0f} min ago"
-
     rows = []
     for f in folders:
         activity, last = f["activity"] or {}, f["last_run"]
         files, week = activity.get("last") or {}, activity.get("week") or {}
         rows.append({"folder": f["name"], "needs a look": "; ".join(f["alerts"]) or None,
-                     "last run": None if last is None else f"{last['state']} {age(last['started'])}",
-                     "next run": None if f["next_run"] is None else f"in {(f['next_run'] - now).total_seconds() / 60:.0f} min",
+                     "last run": None if last is None else f"{last['state']} {ago(last['started'], now)}",
+                     "next run": None if f["next_run"] is None else ago(f["next_run"], now),
                      "backlog": f["backlog"], "ok": files.get("ok"), "failed": files.get("error"),
                      "flagged": files.get("flagged"), "7 days ok": week.get("ok"), "7 days failed": week.get("error"),
                      "model": files.get("model_id"), "paused": f["paused"], "workers online": f["workers_online"],

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 POOL = "denoiser"
+FLOW = "clean-folder"  # the cleaning flow's name: every folder's deployment is one of it
 #: Where the flow's code is: the worker runs ``flows/clean.py:clean_folder`` from here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,16 +93,22 @@ def deploy_folder(parameters: dict[str, Any], *, name: str, pool: str = POOL, in
     return str(deployment_id)
 
 
-def folder_clash(parameters: dict[str, Any], name: str, flow: str = "clean-folder") -> str | None:
-    """Why deploying ``parameters`` under ``name`` would clash with another deployment of
-    ``flow`` (the same input folder cleaned twice, or two deployments writing one output
-    folder), in one line; None where it does not. Deploying under the same name replaces."""
-    from prefect.client.orchestration import get_client
+def folder_deployments(client) -> list:
+    """Every deployment of the cleaning flow on the server ``client`` talks to: the folders."""
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    return client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[FLOW])))
+
+
+def folder_clash(parameters: dict[str, Any], name: str) -> str | None:
+    """Why deploying ``parameters`` under ``name`` would clash with another folder's deployment
+    (the same input folder cleaned twice, or two deployments writing one output folder), in
+    one line; None where it does not. Deploying under the same name replaces."""
+    from prefect.client.orchestration import get_client
 
     mine = {key: os.path.realpath(parameters[key]) for key in ("in_dir", "out_dir")}
     with get_client(sync_client=True) as client:
-        deployments = client.read_deployments(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])))
+        deployments = folder_deployments(client)
     for other in deployments:
         theirs = {key: os.path.realpath(value) for key in ("in_dir", "out_dir")
                   if isinstance(value := (other.parameters or {}).get(key), str)}
@@ -109,7 +116,7 @@ def folder_clash(parameters: dict[str, Any], name: str, flow: str = "clean-folde
             continue
         for key, what in (("in_dir", "the input folder"), ("out_dir", "the output folder")):
             if theirs.get(key) == mine[key]:
-                return (f"{what} {parameters[key]} is already deployed as {flow}/{other.name} "
+                return (f"{what} {parameters[key]} is already deployed as {FLOW}/{other.name} "
                         f"({theirs.get('in_dir')} -> {theirs.get('out_dir')}): deploy under --name {other.name} "
-                        f"to replace it, or remove it first (prefect deployment delete {flow}/{other.name})")
+                        f"to replace it, or remove it first (prefect deployment delete {FLOW}/{other.name})")
     return None

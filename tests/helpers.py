@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gzip
 import hashlib
+import http.server
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -223,3 +227,25 @@ def digit_png(seed: int = 3) -> Image.Image:
     """A noisy 28x28 digit-like scan as an 8-bit gray image."""
     _, noisy = digit_scan((28, 28), seed=seed)
     return Image.fromarray((noisy * 255).astype(np.uint8), "L")
+
+
+@contextlib.contextmanager
+def webhook_server():
+    """A local HTTP endpoint that keeps the JSON posted to it: (its URL, the bodies so far)."""
+    posted: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the stdlib's name
+            posted.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook", posted
+    finally:
+        server.shutdown()

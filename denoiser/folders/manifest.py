@@ -135,34 +135,24 @@ class Manifest:
         file)."""
         if not self.exists or not rels:
             return {}
-        found: dict[str, str] = {}
         keys = {name_key(rel): rel for rel in rels}
+        which = "" if model_id is None else "model_id = ? AND "
+        query = f"SELECT path, input_sha256, output_path FROM files WHERE {which}path IN ({{marks}})"
         with self._connect() as db:
-            for start in range(0, len(rels), 900):  # below SQLite's limit on parameters
-                part = list(keys)[start : start + 900]
-                marks = ",".join("?" * len(part))
-                which = "" if model_id is None else "model_id = ? AND "
-                query = f"SELECT path, input_sha256, output_path FROM files WHERE {which}path IN ({marks})"
-                args = part if model_id is None else [model_id, *part]
-                found.update((keys[key], sha) for key, sha, out in db.execute(query, args)
-                             if self._output_exists(keys[key], os.fsdecode(out)))
-        return found
+            rows = _by_path(db, query, list(keys), () if model_id is None else (model_id,))
+            return {keys[key]: sha for key, sha, out in rows if self._output_exists(keys[key], os.fsdecode(out))}
 
     def known_bad(self, rels: list[str]) -> dict[str, tuple[str, str]]:
         """``{rel: (input_sha256, error)}`` of the ``rels`` whose content failed to be read as
         an image on an earlier run (:meth:`record_failures`)."""
         if not self.exists or not rels:
             return {}
-        found: dict[str, tuple[str, str]] = {}
         keys = {name_key(rel): rel for rel in rels}
         with self._connect() as db:
             if not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'failed'").fetchone():
                 return {}  # a manifest from before the table, opened without create
-            for start in range(0, len(rels), 900):
-                part = list(keys)[start : start + 900]
-                query = f"SELECT path, input_sha256, error FROM failed WHERE path IN ({','.join('?' * len(part))})"
-                found.update((keys[key], (sha, error)) for key, sha, error in db.execute(query, part))
-        return found
+            rows = _by_path(db, "SELECT path, input_sha256, error FROM failed WHERE path IN ({marks})", list(keys))
+            return {keys[key]: (sha, error) for key, sha, error in rows}
 
     def record_failures(self, failures: list[tuple[str, str, str]]) -> None:
         """Record (rel, input_sha256, error) of inputs that could not be read as images."""
@@ -239,3 +229,13 @@ def rebuild(tree: OutTree, in_dir: str | os.PathLike[str], shard_reports: list[s
     manifest = Manifest.of(tree)
     manifest.record_many(records)
     return len(records)
+
+
+def _by_path(db: sqlite3.Connection, query: str, paths: list[str], args: tuple = ()) -> list[tuple]:
+    """The rows of ``query`` for ``paths`` (its ``{marks}`` stands for their placeholders, after
+    ``args``), in one query per 900 paths: below SQLite's limit on parameters."""
+    rows: list[tuple] = []
+    for start in range(0, len(paths), 900):
+        part = paths[start : start + 900]
+        rows += db.execute(query.format(marks=",".join("?" * len(part))), [*args, *part]).fetchall()
+    return rows

@@ -55,6 +55,10 @@ def new_row(run_id: str, rel: str, model_id: str, **fields: Any) -> dict[str, An
     return row
 
 
+#: The reason of a skipped row whose content failed to be read before (then the earlier error).
+KNOWN_BAD = "known bad (the same content failed on an earlier run; --retry-errors tries it again)"
+
+
 def error_line(error: BaseException) -> str:
     """The error's first line; named by its type where it is not one of ours (a KeyError
     from a codec reads as "KeyError: 'XPM'", not "'XPM'")."""

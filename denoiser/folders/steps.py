@@ -21,16 +21,13 @@ import numpy as np
 
 from denoiser.folders.encode import encode
 from denoiser.folders.read import Entry, GrayImage, ImageError, read_image
-from denoiser.folders.report import error_line, new_row
+from denoiser.folders.report import KNOWN_BAD, error_line, new_row
 from denoiser.folders.safe_read import read_input
 from denoiser.folders.workdir import is_disk_full
 from denoiser.models.checkpoint import Checkpoint
 from denoiser.out_tree import OutTree
 from denoiser.scans.batch import Cleaned
 from denoiser.scans.restore import model_headroom
-
-#: The reason of a skipped row whose content failed to be read before (then the earlier error).
-KNOWN_BAD = "known bad (the same content failed on an earlier run; --retry-errors tries it again)"
 
 
 class PixelBudget:

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from denoiser.files import printable
+from denoiser.folders.report import KNOWN_BAD
 
 FAILURES_SHOWN = 20  # failed files named in the logs; the artifact lists up to 50
 WORST_SHOWN = 10
@@ -25,7 +26,7 @@ def failures(frame: pd.DataFrame, limit: int = FAILURES_SHOWN) -> list[dict[str,
 def state_message(totals: dict[str, int], flagged: int, frame: pd.DataFrame) -> str:
     """One line for the run's final state: the counts, and the first failure where there is one."""
     files = sum(totals.values())
-    known = int(((frame["status"] == "skipped") & frame["error"].fillna("").str.startswith("known bad")).sum())
+    known = int(((frame["status"] == "skipped") & frame["error"].fillna("").str.startswith(KNOWN_BAD)).sum())
     parts = [f"{files:,} files: {totals['ok']:,} ok", _plural(totals["error"], "error"),
              f"{totals['skipped']:,} skipped" + (f" ({known:,} known bad)" if known else ""),
              f"{flagged:,} flagged as unlike the training digits"]

@@ -66,10 +66,11 @@ def run(args: argparse.Namespace) -> int:
         load_model(chosen.checkpoint)  # and a file that is not a checkpoint
     check_schedule(args.cron)
     name = args.name or "clean-" + (Path(args.out_dir).resolve().name or "root")
-    clash = folder_clash(clean_parameters(args), name)
+    parameters = clean_parameters(args)
+    clash = folder_clash(parameters, name)
     if clash is not None:
         raise ValueError(clash)
-    deployment = deploy_folder(clean_parameters(args), name=name, pool=args.pool, interval=args.interval,
+    deployment = deploy_folder(parameters, name=name, pool=args.pool, interval=args.interval,
                                cron=args.cron, concurrency_limit=args.concurrency or None, when_busy=args.when_busy)
     print(f"deployment clean-folder/{name} ({deployment}) on the work pool {args.pool!r}: "
           f"{args.in_dir} -> {args.out_dir}, " + (f"every {args.interval} s" if args.interval else f"cron {args.cron}")

@@ -22,17 +22,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--json", action="store_true", help="print the view as JSON")
 
 
-def _ago(when: datetime | None, now: datetime) -> str:
-    if when is None:
-        return "never"
-    seconds = (now - when).total_seconds()
-    future = seconds < 0
-    seconds = abs(seconds)
-    text = (f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200
-            else f"{seconds / 3600:.0f} h" if seconds < 172800 else f"{seconds / 86400:.0f} days")
-    return f"in {text}" if future else f"{text} ago"
-
-
 def _api_url() -> str | None:
     """PREFECT_API_URL, else the URL of the local server `denoiser server start` runs."""
     if os.environ.get("PREFECT_API_URL"):
@@ -51,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.cli.main import check_api
-    from flows.fleet import fleet
+    from flows.fleet import ago, fleet
 
     check_api(url)
     now = datetime.now(timezone.utc)
@@ -66,19 +55,19 @@ def run(args: argparse.Namespace) -> int:
     for f in folders:
         last, activity = f["last_run"], f["activity"] or {}
         ran = ("no run yet" if last is None else
-               f"last run {last['state']} {_ago(last['started'], now)}" + (f" [{', '.join(last['tags'])}]"
+               f"last run {last['state']} {ago(last['started'], now)}" + (f" [{', '.join(last['tags'])}]"
                                                                           if last["tags"] else ""))
         files = activity.get("last")
         week = activity.get("week") or {}
         print(f"{f['name']}: {f['in_dir']} -> {f['out_dir']}, {f['schedule']}" + (" (PAUSED)" if f["paused"] else ""))
-        print(f"  {ran}; next {_ago(f['next_run'], now) if f['next_run'] else 'none scheduled'}; "
+        print(f"  {ran}; next {ago(f['next_run'], now) if f['next_run'] else 'none scheduled'}; "
               f"backlog {f['backlog']}; {f['workers_online']} worker(s) online on {f['pool']!r}")
         print("  " + (f"last files: {files['ok']} ok, {files['error']} failed, {files['flagged']} flagged "
-                      f"({_ago(files['time'], now)}, model {files['model_id']})" if files
+                      f"({ago(files['time'], now)}, model {files['model_id']})" if files
                       else activity.get("problem") or "no files cleaned yet")
               + f"; 7 days: {week.get('runs', 0)} runs, {week.get('ok', 0)} ok, {week.get('error', 0)} failed, "
                 f"{week.get('flagged', 0)} flagged"
-              + (f"; last drift {_ago(activity['drift']['time'], now)}" if activity.get("drift") else ""))
+              + (f"; last drift {ago(activity['drift']['time'], now)}" if activity.get("drift") else ""))
         for alert in f["alerts"]:
             print(f"  NEEDS A LOOK: {alert}")
     needing = sum(bool(f["alerts"]) for f in folders)

@@ -1,9 +1,6 @@
 """The alert automations, created on a real (test) Prefect API, and their notifications
 delivered to a local webhook when a folder drifts and when a run fails."""
 
-import http.server
-import json
-import threading
 import time
 
 import numpy as np
@@ -14,7 +11,7 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 
 from flows import alerts
-from tests.helpers import draw_digits
+from tests.helpers import draw_digits, webhook_server
 
 
 def test_the_alerts_install_against_a_notification_block_and_replace_themselves():
@@ -46,23 +43,10 @@ def test_a_missing_block_is_a_plain_error():
 @pytest.fixture
 def webhook():
     """A local HTTP endpoint that keeps what is posted to it, and a notification block for it."""
-    posted = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            posted.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0)))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    CustomWebhookNotificationBlock(name="ops-hook", url=f"http://127.0.0.1:{server.server_address[1]}/hook",
-                                   json_data={"text": "{{subject}}\n{{body}}"}).save("delivered", overwrite=True)
-    yield posted
-    server.shutdown()
+    with webhook_server() as (url, posted):
+        CustomWebhookNotificationBlock(name="ops-hook", url=url,
+                                       json_data={"text": "{{subject}}\n{{body}}"}).save("delivered", overwrite=True)
+        yield posted
 
 
 def wait_for(posted, text, seconds=60):

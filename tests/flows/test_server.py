@@ -16,7 +16,7 @@ from PIL import Image
 
 from flows import server as server_module
 from flows.server import Server
-from tests.helpers import denoiser, draw_digits, free_port
+from tests.helpers import denoiser, draw_digits, free_port, webhook_server
 
 FLOW = "from prefect import flow\n@flow(name='server-check')\ndef f():\n    return 41 + 1\nprint(f())\n"
 
@@ -230,8 +230,6 @@ def test_a_scheduled_run_no_worker_takes_is_alerted_as_late(tmp_path):
     """A folder's scheduled run that no worker starts (none runs on its pool) is marked Late by
     the server, and the alert (denoiser alerts) names the deployment and the folder. A real
     server: the test harness's runs no late-runs service."""
-    import http.server
-    import threading
     from datetime import datetime, timedelta, timezone
 
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
@@ -242,25 +240,13 @@ def test_a_scheduled_run_no_worker_takes_is_alerted_as_late(tmp_path):
 
     from flows import alerts
 
-    posted = []
-
-    class Hook(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - the stdlib's name
-            posted.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))["text"])
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    hook = http.server.HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
     state, port = tmp_path / "server", free_port()
     started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
     assert started.returncode == 0, started.stderr
     try:
-        with temporary_settings(updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
-            CustomWebhookNotificationBlock(name="ops-hook", url=f"http://127.0.0.1:{hook.server_address[1]}/hook",
+        with webhook_server() as (hook, bodies), temporary_settings(
+                updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+            CustomWebhookNotificationBlock(name="ops-hook", url=hook,
                                            json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
             alerts.install("custom-webhook/ops")
             with get_client(sync_client=True) as client:
@@ -271,11 +257,9 @@ def test_a_scheduled_run_no_worker_takes_is_alerted_as_late(tmp_path):
                 client.create_flow_run_from_deployment(deployment, state=Scheduled(
                     scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=2)))
             deadline = time.time() + 120
-            while not any("Late: clean-folder" in text for text in posted) and time.time() < deadline:
+            while not (late := [b["text"] for b in bodies if "Late: clean-folder" in b["text"]]):
+                assert time.time() < deadline, f"no late-run notification in 120 s; got {bodies}"
                 time.sleep(1)
-        late = next((text for text in posted if "Late: clean-folder" in text), None)
-        assert late is not None, f"no late-run notification in 120 s; got {posted}"
-        assert "(deployment late-folder)" in late and "Folder: /scans/late -> /cleaned/late" in late
+        assert "(deployment late-folder)" in late[0] and "Folder: /scans/late -> /cleaned/late" in late[0]
     finally:
         denoiser("server", "stop", "--state-dir", str(state))
-        hook.shutdown()
