@@ -36,7 +36,40 @@ def run_a_flow_against(url: str, tmp_path: Path) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def test_the_sqlite_server_starts_answers_and_stops_without_leftovers(tmp_path):
+def alert_a_late_run(port: int) -> None:
+    """A folder's scheduled run that no worker starts (none runs on its pool) is marked Late by
+    the server, and the alert (denoiser alerts) names the deployment and the folder. A real
+    server: the test harness's runs no late-runs service."""
+    from datetime import datetime, timedelta, timezone
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.states import Scheduled
+
+    from flows import alerts
+
+    with webhook_server() as (hook, bodies), temporary_settings(
+            updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+        CustomWebhookNotificationBlock(name="ops-hook", url=hook,
+                                       json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
+        alerts.install("custom-webhook/ops")
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name="nobody-works-here", type="process"))
+            deployment = client.create_deployment(
+                flow_id=client.create_flow_from_name("clean-folder"), name="late-folder",
+                work_pool_name="nobody-works-here", parameters={"in_dir": "/scans/late", "out_dir": "/cleaned/late"})
+            client.create_flow_run_from_deployment(deployment, state=Scheduled(
+                scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=2)))
+        deadline = time.time() + 120
+        while not (late := [b["text"] for b in bodies if "Late: clean-folder" in b["text"]]):
+            assert time.time() < deadline, f"no late-run notification in 120 s; got {bodies}"
+            time.sleep(1)
+    assert "(deployment late-folder)" in late[0] and "Folder: /scans/late -> /cleaned/late" in late[0]
+
+
+def test_the_sqlite_server_starts_answers_alerts_a_late_run_and_stops_without_leftovers(tmp_path):
     state, port = tmp_path / "server", free_port()
     started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
     assert started.returncode == 0, started.stderr
@@ -54,6 +87,7 @@ def test_the_sqlite_server_starts_answers_and_stops_without_leftovers(tmp_path):
     # The fleet view finds this server from its state (no PREFECT_API_URL); nothing deployed yet.
     fleet = denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""})
     assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
+    alert_a_late_run(port)
     stopped = denoiser("server", "stop", "--state-dir", str(state))
     assert stopped.stdout.strip() == "server stopped" and not live(record["pid"])
     assert denoiser("server", "status", "--state-dir", str(state)).returncode == 3
@@ -224,42 +258,3 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
     assert not {pid: name for pid, name in named.items() if live(pid)}  # which one, if any
     assert not (state / "postgres" / "data" / "postmaster.pid").exists()
     shutil.rmtree(state.parent)
-
-
-def test_a_scheduled_run_no_worker_takes_is_alerted_as_late(tmp_path):
-    """A folder's scheduled run that no worker starts (none runs on its pool) is marked Late by
-    the server, and the alert (denoiser alerts) names the deployment and the folder. A real
-    server: the test harness's runs no late-runs service."""
-    from datetime import datetime, timedelta, timezone
-
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-    from prefect.states import Scheduled
-
-    from flows import alerts
-
-    state, port = tmp_path / "server", free_port()
-    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
-    assert started.returncode == 0, started.stderr
-    try:
-        with webhook_server() as (hook, bodies), temporary_settings(
-                updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
-            CustomWebhookNotificationBlock(name="ops-hook", url=hook,
-                                           json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
-            alerts.install("custom-webhook/ops")
-            with get_client(sync_client=True) as client:
-                client.create_work_pool(WorkPoolCreate(name="nobody-works-here", type="process"))
-                deployment = client.create_deployment(
-                    flow_id=client.create_flow_from_name("clean-folder"), name="late-folder",
-                    work_pool_name="nobody-works-here", parameters={"in_dir": "/scans/late", "out_dir": "/cleaned/late"})
-                client.create_flow_run_from_deployment(deployment, state=Scheduled(
-                    scheduled_time=datetime.now(timezone.utc) - timedelta(minutes=2)))
-            deadline = time.time() + 120
-            while not (late := [b["text"] for b in bodies if "Late: clean-folder" in b["text"]]):
-                assert time.time() < deadline, f"no late-run notification in 120 s; got {bodies}"
-                time.sleep(1)
-        assert "(deployment late-folder)" in late[0] and "Folder: /scans/late -> /cleaned/late" in late[0]
-    finally:
-        denoiser("server", "stop", "--state-dir", str(state))
