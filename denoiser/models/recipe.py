@@ -120,10 +120,28 @@ class TrainConfig:
         return fields
 
 
-def model_id_for(config: TrainConfig, data_checksum: str) -> str:
+def model_id_for(config: TrainConfig, data_checksum: str, *, legacy: bool = False) -> str:
     """``<model>-<12 hex>``: a digest of the config, the data checksum and the recipe
     version. The device is not part of it: a model trained on a GPU serves CPU users and
-    the other way round."""
-    recipe = {"config": config.to_dict(), "data": data_checksum, "recipe": RECIPE_VERSION}
+    the other way round. Nor is the time budget: a run the budget did not cut gives the
+    weights of a run without one, and a run it cut is stored under :func:`cut_short_id`.
+    ``legacy``: the id stores wrote before that (the budget in the digest)."""
+    fields = config.to_dict()
+    if not legacy:
+        fields.pop("max_minutes", None)
+    recipe = {"config": fields, "data": data_checksum, "recipe": RECIPE_VERSION}
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     return f"{config.model}-{digest[:12]}"
+
+
+def cut_short_id(model_id: str, steps: int) -> str:
+    """The id of a model whose training the time budget ended after ``steps`` of the recipe's
+    steps: never the recipe's own id, so nothing asking for the recipe is served it."""
+    return f"{model_id}-cut{steps}"
+
+
+def finished(metadata: dict) -> bool:
+    """Whether a stored model trained every step its recipe planned (models stored before
+    budgets existed record no plan, and trained all their epochs)."""
+    planned = metadata.get("planned_steps")
+    return planned is None or int(metadata.get("steps", planned)) >= int(planned)

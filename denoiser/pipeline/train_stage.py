@@ -15,7 +15,7 @@ from denoiser.files import load_array
 from denoiser.models import checkpoint
 from denoiser.models.device import resolve_device
 from denoiser.models.precision import resolve_precision
-from denoiser.models.recipe import RECIPE_VERSION, TrainConfig, model_id_for
+from denoiser.models.recipe import RECIPE_VERSION, TrainConfig, cut_short_id, finished, model_id_for
 from denoiser.noise.spec import NoiseSpec
 from denoiser.pipeline.record import StageResult, record
 from denoiser.scans import tones
@@ -37,13 +37,18 @@ def train_or_load(
     on_epoch_end: Callable[[EpochStats], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
 ) -> StageResult:
-    """Load the model this recipe names from the store, or train and store it."""
+    """Load the model this recipe names from the store, or train and store it.
+
+    Only a model that finished the recipe is loaded as the recipe's. A run the time budget
+    ends early stores its model under an id of its own (:func:`cut_short_id`) and uses it;
+    the recipe's model is then trained again by the next run, which may have the time."""
     started, run_dir = time.perf_counter(), Path(run_dir)
     model_id = model_id_for(config, train_sha256)
-    found = None if retrain else checkpoint.find_checkpoint(models_dir, model_id)
+    found = None if retrain else _finished(models_dir, config, train_sha256)
     if found is not None:
-        log.info("loaded model %s from %s (recipe already trained)", model_id, found.weights)
-        result = {"model_id": model_id, "weights": str(found.weights), "trained": False,
+        log.info("loaded model %s from %s (recipe already trained)", found.model_id, found.weights)
+        result = {"model_id": found.model_id, "recipe_model_id": model_id, "weights": str(found.weights),
+                  "trained": False, "cut_short": False,
                   "precision": found.metadata.get("precision", "fp32")}  # trained in
         return record(run_dir, "train_or_load", result, started)
 
@@ -57,12 +62,16 @@ def train_or_load(
         on_progress=on_progress,
     )
     last = outcome.history[-1]
+    cut = outcome.steps < outcome.planned_steps
+    stored_id = cut_short_id(model_id, outcome.steps) if cut else model_id
     saved = checkpoint.save_checkpoint(
         models_dir,
-        model_id,
+        stored_id,
         outcome.model,
         {
             "architecture": config.model,
+            "recipe_model_id": model_id,  # the id of the model that finishes this recipe
+            "cut_short": cut,
             "config": config.to_dict(),
             "recipe_version": RECIPE_VERSION,
             "noise": config.noise,
@@ -84,7 +93,26 @@ def train_or_load(
             "history": [vars(stats) for stats in outcome.history],
         },
     )
-    log.info("trained model %s in %.1f s, saved to %s", model_id, outcome.seconds, saved.weights)
-    result = {"model_id": model_id, "weights": str(saved.weights), "trained": True,
-              "val_psnr": last.val_psnr, **outcome.precision.to_dict()}
+    log.info("trained model %s in %.1f s, saved to %s", stored_id, outcome.seconds, saved.weights)
+    if cut:
+        log.warning("the time budget ended training after %d of the recipe's %d steps: the model is "
+                    "stored as %s, not as the recipe's %s, which the next run with the time trains "
+                    "(or now: --max-train-minutes 0)", outcome.steps, outcome.planned_steps, stored_id,
+                    model_id)
+    result = {"model_id": stored_id, "recipe_model_id": model_id, "weights": str(saved.weights),
+              "trained": True, "cut_short": cut, "steps": outcome.steps,
+              "planned_steps": outcome.planned_steps, "val_psnr": last.val_psnr,
+              **outcome.precision.to_dict()}
     return record(run_dir, "train_or_load", result, started)
+
+
+def _finished(models_dir: str | os.PathLike[str], config: TrainConfig,
+              train_sha256: str) -> checkpoint.Checkpoint | None:
+    """The stored model that finished this recipe: under its id, or under the id stores gave
+    it before the time budget left the id (a model that budget cut short is not taken)."""
+    for model_id in dict.fromkeys([model_id_for(config, train_sha256),
+                                   model_id_for(config, train_sha256, legacy=True)]):
+        found = checkpoint.find_checkpoint(models_dir, model_id)
+        if found is not None and finished(found.metadata):
+            return found
+    return None

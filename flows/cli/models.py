@@ -166,7 +166,8 @@ def format_listing(models_dir: str | os.PathLike[str]) -> str:
         return f"no models in {models_dir}"
     defaults = registry.read_defaults(models_dir)
     cached = promotion.cached_use_scores(_scores_dir(str(models_dir)))
-    lines = [f"{'model':24}{'recipe':8}{'noise':16}{'epochs':>7}{'val PSNR':>10}{'clean dB':>10}"
+    width = max([24] + [len(found.model_id) + 2 for found in stored])
+    lines = [f"{'model':{width}}{'recipe':8}{'noise':16}{'epochs':>11}{'val PSNR':>10}{'clean dB':>10}"
              f"{'run dB':>8}  {'created':26}default for"]
     for found in stored:
         meta = found.metadata
@@ -175,11 +176,20 @@ def format_listing(models_dir: str | os.PathLike[str]) -> str:
         uses = [use for use, entry in defaults.items() if entry["model_id"] == found.model_id]
         clean, run_score = (cached.get((found.model_id, use)) for use in USES)
         lines.append(
-            f"{found.model_id:24}{str(meta.get('architecture', '?')):8}{str(config.get('noise', '?')):16}"
-            f"{str(config.get('epochs', '?')):>7}{_number(val):>10}{_number(clean):>10}"
+            f"{found.model_id:{width}}{str(meta.get('architecture', '?')):8}{str(config.get('noise', '?')):16}"
+            f"{_epochs(meta):>11}{_number(val):>10}{_number(clean):>10}"
             f"{_number(run_score):>8}"
             f"  {str(meta.get('created_at', '?')):26}{', '.join(uses) or '-'}")
     return "\n".join(lines)
+
+
+def _epochs(meta: dict) -> str:
+    """The recipe's epochs, or for a model the time budget cut short, how far it got:
+    "2.6/13 cut"."""
+    epochs = meta.get("config", {}).get("epochs", "?")
+    if not meta.get("cut_short") or not meta.get("planned_steps"):
+        return str(epochs)
+    return f"{epochs * meta['steps'] / meta['planned_steps']:.1f}/{epochs} cut"
 
 
 def _number(value: float | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
 from denoiser.data.datasets import DATASETS
@@ -125,8 +126,15 @@ def run(args: argparse.Namespace) -> int:
         run_id=run_id, keep_runs=args.keep_runs, keep_days=args.keep_days,
     )
     from denoiser.files import read_json
+    from denoiser.pipeline.record import read_stage
 
     summary = read_json(result["summary"])
+    trained = read_stage(Path(result["summary"]).parent, "train_or_load")
+    if trained.get("cut_short"):
+        print(f"the time budget ended training after {trained['steps']:,} of the recipe's "
+              f"{trained['planned_steps']:,} steps: this run used {trained['model_id']}, stored apart "
+              f"from the recipe's model {trained['recipe_model_id']}, which the next run with the time "
+              "trains (or now: --max-train-minutes 0)")
     print(
         f"report: {result['report']}\n"
         f"{summary['images']} images, mean PSNR noisy {summary['mean_psnr_noisy']:.2f} dB -> "

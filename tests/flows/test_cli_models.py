@@ -47,3 +47,18 @@ def test_models_shapes_command_trains_and_stores_one(tmp_path):
                        "--models-dir", str(tmp_path / "other"))
     assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
 
+
+
+def test_models_list_shows_a_model_the_budget_cut_short(tmp_path):
+    from denoiser.models import checkpoint
+    from denoiser.models.networks import build_model
+
+    store = tmp_path / "models"
+    for model_id, steps in (("conv-0123456789ab", 13_000), ("conv-0123456789ab-cut2600", 2_600)):
+        checkpoint.save_checkpoint(store, model_id, build_model("conv"), {
+            "architecture": "conv", "config": {"epochs": 13, "noise": "gaussian:0.5"}, "steps": steps,
+            "planned_steps": 13_000, "cut_short": steps < 13_000})
+    listing = denoiser("models", "list", "--models-dir", str(store))
+    rows = {row.split()[0]: row for row in listing.stdout.splitlines()[1:]}
+    assert "2.6/13 cut" in rows["conv-0123456789ab-cut2600"], listing.stdout
+    assert " 13 " in rows["conv-0123456789ab"] and "cut" not in rows["conv-0123456789ab"]

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,3 +85,60 @@ def test_recipes_without_a_budget_keep_their_model_ids():
     assert TrainConfig.recipe("unet", max_minutes=30).max_minutes == 30
     with pytest.raises(ValueError, match="max_minutes must be > 0"):
         TrainConfig(max_minutes=-1)
+
+
+def test_a_model_the_budget_cut_short_is_never_served_as_the_recipes(tmp_path):
+    from denoiser.data.mnist import array_digest
+    from denoiser.models import checkpoint
+    from denoiser.models.recipe import cut_short_id
+    from denoiser.pipeline import train_stage
+
+    digits = draw_digits(160, seed=3)[0]
+    np.save(tmp_path / "train.npy", digits)
+    budgeted = TrainConfig(model="conv", epochs=4, batch_size=16, max_minutes=1e-6)
+    kwargs = dict(train_images=str(tmp_path / "train.npy"), train_sha256=array_digest(digits),
+                  models_dir=tmp_path / "models", device="cpu")
+    recipe_id = model_id_for(budgeted, kwargs["train_sha256"])
+    # The budget does not name the weights: the same recipe without it has the same id.
+    assert recipe_id == model_id_for(TrainConfig(**{**budgeted.to_dict(), "max_minutes": None}), kwargs["train_sha256"])
+
+    cut = train_stage.train_or_load(tmp_path / "run1", config=budgeted, **kwargs)
+    assert cut["trained"] and cut["cut_short"] and cut["steps"] < cut["planned_steps"] == 36
+    assert cut["model_id"] == cut_short_id(recipe_id, cut["steps"]) == f"{recipe_id}-cut{cut['steps']}"
+    assert checkpoint.find_checkpoint(kwargs["models_dir"], recipe_id) is None
+    stored = checkpoint.find_checkpoint(kwargs["models_dir"], cut["model_id"]).metadata
+    assert stored["cut_short"] and stored["recipe_model_id"] == recipe_id
+    # The next run trains the recipe again rather than loading the cut model as the recipe's.
+    again = train_stage.train_or_load(tmp_path / "run2", config=budgeted, **kwargs)
+    assert again["trained"] and again["cut_short"]
+    # Without a budget (--max-train-minutes 0) it trains to its end under the recipe's id,
+    # which a budgeted run then loads.
+    full = train_stage.train_or_load(tmp_path / "run3", config=TrainConfig(
+        **{**budgeted.to_dict(), "max_minutes": None}), **kwargs)
+    assert full["trained"] and not full["cut_short"] and full["model_id"] == recipe_id
+    loaded = train_stage.train_or_load(tmp_path / "run4", config=budgeted, **kwargs)
+    assert not loaded["trained"] and loaded["model_id"] == recipe_id
+
+
+def test_a_store_from_before_keeps_its_finished_model_and_drops_a_cut_one(tmp_path):
+    from denoiser.data.mnist import array_digest
+    from denoiser.models import checkpoint
+    from denoiser.models.networks import build_model
+    from denoiser.pipeline import train_stage
+
+    digits = draw_digits(64, seed=2)[0]
+    np.save(tmp_path / "train.npy", digits)
+    config = TrainConfig(model="conv", epochs=1, batch_size=32, max_minutes=14.5)
+    sha = array_digest(digits)
+    legacy = model_id_for(config, sha, legacy=True)
+    assert legacy != model_id_for(config, sha)
+    kwargs = dict(train_images=str(tmp_path / "train.npy"), train_sha256=sha, config=config,
+                  models_dir=tmp_path / "models", device="cpu")
+    checkpoint.save_checkpoint(kwargs["models_dir"], legacy, build_model("conv"),
+                               {"architecture": "conv", "steps": 1, "planned_steps": 2})
+    assert train_stage.train_or_load(tmp_path / "run1", **kwargs)["trained"]  # cut: trained again
+    checkpoint.save_checkpoint(kwargs["models_dir"], legacy, build_model("conv"),
+                               {"architecture": "conv", "steps": 2, "planned_steps": 2})
+    (tmp_path / "models" / f"{model_id_for(config, sha)}.json").unlink()
+    loaded = train_stage.train_or_load(tmp_path / "run2", **kwargs)
+    assert not loaded["trained"] and loaded["model_id"] == legacy
