@@ -42,6 +42,7 @@ from denoiser.adapt.style_match import StyleMatch
 from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision, autocast
 from denoiser.noise.spec import NoiseSpec
+from denoiser.threads import CpuShare
 from denoiser.training.loop import training_pair
 
 log = logging.getLogger(__name__)
@@ -247,43 +248,45 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     budget, step = config.minutes * 60, 0
     train_started = time.perf_counter()
     refreshes = config.refresh if n_style else 0
-    while (elapsed := time.perf_counter() - train_started) < budget:
-        if refreshes and elapsed > budget * (1 - refreshes / (config.refresh + 1)):
-            styles, refreshes = folder_shapes(averaged.model.eval(), scans, headroom).cpu(), refreshes - 1
-            match = matched(averaged.model)
-            model.train()  # the folder's shapes as the model being adapted now cleans them
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * rate_factor(config.schedule, elapsed, budget)
-        n_mnist = config.batch_size - n_old - n_style - n_anchor
-        source = train_digits if match is None else match.digits
-        clean = source[torch.randint(0, len(source), (n_mnist,), generator=rng)]
-        if n_style:
-            clean = torch.cat([clean, styles[torch.randint(0, len(styles), (n_style,), generator=rng)]])
-        noisy, clean = pairs(clean, rng)
-        if n_old:
-            old = raw_digits[torch.randint(0, len(raw_digits), (n_old,), generator=rng)]
-            old_noisy, old_clean = training_pair(old, spec=old_spec, rng=rng)
-            if old_noisy.shape[-2:] != clean.shape[-2:]:  # scans drawn at a larger scale
-                old_noisy, old_clean = (F.interpolate(x, size=clean.shape[-2:], mode="area")
-                                        for x in (old_noisy, old_clean))
-            noisy, clean = torch.cat([noisy, old_noisy]), torch.cat([clean, old_clean])
-        mask = torch.ones_like(clean)
-        if n_anchor:
-            pick = torch.randint(0, len(kept), (n_anchor,), generator=rng)
-            noisy, clean = torch.cat([noisy, anchor_scans[pick]]), torch.cat([clean, kept[pick]])
-            mask = torch.cat([mask, kept_mask[pick]])
-        with autocast(device, precision):
-            logits = model(noisy.to(device))
-        target = clean.to(device)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), target,
-                                                  weight=(1 + config.ink_weight * target) * mask.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        averaged.update()
-        step += 1
-        if step % 50 == 0 and on_progress is not None:
-            on_progress(min(1.0, (time.perf_counter() - train_started) / budget))
+    with CpuShare(device) as share:  # fewer threads while other processes keep CPUs busy
+        while (elapsed := time.perf_counter() - train_started) < budget:
+            if refreshes and elapsed > budget * (1 - refreshes / (config.refresh + 1)):
+                styles, refreshes = folder_shapes(averaged.model.eval(), scans, headroom).cpu(), refreshes - 1
+                match = matched(averaged.model)
+                model.train()  # the folder's shapes as the model being adapted now cleans them
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * rate_factor(config.schedule, elapsed, budget)
+            n_mnist = config.batch_size - n_old - n_style - n_anchor
+            source = train_digits if match is None else match.digits
+            clean = source[torch.randint(0, len(source), (n_mnist,), generator=rng)]
+            if n_style:
+                clean = torch.cat([clean, styles[torch.randint(0, len(styles), (n_style,), generator=rng)]])
+            noisy, clean = pairs(clean, rng)
+            if n_old:
+                old = raw_digits[torch.randint(0, len(raw_digits), (n_old,), generator=rng)]
+                old_noisy, old_clean = training_pair(old, spec=old_spec, rng=rng)
+                if old_noisy.shape[-2:] != clean.shape[-2:]:  # scans drawn at a larger scale
+                    old_noisy, old_clean = (F.interpolate(x, size=clean.shape[-2:], mode="area")
+                                            for x in (old_noisy, old_clean))
+                noisy, clean = torch.cat([noisy, old_noisy]), torch.cat([clean, old_clean])
+            mask = torch.ones_like(clean)
+            if n_anchor:
+                pick = torch.randint(0, len(kept), (n_anchor,), generator=rng)
+                noisy, clean = torch.cat([noisy, anchor_scans[pick]]), torch.cat([clean, kept[pick]])
+                mask = torch.cat([mask, kept_mask[pick]])
+            with autocast(device, precision):
+                logits = model(noisy.to(device))
+            target = clean.to(device)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target,
+                                                      weight=(1 + config.ink_weight * target) * mask.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            averaged.update()
+            share.step()
+            step += 1
+            if step % 50 == 0 and on_progress is not None:
+                on_progress(min(1.0, (time.perf_counter() - train_started) / budget))
     model = averaged.model.eval()
     if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
         gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),

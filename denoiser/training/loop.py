@@ -37,6 +37,7 @@ from denoiser.noise.spec import NoiseSpec
 from denoiser.noise.synthetic import add_noise
 from denoiser.scans import tones
 from denoiser.scans.strokes import SHRINK_ABOVE
+from denoiser.threads import CpuShare
 from denoiser.training.schedule import HYSTERESIS, Schedule
 
 log = logging.getLogger(__name__)
@@ -182,68 +183,70 @@ def train(
         spec, device, precision.name, precision.reason,
     )
 
-    started = time.perf_counter()
-    model.train()
-    done, logged = 0, total_steps  # steps taken; the end last logged
-    for epoch in range(1, config.epochs + 1):
-        if done >= schedule.end:
-            break
-        epoch_start = time.perf_counter()
-        order = torch.randperm(len(train_x), generator=order_rng).to(device)
-        loss_sum = torch.zeros((), device=device)
-        bar = tqdm(total=len(train_x), desc=f"epoch {epoch}/{config.epochs}", unit="img",
-                   unit_scale=True, leave=False,
-                   disable=None if show_progress is None else not show_progress)
-        seen = 0  # images trained on this epoch
-        for step in range(steps_per_epoch):
-            if done >= schedule.end:  # the time budget ended the run inside this epoch
+    with CpuShare(device) as share:  # torch's threads restored after
+        started = time.perf_counter()
+        model.train()
+        done, logged = 0, total_steps  # steps taken; the end last logged
+        for epoch in range(1, config.epochs + 1):
+            if done >= schedule.end:
                 break
-            # Batch: freshly noised inputs and their clean targets, both already on the device.
-            batch = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
-            noisy, clean = training_pair(batch, spec=spec, rng=noise_rng)
-            # Forward and loss against the clean image.
-            with autocast(device, precision):
-                logits = model(noisy)
-            loss = objective(logits, clean, config.loss)
-            # Backward and step, at the schedule's rate for this step.
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * schedule.factor(done)
-            optimizer.step()
-            # Log: reading the loss waits for the device, so only every report_every steps.
-            loss_sum += loss.detach() * len(clean)
-            done, seen = done + 1, seen + len(clean)
-            if done % report_every == 0 or step == steps_per_epoch - 1:
-                bar.update(seen - bar.n)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if on_progress is not None:
-                    on_progress(done / schedule.end)
-                # The budget: from the second epoch on, the pace so far is a fair forecast.
-                if epoch > 1 and (moved := schedule.replan(done, time.perf_counter() - started)):
-                    logged = _log_replanned(schedule, steps_per_epoch, config, moved, logged)
-        bar.close()
-        train_seconds = time.perf_counter() - epoch_start
+            epoch_start = time.perf_counter()
+            order = torch.randperm(len(train_x), generator=order_rng).to(device)
+            loss_sum = torch.zeros((), device=device)
+            bar = tqdm(total=len(train_x), desc=f"epoch {epoch}/{config.epochs}", unit="img",
+                       unit_scale=True, leave=False,
+                       disable=None if show_progress is None else not show_progress)
+            seen = 0  # images trained on this epoch
+            for step in range(steps_per_epoch):
+                if done >= schedule.end:  # the time budget ended the run inside this epoch
+                    break
+                # Batch: freshly noised inputs and their clean targets, both already on the device.
+                batch = train_x[order[step * config.batch_size : (step + 1) * config.batch_size]]
+                noisy, clean = training_pair(batch, spec=spec, rng=noise_rng)
+                # Forward and loss against the clean image.
+                with autocast(device, precision):
+                    logits = model(noisy)
+                loss = objective(logits, clean, config.loss)
+                # Backward and step, at the schedule's rate for this step.
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * schedule.factor(done)
+                optimizer.step()
+                share.step()  # fewer threads while other processes keep CPUs busy
+                # Log: reading the loss waits for the device, so only every report_every steps.
+                loss_sum += loss.detach() * len(clean)
+                done, seen = done + 1, seen + len(clean)
+                if done % report_every == 0 or step == steps_per_epoch - 1:
+                    bar.update(seen - bar.n)
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    if on_progress is not None:
+                        on_progress(done / schedule.end)
+                    # The budget: from the second epoch on, the pace so far is a fair forecast.
+                    if epoch > 1 and (moved := schedule.replan(done, time.perf_counter() - started)):
+                        logged = _log_replanned(schedule, steps_per_epoch, config, moved, logged)
+            bar.close()
+            train_seconds = time.perf_counter() - epoch_start
 
-        val_loss, val_psnr = _evaluate(model, val_x, val_noisy, config.loss, precision)
-        if config.keep_best and val_psnr > best_psnr:
-            best_psnr = val_psnr
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        seconds = time.perf_counter() - epoch_start
-        stats = EpochStats(
-            epoch=epoch,
-            epochs=config.epochs,
-            train_loss=float(loss_sum) / seen,
-            val_loss=val_loss,
-            val_psnr=val_psnr,
-            images_per_second=seen / train_seconds,
-            seconds=seconds,
-            eta_seconds=(time.perf_counter() - started) / done * (schedule.end - done),
-        )
-        result.history.append(stats)
-        log.info(stats.line())
-        if on_epoch_end is not None:
-            on_epoch_end(stats)
+            val_loss, val_psnr = _evaluate(model, val_x, val_noisy, config.loss, precision)
+            if config.keep_best and val_psnr > best_psnr:
+                best_psnr = val_psnr
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            seconds = time.perf_counter() - epoch_start
+            stats = EpochStats(
+                epoch=epoch,
+                epochs=config.epochs,
+                train_loss=float(loss_sum) / seen,
+                val_loss=val_loss,
+                val_psnr=val_psnr,
+                images_per_second=seen / train_seconds,
+                seconds=seconds,
+                eta_seconds=(time.perf_counter() - started) / done * (schedule.end - done),
+            )
+            result.history.append(stats)
+            log.info(stats.line())
+            if on_epoch_end is not None:
+                on_epoch_end(stats)
 
     result.seconds, result.steps = time.perf_counter() - started, done
     if best_state is not None:
