@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +250,44 @@ def webhook_server():
         yield f"http://127.0.0.1:{server.server_address[1]}/hook", posted
     finally:
         server.shutdown()
+
+
+@contextlib.contextmanager
+def bundle_server(files: dict[str, bytes], *, cut_first_at: int | None = None, stall: bool = False):
+    """A local HTTP server of ``files`` (name -> bytes) that honours Range requests; with
+    ``cut_first_at``, the first answer ends after that many bytes (a dropped connection);
+    with ``stall``, it answers nothing at all. Yields (base URL, the Range header of each GET)."""
+    ranges: list[str | None] = []
+
+    class Files(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            ranges.append(self.headers.get("Range"))
+            if stall:
+                time.sleep(30)
+                return
+            data = files.get(self.path.lstrip("/"))
+            if data is None:
+                self.send_error(404)
+                return
+            start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            body = data[start:]
+            if cut_first_at is not None and len(ranges) == 1:
+                body = body[:cut_first_at]  # then the connection closes short of Content-Length
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", ranges
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,11 +19,13 @@ ALLOWED = {
     "checks": {"core", "data", "noise", "models", "checks"},
     "scans": {"core", "data", "noise", "models", "checks", "scans"},
     "training": {"core", "data", "noise", "models", "checks", "scans", "training"},
-    "pipeline": {"core", "data", "noise", "models", "checks", "scans", "training", "pipeline"},
-    "folders": {"core", "data", "noise", "models", "checks", "scans", "training", "pipeline", "folders"},
-    "adapt": {"core", "data", "noise", "models", "checks", "scans", "training", "pipeline", "folders", "adapt"},
-    "evaluation": {"core", "data", "noise", "models", "checks", "scans", "training", "pipeline", "folders",
-                   "evaluation"},
+    "sharing": {"core", "data", "noise", "models", "checks", "scans", "training", "sharing"},
+    "pipeline": {"core", "data", "noise", "models", "checks", "scans", "training", "sharing", "pipeline"},
+    "folders": {"core", "data", "noise", "models", "checks", "scans", "training", "sharing", "pipeline", "folders"},
+    "adapt": {"core", "data", "noise", "models", "checks", "scans", "training", "sharing", "pipeline", "folders",
+              "adapt"},
+    "evaluation": {"core", "data", "noise", "models", "checks", "scans", "training", "sharing", "pipeline",
+                   "folders", "evaluation"},
 }
 
 WALK = ("import importlib, pkgutil, sys, denoiser\n"

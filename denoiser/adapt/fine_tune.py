@@ -239,14 +239,12 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         return StyleMatch(found.digits[: len(pool)], found.changes[: len(pool)])
 
     match = matched(parent)
-
     if n_anchor:
         anchor_scans, kept, kept_mask = ink_anchors(parent, scans)
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
-    budget, step = config.minutes * 60, 0
-    train_started = time.perf_counter()
+    budget, step, train_started = config.minutes * 60, 0, time.perf_counter()
     refreshes = config.refresh if n_style else 0
     with CpuShare(device) as share:  # fewer threads while other processes keep CPUs busy
         while (elapsed := time.perf_counter() - train_started) < budget:
@@ -297,7 +295,6 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     blind = {"parent": round(parent_loss, 6),
              "adapted": round(blind_spot(model, scans, scan_sigma) if trained else parent_loss, 6)}
     seconds = time.perf_counter() - started
-    log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"],
-             gate["adapted_db"])
-    handwriting = None if match is None else match.summary()
-    return AdaptResult(model, profile, step, seconds, gate, blind, handwriting, composite)
+    log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"], gate["adapted_db"])
+    return AdaptResult(model, profile, step, seconds, gate, blind, None if match is None else match.summary(),
+                       composite)

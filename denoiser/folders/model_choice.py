@@ -29,6 +29,9 @@ from denoiser.models.checkpoint import Checkpoint, load_model, resolve_checkpoin
 from denoiser.models.device import resolve_device
 from denoiser.models.precision import Precision, resolve_precision
 from denoiser.pipeline.stages import train_clean_default
+from denoiser.pipeline.train_stage import estimate_training_seconds
+from denoiser.sharing.bundle import is_bundle_reference
+from denoiser.sharing.download import obtain
 from denoiser.training.quality import ensure_quality
 from denoiser.training.shapes import ensure_shapes
 
@@ -84,6 +87,8 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     """The model ``run`` cleans with (see the module), loaded and checked once here so that
     a bad checkpoint fails before any shard. Raises FileNotFoundError or ValueError (one
     line) for a model that cannot be had."""
+    if run.model and is_bundle_reference(run.model):  # a bundle by file or URL: into the store first
+        run = replace(run, model=obtain(run.model, run.models_dir).model_id)
     picked = registry.choose_clean_model(run.model, run.models_dir)
     device = resolve_device(options.device)
     found = picked.checkpoint
@@ -110,15 +115,32 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
 
 
 def _train_default(run: CleanRun, options: CleanOptions) -> Checkpoint:
-    """Train the scan recipe's model into the store, and its digit-shape model and quality estimate."""
-    log.info("no model is promoted for clean and the store %s lacks the scan recipe's model: training it "
-             "(6-15 minutes on 2 CPU cores, then about 5 more for the digit-shape model and the quality "
-             "estimate)", run.models_dir)
+    """Train the scan recipe's model into the store, and its digit-shape model and quality
+    estimate, after saying how long that takes here; or, with ``run.train`` False, refuse."""
+    if not run.train:
+        raise no_training(run.models_dir)
+    minutes = estimate_training_seconds(registry.CLEAN_RECIPE, device=options.device,
+                                        precision=options.precision) / 60
+    log.warning("%s: training the scan recipe's model, then its digit-shape model and quality estimate, "
+                "about %.0f minutes on this machine (its pace measured just now) before any file is cleaned; "
+                "to clean without training, give --model a bundle exported from a store that has a model "
+                "(`denoiser models export ID -o FILE` there)", no_model_line(run.models_dir), minutes)
     found = train_clean_default(run.models_dir, runs_dir=run.runs_dir, data_dir=run.data_dir,
                                 device=options.device, precision=options.precision)
     ensure_shapes(run.models_dir, run.data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
     ensure_quality(run.models_dir, found, run.data_dir)  # and the learned PSNR estimate
     return found
+
+
+def no_model_line(models_dir: str | os.PathLike[str]) -> str:
+    return (f"no model for clean in {models_dir} (none named, none promoted, and not the scan recipe's "
+            "trained one)")
+
+
+def no_training(models_dir: str | os.PathLike[str]) -> ValueError:
+    """The one-line error of a run that may not train (``--no-train``) and has no model."""
+    return ValueError(f"{no_model_line(models_dir)}, and --no-train was given: import a model bundle "
+                      "(`denoiser models import FILE|URL`, or `clean --model FILE|URL`), or drop --no-train")
 
 
 def _calibrated_shapes(run: CleanRun, found: Checkpoint) -> Path | None:

@@ -73,6 +73,7 @@ class CleanRun:
     models_dir: str = str(DEFAULT_MODELS_DIR)
     data_dir: str | None = None  # MNIST, for training a missing default model and for adapting
     runs_dir: str = str(DEFAULT_RUNS_DIR)
+    train: bool = True  # train the scan recipe's model when nothing else is at hand; False: fail at once
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

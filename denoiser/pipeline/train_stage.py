@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from denoiser.choices import DEFAULT_MODELS_DIR
@@ -116,3 +117,27 @@ def _finished(models_dir: str | os.PathLike[str], config: TrainConfig,
         if found is not None and finished(found.metadata):
             return found
     return None
+
+
+#: After the scan model, the first ``clean`` trains the digit-shape model and the quality
+#: estimate: 2.1x the scan model's time (488 s after 232 s, 2-core Intel Xeon with AMX,
+#: 2026-12-06, docs/LOG.md).
+CHECKS_FACTOR = 2.1
+
+
+def estimate_training_seconds(config: TrainConfig, *, train_images: int = 54_000, device: str = "auto",
+                              precision: str = "auto", with_checks: bool = True) -> float:
+    """How long training ``config`` on ``train_images`` images (MNIST's 60,000 less the
+    validation tenth) takes on this machine, from two short epochs of it (about 2 s), plus
+    the checks trained after it (:data:`CHECKS_FACTOR`) when ``with_checks``."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    digits = np.zeros((6 * config.batch_size, 28, 28), np.uint8)
+    digits[:, 6:22, 12:16] = rng.integers(128, 256, (len(digits), 16, 4))  # a stroke each
+    torch_device = resolve_device(device)
+    probe = replace(config, epochs=2, train_limit=None, max_minutes=None, val_fraction=1 / 6)
+    outcome = train(digits, probe, device=torch_device, precision=resolve_precision(precision, torch_device),
+                    show_progress=False)
+    seconds = config.epochs * train_images / outcome.history[-1].images_per_second
+    return seconds * (1 + CHECKS_FACTOR if with_checks else 1)

@@ -84,10 +84,15 @@ def png_level(text: str) -> int:
 def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("in_dir", metavar="IN_DIR", help="folder of images to clean (only read)")
     command.add_argument("out_dir", metavar="OUT_DIR", help="folder for the cleaned mirror")
-    command.add_argument("--model", metavar="ID|PATH", default=None,
-                         help="model id in the store, or a checkpoint's .pt path (default: the model "
+    command.add_argument("--model", metavar="ID|PATH|BUNDLE|URL", default=None,
+                         help="model id in the store, a checkpoint's .pt path, or a model bundle (a .bundle "
+                              "file, or an http(s) URL, with #sha256=HEX to pin it), checked and put into "
+                              "the store first (default: the model "
                               "promoted for clean (denoiser models promote ID --for clean), else the "
                               "scan recipe's model, trained on MNIST first if absent)")
+    command.add_argument("--no-train", dest="train", action="store_false",
+                         help="fail at once, rather than train first, when the store has no model for clean "
+                              "(a first clean otherwise trains the scan model and its checks: it says how long)")
     command.add_argument("--retry-errors", action="store_true",
                          help="read again the files whose same content could not be read as an image on "
                               "an earlier run (default: such a file is skipped as known bad, no new error)")
@@ -148,7 +153,7 @@ def clean_settings(args: argparse.Namespace):  # -> tuple[CleanOptions, CleanRun
                    strict=args.strict, keep_runs=args.keep_runs, keep_days=args.keep_days, adapt=args.adapt,
                    adapt_minutes=args.adapt_minutes, rebuild_manifest=getattr(args, "rebuild_manifest", False),
                    models_dir=os.path.abspath(args.models_dir), data_dir=args.data_dir and os.path.abspath(args.data_dir),
-                   runs_dir=os.path.abspath(DEFAULT_RUNS_DIR))
+                   runs_dir=os.path.abspath(DEFAULT_RUNS_DIR), train=args.train)
     return options, run
 
 
@@ -171,7 +176,11 @@ def clean(args: argparse.Namespace) -> int:
     from denoiser.models.checkpoint import load_model
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
+    from denoiser.sharing.bundle import is_bundle_reference
+    from denoiser.sharing.download import obtain
 
+    if args.model and is_bundle_reference(args.model):  # a damaged or foreign bundle: one line, here
+        args.model = obtain(args.model, os.path.abspath(args.models_dir)).model_id
     options, run = clean_settings(args)  # a wrong value is one line here
     if options.precision == "bf16":  # an unsupported bf16 fails here, not in the flow
         resolve_precision("bf16", resolve_device(options.device))
@@ -179,6 +188,10 @@ def clean(args: argparse.Namespace) -> int:
     chosen = registry.choose_clean_model(args.model, args.models_dir)  # a bad --model fails here
     if chosen.checkpoint is not None:  # a file that is not a checkpoint (a crafted pickle) too
         load_model(chosen.checkpoint)
+    elif not args.train and not args.dry_run:  # fails fast, before any flow starts
+        from denoiser.folders.model_choice import no_training
+
+        raise no_training(os.path.abspath(args.models_dir))
     if args.dry_run:
         frame = clean_report.report_frame(plan.dry_run(plan.plan(args.in_dir, args.out_dir), in_dir=args.in_dir,
                                                        out_dir=args.out_dir, model_id=chosen.model_id,

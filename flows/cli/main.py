@@ -123,7 +123,8 @@ def _user_error(command: str, error: ValueError | OSError) -> int:
         return 1
     print(f"denoiser {command}: error: {_one_line(error)}", file=sys.stderr)
     bad_input = isinstance(error, (DataError, OSError, OutputFolderError))
-    return 1 if bad_input or _is(error, "denoiser.models.checkpoint", "CheckpointError") else 2
+    return 1 if bad_input or _is(error, "denoiser.models.checkpoint", "CheckpointError") \
+        or _is(error, "denoiser.sharing.bundle", "BundleError") else 2
 
 
 def _is(error: BaseException, module: str, name: str) -> bool:

@@ -6,6 +6,9 @@
     denoiser models promote unet-3f2a9c1b7d4e --for clean --force
     denoiser models shapes                                       # the digit-shape model for OOD flags
     denoiser models quality                                      # the learned PSNR estimate for clean
+    denoiser models export unet-3f2a9c1b7d4e -o unet.bundle       # everything clean needs, one file
+    denoiser models export unet-3f2a9c1b7d4e --format onnx -o unet.onnx
+    denoiser models import unet.bundle                           # or https://.../unet.bundle#sha256=HEX
 
 Promotion scores the candidate and the current default on the use's evaluation (the scan
 test set for ``clean``, MNIST with the tutorial's noise for ``run``; see
@@ -73,7 +76,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              help="MNIST folder (default: $DENOISER_MNIST_DIR, else data/mnist)")
         command.add_argument("--retrain", action="store_true",
                              help="train a new one even if the store has one")
-    for command in (listing, show, promote, shapes, quality):
+    export = actions.add_parser(
+        "export", help="write a model as one file: a bundle for another store, or ONNX",
+        description="A bundle holds the cleaning model, the store's digit-shape model and the model's quality "
+                    "estimate, their metadata and lineage, and the sha256 of each (JSON and safetensors, no "
+                    "pickle): `denoiser models import` or `clean --model FILE|URL` on another machine cleans "
+                    "without training. ONNX holds the cleaning network alone (dynamic batch and image size), "
+                    "for onnxruntime.", formatter_class=HelpFormatter)
+    export.add_argument("model", metavar="ID|PATH", help="model id in the store or a checkpoint path")
+    export.add_argument("-o", "--output", metavar="FILE", required=True, help="the file to write")
+    export.add_argument("--format", choices=("bundle", "onnx"), default="bundle", help="what to write")
+    imported = actions.add_parser(
+        "import", help="check a model bundle (file or URL) and put its models into the store",
+        description="Refuses, in one line and adding nothing, a file that is damaged, truncated, altered, not a "
+                    "bundle, holds anything but JSON and safetensors, or was written by a newer format.",
+        formatter_class=HelpFormatter)
+    imported.add_argument("bundle", metavar="FILE|URL", help="a .bundle file, or an http(s) URL (#sha256=HEX pins it)")
+    imported.add_argument("--sha256", metavar="HEX", default=None, help="the digest the bundle file must have")
+    for command in (listing, show, promote, shapes, quality, export, imported):
         command.add_argument("--models-dir", metavar="DIR", default=str(DEFAULT_MODELS_DIR),
                              help="the model store")
 
@@ -89,11 +109,51 @@ def run(args: argparse.Namespace) -> int:
         shown = {**found.metadata, "default_for": registry.defaults_for(args.models_dir, found.model_id)}
         print(json.dumps(shown, indent=2))
         return 0
+    if args.action == "export":
+        return _export(args)
+    if args.action == "import":
+        from denoiser.sharing.download import obtain
+
+        found = obtain(args.bundle, args.models_dir, sha256=args.sha256)
+        extras = [name for name, present in (("digit-shape model", _has_shapes(args.models_dir)),
+                                             ("quality estimate", _has_quality(args.models_dir, found.model_id)))
+                  if present]
+        print(f"{found.model_id} is in {args.models_dir}" + (f" with its {' and '.join(extras)}" if extras else "")
+              + f": clean it with `denoiser clean IN OUT --model {found.model_id}`, or make it the default "
+              f"with `denoiser models promote {found.model_id} --for clean`")
+        return 0
     if args.action == "shapes":
         return _shapes(args)
     if args.action == "quality":
         return _quality(args)
     return _promote(args)
+
+
+def _export(args: argparse.Namespace) -> int:
+    if args.format == "onnx":
+        from denoiser.sharing.onnx_export import export_onnx
+
+        written, difference = export_onnx(args.models_dir, args.model, args.output)
+        print(f"wrote {written} (checked against PyTorch: largest difference {difference:.1e})")
+        return 0
+    from denoiser.sharing.bundle import export_bundle, file_digest, read_bundle
+
+    written = export_bundle(args.models_dir, args.model, args.output)
+    header, _ = read_bundle(written)
+    print(f"wrote {written}: {header['model_id']} with {', '.join(header['roles'])}; sha256 {file_digest(written)}")
+    return 0
+
+
+def _has_shapes(models_dir: str) -> bool:
+    from denoiser.checks.shapes import find_shapes
+
+    return find_shapes(models_dir) is not None
+
+
+def _has_quality(models_dir: str, model_id: str) -> bool:
+    from denoiser.checks.quality_net import find_quality
+
+    return find_quality(models_dir, model_id) is not None
 
 
 def _shapes(args: argparse.Namespace) -> int:

@@ -212,3 +212,18 @@ def test_bf16_buys_the_default_model_more_steps_but_not_the_tutorials():
     assert TrainConfig.recipe("unet", bf16=True, epochs=3, batch_size=16).batch_size == 16  # what the user sets wins
     scan = TrainConfig.recipe("unet", bf16=True, noise="scan")  # the scan recipe: not measured
     assert (scan.epochs, scan.batch_size) == (4, 128)
+
+
+def test_the_first_clean_s_estimate_comes_from_a_short_measurement_of_the_recipe():
+    import time
+
+    from denoiser.pipeline.train_stage import CHECKS_FACTOR, estimate_training_seconds
+
+    config = TrainConfig.recipe("conv", epochs=3, batch_size=32)
+    started = time.perf_counter()
+    alone = estimate_training_seconds(config, train_images=32_000, device="cpu", with_checks=False)
+    assert time.perf_counter() - started < 30  # a probe, not the training
+    # 3 epochs of 32,000 images at the pace of a few hundred to a few thousand images/s.
+    assert 3 * 32_000 / 50_000 < alone < 3 * 32_000 / 50
+    both = estimate_training_seconds(config, train_images=32_000, device="cpu")
+    assert both / alone == pytest.approx(1 + CHECKS_FACTOR, rel=0.5)
