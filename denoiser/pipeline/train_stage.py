@@ -137,7 +137,13 @@ def estimate_training_seconds(config: TrainConfig, *, train_images: int = 54_000
     digits[:, 6:22, 12:16] = rng.integers(128, 256, (len(digits), 16, 4))  # a stroke each
     torch_device = resolve_device(device)
     probe = replace(config, epochs=2, train_limit=None, max_minutes=None, val_fraction=1 / 6)
-    outcome = train(digits, probe, device=torch_device, precision=resolve_precision(precision, torch_device),
-                    show_progress=False)
+    quiet = logging.getLogger("denoiser.training")  # the probe's epochs are not the user's training
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)
+    try:
+        outcome = train(digits, probe, device=torch_device, precision=resolve_precision(precision, torch_device),
+                        show_progress=False)
+    finally:
+        quiet.setLevel(level)
     seconds = config.epochs * train_images / outcome.history[-1].images_per_second
     return seconds * (1 + CHECKS_FACTOR if with_checks else 1)

@@ -19,7 +19,8 @@ def test_the_alerts_install_against_a_notification_block_and_replace_themselves(
                                            json_data={"text": "{{subject}}: {{body}}"})
     block_id = block.save("ops", overwrite=True)
     created = alerts.install("custom-webhook/ops")
-    assert sorted(a.name for a in created) == ["denoiser-drift", "denoiser-failed-run", "denoiser-late-run"]
+    assert sorted(a.name for a in created) == ["denoiser-drift", "denoiser-failed-run", "denoiser-late-run",
+                                               "denoiser-no-workers"]
     drift = next(a for a in created if a.name == "denoiser-drift")
     assert drift.trigger.expect == {"denoiser.folder.drift"}
     assert [str(a.block_document_id) for a in drift.actions] == [str(block_id)]
@@ -27,7 +28,7 @@ def test_the_alerts_install_against_a_notification_block_and_replace_themselves(
     assert failed.trigger.expect == {"prefect.flow-run.Failed"}
 
     again = alerts.install("custom-webhook/ops")  # installing again replaces, never duplicates
-    for name in ("denoiser-drift", "denoiser-failed-run", "denoiser-late-run"):
+    for name in ("denoiser-drift", "denoiser-failed-run", "denoiser-late-run", "denoiser-no-workers"):
         found = Automation.read(name=name)
         found = found if isinstance(found, list) else [found]
         assert [a.id for a in found] == [next(a.id for a in again if a.name == name)]

@@ -69,9 +69,50 @@ def alert_a_late_run(port: int) -> None:
     assert "(deployment late-folder)" in late[0] and "Folder: /scans/late -> /cleaned/late" in late[0]
 
 
-def test_the_sqlite_server_starts_answers_alerts_a_late_run_and_stops_without_leftovers(tmp_path):
+def alert_a_pool_without_workers(port: int, tmp_path: Path) -> None:
+    """A work pool whose only worker is killed is marked not ready by the server once the
+    worker's heartbeats stop, and the alert names the pool."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    url = f"http://127.0.0.1:{port}/api"
+    with webhook_server() as (hook, bodies), temporary_settings(updates={PREFECT_API_URL: url}):
+        from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+        from flows import alerts
+
+        CustomWebhookNotificationBlock(name="pool-hook", url=hook,
+                                       json_data={"text": "{{subject}}\n{{body}}"}).save("pools", overwrite=True)
+        alerts.install("custom-webhook/pools")
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name="short-lived", type="process"))
+            env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "worker-home"),
+                   "PREFECT_WORKER_HEARTBEAT_SECONDS": "1"}
+            worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "short-lived"],
+                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True)
+            try:
+                deadline = time.time() + 60
+                while client.read_work_pool("short-lived").status.value != "READY":
+                    assert time.time() < deadline and worker.poll() is None, "the worker never reported"
+                    time.sleep(0.5)
+            finally:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        deadline = time.time() + 60
+        while not (gone := [b["text"] for b in bodies if "No worker: work pool short-lived" in b["text"]]):
+            assert time.time() < deadline, f"no notification 60 s after the worker died; got {bodies}"
+            time.sleep(0.5)
+    assert "denoiser server status" in gone[0]
+
+
+def test_the_sqlite_server_starts_answers_alerts_late_runs_and_dead_workers_and_stops_cleanly(tmp_path):
     state, port = tmp_path / "server", free_port()
-    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
+    # The server's foreman looks every second and calls a worker dead after 2 missed heartbeats.
+    foreman = {"PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+               "PREFECT_SERVER_SERVICES_FOREMAN_INACTIVITY_HEARTBEAT_MULTIPLE": "2"}
+    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180, env=foreman)
     assert started.returncode == 0, started.stderr
     url = f"http://127.0.0.1:{port}/api"
     assert f"ready at {url} (database: sqlite" in started.stdout
@@ -88,6 +129,7 @@ def test_the_sqlite_server_starts_answers_alerts_a_late_run_and_stops_without_le
     fleet = denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""})
     assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
     alert_a_late_run(port)
+    alert_a_pool_without_workers(port, tmp_path)
     stopped = denoiser("server", "stop", "--state-dir", str(state))
     assert stopped.stdout.strip() == "server stopped" and not live(record["pid"])
     assert denoiser("server", "status", "--state-dir", str(state)).returncode == 3
