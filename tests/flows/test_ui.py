@@ -132,6 +132,10 @@ def test_the_runs_tables_trend_and_images_render_in_a_browser(tmp_path, idx_dir,
                         first_column = next(iter(json.loads(artifact["data"])[0]))
                         pages.expect_text(first_column, page)
             pages.open(f"/artifacts/artifact/{artifacts['clean-errors']['id']}", "broken.png")
+            # The run with a failed file is Completed, but the runs list shows its tag.
+            assert "has-errors" in by_flow["clean-folder"]["tags"]
+            pages.open("/runs", by_flow["clean-folder"]["name"])
+            pages.expect_text("has-errors", "/runs")
             browser.close()
     finally:
         denoiser("server", "stop", "--state-dir", str(state))
