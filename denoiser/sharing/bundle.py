@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import zipfile
@@ -42,6 +43,8 @@ from denoiser.checks.shapes import ShapeNet, find_shapes
 from denoiser.files import atomic_path, read_json, write_json
 from denoiser.models.checkpoint import Checkpoint, find_checkpoint, resolve_checkpoint
 from denoiser.models.networks import build_model
+
+log = logging.getLogger(__name__)
 
 FORMAT = "denoiser-bundle"
 #: The bundle format this library writes and the newest it reads.
@@ -171,8 +174,9 @@ def read_bundle(path: str | os.PathLike[str], *, sha256: str | None = None) -> t
 def import_bundle(path: str | os.PathLike[str], models_dir: str | os.PathLike[str], *,
                   sha256: str | None = None) -> Checkpoint:
     """Check the bundle at ``path`` (see the module) and put its models into ``models_dir``.
-    A model the store already has with the same weights is left as it is. Returns the
-    cleaning model's checkpoint in the store."""
+    A model the store already has is left as it is (the same id with other weights: the
+    same recipe trained elsewhere; the store's own is kept and a warning says so). Returns
+    the cleaning model's checkpoint in the store."""
     header, parts = read_bundle(path, sha256=sha256)
     models_dir = Path(models_dir)
     model_id = header["model_id"]
@@ -191,6 +195,12 @@ def import_bundle(path: str | os.PathLike[str], models_dir: str | os.PathLike[st
             continue
         if part.role == "shapes" and find_shapes(models_dir) is not None:
             continue  # the store keeps its digit-shape model; clean calibrates it where MNIST is at hand
+        if part.role == "clean" and find_checkpoint(models_dir, part.name) is not None:
+            # The same id is the same recipe and data trained elsewhere (other bits): the store's
+            # own stays, so the files it cleaned are not silently judged by other weights.
+            log.warning("the store %s already has %s with other weights (the same recipe trained elsewhere): "
+                        "kept it", models_dir, part.name)
+            continue
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(target) as tmp:
             torch.save(part.tensors, tmp)

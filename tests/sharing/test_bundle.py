@@ -176,3 +176,12 @@ def test_with_no_model_and_no_training_allowed_the_run_says_what_to_do(tmp_path)
 
     with pytest.raises(ValueError, match="^no model for clean in .*--no-train was given: import a model bundle"):
         choose_for_clean(CleanRun(models_dir=str(tmp_path / "empty"), train=False), CleanOptions(device="cpu"))
+
+
+def test_a_store_that_trained_the_same_recipe_keeps_its_own_weights(source, tmp_path, caplog):
+    torch.manual_seed(1)  # the same id, other weights: as when two machines train one recipe
+    own = checkpoint.save_checkpoint(tmp_path / "store", MODEL, build_model("unet"), {"architecture": "unet"})
+    before = own.weights.read_bytes()
+    found = import_bundle(source[1], tmp_path / "store")
+    assert found.weights.read_bytes() == before and "imported" not in found.metadata
+    assert "already has unet-0123456789ab with other weights" in caplog.text
