@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.fine_tune import AdaptConfig, adapt, centre_crops, rate_factor
-from denoiser.adapt.gate import estimate_check, shape_check
+from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.choices import PRECISIONS
@@ -203,10 +203,12 @@ def main() -> None:
                "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
         # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
         shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
+        outputs = sample_outputs(parent, result.model, inputs)
         if shapes_found is not None:
-            row["shapes"] = shape_check(parent, result.model, inputs, load_shapes(shapes_found))
+            row["shapes"] = shape_check(parent, result.model, inputs, load_shapes(shapes_found), outputs=outputs)
         if quality is not None:
-            row["estimate"] = estimate_check(parent, result.model, inputs, contrasts, load_quality(quality))
+            row["estimate"] = estimate_check(parent, result.model, inputs, contrasts, load_quality(quality),
+                                             outputs=outputs)
         row["gate_passed"] = result.better and all(row[k]["passed"] for k in ("shapes", "estimate") if k in row)
         row["composite"] = result.composite
         row["kept_db"] = row["adapted_db"] if row["gate_passed"] else row["parent_db"]

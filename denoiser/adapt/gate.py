@@ -45,15 +45,23 @@ def blind_spot(model: torch.nn.Module, scans: torch.Tensor, sigma: torch.Tensor)
 SHAPE_MARGIN = 0.02
 
 
+def sample_outputs(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray],
+                   device: torch.device | str = "cpu") -> dict[str, list[np.ndarray]]:
+    """Both models' outputs of the folder's sampled scans, made once for both label-free checks."""
+    return {name: denoise_images(model, inputs, device=torch.device(device))
+            for name, model in (("parent", parent), ("adapted", adapted))}
+
+
 def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray], shape_model,
-                device: torch.device | str = "cpu") -> dict[str, float | bool]:
+                device: torch.device | str = "cpu", outputs: dict | None = None) -> dict[str, float | bool]:
     """How surely the digit-shape model reads the parent's and the adapted model's outputs of
     the folder's scans (``inputs``, in the model's look) as digits, and whether the adapted
-    model passes (:data:`SHAPE_MARGIN`). Its readings of the two differ on ``changed`` of them."""
-    device = torch.device(device)
+    model passes (:data:`SHAPE_MARGIN`). Its readings of the two differ on ``changed`` of them.
+    ``outputs``: :func:`sample_outputs`, when already made."""
+    outputs = outputs or sample_outputs(parent, adapted, inputs, device)
     readings = {}
-    for name, model in (("parent", parent), ("adapted", adapted)):
-        _, digit, digit_p = shape_model.read(denoise_images(model, inputs, device=device))
+    for name in ("parent", "adapted"):
+        _, digit, digit_p = shape_model.read(outputs[name])
         readings[name] = (digit, np.nan_to_num(digit_p))
     parent_p, adapted_p = float(readings["parent"][1].mean()), float(readings["adapted"][1].mean())
     changed = float((readings["parent"][0] != readings["adapted"][0]).mean())
@@ -72,17 +80,20 @@ ESTIMATE_MARGIN = 0.2
 
 
 def estimate_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray],
-                   contrasts: list[float], estimator, device: torch.device | str = "cpu") -> dict[str, float | bool]:
+                   contrasts: list[float], estimator, device: torch.device | str = "cpu",
+                   outputs: dict | None = None) -> dict[str, float | bool]:
     """The mean learned PSNR estimate of the parent's and the adapted model's outputs of the
     folder's scans (``inputs`` in the model's look, ``contrasts`` each scan's ink - paper),
     and whether the adapted model passes (:data:`ESTIMATE_MARGIN`). Scans the estimator does
-    not judge (larger than a digit) are left out; with none judged, it passes (``judged`` 0)."""
+    not judge (larger than a digit) are left out; with none judged, it passes (``judged`` 0).
+    ``outputs``: :func:`sample_outputs`, when already made."""
     device = torch.device(device)
+    outputs = outputs or sample_outputs(parent, adapted, inputs, device)
     means = {}
     for name, model in (("parent", parent), ("adapted", adapted)):
-        outputs = denoise_images(model, inputs, device=device)
-        sigmas, renoised = renoised_many(inputs, outputs)
-        db = estimator.look_db(inputs, outputs, denoise_images(model, renoised, device=device), sigmas, contrasts)
+        sigmas, renoised = renoised_many(inputs, outputs[name])
+        db = estimator.look_db(inputs, outputs[name], denoise_images(model, renoised, device=device), sigmas,
+                               contrasts)
         judged = np.isfinite(db)
         means[name] = float(db[judged].mean()) if judged.any() else float("nan")
     if not judged.any():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
-from denoiser.adapt.gate import estimate_check, shape_check
+from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
 from denoiser.adapt.sample import load_sample, take_sample
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
@@ -82,10 +82,13 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    device=torch_device, precision=chosen, on_progress=on_progress)
     # The label-free checks on the folder's own scans, where their models are stored.
     shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
-    check = None if shapes is None else shape_check(parent_model, result.model,
-                                                    sample.inputs, load_shapes(shapes), torch_device)
+    outputs = (sample_outputs(parent_model, result.model, sample.inputs, torch_device)
+               if shapes is not None or quality is not None else None)  # made once for both checks
+    check = None if shapes is None else shape_check(parent_model, result.model, sample.inputs,
+                                                    load_shapes(shapes), torch_device, outputs)
     estimate = None if quality is None else estimate_check(parent_model, result.model, sample.inputs,
-                                                           sample.contrasts, load_quality(quality), torch_device)
+                                                           sample.contrasts, load_quality(quality), torch_device,
+                                                           outputs)
     stored = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
                           images=len(sample.inputs), config=config, precision=chosen, shapes=check,
                           estimate=estimate)

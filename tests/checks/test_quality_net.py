@@ -152,6 +152,11 @@ def test_the_adaptation_gate_refuses_a_model_whose_outputs_the_estimate_rates_wo
     assert erasing["adapted_db"] > erasing["parent_db"] and erasing["passed"]
     back = estimate_check(Eraser(), model, inputs, contrasts, estimator)
     assert back["adapted_db"] < back["parent_db"] - ESTIMATE_MARGIN and not back["passed"]
+    # The outputs made once for both of the gate's checks give the same verdict.
+    from denoiser.adapt.gate import sample_outputs
+
+    made = sample_outputs(Eraser(), model, inputs)
+    assert estimate_check(Eraser(), model, inputs, contrasts, estimator, outputs=made) == back
     # Pages (larger than a digit in the model's look) are not judged: the check has no say.
     pages = [np.zeros((90, 90), np.float32)] * 3
     assert estimate_check(model, Eraser(), pages, [1.0] * 3, estimator) == {
