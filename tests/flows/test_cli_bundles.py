@@ -12,7 +12,7 @@ from denoiser.models.networks import build_model
 from tests.helpers import bundle_server, denoiser, draw_digits
 
 
-def test_a_fresh_store_cleans_with_a_bundle_by_url_without_training(tmp_path):
+def test_a_fresh_store_cleans_with_a_bundle_by_url_without_training(tmp_path, idx_dir):
     torch.manual_seed(0)
     source = tmp_path / "trained-elsewhere"
     checkpoint.save_checkpoint(source, "unet-0123456789ab", build_model("unet"),
@@ -46,6 +46,10 @@ def test_a_fresh_store_cleans_with_a_bundle_by_url_without_training(tmp_path):
 
     listing = denoiser("models", "list", "--models-dir", str(fresh), env=env)
     assert "unet-0123456789ab" in listing.stdout
+    # An imported model is promoted as a trained one is.
+    promoted = denoiser("models", "promote", "unet-0123456789ab", "--for", "run", "--limit", "16", "--data-dir",
+                        str(idx_dir[0]), "--dataset", "idx", "--device", "cpu", "--models-dir", str(fresh), env=env)
+    assert promoted.returncode == 0 and "unet-0123456789ab is now the default for run" in promoted.stdout, promoted
     broken = tmp_path / "broken.bundle"
     broken.write_bytes(data[: len(data) // 2])
     refused = denoiser("models", "import", str(broken), "--models-dir", str(tmp_path / "third"), env=env)
