@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from bench import folder, speed
-from bench.machine import conv_flops, limit_note, matmul_flops, median_of, model_flops
+from bench.machine import conv_flops, cpu_name, limit_note, matmul_flops, median_of, model_flops
 from denoiser.choices import PRECISIONS
 from denoiser.models.device import resolve_device
 from denoiser.models.infer import default_batch_size
@@ -240,7 +240,7 @@ def main() -> None:
     limit = machine["limit"]["flops"]
     result: dict = {
         "sizes": size,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "python": platform.python_version(), **machine},
         "model_flops": flops,
     }
@@ -263,7 +263,7 @@ def _gpu_only(size: dict, json_path: str | None) -> None:
     if not torch.cuda.is_available():
         raise SystemExit("--gpu-only: no CUDA GPU is available here")
     flops = {m: model_flops(build_model(m)) for m in ("conv", DEFAULT_MODEL)}
-    result = {"sizes": size, "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+    result = {"sizes": size, "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                                          "python": platform.python_version()},
               "model_flops": flops, "gpu": bench_gpu(size, flops)}
     print(gpu_line(result["gpu"]))
@@ -275,16 +275,6 @@ def _save(result: dict, json_path: str | None) -> None:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {json_path}")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench.machine import cpu_name
+
 CHILD = """
 import json, sys, torch
 from bench.speed import synthetic_digits
@@ -74,7 +76,7 @@ def main() -> None:
             print(f"repeat {repeat + 1}: {mode:6} threads, {n} busy: {got['images_per_second']:7.1f} images/s "
                   f"({got['precision']})", flush=True)
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
               "torch_threads": torch_threads, "load_before": [round(x, 2) for x in load]},
               "images_per_second": rates, "median": median, "share_of_idle": {}}
     print(f"\nmedian images/s (load before: {load[0]:.2f}); share of the same mode's idle rate:")
@@ -85,13 +87,6 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}")
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ it is credited with); :func:`limit_note` says so beside the figure.
 from __future__ import annotations
 
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -20,18 +21,9 @@ import torch
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from denoiser.threads import busy_jiffies
+
 QUIET_LOAD = 0.15  # a repetition is "quiet" when other processes used < 15% of the CPUs
-
-
-def _cpu_jiffies() -> tuple[int, int] | None:
-    """(busy, total) jiffies over all CPUs since boot, from /proc/stat; None off Linux."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = [int(v) for v in stat.readline().split()[1:]]
-    except OSError:
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 def _own_jiffies() -> int:
@@ -49,9 +41,9 @@ class Measured:
 
 def measure(fn: Callable[[], float]) -> Measured:
     """Run ``fn`` (which returns a figure) and record the load other processes put on the CPUs."""
-    before, own_before = _cpu_jiffies(), _own_jiffies()
+    before, own_before = busy_jiffies(), _own_jiffies()
     value = fn()
-    after, own_after = _cpu_jiffies(), _own_jiffies()
+    after, own_after = busy_jiffies(), _own_jiffies()
     if before is None or after is None or after[1] == before[1]:
         return Measured(value, None)
     others = (after[0] - before[0]) - (own_after - own_before)
@@ -140,3 +132,14 @@ def model_flops(model: torch.nn.Module, side: int = 28) -> dict[str, float]:
         F.binary_cross_entropy_with_logits(model(x), x).backward()
     model.zero_grad(set_to_none=True)
     return {"forward": float(forward), "train_step": float(counter.get_total_flops())}
+
+
+def cpu_name() -> str:
+    """The processor's model name (/proc/cpuinfo), else what platform says."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -70,7 +70,7 @@ def threads_for(others: float, cpus: int, most: int) -> int:
     return max(1, min(most, round(cpus - others)))
 
 
-def _busy_jiffies() -> tuple[int, int] | None:
+def busy_jiffies() -> tuple[int, int] | None:
     """(busy, all) jiffies of every CPU since boot; None where /proc/stat is not."""
     try:
         with open("/proc/stat") as stat:
@@ -97,14 +97,14 @@ class CpuShare:
         self.fixed = fixed_threads() if device.type == "cpu" else None
         self.most = self.fixed or min(self.before, available_cpus())
         self.cpus = os.cpu_count() or self.most  # /proc/stat counts every CPU of the machine
-        self.governed = device.type == "cpu" and self.fixed is None and _busy_jiffies() is not None
+        self.governed = device.type == "cpu" and self.fixed is None and busy_jiffies() is not None
         self.threads = self.before
         self.changes = 0  # how often the count changed (for the log and the tests)
 
     def __enter__(self) -> CpuShare:
         if self.fixed is not None or self.governed:
             self._set(self.most)
-        self._mark = (self.clock(), _busy_jiffies(), _own_jiffies())
+        self._mark = (self.clock(), busy_jiffies(), _own_jiffies())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -115,7 +115,7 @@ class CpuShare:
         threads to what is left."""
         if not self.governed or (now := self.clock()) - self._mark[0] < self.check_seconds:
             return
-        busy, own = _busy_jiffies(), _own_jiffies()
+        busy, own = busy_jiffies(), _own_jiffies()
         (_, busy_then, own_then) = self._mark
         self._mark = (now, busy, own)
         if busy is None or busy_then is None or busy[1] <= busy_then[1]:
