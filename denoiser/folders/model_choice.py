@@ -30,8 +30,7 @@ from denoiser.models.device import resolve_device
 from denoiser.models.precision import Precision, resolve_precision
 from denoiser.pipeline.stages import train_clean_default
 from denoiser.pipeline.train_stage import estimate_training_seconds
-from denoiser.sharing.bundle import is_bundle_reference
-from denoiser.sharing.download import obtain
+from denoiser.sharing.download import model_reference
 from denoiser.training.quality import ensure_quality
 from denoiser.training.shapes import ensure_shapes
 
@@ -87,8 +86,7 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     """The model ``run`` cleans with (see the module), loaded and checked once here so that
     a bad checkpoint fails before any shard. Raises FileNotFoundError or ValueError (one
     line) for a model that cannot be had."""
-    if run.model and is_bundle_reference(run.model):  # a bundle by file or URL: into the store first
-        run = replace(run, model=obtain(run.model, run.models_dir).model_id)
+    run = replace(run, model=model_reference(run.model, run.models_dir))  # a bundle: into the store first
     picked = registry.choose_clean_model(run.model, run.models_dir)
     device = resolve_device(options.device)
     found = picked.checkpoint

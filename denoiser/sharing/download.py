@@ -24,7 +24,7 @@ from urllib.parse import urldefrag
 from tqdm.auto import tqdm
 
 from denoiser.models.checkpoint import Checkpoint
-from denoiser.sharing.bundle import SUFFIX, BundleError, file_digest, import_bundle
+from denoiser.sharing.bundle import SUFFIX, BundleError, file_digest, import_bundle, is_bundle_reference
 
 TIMEOUT_SECONDS = 30.0
 TRIES = 4
@@ -44,6 +44,14 @@ def obtain(reference: str, models_dir: str | os.PathLike[str], *, sha256: str | 
     except BundleError as error:  # a damaged download is fetched afresh next time
         path.unlink(missing_ok=True)
         raise BundleError(str(error).replace(str(path), reference)) from None
+
+
+def model_reference(reference: str | None, models_dir: str | os.PathLike[str]) -> str | None:
+    """What ``--model`` names, as the store knows it: a bundle (a URL or a ``.bundle`` file)
+    checked, put into ``models_dir`` and named by its model id; anything else unchanged."""
+    if reference and is_bundle_reference(reference):
+        return obtain(reference, models_dir).model_id
+    return reference
 
 
 def split_digest(url: str, sha256: str | None = None) -> tuple[str, str | None]:

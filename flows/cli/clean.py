@@ -176,11 +176,9 @@ def clean(args: argparse.Namespace) -> int:
     from denoiser.models.checkpoint import load_model
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
-    from denoiser.sharing.bundle import is_bundle_reference
-    from denoiser.sharing.download import obtain
+    from denoiser.sharing.download import model_reference
 
-    if args.model and is_bundle_reference(args.model):  # a damaged or foreign bundle: one line, here
-        args.model = obtain(args.model, os.path.abspath(args.models_dir)).model_id
+    args.model = model_reference(args.model, os.path.abspath(args.models_dir))  # a bad bundle: one line, here
     options, run = clean_settings(args)  # a wrong value is one line here
     if options.precision == "bf16":  # an unsupported bf16 fails here, not in the flow
         resolve_precision("bf16", resolve_device(options.device))

@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from denoiser.models.checkpoint import load_model
     from denoiser.models.device import resolve_device
     from denoiser.models.precision import resolve_precision
-    from denoiser.sharing.bundle import is_bundle_reference
-    from denoiser.sharing.download import obtain
+    from denoiser.sharing.download import model_reference
     from flows.workers import deploy_folder, folder_clash
 
     resolve_precision(args.precision, resolve_device(args.device))
@@ -63,9 +62,7 @@ def run(args: argparse.Namespace) -> int:
     # The model, checked now (a deployment that names a missing model failed on every run);
     # the store is given to the runs as an absolute path (clean_parameters).
     store = os.path.abspath(args.models_dir)
-    model = args.model
-    if model and is_bundle_reference(model):  # checked here; each run fetches it (cached) on its worker
-        model = obtain(model, store).model_id
+    model = model_reference(args.model, store)  # a bundle is checked here; each run fetches it on its worker
     chosen = registry.choose_clean_model(model, store)  # a missing model: one line, exit 1
     if chosen.checkpoint is not None:
         load_model(chosen.checkpoint)  # and a file that is not a checkpoint
