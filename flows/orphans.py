@@ -97,6 +97,9 @@ def stop_orphans() -> int:
     return len(orphans)
 
 
+SERVER_MODULE = "prefect.server.api.server"  # the module whose subprocess starts the servers
+
+
 def shield_temporary_servers() -> None:
     """Make Prefect start its temporary servers in a new session, out of reach of signals
     sent to the command's process group.
@@ -108,15 +111,44 @@ def shield_temporary_servers() -> None:
     Prefect when the command exits, or by the watchdog when it is killed. Prefect has no
     option for this, so the ``subprocess`` module its server code uses is replaced, for
     that module alone, by one whose ``Popen`` starts a new session.
-    """
-    from prefect.server.api import server
 
+    The replacement is made when Prefect imports that module, not here: importing it costs
+    about 5 s on 2 cores, which a command that stops at a wrong option never needs.
+    """
+    if SERVER_MODULE in sys.modules:
+        _shield(sys.modules[SERVER_MODULE])
+    elif not any(isinstance(finder, _ShieldOnImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _ShieldOnImport())
+
+
+def _shield(server: types.ModuleType) -> None:
     if isinstance(server.subprocess, types.SimpleNamespace):
         return
     shielded = types.SimpleNamespace(**{name: getattr(subprocess, name) for name in dir(subprocess)
                                         if not name.startswith("__")})
     shielded.Popen = functools.partial(subprocess.Popen, start_new_session=True)
     server.subprocess = shielded
+
+
+class _ShieldOnImport:
+    """An import hook: once Prefect's server module is loaded, :func:`_shield` it."""
+
+    def find_spec(self, name, path, target=None):
+        if name != SERVER_MODULE:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self or not hasattr(finder, "find_spec") else \
+                finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                load = spec.loader.exec_module
+
+                def load_and_shield(module, load=load):
+                    load(module)
+                    _shield(module)
+
+                spec.loader.exec_module = load_and_shield
+                return spec
+        return None
 
 
 _watched = False

@@ -66,14 +66,14 @@ def test_offline_without_data_says_where_to_put_the_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_prints_where_the_report_is(tmp_path, idx_dir):
+def test_run_prints_where_the_report_is(tmp_path, idx_dir, api_env):
     # A run whose time budget ends training early (after its first epoch) says so, and its
     # model is stored apart from the recipe's.
     folder, _ = idx_dir
     out = denoiser("run", "--data-dir", str(folder), "--dataset", "idx", "--epochs", "2",
                    "--batch-size", "16", "--test-limit", "32", "--train-limit", "128", "--device", "cpu",
                    "--run-id", "smoke", "--max-train-minutes", "0.000001",
-                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
+                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect"), **api_env})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "report: data/runs/smoke/report.parquet" in out.stdout
     frame = pd.read_parquet(tmp_path / "data/runs/smoke/report.parquet")

@@ -12,12 +12,12 @@ from denoiser.models.networks import build_model
 from tests.helpers import bundle_server, denoiser, draw_digits
 
 
-def test_a_fresh_store_cleans_with_a_bundle_by_url_without_training(tmp_path, idx_dir):
+def test_a_fresh_store_cleans_with_a_bundle_by_url_without_training(tmp_path, idx_dir, api_env):
     torch.manual_seed(0)
     source = tmp_path / "trained-elsewhere"
     checkpoint.save_checkpoint(source, "unet-0123456789ab", build_model("unet"),
                                {"architecture": "unet", "tone_headroom": 1.25})
-    env = {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
+    env = {"PREFECT_HOME": str(tmp_path / "prefect"), **api_env}
     exported = denoiser("models", "export", "unet-0123456789ab", "-o", str(tmp_path / "unet.bundle"),
                         "--models-dir", str(source), env=env)
     assert exported.returncode == 0, exported.stderr

@@ -57,26 +57,26 @@ def prefect_env(tmp_path, **extra):
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **extra}
 
 
-def test_clean_prints_a_summary_and_sets_the_exit_status(tmp_path, store):
+def test_clean_prints_a_summary_and_sets_the_exit_status(tmp_path, store, api_env):
     write_scans(tmp_path / "in", 3)
     (tmp_path / "in" / "bad.png").write_bytes(b"")
     args = ["clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
             "--device", "cpu", "--report", str(tmp_path / "report.parquet")]
-    out = denoiser(*args, env=prefect_env(tmp_path))
+    out = denoiser(*args, env=prefect_env(tmp_path, **api_env))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "4 files: 3 ok, 1 error, 0 skipped" in out.stdout
     assert "model conv-test: promoted as the default for clean" in out.stdout
     report = pd.read_parquet(tmp_path / "report.parquet")
     assert len(report) == 4 and set(report["model_reason"].dropna()) == {"promoted"}
-    strict = denoiser(*args, "--strict", env=prefect_env(tmp_path))
+    strict = denoiser(*args, "--strict", env=prefect_env(tmp_path, **api_env))
     assert strict.returncode == 1 and "0 ok, 1 error, 3 skipped" in strict.stdout
 
 
-def test_nothing_processable_is_a_failure(tmp_path, store):
+def test_nothing_processable_is_a_failure(tmp_path, store, api_env):
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "a.png").write_bytes(b"junk")
     out = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
-                   env=prefect_env(tmp_path))
+                   env=prefect_env(tmp_path, **api_env))
     assert out.returncode == 1 and "1 files: 0 ok, 1 error" in out.stdout
 
 
@@ -94,11 +94,11 @@ def test_user_mistakes_get_one_line(tmp_path, store):
         assert len(out.stderr.strip().splitlines()) == 1
 
 
-def test_a_run_that_finds_the_folder_busy_does_nothing_and_exits_0(tmp_path, store):
+def test_a_run_that_finds_the_folder_busy_does_nothing_and_exits_0(tmp_path, store, api_env):
     write_scans(tmp_path / "in", 2)
     with workdir.folder_lock(tmp_path / "out"):  # another run holds the folder
         out = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
-                       "--device", "cpu", env=prefect_env(tmp_path))
+                       "--device", "cpu", env=prefect_env(tmp_path, **api_env))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "another run is cleaning into" in out.stderr and not outputs(tmp_path / "out")
 

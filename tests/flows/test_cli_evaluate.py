@@ -11,13 +11,13 @@ from tests.helpers import denoiser
 
 # from evaluation/test_evaluate.py
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="needs scikit-image")
-def test_evaluate_command_prints_the_table_and_writes_json(idx_dir, trained_store, tmp_path):
+def test_evaluate_command_prints_the_table_and_writes_json(idx_dir, trained_store, tmp_path, api_env):
     folder, _ = idx_dir
     out = denoiser("evaluate", "--models", "unet-tiny", "--models-dir", str(trained_store), "--baselines",
                    "tv,median", "--limit", "16", "--tune-images", "20", "--data-dir", str(folder),
                    "--dataset", "idx",
                    "--device", "cpu", "--out-dir", str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"),
-                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect")})
+                   cwd=tmp_path, env={"PREFECT_HOME": str(tmp_path / "prefect"), **api_env})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "unet-tiny" in out.stdout and "PSNR mean" in out.stdout
     rows = json.loads((tmp_path / "e.json").read_text())
@@ -36,7 +36,7 @@ def test_evaluate_command_refuses_bad_input_in_one_line(tmp_path, trained_store)
 
 
 
-def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_path):
+def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_path, api_env):
     """``evaluate --real`` as a user runs it, default device and all: the reader is a quick one
     trained here on typed digits (the product's own trains on MNIST, minutes)."""
     import shutil
@@ -55,7 +55,7 @@ def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_p
     truth = write_scans(tmp_path / "scans", n=30, layout="folders")
     out = denoiser("evaluate", "--real", str(tmp_path / "scans"), "--models-dir", str(models), "--out-dir",
                    str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"), cwd=tmp_path,
-                   env={"PREFECT_HOME": str(tmp_path / "prefect")})
+                   env={"PREFECT_HOME": str(tmp_path / "prefect"), **api_env})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "read correctly" in out.stdout and "clean (conv-test)" in out.stdout
     rows = pd.read_parquet(tmp_path / "eval" / "real.parquet")

@@ -57,10 +57,10 @@ def test_a_read_only_out_dir_is_one_line_even_for_root(tmp_path, cli_folder, unt
 
 @pytest.mark.parametrize("state", ["lock-is-a-folder", "dangling-out-dir", "report-inside-in-dir", "tmp-is-a-file",
                                    "corrupt-manifest", "api-url-closed"])
-def test_broken_folder_states_are_one_line(tmp_path, cli_folder, untrained, state):
+def test_broken_folder_states_are_one_line(tmp_path, cli_folder, untrained, state, api_env):
     out = tmp_path / "out"
     args = ["clean", str(cli_folder), str(out), "--model", str(untrained.weights), "--device", "cpu"]
-    env = {"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_API_URL": ""}
+    env = {"PREFECT_HOME": str(tmp_path / "ph"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **api_env}
     if state == "lock-is-a-folder":
         (out / ".denoiser" / "lock").mkdir(parents=True)
         expected = "lock is a folder"

@@ -241,9 +241,14 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
                     states = [client.read_flow_run(r.id).state for r in runs]
         assert all(s.is_completed() for s in states), [s.message for s in states]
         # Two runs of one folder due at once: the second is cancelled, not queued behind the
-        # first (runs piled up when an interval was shorter than a run).
+        # first (runs piled up when an interval was shorter than a run). The pool is paused while
+        # both are made, so that no worker can take and finish the first before the second exists.
         with temporary_settings(updates={PREFECT_API_URL: found["url"]}), get_client(sync_client=True) as client:
+            from prefect.client.schemas.actions import WorkPoolUpdate
+
+            client.update_work_pool("denoiser", WorkPoolUpdate(is_paused=True))
             busy = [run_deployment("clean-folder/clean-a", timeout=0) for _ in range(2)]
+            client.update_work_pool("denoiser", WorkPoolUpdate(is_paused=False))
             options = client.read_deployment_by_name("clean-folder/clean-a").concurrency_options
             assert options.collision_strategy.value == "CANCEL_NEW"
             deadline = time.time() + 300
