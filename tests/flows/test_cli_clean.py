@@ -1,12 +1,10 @@
 """``denoiser clean`` and ``denoiser serve`` as a user runs them: in subprocesses."""
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from PIL import Image
 
 from denoiser.folders import workdir
-from tests.helpers import denoiser, free_port, seed_prefect_home
+from tests.helpers import denoiser, seed_prefect_home
 
 BIN = Path(sys.executable).parent
 
@@ -35,15 +33,16 @@ def outputs(out: Path) -> list[Path]:
 SLOW_FILES = 60  # enough that a run stopped after 5 outputs is stopped mid-way
 
 
-def start_slow_clean(tmp_path, store, **popen) -> subprocess.Popen:
+def start_slow_clean(tmp_path, store, api: dict | None = None, **popen) -> subprocess.Popen:
     """``denoiser clean`` of :data:`SLOW_FILES` large scans one at a time, in a process group of
-    its own, returned once 5 outputs are written (or it ended)."""
+    its own, returned once 5 outputs are written (or it ended); on a temporary server of its
+    own unless ``api`` names one."""
     write_scans(tmp_path / "in", SLOW_FILES, size=200)
     script = BIN / "denoiser"
     command = [str(script) if script.exists() else sys.executable, *([] if script.exists() else
                ["-m", "flows.cli"]), "clean", str(tmp_path / "in"), str(tmp_path / "out"),
                "--models-dir", str(store), "--batch-size", "1", "--shard-size", "10", "--device", "cpu"]
-    env = {**os.environ, **prefect_env(tmp_path)}
+    env = {**os.environ, **prefect_env(tmp_path, **(api or {}))}
     seed_prefect_home(env["PREFECT_HOME"])
     run = subprocess.Popen(command, env=env, start_new_session=True, **popen)
     deadline = time.time() + 120
@@ -138,8 +137,8 @@ def test_ctrl_c_at_any_moment_of_the_start_is_one_line(tmp_path, store, after):
 
 
 @pytest.mark.slow
-def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, store):
-    run = start_slow_clean(tmp_path, store, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path, store, api_env):
+    run = start_slow_clean(tmp_path, store, api_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.killpg(run.pid, signal.SIGKILL)
     run.wait()
     done = outputs(tmp_path / "out")
@@ -150,7 +149,7 @@ def test_a_killed_run_leaves_no_partial_file_and_the_next_run_finishes(tmp_path,
             assert image.size == (200, 200)
 
     rerun = denoiser("clean", str(tmp_path / "in"), str(tmp_path / "out"), "--models-dir", str(store),
-                     "--device", "cpu", env=prefect_env(tmp_path))
+                     "--device", "cpu", env=prefect_env(tmp_path, **api_env))
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert len(outputs(tmp_path / "out")) == SLOW_FILES
     assert f"{SLOW_FILES} files: " in rerun.stdout and " 0 error" in rerun.stdout
@@ -196,58 +195,3 @@ def test_serve_without_a_server_says_how_to_start_one(tmp_path, store):
     assert out.returncode == 2
     assert "denoiser server start" in out.stderr and "PREFECT_API_URL" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-
-
-def _api(url: str, body: dict | None = None):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@pytest.mark.slow
-def test_serve_runs_on_its_schedule_against_a_real_server(tmp_path, store):
-    write_scans(tmp_path / "in", 4)
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, **prefect_env(tmp_path, PREFECT_API_URL=api)}
-    log = open(tmp_path / "server.log", "w")  # noqa: SIM115
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=log, stderr=log,
-                              start_new_session=True)
-    served = None
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                _api(f"{api}/health")
-                break
-            except OSError:
-                assert time.time() < deadline, (tmp_path / "server.log").read_text()[-2000:]
-                time.sleep(0.5)
-        served = subprocess.Popen(
-            [str(BIN / "denoiser"), "serve", str(tmp_path / "in"), str(tmp_path / "out"),
-             "--interval", "5", "--models-dir", str(store), "--device", "cpu", "--name", "test-clean"],
-            env=env, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.time() + 180
-        while len(outputs(tmp_path / "out")) < 4:
-            assert served.poll() is None, "serve exited early"
-            assert time.time() < deadline, "no scheduled run wrote outputs"
-            time.sleep(1)
-        deployments = _api(f"{api}/deployments/filter", {})
-        deployment = next(d for d in deployments if d["name"] == "test-clean")
-        assert deployment["schedules"][0]["schedule"]["interval"] == 5.0
-        assert deployment["schedules"][0]["active"]
-        query = {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}}
-        while not any(r["state_type"] == "COMPLETED" for r in _api(f"{api}/flow_runs/filter", query)):
-            assert time.time() < deadline, "the scheduled run never completed"
-            time.sleep(1)
-    finally:
-        for process in (served, server):
-            if process is not None and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-        log.close()

@@ -107,51 +107,87 @@ def alert_a_pool_without_workers(port: int, tmp_path: Path) -> None:
     assert "denoiser server status" in gone[0]
 
 
-def test_the_sqlite_server_starts_answers_alerts_late_runs_and_dead_workers_and_stops_cleanly(tmp_path):
-    state, port = tmp_path / "server", free_port()
-    # The server's foreman looks every second and calls a worker dead after 2 missed heartbeats.
-    foreman = {"PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
-               "PREFECT_SERVER_SERVICES_FOREMAN_INACTIVITY_HEARTBEAT_MULTIPLE": "2"}
-    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180, env=foreman)
-    assert started.returncode == 0, started.stderr
-    url = f"http://127.0.0.1:{port}/api"
-    assert f"ready at {url} (database: sqlite" in started.stdout
-    assert f"export PREFECT_API_URL={url}" in started.stdout
-    record = json.loads((state / "server.json").read_text())
-    assert oct((state / "server.json").stat().st_mode & 0o777) == "0o600"
-    assert denoiser("server", "start", "--state-dir", str(state), "--port", str(port)).stdout.startswith(
-        "Prefect server already running")
-    status = denoiser("server", "status", "--state-dir", str(state))
-    assert status.returncode == 0 and "healthy" in status.stdout
-    assert run_a_flow_against(url, tmp_path) == "42"
-    assert (state / "prefect" / "prefect.db").is_file()  # the server's own SQLite database
-    # The fleet view finds this server from its state (no PREFECT_API_URL); nothing deployed yet.
-    fleet = denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""})
-    assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
-    alert_a_late_run(port)
-    alert_a_pool_without_workers(port, tmp_path)
-    stopped = denoiser("server", "stop", "--state-dir", str(state))
-    assert stopped.stdout.strip() == "server stopped" and not live(record["pid"])
-    assert denoiser("server", "status", "--state-dir", str(state)).returncode == 3
-    assert denoiser("status", env={"DENOISER_STATE_DIR": str(state), "PREFECT_API_URL": ""}).returncode == 3
+def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path) -> None:
+    """`denoiser serve` against the server: its deployment's scheduled runs clean the folder."""
+    import urllib.request
+
+    def api(path: str, body: dict | None = None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    source, out = tmp_path / "serve-in", tmp_path / "serve-out"
+    for i, digit in enumerate(draw_digits(4, seed=5)[0]):
+        source.mkdir(exist_ok=True)
+        Image.fromarray(digit.astype(np.uint8)).save(source / f"scan{i}.png")
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "serve-home")}
+    with open(tmp_path / "serve.log", "w") as log:
+        served = subprocess.Popen([str(Path(sys.executable).with_name("denoiser")), "serve", str(source), str(out),
+                                   "--interval", "5", "--models-dir", str(store), "--device", "cpu",
+                                   "--name", "test-clean"], env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while len([p for p in out.rglob("*.png") if ".denoiser" not in p.parts]) < 4:
+            assert served.poll() is None, (tmp_path / "serve.log").read_text()[-2000:]
+            assert time.time() < deadline, "no scheduled run wrote outputs"
+            time.sleep(1)
+        deployment = next(d for d in api("/deployments/filter", {}) if d["name"] == "test-clean")
+        assert deployment["schedules"][0]["schedule"]["interval"] == 5.0 and deployment["schedules"][0]["active"]
+        query = {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}}
+        while not any(r["state_type"] == "COMPLETED" for r in api("/flow_runs/filter", query)):
+            assert time.time() < deadline, "the scheduled run never completed"
+            time.sleep(1)
+    finally:
+        os.killpg(served.pid, signal.SIGTERM)
+        try:
+            served.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(served.pid, signal.SIGKILL)
 
 
-def test_the_server_is_found_from_any_directory_and_a_dead_worker_is_reported_and_started_again(tmp_path):
+@pytest.mark.slow
+def test_the_sqlite_server_is_found_from_any_directory_serves_alerts_and_restarts_a_dead_worker(tmp_path, store):
+    """One server's life (each start costs ~15 s of CPU on 2 cores, so the checks share it):
+    started from one directory and found from another, a flow and a served folder on it, the
+    alerts for a late run and a pool without workers, a killed worker reported and started
+    again, and a clean stop."""
     # No --state-dir: the state lives under $XDG_STATE_HOME, not under the current directory.
-    env = {"XDG_STATE_HOME": str(tmp_path / "xdg"), "DENOISER_STATE_DIR": ""}
+    # The server's foreman looks every second and calls a worker dead after 2 missed heartbeats.
+    env = {"XDG_STATE_HOME": str(tmp_path / "xdg"), "DENOISER_STATE_DIR": "", "PREFECT_API_URL": "",
+           "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+           "PREFECT_SERVER_SERVICES_FOREMAN_INACTIVITY_HEARTBEAT_MULTIPLE": "2"}
     here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
     here.mkdir(), elsewhere.mkdir()
+    state = tmp_path / "xdg" / "denoiser" / "server"
     port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
     started = denoiser("server", "start", "--port", str(port), "--workers", "2", cwd=here, env=env, timeout=180)
     assert started.returncode == 0, started.stderr
+    restarted = {"workers": []}
     try:
-        record = json.loads((tmp_path / "xdg" / "denoiser" / "server" / "server.json").read_text())
+        assert f"ready at {url} (database: sqlite" in started.stdout
+        assert f"export PREFECT_API_URL={url}" in started.stdout
+        record = json.loads((state / "server.json").read_text())
+        assert oct((state / "server.json").stat().st_mode & 0o777) == "0o600"
+        assert (state / "prefect" / "prefect.db").is_file()  # the server's own SQLite database
         status = denoiser("server", "status", cwd=elsewhere, env=env)
         assert status.returncode == 0 and "2 of 2 workers running" in status.stdout, status.stdout
+        named = denoiser("server", "status", "--state-dir", str(state), env=env)
+        assert named.returncode == 0 and "healthy" in named.stdout
+        again = denoiser("server", "start", "--port", str(port), cwd=elsewhere, env=env)
+        assert again.stdout.startswith("Prefect server already running"), again.stdout
         # A second server on the same port is refused in one line, never called ready.
         other = denoiser("server", "start", "--port", str(port), "--state-dir", str(tmp_path / "other"))
         assert other.returncode != 0 and f"port {port} on 127.0.0.1 is already in use" in other.stderr
         assert "Traceback" not in other.stderr and "ready" not in other.stdout
+        assert run_a_flow_against(url, tmp_path) == "42"
+        # The fleet view finds this server from its state (no PREFECT_API_URL); nothing deployed yet.
+        fleet = denoiser("status", cwd=elsewhere, env=env)
+        assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
+        serve_a_folder_on_its_schedule(url, tmp_path, store)
+        alert_a_late_run(port)
+        alert_a_pool_without_workers(port, tmp_path)
 
         os.killpg(record["workers"][0], signal.SIGKILL)
         deadline = time.time() + 20
@@ -163,12 +199,14 @@ def test_the_server_is_found_from_any_directory_and_a_dead_worker_is_reported_an
         assert again.returncode == 0 and "1 of them started again" in again.stdout, again.stdout
         status = denoiser("server", "status", cwd=here, env=env)
         assert status.returncode == 0 and "2 of 2 workers running" in status.stdout
-        restarted = json.loads((tmp_path / "xdg" / "denoiser" / "server" / "server.json").read_text())
+        restarted = json.loads((state / "server.json").read_text())
         assert restarted["workers"][1] == record["workers"][1] and restarted["workers"][0] != record["workers"][0]
     finally:
         stopped = denoiser("server", "stop", cwd=elsewhere, env=env)
     assert stopped.stdout.strip() == "server stopped"
     assert not any(live(pid) for pid in [record["pid"], *record["workers"], *restarted["workers"]])
+    assert denoiser("server", "status", cwd=here, env=env).returncode == 3
+    assert denoiser("status", cwd=here, env=env).returncode == 3
 
 
 def test_deploy_refuses_a_model_the_store_does_not_hold_in_one_line(tmp_path):
