@@ -128,11 +128,9 @@ def _finished(models_dir: str | os.PathLike[str], config: TrainConfig,
 CHECKS_FACTOR = 2.1
 
 
-def estimate_training_seconds(config: TrainConfig, *, train_images: int = 54_000, device: str = "auto",
-                              precision: str = "auto", with_checks: bool = True) -> float:
-    """How long training ``config`` on ``train_images`` images (MNIST's 60,000 less the
-    validation tenth) takes on this machine, from two short epochs of it (about 2 s), plus
-    the checks trained after it (:data:`CHECKS_FACTOR`) when ``with_checks``."""
+def probe_images_per_second(config: TrainConfig, *, device: str = "auto", precision: str = "auto") -> float:
+    """The pace (images/s) at which ``config`` trains on this machine, from two short epochs of
+    it on a few batches of synthetic strokes (about 2 s)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
@@ -148,5 +146,17 @@ def estimate_training_seconds(config: TrainConfig, *, train_images: int = 54_000
                         show_progress=False)
     finally:
         quiet.setLevel(level)
-    seconds = config.epochs * train_images / outcome.history[-1].images_per_second
+    return outcome.history[-1].images_per_second
+
+
+def estimate_training_seconds(config: TrainConfig, *, train_images: int = 54_000, device: str = "auto",
+                              precision: str = "auto", with_checks: bool = True,
+                              images_per_second: float | None = None) -> float:
+    """How long training ``config`` on ``train_images`` images (MNIST's 60,000 less the
+    validation tenth) takes on this machine, at ``images_per_second`` or else at the pace of
+    :func:`probe_images_per_second`, plus the checks trained after it (:data:`CHECKS_FACTOR`)
+    when ``with_checks``."""
+    if images_per_second is None:
+        images_per_second = probe_images_per_second(config, device=device, precision=precision)
+    seconds = config.epochs * train_images / images_per_second
     return seconds * (1 + CHECKS_FACTOR if with_checks else 1)
