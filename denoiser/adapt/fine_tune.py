@@ -71,6 +71,7 @@ class AdaptConfig:
     style: float = 0.3
     # Times the folder's shapes are made again during training, evenly spaced, from the model
     # being adapted (cleaner than its parent by then); measured in docs/LOG.md (2026-11-29).
+    # Fewer where they would take more than REFRESH_SHARE of the budget.
     refresh: int = 3
     # "constant" keeps learning_rate; "cosine" lowers it to 0 over the time budget (by the
     # clock). Cosine measured no better (the README's adapting section has the figures).
@@ -165,6 +166,20 @@ def folder_shapes(parent: torch.nn.Module, scans: torch.Tensor, headroom: float)
     return ((out - 0.5) * 3 + 0.5).clamp(0, 1) / headroom
 
 
+#: The share of the fine-tuning budget that making the folder's shapes again may take: on a
+#: short budget (or a slow machine) fewer refreshes are made, so that the budget is spent
+#: training (a 1.2 s budget spent 4-5 s on one refresh, 2 cores).
+REFRESH_SHARE = 0.2
+
+
+def refreshes_within(budget: float, seconds_each: float, wanted: int) -> int:
+    """How many of ``wanted`` refreshes of the folder's shapes, ``seconds_each`` seconds each,
+    fit in :data:`REFRESH_SHARE` of a ``budget``-second fine-tuning."""
+    if seconds_each <= 0:
+        return wanted
+    return max(0, min(wanted, int(REFRESH_SHARE * budget / seconds_each)))
+
+
 def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.ndarray,
           gate_digits: np.ndarray, *, headroom: float, parent_noise: str | None = None,
           config: AdaptConfig = AdaptConfig(), device: torch.device | str = "cpu",
@@ -210,7 +225,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                                    if composite else None)
     scans = centre_crops(inputs).to(device)
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
+    made = time.perf_counter()  # what making the folder's shapes again costs, measured on the parent
     styles = folder_shapes(parent, scans, headroom).cpu() if config.style else None
+    refresh_seconds = time.perf_counter() - made
     n_style = round(config.batch_size * config.style) if config.style else 0
     n_anchor = round(config.batch_size * config.anchor) if composite else 0
     if n_old + n_style + n_anchor >= config.batch_size:  # the shares that apply to this folder
@@ -238,17 +255,23 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         gate_styled = found.digits[len(pool) :]
         return StyleMatch(found.digits[: len(pool)], found.changes[: len(pool)])
 
+    made = time.perf_counter()
     match = matched(parent)
+    refresh_seconds += time.perf_counter() - made
     if n_anchor:
         anchor_scans, kept, kept_mask = ink_anchors(parent, scans)
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
     budget, step, train_started = config.minutes * 60, 0, time.perf_counter()
-    refreshes = config.refresh if n_style else 0
+    planned = refreshes_within(budget, refresh_seconds, config.refresh) if n_style else 0
+    if n_style and planned < config.refresh:
+        log.info("the folder's shapes are made again %d times, not %d: each takes %.1f s of a %.0f s budget",
+                 planned, config.refresh, refresh_seconds, budget)
+    refreshes = planned
     with CpuShare(device) as share:  # fewer threads while other processes keep CPUs busy
         while (elapsed := time.perf_counter() - train_started) < budget:
-            if refreshes and elapsed > budget * (1 - refreshes / (config.refresh + 1)):
+            if refreshes and elapsed > budget * (1 - refreshes / (planned + 1)):
                 styles, refreshes = folder_shapes(averaged.model.eval(), scans, headroom).cpu(), refreshes - 1
                 match = matched(averaged.model)
                 model.train()  # the folder's shapes as the model being adapted now cleans them

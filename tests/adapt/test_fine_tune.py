@@ -297,6 +297,33 @@ def test_adapting_with_the_folders_own_shapes_runs_and_remakes_them_from_the_ada
     assert len(gates) == 2 and not torch.equal(gates[0], gates[1])
 
 
+def test_refreshes_that_would_take_the_budget_from_training_are_not_made(trained_store, monkeypatch):
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    # The fake clock moves 0.1 s a read, and making the folder's shapes costs 0.4 s more each
+    # time: a refresh (the scans' shapes and the pool's) costs about 1 s of the 3 s budget.
+    now, made_by, original = [0.0], [], fine_tune.folder_shapes
+
+    def clock() -> float:
+        now[0] += 0.1
+        return now[0]
+
+    def slow_shapes(model, scans, *a):
+        now[0] += 0.4
+        made_by.append(len(scans))
+        return original(model, scans, *a)
+
+    monkeypatch.setattr(fine_tune, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(fine_tune, "folder_shapes", slow_shapes)
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.05, batch_size=16, gate_images=12, style=0.25, refresh=2)
+    result = fine_tune.adapt(parent, list(noisy), clean_digits[:-12], clean_digits[-12:], headroom=1.0, config=config)
+    assert result.steps > 1
+    assert made_by == [24, 88]  # from the parent only: no refresh fits a fifth of the budget
+    assert fine_tune.refreshes_within(180, 1.0, 3) == 3  # the default budget keeps every refresh
+    assert fine_tune.refreshes_within(180, 15.0, 3) == 2 and fine_tune.refreshes_within(1.2, 4.0, 3) == 0
+
+
 def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matching(trained_store,
                                                                                      monkeypatch):
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
