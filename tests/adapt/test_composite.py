@@ -71,7 +71,7 @@ def test_ink_is_found_with_a_margin_and_blank_folders_are_refused():
         Backgrounds.from_scans(solid, solid)
 
 
-def fine_tuned(parent, found, digits, *, keep_pattern: bool, steps: int = 60):
+def fine_tuned(parent, found, digits, *, keep_pattern: bool, steps: int = 60, lr: float = 1e-3):
     """A copy of ``parent`` fine-tuned on the folder's composites: to clean them, or (a
     deliberately worse model) to keep what it is shown, pattern and all."""
     import copy
@@ -79,7 +79,7 @@ def fine_tuned(parent, found, digits, *, keep_pattern: bool, steps: int = 60):
     from torch.nn import functional as F
 
     model = copy.deepcopy(parent).train()
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     rng = torch.Generator().manual_seed(0)
     for _ in range(steps):
         batch = digits[torch.randint(0, len(digits), (32,), generator=rng)]
@@ -101,10 +101,11 @@ def test_the_gate_refuses_a_worse_model_on_backgrounds_training_never_saw(traine
     digits = torch.from_numpy(draw_digits(400, seed=6)[0].astype(np.float32) / 255)[:, None]
     noisy, truth = held_out.pairs(digits[300:], torch.Generator().manual_seed(0))  # the gate's pairs
     # This small parent cleans the lined paper barely better than leaving it (16.4 against
-    # 16.3 dB), so a model taught to keep the pattern lands within a tenth of a dB of it, on
-    # either side depending on the CPU's threads: it must not gain, and must fall far short
-    # of the model taught to clean.
-    worse = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True, steps=200), truth, noisy)
+    # 16.3 dB). A model taught to keep the pattern (40 quick steps) falls to 14.9 dB on the
+    # backgrounds it never saw; 200 slow ones (15 s on 2 cores) landed within a tenth of the
+    # parent. It must not gain, and must fall far short of the model taught to clean (20.0).
+    worse = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=True, steps=40, lr=5e-3),
+                    truth, noisy)
     assert not gains(worse), worse
     better = compare(parent, fine_tuned(parent, trained_on, digits[:300], keep_pattern=False), truth, noisy)
     assert gains(better) and better["adapted_db"] > worse["adapted_db"] + 1, (better, worse)
