@@ -99,7 +99,10 @@ def bench_infer(device: torch.device, size: dict, limit_flops: float, flops: dic
     return {"images": size["infer"], "batch_size": default_batch_size(device), **measured}
 
 
-def bench_folder(size: dict, work: Path, server: bool, chosen: Precision) -> dict:
+def bench_folder(size: dict, work: Path, api: str, chosen: Precision) -> dict:
+    """The folder pipeline against ``api``: "server" (a ``prefect server`` started for it, and
+    one more run on the ephemeral API for its start-up), "ephemeral", or the URL of a running
+    Prefect API (start-up as a scheduled run on that server sees it; no ephemeral run)."""
     weights = folder.save_model(work / "models", DEFAULT_MODEL)
     small, large = size["folders"]
     in_large = folder.make_pngs(work / f"in-{large}", large)
@@ -115,16 +118,18 @@ def bench_folder(size: dict, work: Path, server: bool, chosen: Precision) -> dic
     env = {**os.environ, "PREFECT_HOME": str(work / "prefect-ephemeral"), "PREFECT_API_URL": ""}
     runs = {}
     options = ("--precision", chosen.name)
-    with folder.prefect_server(work / "prefect-server") if server else _nothing(env) as api_env:
+    server = api == "server"
+    given = {**os.environ, "PREFECT_API_URL": api} if api not in ("server", "ephemeral") else None
+    with folder.prefect_server(work / "prefect-server") if server else _nothing(given or env) as api_env:
         for count, source in ((small, in_small), (large, in_large)):
             runs[str(count)] = folder.clean_run(source, work / f"out-{count}", weights, api_env, *options)
     big = runs[str(large)]
-    # With a server, one more (small) run measures what the ephemeral API costs to start.
+    # With a server it started, one more (small) run measures what the ephemeral API costs to start.
     ephemeral = (folder.clean_run(in_small, work / "out-ephemeral", weights, env, *options) if server
-                 else runs[str(small)])
+                 else None if given else runs[str(small)])
     return {
         "model": DEFAULT_MODEL,
-        "api": "prefect server" if server else "ephemeral",
+        "api": "prefect server" if server else f"prefect server at {api}" if given else "ephemeral",
         "precision": chosen.name,
         "parts_alone_images_per_s": rates, "slowest_part": slowest,
         "cpu_bound_images_per_s": cpu_bound,
@@ -133,9 +138,16 @@ def bench_folder(size: dict, work: Path, server: bool, chosen: Precision) -> dic
         "fraction_of_slowest_part": big["images_per_s"] / rates[slowest],
         "fraction_of_cpu_bound": big["images_per_s"] / cpu_bound,
         "prefect_overhead_fraction": big["orchestration_seconds"] / big["flow_seconds"],
-        "ephemeral_api_startup_seconds": ephemeral["startup_seconds"],
+        "ephemeral_api_startup_seconds": None if ephemeral is None else ephemeral["startup_seconds"],
         "server_startup_seconds": big["startup_seconds"],
     }
+
+
+def api_choice(value: str) -> str:
+    """--api: "server", "ephemeral" or an http(s) URL."""
+    if value in ("server", "ephemeral") or value.startswith(("http://", "https://")):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is neither 'server', 'ephemeral' nor a URL (http://HOST:PORT/api)")
 
 
 class _nothing:
@@ -196,8 +208,9 @@ def table(result: dict) -> str:
         + f"; pipeline = {f['fraction_of_slowest_part']:.0%} of the slowest ({f['slowest_part']}), "
         f"{f['fraction_of_cpu_bound']:.0%} of the CPU bound ({f['cpu_bound_images_per_s']:,.0f})",
         f"  Prefect overhead {f['prefect_overhead_fraction']:.1%} of the largest run; start-up "
-        f"{f['server_startup_seconds']:.1f} s, ephemeral API start-up "
-        f"{f['ephemeral_api_startup_seconds']:.1f} s",
+        f"{f['server_startup_seconds']:.1f} s"
+        + ("" if f["ephemeral_api_startup_seconds"] is None
+           else f", ephemeral API start-up {f['ephemeral_api_startup_seconds']:.1f} s"),
         f"memory: peak RSS {result['memory']['rss_growth']:+.1%} from the small to the large folder",
     ]
     notes = {n for part in (t, i, t["default_model"], i["default_model"]) if (n := part.get("limit_note"))}
@@ -225,8 +238,9 @@ def main() -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the result as JSON here")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="precision of the product's training and denoising (the references stay fp32)")
-    parser.add_argument("--api", choices=("server", "ephemeral"), default="server",
-                        help="run the folder pipeline against a local prefect server, or an ephemeral API")
+    parser.add_argument("--api", type=api_choice, default="server",
+                        help="run the folder pipeline against a local prefect server it starts ('server'), an "
+                             "ephemeral API ('ephemeral'), or a running Prefect API (its URL)")
     parser.add_argument("--gpu-only", action="store_true",
                         help="only the GPU figures (needs CUDA): the CPU parts take most of the time")
     args = parser.parse_args()
@@ -250,7 +264,7 @@ def main() -> None:
     result["infer"] = bench_infer(cpu, size, limit, flops, chosen)
     print("measuring the folder pipeline ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="denoiser-bench-") as work:
-        result["folder"] = bench_folder(size, Path(work), server=args.api == "server", chosen=chosen)
+        result["folder"] = bench_folder(size, Path(work), args.api, chosen=chosen)
     small, large = (result["folder"]["runs"][str(n)]["peak_rss_mb"] for n in size["folders"])
     result["memory"] = {"peak_rss_mb_small": small, "peak_rss_mb_large": large,
                         "rss_growth": large / small - 1, "folders": size["folders"]}

@@ -9,9 +9,26 @@ _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
 
+import tempfile  # noqa: E402
+
+# Prefect's home for this test process (CI sets one for the whole run), before Prefect loads.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 import pytest  # noqa: E402
 
 from tests.helpers import write_idx_dataset
+
+
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server per test process (it costs ~10 s to start): its API URL. The
+    flow tests report to it; the benchmark's smoke test runs its folder pipeline on it."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")

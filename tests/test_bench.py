@@ -13,10 +13,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_smoke_writes_every_figure(tmp_path):
+def test_bench_smoke_writes_every_figure(tmp_path, prefect_api):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": ""}
-    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--api", "ephemeral", "--json", str(out)],
+    # On the session's test server: each run on an ephemeral API would start a server (~15 s).
+    run = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--api", prefect_api, "--json", str(out)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -47,6 +48,7 @@ def test_bench_smoke_writes_every_figure(tmp_path):
     runs = result["folder"]["runs"]
     assert [runs[n]["files"] for n in ("40", "80")] == [40, 80]
     assert "train conv" in run.stdout and "Prefect overhead" in run.stdout
+    assert result["folder"]["api"] == f"prefect server at {prefect_api}"
 
 
 def test_a_fraction_above_the_limit_is_named():

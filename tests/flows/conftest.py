@@ -1,25 +1,14 @@
-"""One Prefect test server for all flow tests (it costs ~10 s to start)."""
-
-import os
-import tempfile
+"""The flow tests report to the session's Prefect test server (:func:`tests.conftest.prefect_api`)."""
 
 import pytest
 
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-from prefect.testing.utilities import prefect_test_harness  # noqa: E402
-
-import flows  # noqa: E402,F401 - sets the logging environment before Prefect loads
+import flows  # noqa: F401 - sets the logging environment before Prefect loads
 
 
 @pytest.fixture(autouse=True, scope="session")
-def prefect_api():
-    """The test server's API URL (flows run in this process report to it)."""
-    from prefect.settings import PREFECT_API_URL
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+def _reports_to_the_test_server(prefect_api):
+    """Flows run in this process report to the test server."""
+    return prefect_api
 
 
 @pytest.fixture
