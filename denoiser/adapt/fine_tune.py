@@ -38,7 +38,7 @@ from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.composite import Backgrounds, ink_anchors
 from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
 from denoiser.adapt.noise_profile import NoiseProfile
-from denoiser.adapt.style_match import StyleMatch
+from denoiser.adapt.style_match import StyleMatch, folder_shapes, refreshes_within
 from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision, autocast
 from denoiser.noise.spec import NoiseSpec
@@ -71,7 +71,7 @@ class AdaptConfig:
     style: float = 0.3
     # Times the folder's shapes are made again during training, evenly spaced, from the model
     # being adapted (cleaner than its parent by then); measured in docs/LOG.md (2026-11-29).
-    # Fewer where they would take more than REFRESH_SHARE of the budget.
+    # Fewer where they would take more than style_match.REFRESH_SHARE of the budget.
     refresh: int = 3
     # "constant" keeps learning_rate; "cosine" lowers it to 0 over the time budget (by the
     # clock). Cosine measured no better (the README's adapting section has the figures).
@@ -152,32 +152,6 @@ def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:
         piece = image[top : top + CROP, left : left + CROP]
         out[i, 0, : piece.shape[0], : piece.shape[1]] = piece
     return torch.from_numpy(out)
-
-
-def folder_shapes(parent: torch.nn.Module, scans: torch.Tensor, headroom: float) -> torch.Tensor:
-    """(N, 1, H, W) stand-ins for the clean digits of a folder's scans (in the model's look):
-    the parent's outputs, each brought to full ink and sharpened to a pen's edge, then at the
-    look's ink level (1 / ``headroom``). They carry the folder's handwriting (stroke width,
-    slant, size) that MNIST's digits lack."""
-    with torch.no_grad():
-        out = torch.cat([torch.sigmoid(parent(scans[i : i + 256]).float())
-                         for i in range(0, len(scans), 256)])
-    out = out / out.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
-    return ((out - 0.5) * 3 + 0.5).clamp(0, 1) / headroom
-
-
-#: The share of the fine-tuning budget that making the folder's shapes again may take: on a
-#: short budget (or a slow machine) fewer refreshes are made, so that the budget is spent
-#: training (a 1.2 s budget spent 4-5 s on one refresh, 2 cores).
-REFRESH_SHARE = 0.2
-
-
-def refreshes_within(budget: float, seconds_each: float, wanted: int) -> int:
-    """How many of ``wanted`` refreshes of the folder's shapes, ``seconds_each`` seconds each,
-    fit in :data:`REFRESH_SHARE` of a ``budget``-second fine-tuning."""
-    if seconds_each <= 0:
-        return wanted
-    return max(0, min(wanted, int(REFRESH_SHARE * budget / seconds_each)))
 
 
 def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.ndarray,

@@ -3,7 +3,7 @@
 Adapting (:mod:`denoiser.adapt.fine_tune`) trains on clean MNIST digits given a folder's noise. Where
 the folder's handwriting differs from MNIST's (a broader pen, more slant, larger digits), the
 model learns shapes the folder does not have. The folder's shapes are known only through a
-cleaner (the model's outputs of its scans, sharpened: :func:`denoiser.adapt.fine_tune.folder_shapes`),
+cleaner (the model's outputs of its scans, sharpened: :func:`folder_shapes`),
 so each quantity is measured the same way on both sides: on the folder's shapes, and on
 MNIST digits given the folder's noise and cleaned by the same model. At each quantile, the
 difference between the two is what the folder's handwriting adds, and a training digit at
@@ -30,6 +30,32 @@ ROUNDS = 2
 #: Changes smaller than these are not made (shear, size ratio, width): resampling a digit
 #: blurs it a little, and a folder in MNIST's style measures small changes that are noise.
 DEAD_ZONE = (0.05, 0.05, 0.3)
+
+
+def folder_shapes(parent: torch.nn.Module, scans: torch.Tensor, headroom: float) -> torch.Tensor:
+    """(N, 1, H, W) stand-ins for the clean digits of a folder's scans (in the model's look):
+    the parent's outputs, each brought to full ink and sharpened to a pen's edge, then at the
+    look's ink level (1 / ``headroom``). They carry the folder's handwriting (stroke width,
+    slant, size) that MNIST's digits lack."""
+    with torch.no_grad():
+        out = torch.cat([torch.sigmoid(parent(scans[i : i + 256]).float())
+                         for i in range(0, len(scans), 256)])
+    out = out / out.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-3)
+    return ((out - 0.5) * 3 + 0.5).clamp(0, 1) / headroom
+
+
+#: The share of the fine-tuning budget that making the folder's shapes again may take: on a
+#: short budget (or a slow machine) fewer refreshes are made, so that the budget is spent
+#: training (a 1.2 s budget spent 4-5 s on one refresh, 2 cores).
+REFRESH_SHARE = 0.2
+
+
+def refreshes_within(budget: float, seconds_each: float, wanted: int) -> int:
+    """How many of ``wanted`` refreshes of the folder's shapes, ``seconds_each`` seconds each,
+    fit in :data:`REFRESH_SHARE` of a ``budget``-second fine-tuning."""
+    if seconds_each <= 0:
+        return wanted
+    return max(0, min(wanted, int(REFRESH_SHARE * budget / seconds_each)))
 
 
 def measure(images: torch.Tensor) -> np.ndarray:

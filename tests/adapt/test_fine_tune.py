@@ -320,8 +320,8 @@ def test_refreshes_that_would_take_the_budget_from_training_are_not_made(trained
     result = fine_tune.adapt(parent, list(noisy), clean_digits[:-12], clean_digits[-12:], headroom=1.0, config=config)
     assert result.steps > 1
     assert made_by == [24, 88]  # from the parent only: no refresh fits a fifth of the budget
-    assert fine_tune.refreshes_within(180, 1.0, 3) == 3  # the default budget keeps every refresh
-    assert fine_tune.refreshes_within(180, 15.0, 3) == 2 and fine_tune.refreshes_within(1.2, 4.0, 3) == 0
+    assert style_match.refreshes_within(180, 1.0, 3) == 3  # the default budget keeps every refresh
+    assert style_match.refreshes_within(180, 15.0, 3) == 2 and style_match.refreshes_within(1.2, 4.0, 3) == 0
 
 
 def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matching(trained_store,
