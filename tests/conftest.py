@@ -17,7 +17,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import pytest  # noqa: E402
 
-from tests.helpers import write_idx_dataset
+from tests.helpers import made_once, typed, write_idx_dataset
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +29,21 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def typed_reader(tmp_path_factory):
+    """A digit reader trained briefly on 3,000 typed digits (the product's own trains on MNIST),
+    stored as ``evaluate --real`` finds it in a store: its weights file. Trained once per run."""
+    from denoiser.evaluation import recognizer
+    from denoiser.models.checkpoint import save_weights
+
+    def train(folder):
+        images, labels = typed(3000, "0123456789", seed=1)
+        save_weights(recognizer.train_reader(images, labels, epochs=2), recognizer.reader_path(folder),
+                     {"version": recognizer.VERSION, "trained_on": "typed digits"})
+
+    return recognizer.reader_path(made_once(tmp_path_factory, "typed-reader", train))
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import functools
 import gzip
 import hashlib
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -291,3 +293,19 @@ def bundle_server(files: dict[str, bytes], *, cut_first_at: int | None = None, s
     finally:
         server.shutdown()
         server.server_close()
+
+
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """The folder ``name``, made by ``make(folder)`` once per test run and shared by the xdist
+    workers: the first worker makes it (in a folder of its own, renamed when whole); the
+    others wait for it at a file lock. A model trained per worker was trained twice per CI run."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, all workers'
+    folder = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not folder.exists():
+            partial = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=shared))
+            make(partial)
+            partial.rename(folder)
+    return folder

@@ -1,7 +1,5 @@
 """The digit-shape model behind the OOD flag for non-digits (letters, symbols)."""
 
-import fcntl
-import os
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +14,7 @@ from denoiser.folders.settings import CleanOptions
 from denoiser.models.precision import FP32
 from denoiser.scans.batch import clean_batch
 from denoiser.training import shapes as shape_training
-from tests.helpers import typed, write_idx_dataset
+from tests.helpers import made_once, typed, write_idx_dataset
 
 LETTERS = "ABCDEFGHKMNPQRTUVWXYabdefhkmnpqrtuwy"
 
@@ -27,15 +25,12 @@ def typed_shapes(tmp_path_factory):
     no letter is ever shown to it. Trained once per test run and shared by the xdist workers
     through a file (a fixture per worker trained it twice per CI run, at 56-81 s each under
     load)."""
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, all workers'
-    with open(shared / "typed-shapes.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker trains; the others wait, then load
-        found = shapes.find_shapes(shared / "typed-shapes")
-        if found is None:
-            images, labels = typed(3000, "0123456789", seed=0)
-            model = shape_training.train_shapes(images, labels, epochs=4, held_out=300)
-            found = shapes.save_shapes(model, shared / "typed-shapes", shapes.shapes_id("typed"))
+    def train(folder):
+        images, labels = typed(3000, "0123456789", seed=0)
+        model = shape_training.train_shapes(images, labels, epochs=4, held_out=300)
+        shapes.save_shapes(model, folder, shapes.shapes_id("typed"))
+
+    found = shapes.find_shapes(made_once(tmp_path_factory, "typed-shapes", train))
     return shapes.load_shapes(found)
 
 

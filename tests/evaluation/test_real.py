@@ -15,11 +15,9 @@ DIGITS = "0123456789"
 
 
 @pytest.fixture(scope="module")
-def reader():
+def reader(typed_reader):
     """A reader trained briefly on typed digits (the product's own trains on MNIST)."""
-    images, labels = typed(3000, DIGITS, seed=1)
-    net = recognizer.train_reader(images, labels, epochs=2)
-    return recognizer.Reader(net, {"trained_on": "typed digits"})
+    return recognizer.load_reader(typed_reader)
 
 
 def write_scans(folder, n=60, seed=2, layout="labels.json"):

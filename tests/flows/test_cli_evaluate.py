@@ -36,22 +36,19 @@ def test_evaluate_command_refuses_bad_input_in_one_line(tmp_path, trained_store)
 
 
 
-def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_path, api_env):
+def test_evaluate_real_prints_the_table_and_writes_what_it_says(untrained, tmp_path, api_env, typed_reader):
     """``evaluate --real`` as a user runs it, default device and all: the reader is a quick one
-    trained here on typed digits (the product's own trains on MNIST, minutes)."""
+    trained on typed digits (the product's own trains on MNIST, minutes)."""
     import shutil
 
     from denoiser.evaluation import recognizer
     from denoiser.models import registry
-    from denoiser.models.checkpoint import save_weights
     from tests.evaluation.test_real import write_scans
-    from tests.helpers import typed
 
     models = tmp_path / "models"
     shutil.copytree(untrained.weights.parent, models)
     registry.promote(models, "conv-test", "clean", score=lambda _: 0.0)
-    images, labels = typed(1500, "0123456789", seed=1)
-    save_weights(recognizer.train_reader(images, labels, epochs=1), recognizer.reader_path(models), {"version": 2})
+    shutil.copytree(typed_reader.parent, recognizer.reader_path(models).parent)
     truth = write_scans(tmp_path / "scans", n=30, layout="folders")
     out = denoiser("evaluate", "--real", str(tmp_path / "scans"), "--models-dir", str(models), "--out-dir",
                    str(tmp_path / "eval"), "--json", str(tmp_path / "e.json"), cwd=tmp_path,
