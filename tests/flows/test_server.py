@@ -121,7 +121,9 @@ def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path) -> Non
     for i, digit in enumerate(draw_digits(4, seed=5)[0]):
         source.mkdir(exist_ok=True)
         Image.fromarray(digit.astype(np.uint8)).save(source / f"scan{i}.png")
-    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "serve-home")}
+    # The runner asks for due runs every second, not every 10.
+    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "serve-home"),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     with open(tmp_path / "serve.log", "w") as log:
         served = subprocess.Popen([str(Path(sys.executable).with_name("denoiser")), "serve", str(source), str(out),
                                    "--interval", "5", "--models-dir", str(store), "--device", "cpu",
@@ -226,7 +228,7 @@ DB_ERRORS = ("database is locked", "OperationalError", "DBAPIError", "DeadlockDe
 
 
 @pytest.mark.skipif(not HAS_POSTGRES, reason="PostgreSQL is not installed here (apt-get install postgresql)")
-def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
+def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained, monkeypatch):
     """The private cluster (127.0.0.1 only, its password in a 0600 file) keeps the runs that
     two workers run for two folders' deployments, with no database error; stop leaves no
     process of the server, the cluster or the workers."""
@@ -246,6 +248,8 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
             noisy = np.clip(digit / 255 + 0.3 * np.random.default_rng(i).standard_normal(digit.shape), 0, 1)
             (folders[name] / f"{i % 3}").mkdir(parents=True, exist_ok=True)
             Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(folders[name] / f"{i % 3}/{i:02d}.png")
+    # The workers inherit this environment: they ask for due runs every second, not every 10.
+    monkeypatch.setenv("PREFECT_WORKER_QUERY_SECONDS", "1")
     found = Server(state).start(port=free_port(), postgres=True, workers=2)
     try:
         assert found["database"] == "postgres (private cluster)" and found["healthy"]
@@ -275,7 +279,7 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
                 states = [client.read_flow_run(r.id).state for r in runs]
                 while not all(s.is_final() for s in states):
                     assert time.time() < deadline, "the workers did not finish both runs in 5 minutes"
-                    time.sleep(2)
+                    time.sleep(0.5)
                     states = [client.read_flow_run(r.id).state for r in runs]
         assert all(s.is_completed() for s in states), [s.message for s in states]
         # Two runs of one folder due at once: the second is cancelled, not queued behind the
@@ -292,7 +296,7 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained):
             deadline = time.time() + 300
             while not all((found_state := client.read_flow_run(r.id).state).is_final() for r in busy):
                 assert time.time() < deadline, f"the two runs did not end in 5 minutes: {found_state}"
-                time.sleep(2)
+                time.sleep(0.5)
             ends = sorted(client.read_flow_run(r.id).state.type.value for r in busy)
             assert ends == ["CANCELLED", "COMPLETED"], ends
         # The fleet view: both folders, their last runs and files, the workers; nothing needs a look.
