@@ -17,7 +17,14 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import pytest  # noqa: E402
 
-from tests.helpers import made_once, typed, write_idx_dataset
+from tests import helpers
+from tests.helpers import made_once, shared_folder, typed, write_idx_dataset
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _shared_by_the_workers(tmp_path_factory):
+    """Where the helpers keep what every worker of this run may reuse (tests.helpers.SHARED)."""
+    helpers.SHARED = shared_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +50,7 @@ def typed_reader(tmp_path_factory):
         save_weights(recognizer.train_reader(images, labels, epochs=2), recognizer.reader_path(folder),
                      {"version": recognizer.VERSION, "trained_on": "typed digits"})
 
-    return recognizer.reader_path(made_once(tmp_path_factory, "typed-reader", train))
+    return recognizer.reader_path(made_once(shared_folder(tmp_path_factory), "typed-reader", train))
 
 
 @pytest.fixture(scope="session")

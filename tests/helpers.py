@@ -181,15 +181,26 @@ def make_messy_tree(root: Path, outside: Path) -> dict[str, str]:
     return expected
 
 
-@functools.cache
-def _prefect_db_template() -> Path:
-    """A Prefect database with every migration applied, made once per test process (8 s)."""
-    home = Path(tempfile.mkdtemp(prefix="prefect-db-template-"))
-    atexit.register(shutil.rmtree, home, ignore_errors=True)
+#: A folder that every xdist worker of this test run shares (set by tests/conftest.py), or None.
+SHARED: Path | None = None
+
+
+def _migrate(home: Path) -> None:
     prefect = Path(sys.executable).with_name("prefect")
     command = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
     subprocess.run(command + ["server", "database", "upgrade", "-y"], check=True, capture_output=True,
                    env={**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": ""}, timeout=300)
+
+
+@functools.cache
+def _prefect_db_template() -> Path:
+    """A Prefect database with every migration applied (8 s to make), made once per test run
+    where the workers share a folder, else once per test process."""
+    if SHARED is not None:
+        return made_once(SHARED, "prefect-db-template", _migrate) / "prefect.db"
+    home = Path(tempfile.mkdtemp(prefix="prefect-db-template-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    _migrate(home)
     return home / "prefect.db"
 
 
@@ -295,12 +306,17 @@ def bundle_server(files: dict[str, bytes], *, cut_first_at: int | None = None, s
         server.server_close()
 
 
-def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
-    """The folder ``name``, made by ``make(folder)`` once per test run and shared by the xdist
-    workers: the first worker makes it (in a folder of its own, renamed when whole); the
-    others wait for it at a file lock. A model trained per worker was trained twice per CI run."""
+def shared_folder(tmp_path_factory) -> Path:
+    """This test run's folder that all its xdist workers share (pytest's base temp folder
+    without xdist)."""
     base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, all workers'
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def made_once(shared: Path, name: str, make: Callable[[Path], object]) -> Path:
+    """The folder ``shared / name``, made by ``make(folder)`` once per test run and shared by
+    the xdist workers: the first worker makes it (in a folder of its own, renamed when whole);
+    the others wait for it at a file lock. A model trained per worker was trained twice per CI run."""
     folder = shared / name
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

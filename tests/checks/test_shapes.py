@@ -14,7 +14,7 @@ from denoiser.folders.settings import CleanOptions
 from denoiser.models.precision import FP32
 from denoiser.scans.batch import clean_batch
 from denoiser.training import shapes as shape_training
-from tests.helpers import made_once, typed, write_idx_dataset
+from tests.helpers import made_once, shared_folder, typed, write_idx_dataset
 
 LETTERS = "ABCDEFGHKMNPQRTUVWXYabdefhkmnpqrtuwy"
 
@@ -30,7 +30,7 @@ def typed_shapes(tmp_path_factory):
         model = shape_training.train_shapes(images, labels, epochs=4, held_out=300)
         shapes.save_shapes(model, folder, shapes.shapes_id("typed"))
 
-    found = shapes.find_shapes(made_once(tmp_path_factory, "typed-shapes", train))
+    found = shapes.find_shapes(made_once(shared_folder(tmp_path_factory), "typed-shapes", train))
     return shapes.load_shapes(found)
 
 
