@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import denoiser, draw_digits, free_port
+from tests.helpers import denoiser, draw_digits, free_port, seed_prefect_home
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
@@ -86,6 +86,7 @@ def test_the_runs_tables_trend_and_images_render_in_a_browser(tmp_path, idx_dir,
     from playwright.sync_api import sync_playwright
 
     state, port = tmp_path / "server", free_port()
+    seed_prefect_home(state / "prefect")  # the server's database, migrated already (5 of its 12 s)
     started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
     assert started.returncode == 0, started.stderr
     url, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
