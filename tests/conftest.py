@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 # Under pytest-xdist every worker would otherwise run torch with a thread per core, so two
@@ -8,8 +9,6 @@ from pathlib import Path
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _workers > 1 and "OMP_NUM_THREADS" not in os.environ:
     os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
-
-import tempfile  # noqa: E402
 
 # Prefect's home for this test process (CI sets one for the whole run), before Prefect loads.
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect-home-"))
