@@ -22,12 +22,13 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from denoiser import runs
-from denoiser.folders import history, plan, retention, workdir
+from denoiser.folders import history, plan, processes, retention, workdir
 from denoiser.folders import run as steps
 from denoiser.folders.model_choice import ModelChoice, choose_for_clean
 from denoiser.folders.read import Entry
 from denoiser.folders.settings import CleanOptions, CleanRun, shard_options
 from denoiser.out_tree import OutTree
+from denoiser.threads import available_cpus
 from flows import interrupt
 from flows.adapt import adapted_choice
 from flows.clean_artifacts import publish_artifacts
@@ -49,8 +50,8 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, cho
                 options: CleanOptions) -> dict:
     if interrupt.requested.is_set():  # Ctrl-C: the flow stops once the shards in flight are done
         return {"index": index, "interrupted": True}
-    return steps.clean_part(index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
-                            options=options)
+    return processes.clean_part(index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
+                                options=options)
 
 
 @task(name="write-report", task_run_name="write-report", **TASK_DEFAULTS)
@@ -76,7 +77,7 @@ def prune_runs(out_dir: str, keep_runs: int | None, keep_days: float | None, run
     return gone
 
 
-@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=2), **FLOW_DEFAULTS)
+@flow(name="clean-folder", task_runner=ThreadPoolTaskRunner(max_workers=max(2, available_cpus())), **FLOW_DEFAULTS)
 def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions(), run: CleanRun = CleanRun(),
                  run_id: str | None = None, retry_delay_seconds: float = 10) -> State:
     """Clean every image under ``in_dir`` into the same place under ``out_dir``: each file as
@@ -95,7 +96,8 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
                                                   "ood": 0, "report": None})
     except steps.STOPS as error:
         return _stopped(str(error), run_id)
-    with started:
+    pool = processes.ShardPool(processes.processes_for(len(entries), options), run_id)
+    with started, pool:  # the shards' tasks clean in its processes (tasks run elsewhere, as on Dask, do not)
         if started.removed:
             logger.info("removed %d temporary files left by an interrupted run", started.removed)
         if started.rebuilt is not None:
@@ -104,8 +106,9 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
         if run.adapt:
             choice = adapted_choice(in_dir, out_dir, choice, run, options)
         chosen_at = time.time()
-        parts = plan.shards(entries, run.shard_size)
-        logger.info("%d files in %d shards, model %s", len(entries), len(parts), choice.why)
+        parts = plan.shards(entries, run.shard_size, pool.processes)
+        logger.info("%d files in %d shards%s, model %s", len(entries), len(parts),
+                    f" on {pool.processes} processes" if pool.processes else "", choice.why)
         if choice.rerun and not options.overwrite:
             logger.info("%s is %s: files another model cleaned, if any, are cleaned again with it", choice.model_id,
                         {"named": "named", "adapted": "adapted to this folder"}.get(choice.reason, "promoted"))

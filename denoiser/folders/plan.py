@@ -8,6 +8,7 @@ what a run would do, writing nothing.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,21 @@ def check_folders(in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str
         raise ValueError(f"input folder {in_dir} must not be inside the output folder")
 
 
-def shards(entries: list[Entry], size: int) -> list[list[Entry]]:
+def shards(entries: list[Entry], size: int, processes: int = 0) -> list[list[Entry]]:
+    """``entries`` in shards of ``size`` files; for ``processes`` > 1 worker processes, as
+    many shards as a multiple of ``processes``, as even as can be and none over ``size``, so
+    that no process idles through the last round."""
     if size < 1:
         raise ValueError(f"shard size must be >= 1, got {size}")
-    return [entries[i : i + size] for i in range(0, len(entries), size)]
+    if processes <= 1 or not entries:
+        return [entries[i : i + size] for i in range(0, len(entries), size)]
+    rounds = math.ceil(math.ceil(len(entries) / size) / processes)
+    count = min(len(entries), rounds * processes)
+    base, extra = divmod(len(entries), count)
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [entries[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
 def dry_run(entries: list[Entry], *, in_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],

@@ -177,15 +177,17 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
     :data:`STOPS` errors where the run cannot go on."""
     from denoiser.folders import history, plan
     from denoiser.folders.model_choice import choose_for_clean
+    from denoiser.folders.processes import ShardPool, processes_for
     from denoiser.runs import new_run_id
 
     run_id = run_id or new_run_id()
     entries = plan.plan(in_dir, out_dir, run.report)
     with begin(in_dir, out_dir, run_id, run, options) as started:
-        choice = choose_for_clean(run, options)
-        parts = [clean_part(i, part, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
-                            options=shard_options(options, run))
-                 for i, part in enumerate(plan.shards(entries, run.shard_size))]
+        with ShardPool(processes_for(len(entries), options)) as pool:
+            choice = choose_for_clean(run, options)
+            parts = pool.clean_parts(plan.shards(entries, run.shard_size, pool.processes), in_dir=in_dir,
+                                     out_dir=out_dir, choice=choice, run_id=run_id,
+                                     options=shard_options(options, run))
         stopped = next((p["stop"] for p in parts if "stop" in p), None)
         if stopped is not None:
             raise OutputFolderError(stopped)

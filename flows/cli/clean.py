@@ -114,6 +114,10 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", choices=DEVICES, default="auto",
                          help="where to denoise; auto picks CUDA, then MPS, then CPU")
     add_precision(command, "denoise")
+    command.add_argument("--processes", type=non_negative_int, default=None, metavar="N",
+                         help="worker processes cleaning shards side by side, each on one core "
+                              "(default: one per CPU for runs of 4,000 files or more on the CPU; "
+                              "0: every shard in this process)")
     command.add_argument("--encode-processes", type=non_negative_int, default=0, metavar="N",
                          help="worker processes that encode outputs beside the model; 0 encodes in the "
                               "writing threads, which measured faster on small scans")
@@ -146,6 +150,7 @@ def clean_settings(args: argparse.Namespace):  # -> tuple[CleanOptions, CleanRun
     options = CleanOptions(tones=args.tones, device=args.device, precision=args.precision,
                            batch_size=args.batch_size, overwrite=getattr(args, "overwrite", False),
                            retry_errors=args.retry_errors,
+                           processes=args.processes,
                            encode_processes=args.encode_processes, png_level=args.png_level,
                            max_file_mb=args.max_file_mb, max_pixels=args.max_pixels)
     report = getattr(args, "report", None)

@@ -123,15 +123,26 @@ def test_a_shard_that_fails_once_is_retried(scans, tmp_path, store, monkeypatch)
     assert result["ok"] == 12 and calls["all"] == 4  # three shards, one of them twice
 
 
-def test_dask_runner_gives_the_same_outputs(scans, tmp_path, store):
+def test_dask_runner_and_worker_processes_give_the_same_outputs(scans, tmp_path, store):
     clean_folder(**params(scans, tmp_path / "threads", store))
     runner = DaskTaskRunner(cluster_kwargs={"n_workers": 2, "processes": False, "threads_per_worker": 1})
     result = clean_folder.with_options(task_runner=runner)(**params(scans, tmp_path / "dask", store))
     assert result["ok"] == 12
-    threads, dask = read_outputs(tmp_path / "threads"), read_outputs(tmp_path / "dask")
-    assert threads.keys() == dask.keys() and len(threads) == 12
-    for rel in threads:
-        np.testing.assert_array_equal(threads[rel], dask[rel])
+    two = params(scans, tmp_path / "processes", store)
+    two["options"] = CleanOptions(device="cpu", processes=2)
+    state = clean_folder(**two, return_state=True)  # each shard's task hands its files to a worker process
+    assert state.result()["ok"] == 12 and "13 files: 12 ok, 1 error" in state.message
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
+            any_=[state.state_details.flow_run_id])))
+    assert sorted(r.name for r in runs if r.name.startswith("clean-shard")) == [f"clean-shard-{i}" for i in range(4)]
+    threads = read_outputs(tmp_path / "threads")
+    assert len(threads) == 12
+    for other in ("dask", "processes"):
+        outputs = read_outputs(tmp_path / other)
+        assert outputs.keys() == threads.keys()
+        for rel in threads:
+            np.testing.assert_array_equal(threads[rel], outputs[rel])
 
 
 def test_an_overlapping_run_does_nothing(scans, tmp_path, store):
