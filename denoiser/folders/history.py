@@ -14,6 +14,16 @@ folder). It drifts where, against at least :data:`MIN_RUNS` such runs:
   binomial test). A small batch is noisy: 3 flagged files in 40 (7.5%) where earlier runs
   had 2% is not drift, and without the test it raised one on an unchanged folder.
 
+* the input noise file by file is unlike that of *each* of those runs: the
+  Kolmogorov-Smirnov distance between the two runs' distributions of per-file noise
+  (kept as :data:`QUANTILES` in ``noise_in_quantiles``) is above the two-sample test's
+  critical value at :data:`ALPHA` and at least :data:`SHIFT` (a quarter of the files moved),
+  and some quantile moved by :data:`NOISE_RATIO` (a change that matters, not only one that
+  is sure).
+  This catches what the median misses, such as a third of a batch from a failing scanner,
+  while a run like any one of the earlier ones (a folder fed by two scanners on alternate
+  days) is not drift, and a small batch needs a larger distance.
+
 A folder whose noise doubles is flagged on its first such run; runs that repeat the same
 kind of scans stay inside the band.
 """
@@ -43,6 +53,8 @@ NOISE_RATIO = 1.5
 SHARE_MARGIN = 0.05
 MIN_COUNT = 5
 ALPHA = 1e-4
+SHIFT = 0.25
+QUANTILES = np.round(np.linspace(0.05, 0.95, 19), 2)
 
 HISTORY_COLUMNS = {
     "run_id": "string", "time": "datetime64[us, UTC]", "model_id": "string",
@@ -52,6 +64,7 @@ HISTORY_COLUMNS = {
     "recon_mse_mean": "float64", "recon_mse_p95": "float64",
     "noise_in_median": "float64", "noise_out_median": "float64",  # noise_sigma_in / _out
     "psnr_est_median": "float64", "seconds": "float64", "images_per_s": "float64",
+    "noise_in_quantiles": "string",  # JSON: the per-file input noise at QUANTILES, and how many files
     "drift": "string",  # why the run drifted from the runs before it; null when it did not
 }
 
@@ -80,8 +93,37 @@ def run_row(frame: pd.DataFrame, *, run_id: str, model_id: str, seconds: float,
            "recon_mse_mean": stat("recon_mse", "mean"), "recon_mse_p95": stat("recon_mse", "p95"),
            "noise_in_median": stat("noise_sigma_in", "median"),
            "noise_out_median": stat("noise_sigma_out", "median"),
-           "psnr_est_median": stat("psnr_est", "median"), "drift": None}
+           "psnr_est_median": stat("psnr_est", "median"),
+           "noise_in_quantiles": noise_quantiles(ok["noise_sigma_in"]), "drift": None}
     return timed(row, seconds)
+
+
+def noise_quantiles(values: pd.Series) -> str | None:
+    """The per-file values at :data:`QUANTILES` and their count, as JSON (None for fewer
+    than :data:`MIN_FILES`)."""
+    finite = values.dropna().astype(float).to_numpy()
+    finite = finite[np.isfinite(finite)]
+    if len(finite) < MIN_FILES:
+        return None
+    return json.dumps({"n": int(len(finite)), "q": [round(float(v), 6) for v in np.quantile(finite, QUANTILES)]})
+
+
+def ks_distance(a: list[float], b: list[float]) -> float:
+    """The largest gap between two distributions given by their values at :data:`QUANTILES`
+    (the Kolmogorov-Smirnov distance, to within the 5% beyond the outer quantiles)."""
+    grid = np.union1d(a, b)
+
+    def cdf(q: list[float]) -> np.ndarray:
+        q = np.maximum.accumulate(np.asarray(q, dtype=np.float64))
+        return np.interp(grid, q, QUANTILES, left=0.0, right=1.0)
+
+    return float(np.abs(cdf(a) - cdf(b)).max())
+
+
+def ks_critical(n: int, m: int, alpha: float = ALPHA) -> float:
+    """The two-sample Kolmogorov-Smirnov distance that samples of ``n`` and ``m`` from one
+    distribution exceed with probability about ``alpha`` (the asymptotic formula)."""
+    return math.sqrt(-math.log(alpha / 2) / 2) * math.sqrt((n + m) / (n * m))
 
 
 def timed(row: dict[str, Any], seconds: float) -> dict[str, Any]:
@@ -108,6 +150,9 @@ def read_history(tree: OutTree) -> pd.DataFrame:
         missing = {"run_id", "time", "ok", "error", "ood"} - set(frame.columns)
         if missing:
             raise ValueError(f"no column {', '.join(sorted(missing))}")
+        for column, dtype in HISTORY_COLUMNS.items():  # a history written before a column existed
+            if column not in frame.columns:
+                frame[column] = pd.Series([None] * len(frame), dtype=dtype)
         return frame
     except Exception as error:  # noqa: BLE001 - any damage: set aside, rebuild
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -181,6 +226,8 @@ def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
         if noise > high * NOISE_RATIO or noise < low / NOISE_RATIO:
             reasons.append(f"median input noise {noise:.3f}, the previous {len(before)} runs "
                            f"{low:.3f}-{high:.3f}")
+        else:
+            reasons += _per_file_noise(earlier, row)
     for column, count, out_of, what in (("ood_share", "ood", "ok", "share flagged as unlike the training digits"),
                                         ("error_rate", "error", None, "share of files that failed")):
         high = float(earlier[column].max())
@@ -192,6 +239,38 @@ def drift_reasons(history: pd.DataFrame, row: dict[str, Any]) -> list[str]:
             reasons.append(f"{what} {row[column]:.1%} ({k} of {n}), at most {high:.1%} in the previous "
                            f"{len(earlier)} runs ({rate:.1%} of their files)")
     return reasons
+
+
+def _per_file_noise(earlier: pd.DataFrame, row: dict[str, Any]) -> list[str]:
+    """The per-file rule of the module's docstring: [] unless the run's noise, file by file,
+    is unlike each earlier run's that kept its quantiles (at least :data:`MIN_RUNS`)."""
+    mine = _quantiles(row.get("noise_in_quantiles"))
+    theirs = [q for q in map(_quantiles, earlier.get("noise_in_quantiles", pd.Series(dtype=str))) if q]
+    if mine is None or len(theirs) < MIN_RUNS:
+        return []
+    gaps = [ks_distance(mine["q"], q["q"]) for q in theirs]
+    if all(gap > max(SHIFT, ks_critical(mine["n"], q["n"])) and _moved(mine["q"], q["q"]) >= NOISE_RATIO
+           for gap, q in zip(gaps, theirs, strict=True)):
+        return [f"input noise file by file unlike each of the previous {len(theirs)} runs: at least "
+                f"{min(gaps):.0%} of the files apart (Kolmogorov-Smirnov); its quartiles "
+                f"{mine['q'][4]:.3f}/{mine['q'][9]:.3f}/{mine['q'][14]:.3f}"]
+    return []
+
+
+def _moved(a: list[float], b: list[float]) -> float:
+    """The largest factor between the two runs' values at one quantile."""
+    x, y = np.maximum(a, 1e-6), np.maximum(b, 1e-6)
+    return float(np.maximum(x / y, y / x).max())
+
+
+def _quantiles(text: Any) -> dict[str, Any] | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        found = json.loads(text)
+        return found if len(found["q"]) == len(QUANTILES) and int(found["n"]) > 0 else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def binomial_tail(k: int, n: int, p: float) -> float:

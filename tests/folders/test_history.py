@@ -11,11 +11,13 @@ from denoiser.folders.report import new_row, report_frame
 from denoiser.out_tree import OutTree
 
 
-def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0, flagged=None):
-    """A cleaning report like a run's: ``files`` cleaned with input noise near ``noise``, each
-    flagged with probability ``ood`` (or exactly the first ``flagged`` of them)."""
+def run_report(rng, *, files=100, noise=0.2, ood=0.0, errors=0, flagged=None, noises=None):
+    """A cleaning report like a run's: ``files`` cleaned with input noise near ``noise`` (or
+    file by file ``noises``), each flagged with probability ``ood`` (or exactly the first
+    ``flagged`` of them)."""
     rows = [new_row("r", f"{i:04d}.png", "m", status="ok", recon_mse=float(rng.uniform(0.01, 0.02)),
-                    noise_sigma_in=float(noise * rng.uniform(0.9, 1.1)), noise_sigma_out=0.02,
+                    noise_sigma_in=float(noise * rng.uniform(0.9, 1.1) if noises is None else noises[i]),
+                    noise_sigma_out=0.02,
                     psnr_est=float(rng.normal(21, 0.5)),
                     ood=bool(rng.random() < ood) if flagged is None else i < flagged)
             for i in range(files)]
@@ -74,6 +76,67 @@ def test_twenty_unchanged_runs_of_forty_files_raise_no_drift(tmp_path):
         flagged.append(int(frame["ood"].sum()))
         assert record(tmp_path, frame, n)[1] == [], (n, flagged)
     assert max(flagged) >= 3  # the sequence has a run of 7.5% or more flagged
+
+
+def scanners(rng, files, *, sigma, failing=0.0):
+    """Per-file input noise of scans from scanners of noise ``sigma`` (spread as real scans'
+    is, about a fifth either way), the share ``failing`` of them from one with twice that."""
+    noise = sigma * rng.lognormal(0.0, 0.2, files)
+    noise[: int(round(failing * files))] *= 2
+    return rng.permutation(noise)
+
+
+def test_a_third_of_a_batch_from_a_failing_scanner_is_drift_though_the_median_barely_moves(tmp_path):
+    rng = np.random.default_rng(5)
+    for n in range(5):
+        assert record(tmp_path, run_report(rng, files=200, noises=scanners(rng, 200, sigma=0.1)), n)[1] == []
+    noises = scanners(rng, 200, sigma=0.1, failing=0.35)
+    with OutTree(tmp_path) as tree:
+        before = history.read_history(tree)["noise_in_median"].max()
+    assert np.median(noises) < history.NOISE_RATIO * before  # the median rule alone would not see it
+    reasons = record(tmp_path, run_report(rng, files=200, noises=noises), 5)[1]
+    assert len(reasons) == 1 and reasons[0].startswith("input noise file by file unlike each of the previous 5 runs")
+
+
+def test_a_folder_fed_by_two_scanners_on_alternate_days_is_not_drift(tmp_path):
+    # Each run is like some earlier run, though unlike the mixture of them all.
+    rng = np.random.default_rng(6)
+    for n in range(12):
+        sigma = 0.08 if n % 2 else 0.2
+        assert record(tmp_path, run_report(rng, files=100, noises=scanners(rng, 100, sigma=sigma)), n)[1] == [], n
+
+
+def test_small_batches_need_a_larger_gap_to_be_drift(tmp_path):
+    # 40 files: a quarter from a failing scanner is within chance (the critical distance for
+    # 40 against 40 is about 0.5); a whole batch from it is not.
+    rng = np.random.default_rng(7)
+    for n in range(5):
+        record(tmp_path, run_report(rng, files=40, noises=scanners(rng, 40, sigma=0.1)), n)
+    assert record(tmp_path, run_report(rng, files=40, noises=scanners(rng, 40, sigma=0.1, failing=0.25)), 5)[1] == []
+    assert history.ks_critical(40, 40) > 0.49
+    assert record(tmp_path, run_report(rng, files=40, noises=scanners(rng, 40, sigma=0.1, failing=1.0)), 6)[1] != []
+
+
+def test_the_distance_from_quantiles_is_that_of_the_files():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(0, 1, 20_000), rng.normal(1, 1, 20_000)  # true distance 2*Phi(0.5)-1 = 0.383
+    grid = np.sort(np.concatenate([a, b]))
+    exact = np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a)
+                   - np.searchsorted(np.sort(b), grid, "right") / len(b)).max()
+    estimate = history.ks_distance(list(np.quantile(a, history.QUANTILES)), list(np.quantile(b, history.QUANTILES)))
+    assert abs(estimate - exact) < 0.03 and abs(exact - 0.383) < 0.02
+
+
+def test_a_history_written_before_the_per_file_quantiles_is_read_and_judged(tmp_path):
+    rng = np.random.default_rng(9)
+    for n in range(4):
+        record(tmp_path, run_report(rng), n)
+    path = tmp_path / ".denoiser" / "history.parquet"
+    old = pd.read_parquet(path).drop(columns=["noise_in_quantiles"])
+    old.to_parquet(path, index=False)
+    runs, reasons = record(tmp_path, run_report(rng, noise=0.5), 4)
+    assert reasons and reasons[0].startswith("median input noise")  # judged as before
+    assert runs["noise_in_quantiles"].isna().tolist() == [True] * 4 + [False]
 
 
 def test_binomial_tail_matches_the_sum_of_its_terms():
