@@ -201,7 +201,8 @@ def table(result: dict) -> str:
         row(f"train {t['default_model']['model']} (img/s)", t["default_model"], reference=False),
         row(f"denoise {i['default_model']['model']} (img/s)", i["default_model"], reference=False),
         f"folder ({f['api']}): " + ", ".join(
-            f"{n} files {r['images_per_s']:,.0f} img/s, peak RSS {r['peak_rss_mb']:,.0f} MB"
+            f"{n} files {r['images_per_s']:,.0f} img/s, peak RSS {r['peak_tree_rss_mb']:,.0f} MB "
+            f"(largest process {r['peak_rss_mb']:,.0f})"
             for n, r in f["runs"].items()),
         "  parts alone (img/s): "
         + ", ".join(f"{k} {v:,.0f}" for k, v in f["parts_alone_images_per_s"].items())
@@ -211,7 +212,8 @@ def table(result: dict) -> str:
         f"{f['server_startup_seconds']:.1f} s"
         + ("" if f["ephemeral_api_startup_seconds"] is None
            else f", ephemeral API start-up {f['ephemeral_api_startup_seconds']:.1f} s"),
-        f"memory: peak RSS {result['memory']['rss_growth']:+.1%} from the small to the large folder",
+        f"memory: peak RSS of all its processes {result['memory']['rss_growth']:+.1%} from the small to the "
+        "large folder",
     ]
     notes = {n for part in (t, i, t["default_model"], i["default_model"]) if (n := part.get("limit_note"))}
     lines += [f"* {note}" for note in sorted(notes)]
@@ -265,8 +267,8 @@ def main() -> None:
     print("measuring the folder pipeline ...", flush=True)
     with tempfile.TemporaryDirectory(prefix="denoiser-bench-") as work:
         result["folder"] = bench_folder(size, Path(work), args.api, chosen=chosen)
-    small, large = (result["folder"]["runs"][str(n)]["peak_rss_mb"] for n in size["folders"])
-    result["memory"] = {"peak_rss_mb_small": small, "peak_rss_mb_large": large,
+    small, large = (result["folder"]["runs"][str(n)]["peak_tree_rss_mb"] for n in size["folders"])
+    result["memory"] = {"peak_tree_rss_mb_small": small, "peak_tree_rss_mb_large": large,
                         "rss_growth": large / small - 1, "folders": size["folders"]}
     result["gpu"] = bench_gpu(size, flops) if resolve_device("auto").type == "cuda" else None
     print(table(result))

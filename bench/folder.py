@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -128,8 +129,9 @@ def clean_run(in_dir: Path, out_dir: Path, weights: str, env: dict[str, str], *o
                "--model", weights, "--device", "cpu", *options]
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = process.stderr.read()  # type: ignore[union-attr]
-    _, status, usage = os.wait4(process.pid, 0)
+    with TreeMemory(process.pid) as tree:
+        stderr = process.stderr.read()  # type: ignore[union-attr]
+        _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode != 0:
@@ -143,6 +145,53 @@ def clean_run(in_dir: Path, out_dir: Path, weights: str, env: dict[str, str], *o
         "images_per_s": round(files / timings["flow_seconds"], 1),
         "images_per_s_with_startup": round(files / wall, 1),
         "startup_seconds": round(wall - timings["flow_seconds"], 3),  # imports, API, flow start
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # the largest process's (Linux reports KiB)
+        "peak_tree_rss_mb": round(tree.peak / 2**20, 1),  # the command and its worker processes together
         **timings,
     }
+
+
+class TreeMemory:
+    """The peak of the summed resident memory of a process and its descendants (the
+    worker processes of a run), sampled every quarter second from ``/proc``."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self.pid, self.every, self.peak = pid, every, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="tree-memory", daemon=True)
+
+    def __enter__(self) -> TreeMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            self.peak = max(self.peak, sum(_rss(pid) for pid in _tree(self.pid)))
+
+
+def _tree(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of ``pid`` (0 once it has ended)."""
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * os.sysconf("SC_PAGE_SIZE")

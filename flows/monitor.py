@@ -97,13 +97,14 @@ def record_history(out_dir: str, row: dict, seconds: float) -> dict:
 
 
 FIRST_COLUMNS = ("time", "drift", "files", "ok", "error", "skipped", "ood")  # on screen without scrolling
+HIDDEN_COLUMNS = ("noise_in_quantiles",)  # the drift rule's data, not for reading
 
 
 def _readable(row: dict) -> dict:
     """A history row for the table: time as text, figures rounded, drift and the counts first."""
     out = {}
     for name in [*FIRST_COLUMNS, *(n for n in row if n not in FIRST_COLUMNS)]:
-        if name not in row:
+        if name not in row or name in HIDDEN_COLUMNS:
             continue
         value = row[name]
         if name == "time":
