@@ -50,8 +50,8 @@ def clean_shard(index: int, entries: list[Entry], in_dir: str, out_dir: str, cho
                 options: CleanOptions) -> dict:
     if interrupt.requested.is_set():  # Ctrl-C: the flow stops once the shards in flight are done
         return {"index": index, "interrupted": True}
-    return processes.clean_part(index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
-                                options=options)
+    return steps.clean_shard_part(index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
+                                  options=options)
 
 
 @task(name="write-report", task_run_name="write-report", **TASK_DEFAULTS)

@@ -5,8 +5,15 @@ state, how long ago, its tags), the next one, the backlog (runs due and not star
 the folder's history says (:func:`denoiser.folders.activity.folder_activity`) and the
 workers online on its pool. A folder needs a look (``alerts``) when its last run failed,
 a run is *Late* (Prefect's own state for a scheduled run no worker took), an interval
-schedule has had no run for 3 intervals, it drifted in its last run with files, or no
-worker is online on its pool.
+schedule has had no run for 3 intervals, it drifted in its last run with files, no worker
+is online on its pool, or a worker of its pool is down while others run.
+
+A worker is down when it missed :data:`HEARTBEAT_MISSES` heartbeats (Prefect's own rule),
+whatever the status the server last gave it: a killed worker stays "Online" in the UI until
+the server's own check runs. Each run under a deployment reports a worker newly down as the
+event ``denoiser.worker.down`` (:func:`report_down_workers`; the automation
+``denoiser-worker-down`` sends it on), once per worker and last heartbeat: the ones reported
+are kept in the Prefect variable ``denoiser-workers-down``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,30 @@ from denoiser.folders.activity import folder_activity
 from flows.workers import FLOW, folder_deployments
 
 LATE_INTERVALS = 3  # an interval schedule with no run for this many intervals is late
+HEARTBEAT_MISSES = 3  # a worker that missed this many heartbeats is down (Prefect's own count)
+DEFAULT_HEARTBEAT = 30.0  # seconds, where a worker did not say (Prefect's default)
+#: A worker silent for longer was retired, not lost: it is left out of the view and the alerts.
+FORGOTTEN_AFTER = timedelta(days=1)
+DOWN_EVENT = "denoiser.worker.down"
+REPORTED = "denoiser-workers-down"  # the Prefect variable of the down workers already reported
+
+
+def worker_down(worker, now: datetime) -> bool:
+    """Whether ``worker`` (a Prefect worker record) missed :data:`HEARTBEAT_MISSES` heartbeats."""
+    last = worker.last_heartbeat_time
+    if last is None:
+        return True
+    interval = float(worker.heartbeat_interval_seconds or DEFAULT_HEARTBEAT)
+    return now - last > timedelta(seconds=HEARTBEAT_MISSES * interval)
+
+
+def pool_workers(client, pool: str, now: datetime) -> tuple[int, list[Any]]:
+    """How many workers of ``pool`` are online, and the workers down (silent for less than
+    :data:`FORGOTTEN_AFTER`)."""
+    workers = client.read_workers_for_work_pool(pool)
+    down = [w for w in workers if worker_down(w, now)]
+    recent = [w for w in down if w.last_heartbeat_time is not None and now - w.last_heartbeat_time < FORGOTTEN_AFTER]
+    return len(workers) - len(down), recent
 
 
 def _schedule(deployment) -> tuple[str, timedelta | None]:
@@ -32,7 +63,8 @@ def _schedule(deployment) -> tuple[str, timedelta | None]:
     return "no schedule", None
 
 
-def folder_status(client, deployment, workers_online: dict[str, int], now: datetime) -> dict[str, Any]:
+def folder_status(client, deployment, workers_online: dict[str, int], now: datetime,
+                  workers_down: dict[str, list[Any]] | None = None) -> dict[str, Any]:
     """One deployment's line of the fleet view (see the module's docstring)."""
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.client.schemas.sorting import FlowRunSort
@@ -66,6 +98,9 @@ def folder_status(client, deployment, workers_online: dict[str, int], now: datet
         alerts.append("drift: " + activity["last"]["drift"])
     if pool and not workers_online.get(pool):
         alerts.append(f"no worker online on the pool {pool!r}")
+    elif pool:
+        alerts += [f"worker {w.name} of the pool {pool!r} is down (last heard {ago(w.last_heartbeat_time, now)})"
+                   for w in (workers_down or {}).get(pool, [])]
     return {"name": f"{FLOW}/{deployment.name}", "in_dir": parameters.get("in_dir"), "out_dir": out_dir,
             "schedule": schedule, "paused": paused, "pool": pool,
             "workers_online": workers_online.get(pool, 0) if pool else 0,
@@ -86,10 +121,43 @@ def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
     with get_client(sync_client=True) as client:
         deployments = folder_deployments(client)
         online: dict[str, int] = {}
+        down: dict[str, list[Any]] = {}
         for pool in {d.work_pool_name for d in deployments if d.work_pool_name}:
-            workers = client.read_workers_for_work_pool(pool)
-            online[pool] = sum(1 for w in workers if str(getattr(w.status, "value", w.status)).upper() == "ONLINE")
-        return [folder_status(client, d, online, now) for d in sorted(deployments, key=lambda d: d.name)]
+            online[pool], down[pool] = pool_workers(client, pool, now)
+        return [folder_status(client, d, online, now, down) for d in sorted(deployments, key=lambda d: d.name)]
+
+
+def report_down_workers(pools: list[str], now: datetime | None = None) -> list[str]:
+    """Emit :data:`DOWN_EVENT` for each worker of ``pools`` that is down and not yet reported
+    for its last heartbeat; the workers reported now, as ``pool/name``."""
+    from prefect.client.orchestration import get_client
+    from prefect.events import emit_event
+    from prefect.variables import Variable
+
+    now = now or datetime.now(timezone.utc)
+    reported = set(Variable.get(REPORTED, default=[]) or [])
+    new = []
+    with get_client(sync_client=True) as client:
+        for pool in sorted(set(pools)):
+            online, down = pool_workers(client, pool, now)
+            for worker in down:
+                key = f"{pool}/{worker.name}/{worker.last_heartbeat_time.isoformat()}"
+                if key in reported:
+                    continue
+                emit_event(event=DOWN_EVENT,
+                           resource={"prefect.resource.id": f"denoiser.worker.{pool}.{worker.name}",
+                                     "prefect.resource.name": worker.name},
+                           related=[{"prefect.resource.id": f"prefect.work-pool.{worker.work_pool_id}",
+                                     "prefect.resource.role": "work-pool", "prefect.resource.name": pool}],
+                           payload={"pool": pool, "worker": worker.name, "online": online,
+                                    "last_heartbeat": worker.last_heartbeat_time.isoformat(),
+                                    "silent_for": ago(worker.last_heartbeat_time, now).removesuffix(" ago")})
+                reported.add(key)
+                new.append(f"{pool}/{worker.name}")
+    if new:
+        keep = sorted(k for k in reported if datetime.fromisoformat(k.rsplit("/", 1)[1]) > now - FORGOTTEN_AFTER)
+        Variable.set(REPORTED, keep, overwrite=True)
+    return new
 
 
 def ago(when: datetime | None, now: datetime) -> str:
@@ -125,7 +193,9 @@ def publish_fleet() -> int:
     from prefect.artifacts import create_table_artifact
 
     now = datetime.now(timezone.utc)
-    rows = fleet_rows(fleet(now), now)
+    folders = fleet(now)
+    report_down_workers([f["pool"] for f in folders if f["pool"]], now)
+    rows = fleet_rows(folders, now)
     create_table_artifact(key="fleet", table=rows or [{"folder": "(none deployed)"}],
                           description=f"Every deployed folder as of {now:%Y-%m-%d %H:%M} UTC (denoiser status)")
     return len(rows)

@@ -8,11 +8,12 @@ threads of one process (2-core Intel Xeon with AMX, bf16, 2026-12-06; docs/LOG.m
 a process costs about 2.5 s (importing torch), so runs of fewer than :data:`MIN_FILES`
 files, and runs on a GPU (one device, fed best from one process), stay in this process.
 
-    with ShardPool(processes_for(len(entries), options)) as pool:
-        parts = pool.clean_parts(plan.shards(entries, size, pool.processes), in_dir=..., out_dir=..., choice=..., run_id=..., options=...)
+    with ShardPool(processes_for(len(entries), options), run_id) as pool:
+        part = pool_for(run_id).call("shard 3", clean_part, 3, entries, ...)
 
 The pool is registered under the run's id, so a Prefect task that cleans one shard finds
-it (:func:`clean_part`); a task run elsewhere (a Dask worker) cleans in its own process.
+it (:func:`pool_for`, :func:`denoiser.folders.run.clean_shard_part`); a task run elsewhere
+(a Dask worker) cleans in its own process.
 A worker process ignores Ctrl-C (the run finishes the shards in flight, as in threads) and
 exits within a second when the process that started it dies, so a killed run leaves none.
 """
@@ -25,14 +26,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 from typing import Any
 
-from denoiser.folders import run as steps
-from denoiser.folders.model_choice import ModelChoice
-from denoiser.folders.read import Entry
 from denoiser.folders.settings import CleanOptions
 from denoiser.models.device import resolve_device
 from denoiser.threads import available_cpus
@@ -105,46 +103,33 @@ class ShardPool:
                     self._executor.submit(_ready)
             return self._executor
 
-    def submit(self, index: int, entries: list[Entry], **kwargs: Any) -> Future:
-        """Clean shard ``index`` in a worker process (a future of its part, as
-        :func:`denoiser.folders.run.clean_part` returns it)."""
-        options: CleanOptions = kwargs.pop("options")
-        one_each = replace(options, workers=1, processes=0)  # one reader and one writer per process
-        return self._start().submit(steps.clean_part, index, entries, options=one_each, **kwargs)
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        """``fn(*args, **kwargs)`` in a worker process (the pool must have some)."""
+        return self._start().submit(fn, *args, **kwargs)
 
-    def clean_part(self, index: int, entries: list[Entry], *, in_dir: str, out_dir: str, choice: ModelChoice,
-                   run_id: str, options: CleanOptions) -> dict[str, Any]:
-        """One shard's part, cleaned in a worker process, or here when the pool has none."""
-        kwargs = dict(in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id, options=options)
+    def call(self, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``: in a worker process, or here when the pool has none (at
+        most :data:`IN_PROCESS_AT_ONCE` at a time). A worker that dies (killed, out of
+        memory) is a one-line error naming ``what``; the next call starts a new one."""
         if not self.processes:
             with _in_process:
-                return steps.clean_part(index, entries, **kwargs)
+                return fn(*args, **kwargs)
         try:
-            return self.submit(index, entries, **kwargs).result()
+            return self.submit(fn, *args, **kwargs).result()
         except BrokenProcessPool:
             with self._lock:
-                broken, self._executor = self._executor, None  # the next shard (or its retry) starts afresh
+                broken, self._executor = self._executor, None  # the next call (a retry) starts afresh
             if broken is not None:
                 broken.shutdown(wait=True, cancel_futures=True)  # its manager has ended: quick
-            raise RuntimeError(f"the process cleaning shard {index} died (killed, or out of memory?); "
+            raise RuntimeError(f"the process cleaning {what} died (killed, or out of memory?); "
                                "what it wrote before is recorded, and a retry starts a new one") from None
 
-    def clean_parts(self, parts: list[list[Entry]], **kwargs: Any) -> list[dict[str, Any]]:
-        """Every shard's part, in order: side by side in the worker processes, else one
-        after another here."""
-        if not self.processes:
-            return [self.clean_part(i, part, **kwargs) for i, part in enumerate(parts)]
-        futures = [self.submit(i, part, **dict(kwargs)) for i, part in enumerate(parts)]
-        return [future.result() for future in futures]
 
-
-def clean_part(index: int, entries: list[Entry], *, in_dir: str, out_dir: str, choice: ModelChoice, run_id: str,
-               options: CleanOptions) -> dict[str, Any]:
-    """One shard's part, cleaned by the pool this process holds for ``run_id``, or here."""
+def pool_for(run_id: str) -> ShardPool:
+    """The pool this process holds for ``run_id``; else one that runs calls here (as in a
+    Dask worker, which cleans in its own process)."""
     with _pools_lock:
-        pool = _pools.get(run_id)
-    return (pool or ShardPool(0)).clean_part(index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice,
-                                             run_id=run_id, options=options)
+        return _pools.get(run_id) or ShardPool(0)
 
 
 def _ready() -> int:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from denoiser.files import write_parquet
-from denoiser.folders import manifest, shard, workdir
+from denoiser.folders import manifest, processes, shard, workdir
 from denoiser.folders.model_choice import ModelChoice
 from denoiser.folders.read import Entry
 from denoiser.folders.report import counts, join_reports, parquet_bytes, report_frame
@@ -96,6 +96,20 @@ def clean_part(index: int, entries: list[Entry], *, in_dir: str, out_dir: str, c
         return {"index": index, "stop": str(error).splitlines()[0]}
     clock.ended = time.time()
     return {"index": index, "rows": rel, "timings": clock.to_dict(), **counts(frame)}
+
+
+def clean_shard_part(index: int, entries: list[Entry], *, in_dir: str, out_dir: str, choice: ModelChoice,
+                     run_id: str, options: CleanOptions) -> dict[str, Any]:
+    """:func:`clean_part` in a worker process of the run's pool
+    (:mod:`denoiser.folders.processes`), or in this process where it has none."""
+    pool = processes.pool_for(run_id)
+    return pool.call(f"shard {index}", clean_part, index, entries, in_dir=in_dir, out_dir=out_dir, choice=choice,
+                     run_id=run_id, options=_in_worker(options) if pool.processes else options)
+
+
+def _in_worker(options: CleanOptions) -> CleanOptions:
+    """A worker process reads and writes with one thread each: it has one core."""
+    return replace(options, workers=1, processes=0)
 
 
 @dataclass(frozen=True)
@@ -177,17 +191,22 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
     :data:`STOPS` errors where the run cannot go on."""
     from denoiser.folders import history, plan
     from denoiser.folders.model_choice import choose_for_clean
-    from denoiser.folders.processes import ShardPool, processes_for
     from denoiser.runs import new_run_id
 
     run_id = run_id or new_run_id()
     entries = plan.plan(in_dir, out_dir, run.report)
     with begin(in_dir, out_dir, run_id, run, options) as started:
-        with ShardPool(processes_for(len(entries), options)) as pool:
+        with processes.ShardPool(processes.processes_for(len(entries), options), run_id) as pool:
             choice = choose_for_clean(run, options)
-            parts = pool.clean_parts(plan.shards(entries, run.shard_size, pool.processes), in_dir=in_dir,
-                                     out_dir=out_dir, choice=choice, run_id=run_id,
-                                     options=shard_options(options, run))
+            each = dict(in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
+                        options=shard_options(options, run))
+            shards = plan.shards(entries, run.shard_size, pool.processes)
+            if pool.processes:  # side by side
+                each["options"] = _in_worker(each["options"])
+                futures = [pool.submit(clean_part, i, part, **each) for i, part in enumerate(shards)]
+                parts = [future.result() for future in futures]
+            else:
+                parts = [clean_part(i, part, **each) for i, part in enumerate(shards)]
         stopped = next((p["stop"] for p in parts if "stop" in p), None)
         if stopped is not None:
             raise OutputFolderError(stopped)

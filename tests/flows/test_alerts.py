@@ -20,7 +20,7 @@ def test_the_alerts_install_against_a_notification_block_and_replace_themselves(
     block_id = block.save("ops", overwrite=True)
     created = alerts.install("custom-webhook/ops")
     assert sorted(a.name for a in created) == ["denoiser-drift", "denoiser-failed-run", "denoiser-late-run",
-                                               "denoiser-no-workers"]
+                                               "denoiser-no-workers", "denoiser-worker-down"]
     drift = next(a for a in created if a.name == "denoiser-drift")
     assert drift.trigger.expect == {"denoiser.folder.drift"}
     assert [str(a.block_document_id) for a in drift.actions] == [str(block_id)]
@@ -28,7 +28,8 @@ def test_the_alerts_install_against_a_notification_block_and_replace_themselves(
     assert failed.trigger.expect == {"prefect.flow-run.Failed"}
 
     again = alerts.install("custom-webhook/ops")  # installing again replaces, never duplicates
-    for name in ("denoiser-drift", "denoiser-failed-run", "denoiser-late-run", "denoiser-no-workers"):
+    for name in ("denoiser-drift", "denoiser-failed-run", "denoiser-late-run", "denoiser-no-workers",
+                 "denoiser-worker-down"):
         found = Automation.read(name=name)
         found = found if isinstance(found, list) else [found]
         assert [a.id for a in found] == [next(a.id for a in again if a.name == name)]
@@ -92,3 +93,30 @@ def test_a_drifting_folder_and_a_failed_run_reach_the_notification_block(webhook
     assert "broken.png" in failed  # the run's state message names the file
     assert f"Folder: {tmp_path / 'in'} -> {tmp_path / 'out'}" in failed  # and the folder
 
+
+
+def test_a_worker_that_stops_its_heartbeats_is_down_once_in_the_fleet_and_in_a_notification(webhook):
+    # Two workers of a pool say they beat every second (as Prefect workers do, through the
+    # same API); one goes on, one goes silent, as a killed worker does.
+    from datetime import datetime, timezone
+
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows import fleet
+
+    alerts.install("custom-webhook/delivered")
+    pool = "fleet-down-test"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"), overwrite=True)
+        for name in ("worker-alive", "worker-killed"):
+            client.send_worker_heartbeat(pool, name, heartbeat_interval_seconds=1)
+        deadline = time.time() + 4
+        while time.time() < deadline:  # the killed one's 3 missed beats
+            client.send_worker_heartbeat(pool, "worker-alive", heartbeat_interval_seconds=1)
+            time.sleep(0.5)
+        online, down = fleet.pool_workers(client, pool, datetime.now(timezone.utc))
+    assert online == 1 and [w.name for w in down] == ["worker-killed"]
+    assert fleet.report_down_workers([pool]) == [f"{pool}/worker-killed"]
+    assert fleet.report_down_workers([pool]) == []  # once per worker and last heartbeat, not once a run
+    message = wait_for(webhook, "Worker down: worker-killed")
+    assert f"on work pool {pool}" in message and "1 worker(s) of the pool still run" in message

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from denoiser.folders import plan, processes
-from denoiser.folders.run import clean_folder
+from denoiser.folders.run import clean_folder, clean_shard_part
 from denoiser.folders.settings import CleanOptions, CleanRun
 from tests.helpers import make_messy_tree
 
@@ -77,13 +77,13 @@ def test_a_worker_that_dies_fails_its_shard_in_one_line_and_the_retry_starts_a_n
     entries = plan.plan(source, tmp_path / "out")
     kwargs = dict(in_dir=str(source), out_dir=str(tmp_path / "out"), choice=choice, run_id="r", options=options)
     with processes.ShardPool(1, "r") as pool:
-        first = processes.clean_part(0, entries[:3], **kwargs)  # through the registry, as a task does
+        first = clean_shard_part(0, entries[:3], **kwargs)  # through the registry, as a task does
         assert first["ok"] + first["error"] + first["skipped"] == 3
         (pid,) = pool._executor._processes  # the one worker
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(RuntimeError, match="the process cleaning shard 1 died"):
-            processes.clean_part(1, entries[3:], **kwargs)
-        retried = processes.clean_part(1, entries[3:], **kwargs)
+            clean_shard_part(1, entries[3:], **kwargs)
+        retried = clean_shard_part(1, entries[3:], **kwargs)
         assert retried["ok"] + retried["error"] + retried["skipped"] == len(entries) - 3
 
 
