@@ -104,8 +104,9 @@ class ShardPool:
             return self._executor
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """``fn(*args, **kwargs)`` in a worker process (the pool must have some)."""
-        return self._start().submit(fn, *args, **kwargs)
+        """``fn(*args, **kwargs)`` in a worker process (the pool must have some); the
+        future's result is ``(result, records)``: see :func:`replay`."""
+        return self._start().submit(_logged, fn, *args, **kwargs)
 
     def call(self, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``: in a worker process, or here when the pool has none (at
@@ -115,7 +116,7 @@ class ShardPool:
             with _in_process:
                 return fn(*args, **kwargs)
         try:
-            return self.submit(fn, *args, **kwargs).result()
+            return replay(self.submit(fn, *args, **kwargs).result())
         except BrokenProcessPool:
             with self._lock:
                 broken, self._executor = self._executor, None  # the next call (a retry) starts afresh
@@ -130,6 +131,38 @@ def pool_for(run_id: str) -> ShardPool:
     Dask worker, which cleans in its own process)."""
     with _pools_lock:
         return _pools.get(run_id) or ShardPool(0)
+
+
+def replay(done: tuple[Any, list[tuple[str, int, str]]]) -> Any:
+    """The result of a call made in a worker process, its library log records (INFO and
+    above) logged again here, in the calling thread, where a Prefect task forwards them to
+    its run log (:mod:`flows.logs`)."""
+    result, records = done
+    for name, level, message in records:
+        logging.getLogger(name).log(level, message)
+    return result
+
+
+class _Keep(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.records: list[tuple[str, int, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append((record.name, record.levelno, record.getMessage()))
+
+
+def _logged(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Any, list[tuple[str, int, str]]]:
+    """``fn(*args, **kwargs)`` in a worker, with the library's log records it made."""
+    library = logging.getLogger("denoiser")
+    keep = _Keep()
+    library.addHandler(keep)
+    if library.getEffectiveLevel() > logging.INFO:
+        library.setLevel(logging.INFO)
+    try:
+        return fn(*args, **kwargs), keep.records
+    finally:
+        library.removeHandler(keep)
 
 
 def _ready() -> int:

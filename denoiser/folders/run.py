@@ -204,7 +204,7 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
             if pool.processes:  # side by side
                 each["options"] = _in_worker(each["options"])
                 futures = [pool.submit(clean_part, i, part, **each) for i, part in enumerate(shards)]
-                parts = [future.result() for future in futures]
+                parts = [processes.replay(future.result()) for future in futures]
             else:
                 parts = [clean_part(i, part, **each) for i, part in enumerate(shards)]
         stopped = next((p["stop"] for p in parts if "stop" in p), None)

@@ -1,6 +1,8 @@
 """The clean-folder flow under a real (test) Prefect API."""
 
 import json
+import re
+import time
 from collections import Counter
 
 import numpy as np
@@ -13,6 +15,8 @@ from prefect.client.schemas.filters import (
     ArtifactFilterFlowRunId,
     FlowRunFilter,
     FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect_dask import DaskTaskRunner
 
@@ -136,6 +140,16 @@ def test_dask_runner_and_worker_processes_give_the_same_outputs(scans, tmp_path,
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(
             any_=[state.state_details.flow_run_id])))
     assert sorted(r.name for r in runs if r.name.startswith("clean-shard")) == [f"clean-shard-{i}" for i in range(4)]
+    shard_runs = {r.id for r in runs if r.name.startswith("clean-shard")}
+    deadline, said = time.time() + 20, []
+    while time.time() < deadline and len(said) < 4:  # the workers' log lines reach the tasks' logs
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(
+                any_=[state.state_details.flow_run_id])))
+        said = [log.message for log in logs if log.task_run_id in shard_runs and " cleaned" in log.message]
+        time.sleep(0.5)
+    counts = [tuple(map(int, re.fullmatch(r"shard of (\d+) files: (\d+) cleaned", m).groups())) for m in said]
+    assert len(counts) == 4 and sum(n for n, _ in counts) == 13 and sum(k for _, k in counts) == 12, said
     threads = read_outputs(tmp_path / "threads")
     assert len(threads) == 12
     for other in ("dask", "processes"):
