@@ -115,13 +115,16 @@ class ShardPool:
         if not self.processes:
             with _in_process:
                 return fn(*args, **kwargs)
+        executor = self._start()
         try:
-            return replay(self.submit(fn, *args, **kwargs).result())
+            return replay(executor.submit(_logged, fn, *args, **kwargs).result())
         except BrokenProcessPool:
-            with self._lock:
-                broken, self._executor = self._executor, None  # the next call (a retry) starts afresh
-            if broken is not None:
-                broken.shutdown(wait=True, cancel_futures=True)  # its manager has ended: quick
+            with self._lock:  # the next call (a retry) starts afresh; one another call started stays
+                broken = self._executor is executor
+                if broken:
+                    self._executor = None
+            if broken:
+                executor.shutdown(wait=True, cancel_futures=True)  # its manager has ended: quick
             raise RuntimeError(f"the process cleaning {what} died (killed, or out of memory?); "
                                "what it wrote before is recorded, and a retry starts a new one") from None
 
