@@ -115,45 +115,50 @@ def folder_status(client, deployment, workers_online: dict[str, int], now: datet
 def fleet(now: datetime | None = None) -> list[dict[str, Any]]:
     """The fleet view of every deployment of the cleaning flow on the server in
     ``PREFECT_API_URL``, by name."""
+    return fleet_and_workers(now)[0]
+
+
+def fleet_and_workers(now: datetime | None = None) -> tuple[list[dict[str, Any]], dict[str, tuple[int, list[Any]]]]:
+    """:func:`fleet`, and the workers of the deployments' pools as :func:`pool_workers` gives
+    them (by pool), read once for both."""
     from prefect.client.orchestration import get_client
 
     now = now or datetime.now(timezone.utc)
     with get_client(sync_client=True) as client:
         deployments = folder_deployments(client)
-        online: dict[str, int] = {}
-        down: dict[str, list[Any]] = {}
-        for pool in {d.work_pool_name for d in deployments if d.work_pool_name}:
-            online[pool], down[pool] = pool_workers(client, pool, now)
-        return [folder_status(client, d, online, now, down) for d in sorted(deployments, key=lambda d: d.name)]
+        workers = {pool: pool_workers(client, pool, now)
+                   for pool in {d.work_pool_name for d in deployments if d.work_pool_name}}
+        online = {pool: count for pool, (count, _) in workers.items()}
+        down = {pool: gone for pool, (_, gone) in workers.items()}
+        folders = [folder_status(client, d, online, now, down) for d in sorted(deployments, key=lambda d: d.name)]
+    return folders, workers
 
 
-def report_down_workers(pools: list[str], now: datetime | None = None) -> list[str]:
-    """Emit :data:`DOWN_EVENT` for each worker of ``pools`` that is down and not yet reported
-    for its last heartbeat; the workers reported now, as ``pool/name``."""
-    from prefect.client.orchestration import get_client
+def report_down_workers(workers: dict[str, tuple[int, list[Any]]], now: datetime | None = None) -> list[str]:
+    """Emit :data:`DOWN_EVENT` for each worker down in ``workers`` (by pool, as
+    :func:`pool_workers` gives them) and not yet reported for its last heartbeat; the workers
+    reported now, as ``pool/name``."""
     from prefect.events import emit_event
     from prefect.variables import Variable
 
     now = now or datetime.now(timezone.utc)
     reported = set(Variable.get(REPORTED, default=[]) or [])
     new = []
-    with get_client(sync_client=True) as client:
-        for pool in sorted(set(pools)):
-            online, down = pool_workers(client, pool, now)
-            for worker in down:
-                key = f"{pool}/{worker.name}/{worker.last_heartbeat_time.isoformat()}"
-                if key in reported:
-                    continue
-                emit_event(event=DOWN_EVENT,
-                           resource={"prefect.resource.id": f"denoiser.worker.{pool}.{worker.name}",
-                                     "prefect.resource.name": worker.name},
-                           related=[{"prefect.resource.id": f"prefect.work-pool.{worker.work_pool_id}",
-                                     "prefect.resource.role": "work-pool", "prefect.resource.name": pool}],
-                           payload={"pool": pool, "worker": worker.name, "online": online,
-                                    "last_heartbeat": worker.last_heartbeat_time.isoformat(),
-                                    "silent_for": ago(worker.last_heartbeat_time, now).removesuffix(" ago")})
-                reported.add(key)
-                new.append(f"{pool}/{worker.name}")
+    for pool, (online, down) in sorted(workers.items(), key=lambda item: item[0]):
+        for worker in down:
+            key = f"{pool}/{worker.name}/{worker.last_heartbeat_time.isoformat()}"
+            if key in reported:
+                continue
+            emit_event(event=DOWN_EVENT,
+                       resource={"prefect.resource.id": f"denoiser.worker.{pool}.{worker.name}",
+                                 "prefect.resource.name": worker.name},
+                       related=[{"prefect.resource.id": f"prefect.work-pool.{worker.work_pool_id}",
+                                 "prefect.resource.role": "work-pool", "prefect.resource.name": pool}],
+                       payload={"pool": pool, "worker": worker.name, "online": online,
+                                "last_heartbeat": worker.last_heartbeat_time.isoformat(),
+                                "silent_for": ago(worker.last_heartbeat_time, now).removesuffix(" ago")})
+            reported.add(key)
+            new.append(f"{pool}/{worker.name}")
     if new:
         keep = sorted(k for k in reported if datetime.fromisoformat(k.rsplit("/", 1)[1]) > now - FORGOTTEN_AFTER)
         Variable.set(REPORTED, keep, overwrite=True)
@@ -193,8 +198,8 @@ def publish_fleet() -> int:
     from prefect.artifacts import create_table_artifact
 
     now = datetime.now(timezone.utc)
-    folders = fleet(now)
-    report_down_workers([f["pool"] for f in folders if f["pool"]], now)
+    folders, workers = fleet_and_workers(now)
+    report_down_workers(workers, now)
     rows = fleet_rows(folders, now)
     create_table_artifact(key="fleet", table=rows or [{"folder": "(none deployed)"}],
                           description=f"Every deployed folder as of {now:%Y-%m-%d %H:%M} UTC (denoiser status)")

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
@@ -103,11 +103,6 @@ class ShardPool:
                     self._executor.submit(_ready)
             return self._executor
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
-        """``fn(*args, **kwargs)`` in a worker process (the pool must have some); the
-        future's result is ``(result, records)``: see :func:`replay`."""
-        return self._start().submit(_logged, fn, *args, **kwargs)
-
     def call(self, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``: in a worker process, or here when the pool has none (at
         most :data:`IN_PROCESS_AT_ONCE` at a time). A worker that dies (killed, out of
@@ -117,7 +112,7 @@ class ShardPool:
                 return fn(*args, **kwargs)
         executor = self._start()
         try:
-            return replay(executor.submit(_logged, fn, *args, **kwargs).result())
+            return _replay(executor.submit(_logged, fn, *args, **kwargs).result())
         except BrokenProcessPool:
             with self._lock:  # the next call (a retry) starts afresh; one another call started stays
                 broken = self._executor is executor
@@ -136,7 +131,7 @@ def pool_for(run_id: str) -> ShardPool:
         return _pools.get(run_id) or ShardPool(0)
 
 
-def replay(done: tuple[Any, list[tuple[str, int, str]]]) -> Any:
+def _replay(done: tuple[Any, list[tuple[str, int, str]]]) -> Any:
     """The result of a call made in a worker process, its library log records (INFO and
     above) logged again here, in the calling thread, where a Prefect task forwards them to
     its run log (:mod:`flows.logs`)."""

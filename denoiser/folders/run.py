@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -201,12 +202,8 @@ def clean_folder(in_dir: str, out_dir: str, options: CleanOptions = CleanOptions
             each = dict(in_dir=in_dir, out_dir=out_dir, choice=choice, run_id=run_id,
                         options=shard_options(options, run))
             shards = plan.shards(entries, run.shard_size, pool.processes)
-            if pool.processes:  # side by side
-                each["options"] = _in_worker(each["options"])
-                futures = [pool.submit(clean_part, i, part, **each) for i, part in enumerate(shards)]
-                parts = [processes.replay(future.result()) for future in futures]
-            else:
-                parts = [clean_part(i, part, **each) for i, part in enumerate(shards)]
+            with ThreadPoolExecutor(max(1, pool.processes)) as side_by_side:  # as the flow's tasks do
+                parts = list(side_by_side.map(lambda i: clean_shard_part(i, shards[i], **each), range(len(shards))))
         stopped = next((p["stop"] for p in parts if "stop" in p), None)
         if stopped is not None:
             raise OutputFolderError(stopped)

@@ -116,7 +116,8 @@ def test_a_worker_that_stops_its_heartbeats_is_down_once_in_the_fleet_and_in_a_n
             time.sleep(0.5)
         online, down = fleet.pool_workers(client, pool, datetime.now(timezone.utc))
     assert online == 1 and [w.name for w in down] == ["worker-killed"]
-    assert fleet.report_down_workers([pool]) == [f"{pool}/worker-killed"]
-    assert fleet.report_down_workers([pool]) == []  # once per worker and last heartbeat, not once a run
+    assert fleet.report_down_workers({pool: (online, down)}) == [f"{pool}/worker-killed"]
+    # Once per worker and last heartbeat, not once a run.
+    assert fleet.report_down_workers({pool: (online, down)}) == []
     message = wait_for(webhook, "Worker down: worker-killed")
     assert f"on work pool {pool}" in message and "1 worker(s) of the pool still run" in message
