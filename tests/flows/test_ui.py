@@ -10,6 +10,7 @@ to ``$DENOISER_UI_SCREENSHOTS`` (default: the test's temporary folder).
 import json
 import os
 import shutil
+import time
 import urllib.request
 from pathlib import Path
 
@@ -53,8 +54,14 @@ class Pages:
             raise AssertionError(f"{text!r} not shown on {where}; screenshot {self.shot(where)}") from error
 
     def tab(self, name: str, where: str) -> None:
-        self.page.get_by_text(name, exact=True).first.click()
+        """Open the page's tab ``name`` (a tab, not the sidebar's link of the same name)."""
+        tabs = self.page.locator("[role=tablist] li").get_by_text(name, exact=True)
+        try:
+            tabs.first.click(timeout=30_000)
+        except Exception as error:
+            raise AssertionError(f"no tab {name!r} on {where}; screenshot {self.shot(where)}") from error
         self.page.wait_for_timeout(500)
+        assert where.split("?")[0] in self.page.url, f"the {name!r} tab left {where} for {self.page.url}"
 
     def images(self, where: str) -> list[tuple[bool, int]]:
         """(loaded, natural width) of every image on the page, once they have settled."""
@@ -72,22 +79,46 @@ class Pages:
         return path
 
 
-def noisy_folder(folder: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for i, digit in enumerate(draw_digits(12, seed=7)[0]):
-        noisy = np.clip(digit / 255 + 0.3 * rng.standard_normal(digit.shape), 0, 1)
+def arrive(folder: Path, batch: int, noise: float, bad: bool = False) -> None:
+    """A batch of 24 new scans arriving in ``folder`` (new names), at ``noise``; ``bad``: and a
+    file that is not an image."""
+    rng = np.random.default_rng(batch)
+    for i, digit in enumerate(draw_digits(24, seed=7)[0]):
+        noisy = np.clip(digit / 255 + noise * rng.standard_normal(digit.shape), 0, 1)
         (folder / f"box{i % 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(folder / f"box{i % 2}" / f"{i:02d}.png")
-    (folder / "box0" / "broken.png").write_bytes(b"not a png")
-    return folder
+        Image.fromarray(np.round(noisy * 255).astype(np.uint8)).save(folder / f"box{i % 2}" / f"b{batch}-{i:02d}.png")
+    if bad:
+        (folder / "box0" / f"b{batch}-broken.png").write_bytes(b"not a png")
 
 
-def test_the_runs_tables_trend_and_images_render_in_a_browser(tmp_path, idx_dir, untrained):
+def run_deployment_to_the_end(url: str, name: str) -> dict:
+    """One run of the deployment ``name``, taken by the server's worker; its flow run once final."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        flow_run = run_deployment(name, timeout=0)
+        deadline = time.time() + 240
+        with get_client(sync_client=True) as client:
+            while not (found := client.read_flow_run(flow_run.id)).state.is_final():
+                assert time.time() < deadline, f"the worker did not finish {flow_run.name} in 4 minutes"
+                time.sleep(0.5)
+    return api(url, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [str(found.id)]}}})[0]
+
+
+def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(tmp_path, idx_dir, untrained):
+    """A server with one worker; a small `run`, and a deployed folder whose fourth batch has a
+    bad file and doubled noise. The operator's pages: each run's task runs and artifacts, the
+    deployment's Runs tab listing every run (the one with errors too), the fleet table naming
+    the folder that needs a look and why, and the drifted run's tags and state message."""
     from playwright.sync_api import sync_playwright
 
     state, port = tmp_path / "server", free_port()
     seed_prefect_home(state / "prefect")  # the server's database, migrated already (5 of its 12 s)
-    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), timeout=180)
+    # The worker inherits this environment: it asks for due runs every second, not every 10.
+    started = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), "--workers", "1",
+                       env={"PREFECT_WORKER_QUERY_SECONDS": "1"}, timeout=180)
     assert started.returncode == 0, started.stderr
     url, ui = f"http://127.0.0.1:{port}/api", f"http://127.0.0.1:{port}"
     env = {"PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "home")}
@@ -97,18 +128,34 @@ def test_the_runs_tables_trend_and_images_render_in_a_browser(tmp_path, idx_dir,
                        "--train-limit", "256", "--test-limit", "32", "--device", "cpu",
                        "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"), env=env)
         assert ran.returncode == 0, ran.stderr[-2000:]
-        cleaned = denoiser("clean", str(noisy_folder(tmp_path / "scans")), str(tmp_path / "cleaned"),
-                           "--model", str(untrained.weights), "--device", "cpu", env=env)
-        assert cleaned.returncode == 0, cleaned.stderr[-2000:]
+        scans = tmp_path / "scans"
+        arrive(scans, 0, 0.15)
+        deployed = denoiser("deploy", str(scans), str(tmp_path / "cleaned"), "--interval", "3600", "--model",
+                            str(untrained.weights), "--device", "cpu", "--name", "ui-folder", env=env, timeout=180)
+        assert deployed.returncode == 0, deployed.stderr
+        folder_runs = [run_deployment_to_the_end(url, "clean-folder/ui-folder")]
+        for batch in (1, 2):
+            arrive(scans, batch, 0.15)
+            folder_runs.append(run_deployment_to_the_end(url, "clean-folder/ui-folder"))
+        arrive(scans, 3, 0.3, bad=True)  # the scanner's noise doubles, and one file is broken
+        last = run_deployment_to_the_end(url, "clean-folder/ui-folder")
+        folder_runs.append(last)
+        # Prefect's own states: every run Completed; the last tagged and its message says why.
+        assert [r["state_type"] for r in folder_runs] == ["COMPLETED"] * 4, [r["state"] for r in folder_runs]
+        assert {"has-errors", "drift"} <= set(last["tags"]), last["tags"]
+        assert "drift: median input noise" in last["state"]["message"], last["state"]
         runs = {run["name"]: run for run in api(url, "/flow_runs/filter", {})}
         flows = {flow["id"]: flow["name"] for flow in api(url, "/flows/filter", {})}
-        by_flow = {flows[run["flow_id"]]: run for run in runs.values()}
+        by_flow = {flows[run["flow_id"]]: run for run in runs.values() if flows[run["flow_id"]] != "clean-folder"}
+        by_flow["clean-folder"] = last
         expected = {
             "mnist-denoise": (["ingest", "synthesize-noise", "train-or-load", "denoise", "write-report"],
                               ["denoise-summary", "denoise-report", "training-progress"]),
             "clean-folder": (["resolve-model", "clean-shard-0", "write-report", "record-history"],
-                             ["clean-summary", "clean-errors", "clean-worst", "clean-report", "trend-cleaned"]),
+                             ["clean-summary", "clean-errors", "clean-worst", "clean-report", "trend-cleaned",
+                              "fleet"]),
         }
+        deployment = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "ui-folder")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             pages = Pages(browser.new_page(viewport={"width": 1400, "height": 1000}), ui, shots)
@@ -132,10 +179,28 @@ def test_the_runs_tables_trend_and_images_render_in_a_browser(tmp_path, idx_dir,
                     elif artifact["type"] == "table":
                         first_column = next(iter(json.loads(artifact["data"])[0]))
                         pages.expect_text(first_column, page)
-            pages.open(f"/artifacts/artifact/{artifacts['clean-errors']['id']}", "broken.png")
-            # The run with a failed file is Completed, but the runs list shows its tag.
-            assert "has-errors" in by_flow["clean-folder"]["tags"]
-            pages.open("/runs", by_flow["clean-folder"]["name"])
+            # The drifted run with a broken file: its tags on its own page, the broken file in its errors.
+            where = f"/runs/flow-run/{last['id']}"
+            pages.open(where, last["name"])
+            for tag in ("has-errors", "drift"):
+                pages.expect_text(tag, where)
+            pages.open(f"/artifacts/artifact/{artifacts['clean-errors']['id']}", "b3-broken.png")
+            # The fleet view: the folder needs a look, and the table says why.
+            fleet = artifacts["fleet"]
+            rows = json.loads(fleet["data"])
+            assert [r["folder"] for r in rows] == ["clean-folder/ui-folder"] and rows[0]["failed"] == 1, rows
+            assert rows[0]["needs a look"].startswith("drift: median input noise"), rows
+            pages.open(f"/artifacts/artifact/{fleet['id']}", "clean-folder/ui-folder")
+            pages.expect_text("drift: median input noise", "the fleet artifact")
+            # The deployment's Runs tab lists all four runs, the one with errors and drift among them.
+            where = f"/deployments/deployment/{deployment['id']}"
+            pages.open(where, "ui-folder")
+            pages.tab("Runs", where)
+            pages.expect_text(f"{len(folder_runs)} Flow runs", f"{where} (runs)")  # none filtered out
+            for run in folder_runs:
+                pages.expect_text(run["name"], f"{where} (runs)")
+            # And the runs list shows the tags an operator filters by.
+            pages.open("/runs", last["name"])
             pages.expect_text("has-errors", "/runs")
             browser.close()
     finally:
