@@ -113,7 +113,7 @@ def measure(candidate: str, *, epochs: int, precision: str, data_dir: str | None
             learning_rate: float | None = None, batch_size: int | None = None, device: str = "cpu") -> dict:
     mnist = load_dataset(data_dir)
     config = TrainConfig.recipe("unet", epochs=epochs, loss=loss, learning_rate=learning_rate,
-                                batch_size=batch_size)
+                                batch_size=batch_size, max_minutes=0)  # quality: no time budget
     on = torch.device(device)
     chosen = resolve_precision(precision, on)
     built = training.build_model

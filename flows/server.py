@@ -5,6 +5,12 @@ The database is Prefect's embedded SQLite by default, or with ``postgres=True`` 
 PostgreSQL cluster under the state folder (Debian's ``postgresql`` package: initdb, listening
 on 127.0.0.1 only, a generated password kept in a file of mode 0600), or any PostgreSQL the
 user names with a database URL. What runs is recorded in ``STATE/server.json``.
+
+With ``auth=True`` the API and the UI want a password (Prefect's basic auth): the user name
+and password are ``$PREFECT_SERVER_API_AUTH_STRING`` where set, else generated and kept in
+``STATE/api-auth`` (mode 0600); the server's workers are given them, and a client sets
+``PREFECT_API_AUTH_STRING`` to them. A server that listens beyond the loopback interface
+must have one: its API can start runs and reads every folder's parameters.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from flows.workers import POOL, ensure_pool, start_workers
 
 STATE_ENV = "DENOISER_STATE_DIR"
 READY_SECONDS = 90
+AUTH_FILE = "api-auth"  # "user:password" for Prefect's basic auth, mode 0600
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def default_state() -> Path:
@@ -76,15 +84,49 @@ class Server:
         workers = [pid for pid in found.get("workers", []) if _alive(pid)]
         return {**found, "healthy": _healthy(found["url"]), "workers_alive": len(workers)}
 
+    @property
+    def auth_file(self) -> Path:
+        return self.state / AUTH_FILE
+
+    def auth_string(self) -> str | None:
+        """The running server's "user:password" when it wants one (``auth``), else None."""
+        found = self.read()
+        if not (found or {}).get("auth"):
+            return None
+        try:
+            return self.auth_file.read_text().strip()
+        except OSError as error:
+            raise ServerError(f"the server wants a password but {self.auth_file} cannot be read: "
+                              f"{error.strerror}") from None
+
+    def _new_auth_string(self) -> str:
+        """$PREFECT_SERVER_API_AUTH_STRING, else the one an earlier start kept (clients keep
+        working across restarts), else a new one; kept in :attr:`auth_file`."""
+        given = os.environ.get("PREFECT_SERVER_API_AUTH_STRING", "").strip()
+        if given and ":" not in given:
+            raise ServerError("PREFECT_SERVER_API_AUTH_STRING must be USER:PASSWORD")
+        try:
+            kept = self.auth_file.read_text().strip()
+        except OSError:
+            kept = ""
+        auth = given or (kept if ":" in kept else f"denoiser:{secrets.token_urlsafe(24)}")
+        _write_private(self.auth_file, auth + "\n")
+        return auth
+
     def start(self, *, host: str = "127.0.0.1", port: int = 4200, postgres: bool = False,
-              database_url: str | None = None, workers: int = 0, pool: str = POOL) -> dict:
+              database_url: str | None = None, workers: int = 0, pool: str = POOL, auth: bool = False) -> dict:
         """Start the server (and its PostgreSQL cluster) unless one runs, and ``workers``
-        workers on the process pool ``pool`` (:mod:`flows.workers`); its record."""
+        workers on the process pool ``pool`` (:mod:`flows.workers`); its record. ``auth``: the
+        API and UI want a password (:meth:`auth_string`); a ``host`` beyond the loopback
+        interface is refused without it."""
         running = self.status()
         if running is not None:
             if workers:
                 running = self._add_workers(running, workers, pool)
             return {**running, "already": True}
+        if host not in LOOPBACK and not auth:
+            raise ServerError(f"--host {host} opens the API, which can start runs, to the network: add --auth "
+                              "(a password for the API and the UI), or keep 127.0.0.1 behind an authenticating proxy")
         if port_taken(host, port):  # another server would answer the health check for this one
             raise ServerError(f"port {port} on {host} is already in use by another process (another Prefect "
                               f"server? its state folder is not {self.state}): stop it, or give --port")
@@ -104,6 +146,9 @@ class Server:
             database = "postgres (given URL)"
         if database_url:
             env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+        env.pop("PREFECT_SERVER_API_AUTH_STRING", None)
+        if auth:
+            env["PREFECT_SERVER_API_AUTH_STRING"] = self._new_auth_string()
         log = open(self.state / "server.log", "ab")  # noqa: SIM115 - the child keeps it open
         process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
                                     "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -111,7 +156,7 @@ class Server:
         log.close()
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api"
         record = {"pid": process.pid, "url": url, "host": host, "port": port, "database": database,
-                  "postgres": postgres, "started": time.time()}
+                  "postgres": postgres, "auth": auth, "started": time.time()}
         _write_private(self.record, json.dumps(record, indent=1))
         deadline = time.time() + READY_SECONDS
         while not (_healthy(url) and process.poll() is None):
@@ -127,17 +172,19 @@ class Server:
     def _add_workers(self, record: dict, count: int, pool: str) -> dict:
         """Workers 1 to ``count`` running on ``pool``: those recorded and alive are kept, the
         others (dead, or never started) started; ``restarted`` says how many were started."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
         have = list(record.get("workers", []))
         slots = range(1, max(count, len(have)) + 1)
         missing = [n for n in slots if n > len(have) or not _alive(have[n - 1])]
         if not missing:
             return {**record, "restarted": 0}
-        with temporary_settings(updates={PREFECT_API_URL: record["url"]}):
+        auth = self.auth_string()
+        updates = {PREFECT_API_URL: record["url"], **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
+        with temporary_settings(updates=updates):
             ensure_pool(pool)
         started = dict(zip(missing, start_workers(len(missing), state=self.state, api_url=record["url"],
-                                                   pool=pool, numbers=missing), strict=True))
+                                                   pool=pool, numbers=missing, auth=auth), strict=True))
         pids = [started.get(n) or have[n - 1] for n in slots]
         record = {**record, "workers": pids, "pool": pool, "workers_alive": len(pids)}
         kept = {k: v for k, v in record.items() if k not in ("healthy", "workers_alive", "already", "restarted")}

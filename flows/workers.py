@@ -50,11 +50,15 @@ def ensure_pool(name: str = POOL) -> bool:
 
 
 def start_workers(count: int, *, state: Path, api_url: str, pool: str = POOL,
-                  numbers: list[int] | None = None) -> list[int]:
+                  numbers: list[int] | None = None, auth: str | None = None) -> list[int]:
     """Start ``count`` workers on ``pool`` in the background (each in its own session, its log
-    in ``state/worker-N.log``), numbered 1 to ``count`` or ``numbers``; their process ids."""
+    in ``state/worker-N.log``), numbered 1 to ``count`` or ``numbers``; their process ids.
+    ``auth``: the server's "user:password" (the workers' runs inherit it too)."""
     env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_HOME": str((state / "prefect").resolve())}
+    env.pop("PREFECT_SERVER_API_AUTH_STRING", None)  # the server's setting, not a client's
+    if auth:
+        env["PREFECT_API_AUTH_STRING"] = auth
     pids = []
     for n in numbers or range(1, count + 1):
         log = open(state / f"worker-{n}.log", "ab")  # noqa: SIM115 - the child keeps it open

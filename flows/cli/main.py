@@ -70,23 +70,37 @@ class ApiUnreachable(OSError):
     """PREFECT_API_URL names a server that does not answer."""
 
 
-def check_api(url: str, timeout: float = 5.0) -> None:
+def check_api(url: str, timeout: float = 5.0, auth: str | None = None) -> None:
     """Raise :class:`ApiUnreachable` (one line) unless the Prefect API at ``url`` answers its
-    health check."""
+    health check and lets this client in: a server that wants a password (Prefect's basic
+    auth) gets ``auth``, else ``$PREFECT_API_AUTH_STRING``."""
+    import base64
     import urllib.error
     import urllib.request
 
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as answer:
-            if answer.status == 200:
-                return
-            why = f"HTTP {answer.status}"
+            why = None if answer.status == 200 else f"HTTP {answer.status}"
     except urllib.error.HTTPError as error:
         why = f"HTTP {error.code}"
     except (urllib.error.URLError, OSError, ValueError) as error:
         why = str(getattr(error, "reason", error))
-    raise ApiUnreachable(f"no Prefect server answers at {url} (PREFECT_API_URL; {why}): start one with "
-                         "`denoiser server start`, or unset PREFECT_API_URL to use a temporary local one")
+    if why is not None:
+        raise ApiUnreachable(f"no Prefect server answers at {url} (PREFECT_API_URL; {why}): start one with "
+                             "`denoiser server start`, or unset PREFECT_API_URL to use a temporary local one")
+    auth = auth or os.environ.get("PREFECT_API_AUTH_STRING")
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    try:  # /health is open to all; the rest of the API is behind the password, if it has one
+        urllib.request.urlopen(urllib.request.Request(url.rstrip("/") + "/admin/version", headers=headers),
+                               timeout=timeout).close()
+    except urllib.error.HTTPError as error:
+        if error.code == 401:
+            raise ApiUnreachable(
+                f"the Prefect server at {url} wants a password{' and refused the one given' if auth else ''}: "
+                "set PREFECT_API_AUTH_STRING to its USER:PASSWORD (a server started with `denoiser server "
+                "start --auth` keeps it in the file api-auth of its state folder)") from None
+    except (urllib.error.URLError, OSError, ValueError):
+        pass  # it answered its health check: the command's own calls will say what is wrong
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--host", default="127.0.0.1",
                          help="address the server listens on (0.0.0.0 to open it to the network)")
     command.add_argument("--port", type=positive_int, default=4200, help="the server's port")
+    command.add_argument("--auth", action="store_true",
+                         help="the API and the UI want a password (Prefect's basic auth): "
+                              "$PREFECT_SERVER_API_AUTH_STRING (USER:PASSWORD), else one generated and kept "
+                              "in STATE/api-auth (mode 0600); needed with a --host other than 127.0.0.1")
     command.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                          help="also start N workers on the process work pool (made if missing) that run "
                               "the deployments' scheduled runs (denoiser deploy); stop stops them too")
@@ -46,13 +50,17 @@ def run(args: argparse.Namespace) -> int:
         if args.database_url and not args.database_url.startswith("postgresql+asyncpg://"):
             raise ValueError("--database-url must start with postgresql+asyncpg://")
         found = server.start(host=args.host, port=args.port, postgres=args.postgres,
-                             database_url=args.database_url, workers=args.workers, pool=args.pool)
+                             database_url=args.database_url, workers=args.workers, pool=args.pool,
+                             auth=args.auth)
         verb = "already running" if found["already"] else "ready"
         workers = (f"; {len(found['workers'])} workers on the work pool {found['pool']!r}"
                    + (f" ({found['restarted']} of them started again: they had stopped)" if found.get("restarted")
                       else "") if found.get("workers") else "")
         print(f"Prefect server {verb} at {found['url']} (database: {found['database']}; UI: "
               f"{found['url'].removesuffix('/api')}){workers}\nexport PREFECT_API_URL={found['url']}")
+        if found.get("auth"):
+            print(f"export PREFECT_API_AUTH_STRING=\"$(cat {server.auth_file})\"  # its USER:PASSWORD; "
+                  "the UI asks for the same")
         return 0
     if args.action == "stop":
         print("server stopped" if server.stop() else "no server was running")
@@ -65,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     workers = (f", {found['workers_alive']} of {len(found['workers'])} workers running on "
                f"{found['pool']!r}" if found.get("workers") else "")
     print(f"running at {found['url']}, pid {found['pid']}, database {found['database']}, "
-          f"{'healthy' if found['healthy'] else 'NOT answering its health check'}{workers}"
+          + ("password required, " if found.get("auth") else "")
+          + f"{'healthy' if found['healthy'] else 'NOT answering its health check'}{workers}"
           + (f"; {down} worker{'s' if down > 1 else ''} DOWN: `denoiser server start --workers "
              f"{len(found['workers'])}` starts {'them' if down > 1 else 'it'} again" if down else ""))
     return 0 if found["healthy"] and not down else 1

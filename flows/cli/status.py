@@ -22,29 +22,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--json", action="store_true", help="print the view as JSON")
 
 
-def _api_url() -> str | None:
-    """PREFECT_API_URL, else the URL of the local server `denoiser server start` runs."""
+def _api() -> tuple[str | None, str | None]:
+    """(URL, "user:password" or None): PREFECT_API_URL and PREFECT_API_AUTH_STRING, else the
+    local server `denoiser server start` runs, with its password if it wants one."""
     if os.environ.get("PREFECT_API_URL"):
-        return os.environ["PREFECT_API_URL"]
+        return os.environ["PREFECT_API_URL"], os.environ.get("PREFECT_API_AUTH_STRING")
     from flows.server import Server, default_state
 
-    found = Server(default_state()).status()
-    return found["url"] if found and found.get("healthy") else None
+    server = Server(default_state())
+    found = server.status()
+    if not (found and found.get("healthy")):
+        return None, None
+    return found["url"], os.environ.get("PREFECT_API_AUTH_STRING") or server.auth_string()
 
 
 def run(args: argparse.Namespace) -> int:
-    url = _api_url()
+    url, auth = _api()
     if url is None:
         print("no server running: start one with `denoiser server start`, or set PREFECT_API_URL")
         return 3
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows.cli.main import check_api
     from flows.fleet import ago, fleet
 
-    check_api(url)
+    check_api(url, auth=auth)
     now = datetime.now(timezone.utc)
-    with temporary_settings(updates={PREFECT_API_URL: url}):
+    with temporary_settings(updates={PREFECT_API_URL: url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}):
         folders = fleet(now)
     if args.json:
         print(json.dumps(folders, default=str, indent=1))

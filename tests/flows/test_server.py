@@ -1,5 +1,6 @@
 """`denoiser server start|stop|status`: a real Prefect server, on SQLite and on PostgreSQL."""
 
+import base64
 import json
 import os
 import shutil
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,18 @@ from tests.helpers import denoiser, draw_digits, free_port, webhook_server
 FLOW = "from prefect import flow\n@flow(name='server-check')\ndef f():\n    return 41 + 1\nprint(f())\n"
 
 
+def client_settings(url: str, auth: str | None) -> dict:
+    """Prefect settings for a client of the server at ``url`` (with its password, if any)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    return {PREFECT_API_URL: url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
+
+
+def client_env(url: str, auth: str | None, home: Path) -> dict:
+    return {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(home),
+            **({"PREFECT_API_AUTH_STRING": auth} if auth else {})}
+
+
 def live(pid: int) -> bool:
     """Whether ``pid`` is a running process (a zombie waiting for init to reap it is not)."""
     try:
@@ -29,14 +44,14 @@ def live(pid: int) -> bool:
         return False
 
 
-def run_a_flow_against(url: str, tmp_path: Path) -> str:
-    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "client-home")}
+def run_a_flow_against(url: str, tmp_path: Path, auth: str | None = None) -> str:
+    env = client_env(url, auth, tmp_path / "client-home")
     done = subprocess.run([sys.executable, "-c", FLOW], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout.strip().splitlines()[-1]
 
 
-def alert_a_late_run(port: int) -> None:
+def alert_a_late_run(port: int, auth: str | None = None) -> None:
     """A folder's scheduled run that no worker starts (none runs on its pool) is marked Late by
     the server, and the alert (denoiser alerts) names the deployment and the folder. A real
     server: the test harness's runs no late-runs service."""
@@ -45,13 +60,13 @@ def alert_a_late_run(port: int) -> None:
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
     from prefect.states import Scheduled
 
     from flows import alerts
 
     with webhook_server() as (hook, bodies), temporary_settings(
-            updates={PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+            updates=client_settings(f"http://127.0.0.1:{port}/api", auth)):
         CustomWebhookNotificationBlock(name="ops-hook", url=hook,
                                        json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
         alerts.install("custom-webhook/ops")
@@ -69,15 +84,15 @@ def alert_a_late_run(port: int) -> None:
     assert "(deployment late-folder)" in late[0] and "Folder: /scans/late -> /cleaned/late" in late[0]
 
 
-def alert_a_pool_without_workers(port: int, tmp_path: Path) -> None:
+def alert_a_pool_without_workers(port: int, tmp_path: Path, auth: str | None = None) -> None:
     """A work pool whose only worker is killed is marked not ready by the server once the
     worker's heartbeats stop, and the alert names the pool."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     url = f"http://127.0.0.1:{port}/api"
-    with webhook_server() as (hook, bodies), temporary_settings(updates={PREFECT_API_URL: url}):
+    with webhook_server() as (hook, bodies), temporary_settings(updates=client_settings(url, auth)):
         from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
         from flows import alerts
@@ -87,8 +102,7 @@ def alert_a_pool_without_workers(port: int, tmp_path: Path) -> None:
         alerts.install("custom-webhook/pools")
         with get_client(sync_client=True) as client:
             client.create_work_pool(WorkPoolCreate(name="short-lived", type="process"))
-            env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "worker-home"),
-                   "PREFECT_WORKER_HEARTBEAT_SECONDS": "1"}
+            env = {**client_env(url, auth, tmp_path / "worker-home"), "PREFECT_WORKER_HEARTBEAT_SECONDS": "1"}
             worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "short-lived"],
                                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       start_new_session=True)
@@ -107,13 +121,16 @@ def alert_a_pool_without_workers(port: int, tmp_path: Path) -> None:
     assert "denoiser server status" in gone[0]
 
 
-def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path) -> None:
+def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path, auth: str | None = None) -> None:
     """`denoiser serve` against the server: its deployment's scheduled runs clean the folder."""
     import urllib.request
 
     def api(path: str, body: dict | None = None):
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"{url}{path}", data=data, headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+        request = urllib.request.Request(f"{url}{path}", data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
@@ -122,8 +139,7 @@ def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path) -> Non
         source.mkdir(exist_ok=True)
         Image.fromarray(digit.astype(np.uint8)).save(source / f"scan{i}.png")
     # The runner asks for due runs every second, not every 10.
-    env = {**os.environ, "PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "serve-home"),
-           "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    env = {**client_env(url, auth, tmp_path / "serve-home"), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     with open(tmp_path / "serve.log", "w") as log:
         served = subprocess.Popen([str(Path(sys.executable).with_name("denoiser")), "serve", str(source), str(out),
                                    "--interval", "5", "--models-dir", str(store), "--device", "cpu",
@@ -151,9 +167,14 @@ def serve_a_folder_on_its_schedule(url: str, tmp_path: Path, store: Path) -> Non
 @pytest.mark.slow
 def test_the_sqlite_server_is_found_from_any_directory_serves_alerts_and_restarts_a_dead_worker(tmp_path, store):
     """One server's life (each start costs ~15 s of CPU on 2 cores, so the checks share it):
-    started from one directory and found from another, a flow and a served folder on it, the
-    alerts for a late run and a pool without workers, a killed worker reported and started
-    again, and a clean stop."""
+    started with a password from one directory and found from another, a flow and a served
+    folder on it, the alerts for a late run and a pool without workers, a killed worker
+    reported and started again, and a clean stop. Everything but the health check wants the
+    password: the server's own services, its workers, and `denoiser status` find it in the
+    server's state; a client without it is refused in one line."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import temporary_settings
+
     # No --state-dir: the state lives under $XDG_STATE_HOME, not under the current directory.
     # The server's foreman looks every second and calls a worker dead after 2 missed heartbeats.
     env = {"XDG_STATE_HOME": str(tmp_path / "xdg"), "DENOISER_STATE_DIR": "", "PREFECT_API_URL": "",
@@ -164,12 +185,23 @@ def test_the_sqlite_server_is_found_from_any_directory_serves_alerts_and_restart
     state = tmp_path / "xdg" / "denoiser" / "server"
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
-    started = denoiser("server", "start", "--port", str(port), "--workers", "2", cwd=here, env=env, timeout=180)
+    open_to_all = denoiser("server", "start", "--port", str(port), "--host", "0.0.0.0", cwd=here, env=env)
+    assert open_to_all.returncode == 1 and "add --auth" in open_to_all.stderr and not state.exists()
+    started = denoiser("server", "start", "--port", str(port), "--workers", "2", "--auth", cwd=here, env=env,
+                       timeout=180)
     assert started.returncode == 0, started.stderr
     restarted = {"workers": []}
     try:
         assert f"ready at {url} (database: sqlite" in started.stdout
         assert f"export PREFECT_API_URL={url}" in started.stdout
+        assert f'export PREFECT_API_AUTH_STRING="$(cat {state / "api-auth"})"' in started.stdout
+        auth = (state / "api-auth").read_text().strip()
+        assert auth.startswith("denoiser:") and oct((state / "api-auth").stat().st_mode & 0o777) == "0o600"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(f"{url}/flows/filter", data=b"{}", method="POST"))
+        assert refused.value.code == 401
+        without = denoiser("status", env={**env, "PREFECT_API_URL": url})
+        assert without.returncode == 1 and "wants a password: set PREFECT_API_AUTH_STRING" in without.stderr
         record = json.loads((state / "server.json").read_text())
         assert oct((state / "server.json").stat().st_mode & 0o777) == "0o600"
         assert (state / "prefect" / "prefect.db").is_file()  # the server's own SQLite database
@@ -183,13 +215,17 @@ def test_the_sqlite_server_is_found_from_any_directory_serves_alerts_and_restart
         other = denoiser("server", "start", "--port", str(port), "--state-dir", str(tmp_path / "other"))
         assert other.returncode != 0 and f"port {port} on 127.0.0.1 is already in use" in other.stderr
         assert "Traceback" not in other.stderr and "ready" not in other.stdout
-        assert run_a_flow_against(url, tmp_path) == "42"
+        assert run_a_flow_against(url, tmp_path, auth) == "42"
         # The fleet view finds this server from its state (no PREFECT_API_URL); nothing deployed yet.
         fleet = denoiser("status", cwd=elsewhere, env=env)
         assert fleet.returncode == 0 and fleet.stdout.startswith(f"no folder is deployed on {url}"), fleet
-        serve_a_folder_on_its_schedule(url, tmp_path, store)
-        alert_a_late_run(port)
-        alert_a_pool_without_workers(port, tmp_path)
+        serve_a_folder_on_its_schedule(url, tmp_path, store, auth)
+        alert_a_late_run(port, auth)
+        alert_a_pool_without_workers(port, tmp_path, auth)
+        # The server's two workers reached it with the password: their heartbeats arrived.
+        with temporary_settings(updates=client_settings(url, auth)), get_client(sync_client=True) as client:
+            online = {w.name for w in client.read_workers_for_work_pool("denoiser") if w.status.value == "ONLINE"}
+        assert online == {"denoiser-worker-1", "denoiser-worker-2"}, online
 
         os.killpg(record["workers"][0], signal.SIGKILL)
         deadline = time.time() + 20
