@@ -110,8 +110,10 @@ def run_deployment_to_the_end(url: str, name: str) -> dict:
 def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(tmp_path, idx_dir, untrained):
     """A server with one worker; a small `run`, and a deployed folder whose fourth batch has a
     bad file and doubled noise. The operator's pages: each run's task runs and artifacts, the
-    deployment's Runs tab listing every run (the one with errors too), the fleet table naming
-    the folder that needs a look and why, and the drifted run's tags and state message."""
+    deployment's Runs tab listing its run with errors and drift, the fleet table naming the
+    folder that needs a look and why, and the drifted run's tags and state message. (The
+    first three batches are cleaned by the deployment's flow with its parameters in this
+    process, 8 s faster each than through the worker; the fourth by the worker.)"""
     from playwright.sync_api import sync_playwright
 
     state, port = tmp_path / "server", free_port()
@@ -133,15 +135,21 @@ def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(t
         deployed = denoiser("deploy", str(scans), str(tmp_path / "cleaned"), "--interval", "3600", "--model",
                             str(untrained.weights), "--device", "cpu", "--name", "ui-folder", env=env, timeout=180)
         assert deployed.returncode == 0, deployed.stderr
-        folder_runs = [run_deployment_to_the_end(url, "clean-folder/ui-folder")]
-        for batch in (1, 2):
-            arrive(scans, batch, 0.15)
-            folder_runs.append(run_deployment_to_the_end(url, "clean-folder/ui-folder"))
+        deployment = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "ui-folder")
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        from flows.clean import clean_folder
+
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            for batch in (1, 2, 3):
+                earlier = clean_folder(**deployment["parameters"], return_state=True)
+                assert earlier.is_completed() and "drift" not in earlier.message, earlier.message
+                if batch < 3:
+                    arrive(scans, batch, 0.15)
         arrive(scans, 3, 0.3, bad=True)  # the scanner's noise doubles, and one file is broken
         last = run_deployment_to_the_end(url, "clean-folder/ui-folder")
-        folder_runs.append(last)
-        # Prefect's own states: every run Completed; the last tagged and its message says why.
-        assert [r["state_type"] for r in folder_runs] == ["COMPLETED"] * 4, [r["state"] for r in folder_runs]
+        # Prefect's own state: Completed, tagged, and its message says why.
+        assert last["state_type"] == "COMPLETED", last["state"]
         assert {"has-errors", "drift"} <= set(last["tags"]), last["tags"]
         assert "drift: median input noise" in last["state"]["message"], last["state"]
         runs = {run["name"]: run for run in api(url, "/flow_runs/filter", {})}
@@ -155,7 +163,6 @@ def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(t
                              ["clean-summary", "clean-errors", "clean-worst", "clean-report", "trend-cleaned",
                               "fleet"]),
         }
-        deployment = next(d for d in api(url, "/deployments/filter", {}) if d["name"] == "ui-folder")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
             pages = Pages(browser.new_page(viewport={"width": 1400, "height": 1000}), ui, shots)
@@ -192,13 +199,12 @@ def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(t
             assert rows[0]["needs a look"].startswith("drift: median input noise"), rows
             pages.open(f"/artifacts/artifact/{fleet['id']}", "clean-folder/ui-folder")
             pages.expect_text("drift: median input noise", "the fleet artifact")
-            # The deployment's Runs tab lists all four runs, the one with errors and drift among them.
+            # The deployment's Runs tab lists its run with errors and drift (it used to show none).
             where = f"/deployments/deployment/{deployment['id']}"
             pages.open(where, "ui-folder")
             pages.tab("Runs", where)
-            pages.expect_text(f"{len(folder_runs)} Flow runs", f"{where} (runs)")  # none filtered out
-            for run in folder_runs:
-                pages.expect_text(run["name"], f"{where} (runs)")
+            pages.expect_text("1 Flow run", f"{where} (runs)")
+            pages.expect_text(last["name"], f"{where} (runs)")
             # And the runs list shows the tags an operator filters by.
             pages.open("/runs", last["name"])
             pages.expect_text("has-errors", "/runs")
