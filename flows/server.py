@@ -121,6 +121,9 @@ class Server:
         interface is refused without it."""
         running = self.status()
         if running is not None:
+            if auth and not running.get("auth"):
+                raise ServerError(f"the server already running at {running['url']} has no password: stop it "
+                                  "(denoiser server stop) and start it again with --auth")
             if workers:
                 running = self._add_workers(running, workers, pool)
             return {**running, "already": True}

@@ -126,6 +126,9 @@ def test_the_runs_tables_trend_images_deployment_and_fleet_render_in_a_browser(t
     env = {"PREFECT_API_URL": url, "PREFECT_HOME": str(tmp_path / "home")}
     shots = Path(os.environ.get("DENOISER_UI_SCREENSHOTS") or tmp_path / "screenshots")
     try:
+        # Asking the running server for a password does not pass for having one.
+        secured = denoiser("server", "start", "--state-dir", str(state), "--port", str(port), "--auth")
+        assert secured.returncode == 1 and "has no password: stop it" in secured.stderr, secured.stderr
         ran = denoiser("run", "--data-dir", str(idx_dir[0]), "--dataset", "idx", "--model", "conv", "--epochs", "1",
                        "--train-limit", "256", "--test-limit", "32", "--device", "cpu",
                        "--runs-dir", str(tmp_path / "runs"), "--models-dir", str(tmp_path / "models"), env=env)
