@@ -2,8 +2,7 @@
 background, health-checked before it is called ready, stopped leaving no process behind.
 
 The database is Prefect's embedded SQLite by default, or with ``postgres=True`` a private
-PostgreSQL cluster under the state folder (Debian's ``postgresql`` package: initdb, listening
-on 127.0.0.1 only, a generated password kept in a file of mode 0600), or any PostgreSQL the
+PostgreSQL cluster under the state folder (:mod:`flows.postgres`), or any PostgreSQL the
 user names with a database URL. What runs is recorded in ``STATE/server.json``.
 
 With ``auth=True`` the API and the UI want a password (Prefect's basic auth): the user name
@@ -18,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.postgres import Postgres, write_private
 from flows.workers import POOL, ensure_pool, start_workers
 
 STATE_ENV = "DENOISER_STATE_DIR"
@@ -110,7 +109,7 @@ class Server:
         except OSError:
             kept = ""
         auth = given or (kept if ":" in kept else f"denoiser:{secrets.token_urlsafe(24)}")
-        _write_private(self.auth_file, auth + "\n")
+        write_private(self.auth_file, auth + "\n")
         return auth
 
     def start(self, *, host: str = "127.0.0.1", port: int = 4200, postgres: bool = False,
@@ -160,7 +159,7 @@ class Server:
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/api"
         record = {"pid": process.pid, "url": url, "host": host, "port": port, "database": database,
                   "postgres": postgres, "auth": auth, "started": time.time()}
-        _write_private(self.record, json.dumps(record, indent=1))
+        write_private(self.record, json.dumps(record, indent=1))
         deadline = time.time() + READY_SECONDS
         while not (_healthy(url) and process.poll() is None):
             if process.poll() is not None or time.time() > deadline:
@@ -191,7 +190,7 @@ class Server:
         pids = [started.get(n) or have[n - 1] for n in slots]
         record = {**record, "workers": pids, "pool": pool, "workers_alive": len(pids)}
         kept = {k: v for k, v in record.items() if k not in ("healthy", "workers_alive", "already", "restarted")}
-        _write_private(self.record, json.dumps(kept, indent=1))
+        write_private(self.record, json.dumps(kept, indent=1))
         return {**record, "restarted": len(missing) if have else 0}
 
     def stop(self) -> bool:
@@ -206,93 +205,6 @@ class Server:
             Postgres(self.state / "postgres").stop()
         self.record.unlink(missing_ok=True)
         return was_running
-
-
-class Postgres:
-    """A private PostgreSQL cluster in ``folder``: made on first use, on 127.0.0.1 only."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder.resolve()
-        self.data = self.folder / "data"
-        self.secrets = self.folder / "credentials.json"
-
-    def start(self) -> str:
-        """Start the cluster (making it first if needed); the asyncpg URL of its database."""
-        if not (self.data / "PG_VERSION").is_file():
-            self._init()
-        credentials = json.loads(self.secrets.read_text())
-        port = credentials["port"] = _free_port()
-        _write_private(self.secrets, json.dumps(credentials))
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={self.data}"
-        self._run([_binary("pg_ctl"), "-D", str(self.data), "-l", str(self.data / "postgres.log"), "-w",
-                   "-t", "60", "-o", options, "start"])
-        password = credentials["password"]
-        url = f"postgresql+asyncpg://denoiser:{password}@127.0.0.1:{port}/prefect"
-        self._create_database(port, password)
-        return url
-
-    def stop(self) -> None:
-        if (self.data / "postmaster.pid").is_file():
-            self._run([_binary("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"], check=False)
-
-    def _init(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        password = secrets.token_urlsafe(24)
-        _write_private(self.secrets, json.dumps({"user": "denoiser", "password": password}))
-        pwfile = self.folder / ".pw"
-        _write_private(pwfile, password)
-        self.data.mkdir(mode=0o700, exist_ok=True)
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root: its files belong to postgres
-            shutil.chown(self.data, "postgres", "postgres")
-            shutil.chown(pwfile, "postgres", "postgres")
-            reach = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-r", str(pwfile)])
-            if reach.returncode != 0:
-                shutil.rmtree(self.folder, ignore_errors=True)
-                raise ServerError(f"running as root, PostgreSQL runs as the user postgres, which cannot "
-                                  f"reach {self.folder}: choose a --state-dir it can reach")
-        try:
-            self._run([_binary("initdb"), "-D", str(self.data), "-U", "denoiser", f"--pwfile={pwfile}",
-                       "-A", "scram-sha-256", "-E", "UTF8", "--no-instructions"])
-        finally:
-            pwfile.unlink(missing_ok=True)
-
-    def _create_database(self, port: int, password: str) -> None:
-        env = {**os.environ, "PGPASSWORD": password}
-        exists = subprocess.run([_binary("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "denoiser", "-d",
-                                 "postgres", "-tAc", "SELECT 1 FROM pg_database WHERE datname = 'prefect'"],
-                                env=env, capture_output=True, text=True, check=True)
-        if exists.stdout.strip() != "1":
-            subprocess.run([_binary("psql"), "-h", "127.0.0.1", "-p", str(port), "-U", "denoiser", "-d",
-                            "postgres", "-c", "CREATE DATABASE prefect"], env=env, capture_output=True,
-                           check=True)
-
-    def _run(self, command: list[str], check: bool = True) -> subprocess.CompletedProcess:
-        program = Path(command[0]).name
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=self.folder)
-        if check and done.returncode != 0:
-            raise ServerError(f"{program} failed: {(done.stderr or done.stdout)[-800:]}")
-        return done
-
-
-def _binary(name: str) -> str:
-    """A PostgreSQL program: on the PATH, or in Debian's /usr/lib/postgresql/VERSION/bin."""
-    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                                                   reverse=True)), None)
-    if found is None:
-        raise ServerError(f"{name} is not installed: install PostgreSQL (Debian/Ubuntu: "
-                          "apt-get install postgresql), or pass --database-url of an existing server")
-    return str(found)
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (mode 0600), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _alive(pid: int) -> bool:
@@ -352,9 +264,3 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flows import server as server_module
+from flows import postgres
 from flows.server import Server
 from tests.helpers import denoiser, draw_digits, free_port, webhook_server
 
@@ -257,7 +257,7 @@ def test_deploy_refuses_a_model_the_store_does_not_hold_in_one_line(tmp_path):
     assert len(done.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
 
 
-HAS_POSTGRES = bool(server_module.shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin")))
+HAS_POSTGRES = bool(shutil.which("pg_ctl") or list(Path("/usr/lib/postgresql").glob("*/bin")))
 
 
 DB_ERRORS = ("database is locked", "OperationalError", "DBAPIError", "DeadlockDetected", "IntegrityError")
@@ -372,7 +372,7 @@ def test_on_postgres_two_workers_clean_two_folders_at_once(tmp_path, untrained, 
         logs = "".join(p.read_text(errors="replace") for p in state.glob("*.log"))
         assert "Worker 'denoiser-worker-1' started" in logs and "Worker 'denoiser-worker-2' started" in logs
         assert not [error for error in DB_ERRORS if error in logs]
-        psql = server_module._binary("psql")
+        psql = postgres.binary("psql")
         rows = subprocess.run([psql, "-h", "127.0.0.1", "-p", str(secret["port"]), "-U", "denoiser", "-d", "prefect",
                                "-tAc", "SELECT count(*) FROM flow_run WHERE state_type = 'COMPLETED'"],
                               env={**os.environ, "PGPASSWORD": secret["password"]}, capture_output=True, text=True)
