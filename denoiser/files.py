@@ -73,6 +73,15 @@ def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
+def write_private(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` readable by its owner only (mode 0600, set before a byte is
+    written), atomically: for passwords and the records that hold them."""
+    with atomic_path(path) as tmp:
+        tmp.chmod(0o600)
+        tmp.write_text(text)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n"
     return write_bytes(path, text.encode("utf-8"))

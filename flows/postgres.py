@@ -14,6 +14,8 @@ import socket
 import subprocess
 from pathlib import Path
 
+from denoiser.files import write_private
+
 
 class PostgresError(OSError):
     """The cluster could not be made, started or reached."""
@@ -95,15 +97,6 @@ def binary(name: str) -> str:
         raise PostgresError(f"{name} is not installed: install PostgreSQL (Debian/Ubuntu: "
                           "apt-get install postgresql), or pass --database-url of an existing server")
     return str(found)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only (mode 0600), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def free_port() -> int:

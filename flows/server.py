@@ -26,13 +26,22 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows.postgres import Postgres, write_private
+from denoiser.files import write_private
+from flows.postgres import Postgres
 from flows.workers import POOL, ensure_pool, start_workers
 
 STATE_ENV = "DENOISER_STATE_DIR"
 READY_SECONDS = 90
 AUTH_FILE = "api-auth"  # "user:password" for Prefect's basic auth, mode 0600
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def api_settings(url: str, auth: str | None = None) -> dict:
+    """Prefect settings for a client of the API at ``url``, with its "user:password" where
+    the server wants one (for ``temporary_settings``)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    return {PREFECT_API_URL: url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
 
 
 def default_state() -> Path:
@@ -87,9 +96,10 @@ class Server:
     def auth_file(self) -> Path:
         return self.state / AUTH_FILE
 
-    def auth_string(self) -> str | None:
-        """The running server's "user:password" when it wants one (``auth``), else None."""
-        found = self.read()
+    def auth_string(self, record: dict | None = None) -> str | None:
+        """The running server's "user:password" when it wants one (``auth``), else None;
+        ``record``: its record, when the caller has read it already."""
+        found = record if record is not None else self.read()
         if not (found or {}).get("auth"):
             return None
         try:
@@ -174,16 +184,15 @@ class Server:
     def _add_workers(self, record: dict, count: int, pool: str) -> dict:
         """Workers 1 to ``count`` running on ``pool``: those recorded and alive are kept, the
         others (dead, or never started) started; ``restarted`` says how many were started."""
-        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+        from prefect.settings import temporary_settings
 
         have = list(record.get("workers", []))
         slots = range(1, max(count, len(have)) + 1)
         missing = [n for n in slots if n > len(have) or not _alive(have[n - 1])]
         if not missing:
             return {**record, "restarted": 0}
-        auth = self.auth_string()
-        updates = {PREFECT_API_URL: record["url"], **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
-        with temporary_settings(updates=updates):
+        auth = self.auth_string(record)
+        with temporary_settings(updates=api_settings(record["url"], auth)):
             ensure_pool(pool)
         started = dict(zip(missing, start_workers(len(missing), state=self.state, api_url=record["url"],
                                                    pool=pool, numbers=missing, auth=auth), strict=True))

@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "evaluate": cli_evaluate.evaluate, "adapt": cli_adapt.adapt, "models": cli_models.run,
                 "alerts": cli_alerts.run, "server": cli_server.run, "deploy": cli_deploy.run,
                 "status": cli_status.run}
-    try:  # serve checks its schedule first, then the server (flows.cli.clean.serve)
-        if args.command in USES_API and args.command != "serve" and os.environ.get("PREFECT_API_URL"):
+    try:  # serve and deploy check their schedule first, then the server (flows.cli.clean.check_schedule)
+        if args.command in USES_API and args.command not in ("serve", "deploy") and os.environ.get("PREFECT_API_URL"):
             check_api(os.environ["PREFECT_API_URL"])
         if args.command in ("run", "clean", "evaluate", "adapt") and not os.environ.get("PREFECT_API_URL"):
             orphans.stop_orphans()  # temporary servers a killed command left behind

@@ -33,7 +33,7 @@ def _api() -> tuple[str | None, str | None]:
     found = server.status()
     if not (found and found.get("healthy")):
         return None, None
-    return found["url"], os.environ.get("PREFECT_API_AUTH_STRING") or server.auth_string()
+    return found["url"], os.environ.get("PREFECT_API_AUTH_STRING") or server.auth_string(found)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
     if url is None:
         print("no server running: start one with `denoiser server start`, or set PREFECT_API_URL")
         return 3
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import temporary_settings
 
     from flows.cli.main import check_api
     from flows.fleet import ago, fleet
+    from flows.server import api_settings
 
     check_api(url, auth=auth)
     now = datetime.now(timezone.utc)
-    with temporary_settings(updates={PREFECT_API_URL: url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}):
+    with temporary_settings(updates=api_settings(url, auth)):
         folders = fleet(now)
     if args.json:
         print(json.dumps(folders, default=str, indent=1))

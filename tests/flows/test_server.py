@@ -18,17 +18,10 @@ import pytest
 from PIL import Image
 
 from flows import postgres
-from flows.server import Server
+from flows.server import Server, api_settings
 from tests.helpers import denoiser, draw_digits, free_port, webhook_server
 
 FLOW = "from prefect import flow\n@flow(name='server-check')\ndef f():\n    return 41 + 1\nprint(f())\n"
-
-
-def client_settings(url: str, auth: str | None) -> dict:
-    """Prefect settings for a client of the server at ``url`` (with its password, if any)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
-
-    return {PREFECT_API_URL: url, **({PREFECT_API_AUTH_STRING: auth} if auth else {})}
 
 
 def client_env(url: str, auth: str | None, home: Path) -> dict:
@@ -66,7 +59,7 @@ def alert_a_late_run(port: int, auth: str | None = None) -> None:
     from flows import alerts
 
     with webhook_server() as (hook, bodies), temporary_settings(
-            updates=client_settings(f"http://127.0.0.1:{port}/api", auth)):
+            updates=api_settings(f"http://127.0.0.1:{port}/api", auth)):
         CustomWebhookNotificationBlock(name="ops-hook", url=hook,
                                        json_data={"text": "{{subject}}\n{{body}}"}).save("ops", overwrite=True)
         alerts.install("custom-webhook/ops")
@@ -92,7 +85,7 @@ def alert_a_pool_without_workers(port: int, tmp_path: Path, auth: str | None = N
     from prefect.settings import temporary_settings
 
     url = f"http://127.0.0.1:{port}/api"
-    with webhook_server() as (hook, bodies), temporary_settings(updates=client_settings(url, auth)):
+    with webhook_server() as (hook, bodies), temporary_settings(updates=api_settings(url, auth)):
         from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
         from flows import alerts
@@ -223,7 +216,7 @@ def test_the_sqlite_server_is_found_from_any_directory_serves_alerts_and_restart
         alert_a_late_run(port, auth)
         alert_a_pool_without_workers(port, tmp_path, auth)
         # The server's two workers reached it with the password: their heartbeats arrived.
-        with temporary_settings(updates=client_settings(url, auth)), get_client(sync_client=True) as client:
+        with temporary_settings(updates=api_settings(url, auth)), get_client(sync_client=True) as client:
             online = {w.name for w in client.read_workers_for_work_pool("denoiser") if w.status.value == "ONLINE"}
         assert online == {"denoiser-worker-1", "denoiser-worker-2"}, online
 
