@@ -133,7 +133,7 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < minutes * 60:
         for group in optimizer.param_groups:  # the same rate schedule as adapting's
-            group["lr"] = AdaptConfig().learning_rate * rate_factor(schedule, elapsed, minutes * 60)
+            group["lr"] = AdaptConfig().learning_rate * rate_factor(schedule, elapsed / (minutes * 60))
         truth, noisy = make(train[rng.integers(0, len(train), 64)], seed + step)
         inputs, targets = [], []
         for t, y in zip(truth, noisy, strict=True):

@@ -59,6 +59,9 @@ MATCH_MIN_SHARE = 0.25
 @dataclass(frozen=True)
 class AdaptConfig:
     minutes: float = 2.5  # fine-tuning time; sampling and the gate come on top
+    # Above 0: train exactly this many steps, whatever they take, and ignore ``minutes``; the
+    # rate schedule and the refreshes follow the steps. Work that does not depend on the load.
+    steps: int = 0
     batch_size: int = 64
     learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
     # Share of each batch drawn with the parent's own training noise. Off: a quarter cut the
@@ -100,6 +103,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        if self.steps < 0:
+            raise ValueError(f"steps must be 0 (train for the minutes) or more, got {self.steps}")
         for name in ("rehearsal", "style", "anchor"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name} is a share of each batch: it must be at least 0 and below 1")
@@ -128,11 +133,11 @@ class AdaptResult:
         return gains(self.gate) and (self.composite or lower)
 
 
-def rate_factor(schedule: str, elapsed: float, budget: float) -> float:
-    """The share of the learning rate at ``elapsed`` seconds of a ``budget``-second run."""
-    if schedule == "constant" or budget <= 0:
+def rate_factor(schedule: str, progress: float) -> float:
+    """The share of the learning rate at ``progress`` (0 to 1) of the run's budget."""
+    if schedule == "constant":
         return 1.0  # (schedule is checked by AdaptConfig)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, elapsed / budget)))
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def noisy_like(clean: torch.Tensor, levels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
@@ -238,19 +243,28 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
     budget, step, train_started = config.minutes * 60, 0, time.perf_counter()
-    planned = refreshes_within(budget, refresh_seconds, config.refresh) if n_style else 0
+
+    def progress() -> float:
+        """How much of the budget is spent: its steps where one is set, else its seconds."""
+        if config.steps:
+            return step / config.steps
+        return (time.perf_counter() - train_started) / budget if budget > 0 else 1.0
+
+    planned = 0
+    if n_style:  # a step budget has no clock to fit the refreshes into: it makes every one
+        planned = config.refresh if config.steps else refreshes_within(budget, refresh_seconds, config.refresh)
     if n_style and planned < config.refresh:
         log.info("the folder's shapes are made again %d times, not %d: each takes %.1f s of a %.0f s budget",
                  planned, config.refresh, refresh_seconds, budget)
     refreshes = planned
     with CpuShare(device) as share:  # fewer threads while other processes keep CPUs busy
-        while (elapsed := time.perf_counter() - train_started) < budget:
-            if refreshes and elapsed > budget * (1 - refreshes / (planned + 1)):
+        while (done := progress()) < 1:
+            if refreshes and done > 1 - refreshes / (planned + 1):
                 styles, refreshes = folder_shapes(averaged.model.eval(), scans, headroom).cpu(), refreshes - 1
                 match = matched(averaged.model)
                 model.train()  # the folder's shapes as the model being adapted now cleans them
             for group in optimizer.param_groups:
-                group["lr"] = config.learning_rate * rate_factor(config.schedule, elapsed, budget)
+                group["lr"] = config.learning_rate * rate_factor(config.schedule, done)
             n_mnist = config.batch_size - n_old - n_style - n_anchor
             source = train_digits if match is None else match.digits
             clean = source[torch.randint(0, len(source), (n_mnist,), generator=rng)]
@@ -281,7 +295,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
             share.step()
             step += 1
             if step % 50 == 0 and on_progress is not None:
-                on_progress(min(1.0, (time.perf_counter() - train_started) / budget))
+                on_progress(min(1.0, progress()))
     model = averaged.model.eval()
     if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
         gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),
