@@ -39,7 +39,7 @@ from safetensors.torch import save as save_tensors
 from denoiser import __version__
 from denoiser.checks.quality_net import QualityNet, find_quality, quality_path
 from denoiser.checks.shapes import FOLDER as SHAPES_FOLDER
-from denoiser.checks.shapes import ShapeNet, find_shapes
+from denoiser.checks.shapes import ShapeNet, calibration_key, find_shapes
 from denoiser.files import atomic_path, read_json, write_json
 from denoiser.models.checkpoint import Checkpoint, find_checkpoint, resolve_checkpoint
 from denoiser.models.networks import build_model
@@ -76,7 +76,7 @@ def export_bundle(models_dir: str | os.PathLike[str], reference: str, out: str |
     if shapes is not None:
         meta = read_json(shapes.with_suffix(".json"))
         calibrated = meta.get("calibrated", {})  # only this model's threshold travels
-        meta = {**meta, "calibrated": {k: v for k, v in calibrated.items() if k == found.model_id}}
+        meta = {**meta, "calibrated": {k: v for k, v in calibrated.items() if k == calibration_key(found.model_id)}}
         parts.append(Part("shapes", shapes.stem, meta, _read_state(shapes)))
     quality = find_quality(models_dir, found.model_id)
     if quality is not None:

@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -171,6 +173,11 @@ def test_a_threshold_calibrated_for_a_cleaning_model_is_kept_and_used(typed_shap
     assert loaded.calibrated_for("unet-abc") == pytest.approx(threshold)
     assert loaded.for_model("unet-abc").threshold == pytest.approx(threshold)
     assert loaded.for_model("unet-other").threshold == pytest.approx(typed_shapes.threshold)
+    # A threshold set while scans were judged another way (kept under the bare id) is not used.
+    metadata = json.loads(weights.with_suffix(".json").read_text())
+    metadata["calibrated"] = {"unet-abc": threshold}
+    weights.with_suffix(".json").write_text(json.dumps(metadata))
+    assert shapes.load_shapes(weights).calibrated_for("unet-abc") is None
 
 
 def test_ensure_shapes_trains_once_and_calibrates_for_each_cleaning_model(tmp_path, untrained):
@@ -194,6 +201,28 @@ def test_a_neighbours_piece_at_the_edge_is_left_out_of_the_shape(typed_shapes):
     _, read_alone, _ = typed_shapes.read(list(alone))
     _, read_beside, _ = typed_shapes.read(list(canvas))
     assert (read_beside == read_alone).mean() > 0.9
+
+
+def test_a_neighbours_piece_touching_the_digit_still_leaves_a_digit(typed_shapes, monkeypatch):
+    """Crops of written amounts: the right side of the digit before touches this one's first
+    stroke, so no gap separates them. Judged also without either edge, the scan reads as
+    its digit and is not flagged; judged whole, it was neither."""
+    digits, _ = typed(60, "0123456789", seed=9)
+    alone, piece = to_float(digits), 7
+    before = np.roll(alone, 1, axis=0)
+    canvas = np.zeros((60, 28, 36), np.float32)  # the piece is under a fifth of the width
+    for image, digit, other in zip(canvas, alone, before, strict=True):
+        last = np.flatnonzero(other.max(axis=0) > 0.3)[-1]
+        image[:, :piece] = other[:, last + 1 - piece : last + 1]
+        start = piece - 1 - np.flatnonzero(digit.max(axis=0) > 0.3)[0]  # its first ink on the piece's last
+        lo, skip = max(0, start), max(0, -start)
+        image[:, lo : lo + 28 - skip] = np.maximum(image[:, lo : lo + 28 - skip], digit[:, skip : skip + 36 - lo])
+    _, read_alone, _ = typed_shapes.read(list(alone))
+    score_beside, read_beside, _ = typed_shapes.read(list(canvas))
+    monkeypatch.setattr(shapes, "WINDOWS", ((0.0, 1.0),))  # judged whole only, as before
+    score_whole, read_whole, _ = typed_shapes.read(list(canvas))
+    assert (read_beside == read_alone).mean() > 0.9 > 0.5 > (read_whole == read_alone).mean()
+    assert np.mean(score_beside > typed_shapes.threshold) < 0.1 < 0.5 < np.mean(score_whole > typed_shapes.threshold)
 
 
 def test_an_output_that_reads_as_another_digit_than_its_scan_is_flagged(typed_shapes):

@@ -30,7 +30,8 @@ def source(tmp_path_factory):
     checkpoint.save_checkpoint(store, MODEL, build_model("unet"), {
         "architecture": "unet", "tone_headroom": 1.25, "parent": "unet-fedcba987654"})
     save_weights(shapes.ShapeNet(), store / shapes.FOLDER / f"{SHAPES}.pt",
-                 {"model_id": SHAPES, "calibrated": {MODEL: 0.41, "unet-other": 0.3}})
+                 {"model_id": SHAPES, "calibrated": {shapes.calibration_key(MODEL): 0.41,
+                                                     shapes.calibration_key("unet-other"): 0.3}})
     save_weights(quality_net.QualityNet(), quality_net.quality_path(store, MODEL),
                  {"model_id": MODEL, "version": quality_net.VERSION})
     bundle = export_bundle(store, MODEL, tmp_path_factory.mktemp("out") / "model.bundle")
@@ -51,7 +52,7 @@ def test_export_then_import_gives_the_same_outputs_bit_for_bit(source, tmp_path)
     assert found.metadata["imported"]["bundle_sha256"] == file_digest(bundle)
     assert np.array_equal(outputs(store, MODEL), outputs(tmp_path / "store", MODEL))
     shape_meta = json.loads((tmp_path / "store" / shapes.FOLDER / f"{SHAPES}.json").read_text())
-    assert shape_meta["calibrated"] == {MODEL: 0.41}  # only this model's threshold travels
+    assert shape_meta["calibrated"] == {shapes.calibration_key(MODEL): 0.41}  # only this model's threshold travels
     assert quality_net.find_quality(tmp_path / "store", MODEL) is not None
     with zipfile.ZipFile(bundle) as archive:  # JSON and safetensors only: no pickle anywhere
         assert all(n.endswith((".json", ".safetensors")) for n in archive.namelist())
