@@ -29,8 +29,9 @@ from denoiser.scans.batch import clean_batch
 from denoiser.scans.restore import model_headroom
 
 
-def flags(choice, images: list[np.ndarray]) -> dict:
-    """The share of scans ``clean`` flags as OOD, by reason, and the identity flag's share."""
+def flags(choice, images: list[np.ndarray], labels: list[int]) -> dict:
+    """The share of scans ``clean`` flags as OOD, by reason and by digit, and the identity
+    flag's share."""
     from denoiser.folders.model_choice import cached_model
 
     found = choice.checkpoint()
@@ -39,10 +40,13 @@ def flags(choice, images: list[np.ndarray]) -> dict:
                           precision=choice.resolved_precision,
                           shape_model=shapes.for_model(found.model_id) if shapes else None,
                           quality_model=cached_quality(choice.quality))
-    fields = [r.fields for r in results if not isinstance(r, Exception)]
+    done = [(r.fields, label) for r, label in zip(results, labels, strict=True) if not isinstance(r, Exception)]
+    fields = [f for f, _ in done]
     reasons = Counter((f["ood_reason"] or "").split(" (")[0] for f in fields if f["ood"])
+    by_digit = {str(d): [f["ood"] for f, label in done if label == d] for d in sorted({label for _, label in done})}
     return {"scans": len(fields), "ood_share": round(sum(f["ood"] for f in fields) / len(fields), 4),
             "ood_reasons": {k: round(v / len(fields), 4) for k, v in reasons.most_common()},
+            "ood_share_by_digit": {d: round(sum(v) / len(v), 3) for d, v in by_digit.items()},
             "identity_changed_share": round(sum(bool(f["identity_changed"]) for f in fields) / len(fields), 4)}
 
 
@@ -81,7 +85,7 @@ def main() -> None:
     choice = choose_for_clean(run, CleanOptions(device="cpu"))
     methods = {**real.CLASSICAL, f"clean ({choice.model_id})": real.model_method(choice)}
     result = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-              "reader": reader.metadata, "flags": {"clean": flags(choice, found.images)}}
+              "reader": reader.metadata, "flags": {"clean": flags(choice, found.images, found.labels)}}
     if args.adapt:
         with tempfile.TemporaryDirectory() as run_dir:
             outcome = stage.adapt_folder(args.folder, choice.checkpoint(), models_dir=args.models_dir,
@@ -90,7 +94,7 @@ def main() -> None:
         result["adapt"] = {k: v for k, v in outcome.items() if k not in ("levels", "correlations")}
         adapted = choice.adapted(resolve_checkpoint(outcome["model_id"], args.models_dir))
         methods[f"clean --adapt ({adapted.model_id})"] = real.model_method(adapted)
-        result["flags"]["adapted"] = flags(adapted, found.images)
+        result["flags"]["adapted"] = flags(adapted, found.images, found.labels)
     with tempfile.TemporaryDirectory() as out:
         summary = real.score_real(found, out, methods, reader, compare_to="input")
         if args.sheets:  # crops of the scans themselves: keep them out of the repository
