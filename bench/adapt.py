@@ -29,8 +29,9 @@ from torch.nn import functional as F
 
 from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
-from denoiser.adapt.fine_tune import AdaptConfig, adapt, centre_crops, rate_factor
+from denoiser.adapt.fine_tune import AdaptConfig, adapt, rate_factor
 from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
+from denoiser.adapt.sample import centre_crops
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
 from denoiser.choices import PRECISIONS

@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.composite import Backgrounds, ink_anchors
 from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
-from denoiser.adapt.noise_profile import NoiseProfile
+from denoiser.adapt.noise_profile import NoiseProfile, noisy_like
+from denoiser.adapt.sample import centre_crops
 from denoiser.adapt.style_match import StyleMatch, folder_shapes, refreshes_within
 from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision, autocast
@@ -47,7 +48,6 @@ from denoiser.training.loop import training_pair
 
 log = logging.getLogger(__name__)
 
-CROP = 28  # MNIST's size: what the parent was trained on
 MATCH_POOL = 10000  # MNIST digits brought to a folder's handwriting (denoiser.adapt.style_match)
 MATCH_REFERENCE = 1000  # of them, measured as the model cleans them, against the folder's shapes
 #: Below this share of changed digits the folder's hand is MNIST's, and the digits stay as they
@@ -138,25 +138,6 @@ def rate_factor(schedule: str, progress: float) -> float:
     if schedule == "constant":
         return 1.0  # (schedule is checked by AdaptConfig)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
-
-
-def noisy_like(clean: torch.Tensor, levels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
-    """(N, 1, H, W) clean images in the model's look with clipped Gaussian noise, one level per
-    image drawn from ``levels``."""
-    pick = torch.randint(0, len(levels), (len(clean),), generator=rng)
-    sigma = levels[pick].view(-1, 1, 1, 1)
-    return (clean + sigma * torch.randn(clean.shape, generator=rng)).clamp(0, 1)
-
-
-def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:
-    """The centre CROP x CROP of each model input (padded with paper where smaller)."""
-    out = np.zeros((len(inputs), 1, CROP, CROP), dtype=np.float32)
-    for i, image in enumerate(inputs):
-        h, w = image.shape
-        top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
-        piece = image[top : top + CROP, left : left + CROP]
-        out[i, 0, : piece.shape[0], : piece.shape[1]] = piece
-    return torch.from_numpy(out)
 
 
 def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.ndarray,

@@ -97,3 +97,11 @@ def readapt_reason(state: dict | None, parent_id: str, profile: NoiseProfile) ->
         now, then = profile.summary()["median"], before.summary()
         return f"the folder's noise drifted: median {now:.3f}, adapted on {then['p10']:.3f}-{then['p90']:.3f}"
     return None
+
+
+def noisy_like(clean: torch.Tensor, levels: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """(N, 1, H, W) clean images in the model's look with clipped Gaussian noise, one level per
+    image drawn from ``levels``."""
+    pick = torch.randint(0, len(levels), (len(clean),), generator=rng)
+    sigma = levels[pick].view(-1, 1, 1, 1)
+    return (clean + sigma * torch.randn(clean.shape, generator=rng)).clamp(0, 1)

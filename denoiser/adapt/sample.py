@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from denoiser.adapt.composite import CROP
 from denoiser.files import atomic_path
 from denoiser.folders.read import read_image, scan_folder
 from denoiser.folders.safe_read import MAX_FILE_MB
@@ -106,3 +108,14 @@ def load_sample(path: str | os.PathLike[str]) -> FolderSample:
         inputs = [stored[name] for name in sorted(stored.files) if name.startswith("image_")]
     return FolderSample(meta["folder"], inputs, meta["paths"], meta["files"], meta["unreadable"],
                         meta["digest"], meta.get("contrasts") or [1.0] * len(inputs))
+
+
+def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:
+    """The centre CROP x CROP of each model input (padded with paper where smaller)."""
+    out = np.zeros((len(inputs), 1, CROP, CROP), dtype=np.float32)
+    for i, image in enumerate(inputs):
+        h, w = image.shape
+        top, left = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
+        piece = image[top : top + CROP, left : left + CROP]
+        out[i, 0, : piece.shape[0], : piece.shape[1]] = piece
+    return torch.from_numpy(out)

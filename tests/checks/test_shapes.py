@@ -1,8 +1,7 @@
 """The digit-shape model behind the OOD flag for non-digits (letters, symbols)."""
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
