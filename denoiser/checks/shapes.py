@@ -206,19 +206,18 @@ class ShapeModel:
         (:data:`CUT_FROM`) is read there alone."""
         width = stack.shape[-1]
         cols = torch.arange(width).view(1, 1, width)
-        best = None
-        for start, end in WINDOWS:
-            inside = (cols >= round(start * width)) & (cols < round(end * width))
-            if best is None:
-                best = torch.softmax(self.net(frame(stack * inside)).float(), dim=1).double()
-                doubtful = torch.nonzero(best[:, NOT_A_DIGIT] >= CUT_FROM)[:, 0]
-                continue
-            if len(doubtful) == 0:
-                break
-            probs = torch.softmax(self.net(frame(stack[doubtful] * inside)).float(), dim=1).double()
+
+        def read(scans: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
+            inside = (cols >= round(window[0] * width)) & (cols < round(window[1] * width))
+            return torch.softmax(self.net(frame(scans * inside)).float(), dim=1).double()
+
+        best = read(stack, WINDOWS[0])
+        doubtful = torch.nonzero(best[:, NOT_A_DIGIT] >= CUT_FROM)[:, 0]
+        for window in WINDOWS[1:] if len(doubtful) else ():
+            probs = read(stack[doubtful], window)
             better = probs[:, NOT_A_DIGIT] < best[doubtful, NOT_A_DIGIT]
             best[doubtful[better]] = probs[better]
-        return best  # type: ignore[return-value]
+        return best
 
     def unlike(self, outputs: list[np.ndarray] | np.ndarray, precision: Precision = FP32) -> np.ndarray:
         """True for each scan whose shape is unlike any digit's."""
