@@ -69,14 +69,18 @@ def clean_batch(model: torch.nn.Module, images: list[np.ndarray], *, headroom: f
     started = time.perf_counter()
     prepared = _each(lambda some: restore.prepare_many(some, headroom=headroom), images)
     live = [i for i, p in enumerate(prepared) if not isinstance(p, Exception)]
-    mapped = [prepared[i][0] for i in live]  # type: ignore[index]
-    infos: list[ScanInfo] = [prepared[i][1] for i in live]  # type: ignore[index]
     clock.prepare += time.perf_counter() - started
 
     options = dict(batch_size=batch_size, device=device, tile=tile, overlap=overlap, precision=precision)
     with _MODEL_TURN:
         started = time.perf_counter()
-        outputs = denoise_images(model, mapped, **options)
+        measured = [prepared[i] for i in live]
+        outputs = denoise_images(model, [m for m, _ in measured], **options)  # type: ignore[misc]
+        # An output that lost its digit: the polarity was misread; cleaned again the other way.
+        restore.retry_blank(model, [images[i] for i in live], measured, outputs, headroom=headroom,  # type: ignore[arg-type]
+                            **options)
+        mapped = [m for m, _ in measured]  # type: ignore[misc]
+        infos: list[ScanInfo] = [info for _, info in measured]  # type: ignore[misc]
         # The quality estimate's check pass: each output with fresh noise of its scan's level, cleaned again.
         sigmas, renoised = quality.renoised_many(mapped, outputs)
         rechecks = denoise_images(model, renoised, **options)

@@ -93,14 +93,16 @@ def prepare(image: np.ndarray, *, headroom: float = tones.HEADROOM,
     return prepare_many([image], headroom=headroom, rescale=rescale)[0]
 
 
-def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM,
-                 rescale: bool = True) -> list[tuple[np.ndarray, ScanInfo]]:
+def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM, rescale: bool = True,
+                 dark_ink: list[bool] | None = None) -> list[tuple[np.ndarray, ScanInfo]]:
     """:func:`prepare` for each of ``images``; scans of one size are measured together, in
-    vectorized passes, with the same results as one at a time."""
+    vectorized passes, with the same results as one at a time. ``dark_ink``, where given,
+    sets each scan's polarity instead of measuring it."""
     prepared: list[tuple[np.ndarray, ScanInfo] | None] = [None] * len(images)
     for shape, indices in by_shape(images).items():
         pixels = torch.from_numpy(np.stack([np.asarray(images[i], dtype=np.float32) for i in indices]))
-        paper, ink = tones.estimate_levels(pixels, headroom=headroom)
+        polarity = None if dark_ink is None else torch.tensor([bool(dark_ink[i]) for i in indices])
+        paper, ink = tones.estimate_levels(pixels, headroom=headroom, dark_ink=polarity)
         mapped = tones.to_model(pixels, paper, ink).numpy()
         scales = (np.minimum(strokes.stroke_widths(mapped) / strokes.MNIST_STROKE_WIDTH, min(shape) / DIGIT_BOX)
                   if rescale else np.ones(len(indices)))
@@ -111,6 +113,48 @@ def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM,
                 one = _resize(one, (max(8, round(shape[0] / scale)), max(8, round(shape[1] / scale))))
             prepared[i] = (one, ScanInfo(float(paper[k]), float(ink[k]), scale, resized, headroom))
     return prepared  # type: ignore[return-value]
+
+
+#: An output with less than this share of its pixels inked (above half the model's ink
+#: level) lost its digit: cleaned again with the opposite polarity. A digit in MNIST's
+#: framing inks 10-20% of its pixels.
+BLANK_INK = 0.005
+#: The retry is kept where its output inks at least this share of its pixels.
+RETRY_INK = 0.02
+#: Scans larger than this a side in the model's scale are pages, never retried.
+RETRY_MAX_SIDE = 2 * 28
+
+
+def ink_share(output: np.ndarray) -> float:
+    """The share of an output's pixels inked (in the model's look, ink 1)."""
+    return float(np.mean(np.asarray(output) > 0.5))
+
+
+def retry_blank(model: torch.nn.Module, images: list[np.ndarray], prepared: list[tuple[np.ndarray, ScanInfo]],
+                outputs: list[np.ndarray], *, headroom: float, **options) -> list[int]:
+    """Where a digit-sized scan's output came out blank, clean it again with the opposite
+    polarity, and keep that where it found ink: ``prepared`` and ``outputs`` are updated
+    in place, and the indices changed are returned.
+
+    A scan's polarity is measured (:func:`denoiser.scans.tones.estimate_levels`); where a
+    printed pattern or a band of paper misleads it, the model sees the paper as ink and
+    the strokes as a background to remove, and gives back an empty page. Pages (over
+    :data:`RETRY_MAX_SIDE` a side in the model's scale) are left as they are: a page with
+    a single small digit inks fewer of its pixels than the threshold.
+    """
+    blank = [i for i, out in enumerate(outputs)
+             if max(out.shape) <= RETRY_MAX_SIDE and ink_share(out) < BLANK_INK]
+    if not blank:
+        return []
+    flipped = prepare_many([images[i] for i in blank], headroom=headroom,
+                           dark_ink=[not prepared[i][1].inverted for i in blank])
+    again = denoise_images(model, [m for m, _ in flipped], **options)
+    kept = []
+    for i, redone, out in zip(blank, flipped, again, strict=True):
+        if ink_share(out) >= RETRY_INK:
+            prepared[i], outputs[i] = redone, out
+            kept.append(i)
+    return kept
 
 
 def finish(output: np.ndarray, info: ScanInfo, shape: tuple[int, int], *, tone: str = "keep") -> np.ndarray:
@@ -148,7 +192,9 @@ def restore(model: torch.nn.Module, images: list[np.ndarray], *, tone: str = "ke
     if tone not in TONES:
         raise ValueError(f"unknown tones {tone!r}; choose one of {', '.join(TONES)}")
     prepared = prepare_many(images, headroom=headroom, rescale=rescale)
-    outputs = denoise_images(model, [p[0] for p in prepared], batch_size=batch_size, device=device,
-                             tile=tile, overlap=overlap, precision=precision)
+    options = dict(batch_size=batch_size, device=device, tile=tile, overlap=overlap, precision=precision)
+    outputs = denoise_images(model, [p[0] for p in prepared], **options)
+    if rescale:
+        retry_blank(model, images, prepared, outputs, headroom=headroom, **options)
     cleaned = finish_many(outputs, [info for _, info in prepared], [image.shape for image in images], tone=tone)
     return cleaned, [info for _, info in prepared]

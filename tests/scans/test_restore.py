@@ -93,3 +93,38 @@ def test_a_3x_scan_is_cleaned_at_mnist_scale_and_keeps_its_stroke_width(digits):
         back = restore.finish(mapped, info, image.shape, tone="keep")
         width_in, width_out = strokes.stroke_width(1.0 - image), strokes.stroke_width(1.0 - back)
         assert width_out == pytest.approx(width_in, rel=0.15)
+
+
+def light_band_cheque(digits: np.ndarray) -> torch.Tensor:
+    """Dark ink (0.30) on grey paper (0.58) with a light band (0.90) along the top edge,
+    further from the paper than the ink is: white paper beyond a cheque's printed field."""
+    scan = scans(digits, paper=0.58, ink=0.30)
+    scan[:, :3, :] = 0.90  # three rows of 28: about as much of the scan as the ink covers
+    return (scan + 0.02 * torch.randn(scan.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+
+
+def test_a_light_band_at_the_edge_does_not_flip_the_ink(digits):
+    scan = light_band_cheque(digits)
+    paper, ink = tones.estimate_levels(scan)
+    assert float((ink < paper).float().mean()) >= 0.95  # dark ink, as written
+    assert float((paper - 0.58).abs().max()) < 0.05
+
+
+class Identity(torch.nn.Module):
+    """A 'model' that gives back what it sees (as logits): its output is blank exactly where
+    the scan in the model's look shows no ink."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.logit(x, eps=1e-6)
+
+
+def test_an_output_that_lost_its_digit_is_cleaned_again_with_the_other_polarity(digits):
+    page = (1.0 - 0.9 * torch.from_numpy(digits[:3])).numpy()  # dark ink on white paper
+    images = [page[0], page[1], np.full((28, 28), 0.8, np.float32), np.ones((28, 28), np.float32)]
+    prepared = restore.prepare_many(images, dark_ink=[False, True, False, True])  # the first misread
+    assert restore.ink_share(prepared[0][0]) < restore.BLANK_INK
+    outputs = [torch.sigmoid(Identity()(torch.from_numpy(m))).numpy() for m, _ in prepared]
+    kept = restore.retry_blank(Identity(), images, prepared, outputs, headroom=tones.HEADROOM)
+    assert kept == [0]  # the misread scan; not the blank pages, whose retry finds no ink either
+    assert prepared[0][1].inverted and restore.ink_share(outputs[0]) >= restore.RETRY_INK
+    np.testing.assert_allclose(outputs[0], prepared[0][0], atol=1e-5)
