@@ -120,21 +120,27 @@ def ood_reason(output: np.ndarray, sigma: float, shape_score: float = math.nan,
     return _ood_reasons(output[None], [sigma], [shape_score], shape_limit)[0]
 
 
+def photo_tones(outputs: np.ndarray) -> np.ndarray:
+    """Whether each of (N, H, W) outputs (the model's look, one size) holds the spread of
+    mid tones of a photo rather than ink on paper."""
+    peak = outputs.max(axis=(1, 2), keepdims=True)
+    inked = np.mean((outputs > 0.5 * peak) & (peak > 0), axis=(1, 2))
+    mid_share = np.mean((outputs > 0.15) & (outputs < 0.55), axis=(1, 2))
+    return (mid_share / np.maximum(inked, 1e-6) > MAX_MIDTONES) | (mid_share > MAX_MID_SHARE)
+
+
 def _ood_reasons(outputs: np.ndarray, sigmas: list[float], shape_scores: list[float],
                  shape_limit: float) -> list[str | None]:
     """:func:`ood_reason` of (N, H, W) outputs of one size at once."""
-    peak = outputs.max(axis=(1, 2), keepdims=True)
-    inked = np.mean((outputs > 0.5 * peak) & (peak > 0), axis=(1, 2))
     ink_share = np.mean(outputs > 0.4, axis=(1, 2))
-    mid_share = np.mean((outputs > 0.15) & (outputs < 0.55), axis=(1, 2))
-    mid = mid_share / np.maximum(inked, 1e-6)
+    photo = photo_tones(outputs)
     reasons: list[str | None] = []
     for k, sigma in enumerate(sigmas):
         if ink_share[k] < MIN_INK:
             reasons.append("blank: no ink found")
         elif sigma > NOISE_LIMIT:
             reasons.append(f"noise {sigma:.2f} beyond the trained range ({NOISE_LIMIT})")
-        elif mid[k] > MAX_MIDTONES or mid_share[k] > MAX_MID_SHARE:
+        elif photo[k]:
             reasons.append("tones of a photo, not ink on paper")
         elif shape_scores[k] > shape_limit:  # NaN (not judged) is never above
             reasons.append(f"not a digit's shape (p {shape_scores[k]:.2f} above {shape_limit:.2f})")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from denoiser.checks.quality import photo_tones
 from denoiser.choices import TONES
 from denoiser.data.arrays import by_shape
 from denoiser.models.infer import denoise, denoise_images
@@ -133,7 +134,8 @@ def ink_share(output: np.ndarray) -> float:
 def retry_blank(model: torch.nn.Module, images: list[np.ndarray], prepared: list[tuple[np.ndarray, ScanInfo]],
                 outputs: list[np.ndarray], *, headroom: float, **options) -> list[int]:
     """Where a digit-sized scan's output came out blank, clean it again with the opposite
-    polarity, and keep that where it found ink: ``prepared`` and ``outputs`` are updated
+    polarity, and keep that where it found ink on paper (not a photo's tones:
+    :func:`denoiser.checks.quality.photo_tones`): ``prepared`` and ``outputs`` are updated
     in place, and the indices changed are returned.
 
     A scan's polarity is measured (:func:`denoiser.scans.tones.estimate_levels`); where a
@@ -151,7 +153,7 @@ def retry_blank(model: torch.nn.Module, images: list[np.ndarray], prepared: list
     again = denoise_images(model, [m for m, _ in flipped], **options)
     kept = []
     for i, redone, out in zip(blank, flipped, again, strict=True):
-        if ink_share(out) >= RETRY_INK:
+        if ink_share(out) >= RETRY_INK and not photo_tones(out[None])[0]:
             prepared[i], outputs[i] = redone, out
             kept.append(i)
     return kept
