@@ -22,7 +22,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from denoiser import files, runs
 from denoiser.adapt import decide, fine_tune, stage
 from denoiser.adapt import sample as folder_sample
-from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, SAMPLE_IMAGES
 from denoiser.folders.model_choice import ModelChoice
 from denoiser.folders.settings import CleanOptions, CleanRun
 from denoiser.models import checkpoint, registry
@@ -83,7 +83,7 @@ def adapt_folder(
     in_dir: str,
     parent: str | None = None,
     minutes: float = 2.5,
-    max_images: int = 5000,
+    max_images: int = SAMPLE_IMAGES,
     models_dir: str = str(DEFAULT_MODELS_DIR),
     data_dir: str | None = None,
     dataset: str = "mnist",

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from denoiser.adapt.composite import CROP
+from denoiser.choices import SAMPLE_IMAGES
 from denoiser.files import atomic_path
 from denoiser.folders.read import read_image, scan_folder
 from denoiser.folders.safe_read import MAX_FILE_MB
@@ -46,7 +47,7 @@ def _centre(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[top : top + KEEP, left : left + KEEP])
 
 
-def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images: int = 5000, seed: int = 0,
+def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images: int = SAMPLE_IMAGES, seed: int = 0,
                   max_file_mb: float = MAX_FILE_MB, digest: bool = True) -> FolderSample:
     """Up to ``max_images`` images of ``in_dir`` (a seeded random choice), read and prepared.
     The digest reads every file; ``digest=False`` reads only the sample (digest "")."""
@@ -92,7 +93,7 @@ def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:
 
 
 def take_sample(in_dir: str | os.PathLike[str], path: str | os.PathLike[str], *, headroom: float,
-                max_images: int = 5000, seed: int = 0) -> FolderSample:
+                max_images: int = SAMPLE_IMAGES, seed: int = 0) -> FolderSample:
     """:func:`sample_folder` saved at ``path`` (:func:`save_sample`), for the adapt stage.
     Raises ValueError (one line) where fewer than :data:`MIN_IMAGES` images could be read."""
     taken = sample_folder(in_dir, headroom=headroom, max_images=max_images, seed=seed)

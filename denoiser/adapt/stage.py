@@ -21,6 +21,7 @@ from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
 from denoiser.adapt.sample import load_sample, take_sample
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
+from denoiser.choices import SAMPLE_IMAGES
 from denoiser.data.arrays import to_float
 from denoiser.data.datasets import DATASETS
 from denoiser.data.mnist import load_dataset
@@ -32,9 +33,10 @@ from denoiser.scans.restore import model_headroom
 log = logging.getLogger(__name__)
 
 
-def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig) -> str:
-    """``<architecture>-<12 hex>`` from the parent, the folder's digest and the config."""
-    blob = json.dumps({"parent": parent_id, "folder": folder_digest, "config": config.to_dict()},
+def adapted_id(parent_id: str, folder_digest: str, config: AdaptConfig, images: int) -> str:
+    """``<architecture>-<12 hex>`` from the parent, the folder's digest, the config and the
+    number of scans sampled (another sample of the same folder is another model)."""
+    blob = json.dumps({"parent": parent_id, "folder": folder_digest, "config": config.to_dict(), "images": images},
                       sort_keys=True)
     return f"{parent_id.split('-')[0]}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -59,7 +61,7 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "blind_spot_val_loss": result.blind_spot,
                "trained_on": "composites of the folder's backgrounds" if result.composite else "the folder's noise",
                "handwriting_change": result.handwriting, **precision.to_dict()}
-    model_id = adapted_id(parent.model_id, folder_digest, config)
+    model_id = adapted_id(parent.model_id, folder_digest, config, images)
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
 
 
@@ -103,7 +105,7 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
 
 def adapt_folder(in_dir: str | os.PathLike[str], parent: Checkpoint, *, models_dir: str | os.PathLike[str],
                  run_dir: str | os.PathLike[str], data_dir: str | None = None, config: AdaptConfig = AdaptConfig(),
-                 max_images: int = 5000, device: str = "auto", precision: str = "auto") -> dict[str, Any]:
+                 max_images: int = SAMPLE_IMAGES, device: str = "auto", precision: str = "auto") -> dict[str, Any]:
     """Sample ``in_dir`` into ``run_dir`` and adapt ``parent`` to it (:func:`adapt_sample`),
     in this process: what ``denoiser adapt`` does, without Prefect."""
     path = Path(run_dir) / "sample.npz"

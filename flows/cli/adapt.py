@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES
+from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, DEVICES, SAMPLE_IMAGES
 from flows.cli.options import HelpFormatter, add_precision, non_negative_int, positive_float, positive_int
 
 
@@ -14,18 +14,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     adapt = commands.add_parser(
         "adapt", help="fine-tune a model to the noise of a folder of scans (no clean images needed)",
         description=(
-            "Measure the noise of IN_DIR's images as the cleaner sees them, fine-tune a copy of the "
-            "model on MNIST digits given that noise, and store it with its lineage. It becomes this "
-            "folder's model only if it beats its parent on held-out digits with the folder's noise. "
-            "Where the folder's noise is not white (blur, JPEG, dust, uneven lighting) nothing is "
-            "trained or stored: the parent stays."),
+            "Measure the noise of IN_DIR's images as the cleaner sees them and fine-tune a copy of the "
+            "model to it, storing it with its lineage. White noise: MNIST digits given the folder's "
+            "measured noise. Anything else (printed patterns, paper texture, blur, JPEG, dust, uneven "
+            "lighting): MNIST digits laid on the folder's own paper, taken from its scans with the ink "
+            "removed. Either way a share of each batch is the folder's own scans, their strokes as the "
+            "parent cleans them. The copy becomes this folder's model only if it beats its parent on "
+            "data like the folder that training never saw (held-out noise or paper) and does not read "
+            "worse on the folder's own scans by the digit-shape and quality checks; else the parent "
+            "stays and the numbers say why."),
         formatter_class=HelpFormatter)
     adapt.add_argument("in_dir", metavar="IN_DIR", help="folder of noisy images (only read)")
     adapt.add_argument("--from", dest="parent", metavar="ID|PATH", default=None,
                        help="model to adapt (default: the model clean uses)")
     adapt.add_argument("--minutes", type=positive_float, default=2.5, metavar="N",
                        help="fine-tuning time; sampling the folder and the gate come on top")
-    adapt.add_argument("--max-images", type=positive_int, default=5000, metavar="N",
+    adapt.add_argument("--max-images", type=positive_int, default=SAMPLE_IMAGES, metavar="N",
                        help="images of the folder sampled to measure its noise")
     adapt.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                        help="seed of the sample and the noise")

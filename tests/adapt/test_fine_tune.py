@@ -184,6 +184,10 @@ def test_a_model_the_shape_check_refuses_is_stored_as_refused(tmp_path, untraine
                                config=fine_tune.AdaptConfig(), shapes={**shapes, "passed": True},
                                estimate={**estimate, "passed": True})
     assert saved.metadata["adapted"]["gate_passed"] is True
+    # Another sample of the same folder is another model: it never overwrites this one.
+    other = stage.save_adapted(tmp_path, parent, result, folder=str(tmp_path), folder_digest="2" * 64, images=2,
+                               config=fine_tune.AdaptConfig(), shapes={**shapes, "passed": True})
+    assert other.model_id != saved.model_id and saved.weights.is_file()
 
 
 def test_the_batch_shares_must_leave_room_for_mnist_digits():
