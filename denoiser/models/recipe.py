@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from denoiser.noise.spec import DEFAULT_NOISE, NoiseSpec
 
 # Bump when a change to the code changes the weights a recipe produces; it is part of the
-# model id, so stale checkpoints are not reused.
-RECIPE_VERSION = 5
+# model id, so stale checkpoints are not reused. 6: the scan recipe's training pairs go
+# through the tone map whose polarity is now voted in the scan's middle (2026-12-07).
+RECIPE_VERSION = 6
 
 DEFAULT_MODEL = "unet"
 LOSSES = ("bce", "mse", "l1")
