@@ -49,7 +49,8 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
     gate's verdict (``shapes``: the shape check, :func:`denoiser.adapt.gate.shape_check`;
     ``estimate``: the PSNR estimate's, :func:`denoiser.adapt.gate.estimate_check`)."""
     label_free = [check for check in (shapes, estimate) if check is not None]
-    inherited = ("architecture", "config", "recipe_version", "noise", "tone_headroom", "data_sha256")
+    inherited = ("architecture", "config", "recipe_version", "scan_pairs_version", "noise", "tone_headroom",
+                 "data_sha256")
     keep = {k: parent.metadata[k] for k in inherited if k in parent.metadata}
     lineage = {"parent": parent.model_id, "folder": os.path.abspath(folder), "folder_sha256": folder_digest,
                "images": images, "steps": result.steps, "minutes": round(result.seconds / 60, 2),

@@ -29,7 +29,7 @@ from typing import Any
 from denoiser.choices import USES
 from denoiser.files import read_json, write_json
 from denoiser.models import checkpoint
-from denoiser.models.recipe import RECIPE_VERSION, TrainConfig
+from denoiser.models.recipe import TrainConfig, recipe_versions
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +89,12 @@ def promoted(models_dir: str | os.PathLike[str], use: str) -> checkpoint.Checkpo
 
 def recipe_model(models_dir: str | os.PathLike[str],
                  config: TrainConfig = CLEAN_RECIPE) -> checkpoint.Checkpoint | None:
-    """The stored model trained with exactly ``config`` at this recipe version (the oldest,
-    if several datasets gave several), or None."""
-    wanted = config.to_dict()
+    """The stored model trained with exactly ``config`` by this code (:func:`recipe_versions`;
+    the oldest, if several datasets gave several), or None."""
+    wanted, versions = config.to_dict(), recipe_versions(config)
     for found in checkpoint.list_checkpoints(models_dir):
         meta = found.metadata
-        if meta.get("config") == wanted and meta.get("recipe_version") == RECIPE_VERSION:
+        if meta.get("config") == wanted and all(meta.get(k, 1) == v for k, v in versions.items()):
             return found
     return None
 

@@ -16,7 +16,7 @@ from denoiser.files import load_array
 from denoiser.models import checkpoint
 from denoiser.models.device import resolve_device
 from denoiser.models.precision import resolve_precision
-from denoiser.models.recipe import RECIPE_VERSION, TrainConfig, cut_short_id, finished, model_id_for
+from denoiser.models.recipe import TrainConfig, cut_short_id, finished, model_id_for, recipe_versions
 from denoiser.noise.spec import NoiseSpec
 from denoiser.pipeline.record import StageResult, record
 from denoiser.scans import tones
@@ -74,7 +74,7 @@ def train_or_load(
             "recipe_model_id": model_id,  # the id of the model that finishes this recipe
             "cut_short": cut,
             "config": config.to_dict(),
-            "recipe_version": RECIPE_VERSION,
+            **recipe_versions(config),
             "noise": config.noise,
             **({"tone_headroom": tones.HEADROOM} if NoiseSpec.parse(config.noise).kind == "scan" else {}),
             "data_sha256": train_sha256,

@@ -7,7 +7,7 @@ import torch
 from denoiser.evaluation import promotion
 from denoiser.models import checkpoint, registry
 from denoiser.models.networks import ConvDAE, UNet
-from denoiser.models.recipe import RECIPE_VERSION
+from denoiser.models.recipe import recipe_versions
 
 
 def scorer(store, idx_dir, tmp_path, use="run"):
@@ -48,11 +48,14 @@ def test_clean_uses_the_promoted_model_never_the_newest(two_models):
 
 def test_the_scan_recipe_model_is_the_clean_fallback(two_models):
     meta = {"architecture": "unet", "config": registry.CLEAN_RECIPE.to_dict(), "tone_headroom": 1.25,
-            "recipe_version": RECIPE_VERSION}  # as the trainer writes it
+            **recipe_versions(registry.CLEAN_RECIPE)}  # as the trainer writes it
+    # A scan model whose training pairs an older tone map made is not the recipe's.
+    older = {**meta, "scan_pairs_version": meta["scan_pairs_version"] - 1}
+    checkpoint.save_checkpoint(two_models, "unet-olderpairs", UNet(), older)
+    assert registry.recipe_model(two_models) is None
     checkpoint.save_checkpoint(two_models, "unet-scanrecipe", UNet(), meta)
     found = registry.recipe_model(two_models)
     assert found is not None and found.model_id == "unet-scanrecipe"
-    assert found.metadata["recipe_version"] == RECIPE_VERSION
     chosen = registry.choose_clean_model(None, two_models)
     assert chosen.model_id == "unet-scanrecipe" and chosen.reason == "recipe" and not chosen.rerun
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from denoiser.models import recipe
 from denoiser.models.recipe import TrainConfig, model_id_for
 from denoiser.training.loop import train
 from denoiser.training.schedule import Schedule
@@ -75,9 +76,14 @@ def test_a_budget_that_is_not_reached_leaves_the_weights_unchanged():
 
 
 def test_recipes_without_a_budget_keep_their_model_ids():
-    # Ids from before budgets existed: the scan model and the tutorial's are not retrained.
-    assert model_id_for(TrainConfig.recipe("unet", noise="scan"), "data1") == "unet-3eae70e2060a"
+    # Ids from before budgets existed: the tutorial's model is not retrained.
     assert model_id_for(TrainConfig.recipe("conv"), "data1") == "conv-89277d62213e"
+    # The scan model's id is the one from before budgets with the scan pairs' version added
+    # (version 1, unet-3eae70e2060a, had none): only the tone map's change retrains it.
+    assert model_id_for(TrainConfig.recipe("unet", noise="scan"), "data1") == "unet-3d6f9858c2fc"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipe, "SCAN_PAIRS_VERSION", 1)
+        assert model_id_for(TrainConfig.recipe("unet", noise="scan"), "data1") == "unet-3eae70e2060a"
     assert "max_minutes" not in TrainConfig.recipe("conv").to_dict()
     # The default recipe has one, and a user can lift it (0) or change it.
     assert TrainConfig.recipe("unet").max_minutes == 14.5
