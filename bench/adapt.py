@@ -204,7 +204,7 @@ def main() -> None:
                "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
         # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
         shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
-        outputs = sample_outputs(parent, result.model, inputs)
+        outputs = sample_outputs(parent, result.model, inputs, parent_outputs=result.parent_outputs)
         if shapes_found is not None:
             row["shapes"] = shape_check(parent, result.model, inputs, load_shapes(shapes_found), outputs=outputs)
         if quality is not None:

@@ -41,9 +41,11 @@ class NoiseProfile:
     correlations: tuple[float, ...] = ()
 
     @classmethod
-    def measure(cls, parent: torch.nn.Module, inputs: list[np.ndarray],
-                device: torch.device | str = "cpu") -> NoiseProfile:
-        estimates = denoise_images(parent, inputs, device=device)
+    def measure(cls, parent: torch.nn.Module, inputs: list[np.ndarray], device: torch.device | str = "cpu",
+                estimates: list[np.ndarray] | None = None) -> NoiseProfile:
+        """``estimates``: the parent's outputs of ``inputs``, when already made."""
+        if estimates is None:
+            estimates = denoise_images(parent, inputs, device=device)
         pairs = list(zip(inputs, estimates, strict=True))
         return cls(tuple(round(clipped_noise_level(x, p), 4) for x, p in pairs),
                    tuple(round(residual_correlation(x, p), 4) for x, p in pairs))

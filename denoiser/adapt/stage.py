@@ -85,7 +85,7 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    device=torch_device, precision=chosen, on_progress=on_progress)
     # The label-free checks on the folder's own scans, where their models are stored.
     shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
-    outputs = (sample_outputs(parent_model, result.model, sample.inputs, torch_device)
+    outputs = (sample_outputs(parent_model, result.model, sample.inputs, torch_device, result.parent_outputs)
                if shapes is not None or quality is not None else None)  # made once for both checks
     check = None if shapes is None else shape_check(parent_model, result.model, sample.inputs,
                                                     load_shapes(shapes), torch_device, outputs)

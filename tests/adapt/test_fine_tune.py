@@ -11,6 +11,7 @@ from PIL import Image
 from denoiser.adapt import fine_tune, noise_profile, sample, stage, style_match
 from denoiser.data.datasets import ANY_IDX
 from denoiser.models import checkpoint
+from denoiser.models.infer import denoise_images
 from denoiser.noise import blindspot
 from tests.helpers import draw_digits
 
@@ -206,6 +207,9 @@ def test_a_folder_whose_noise_is_not_white_trains_on_its_own_backgrounds(trained
                          clean_digits[-16:], headroom=1.0, config=config)
     assert not result.profile.white and result.composite and result.steps > 0
     assert np.isfinite(result.gate["parent_db"]) and result.gate["adapted_db"] != result.gate["parent_db"]
+    # The parent's outputs the label-free checks reuse are the parent's, not the adapted model's.
+    fresh = denoise_images(checkpoint.load_model(parent), list(lit_unevenly(noisy)))
+    assert all(np.array_equal(a, b) for a, b in zip(result.parent_outputs, fresh, strict=True))
 
 
 def test_the_adapt_stage_reads_a_sample_and_stores_the_model(tmp_path, idx_dir, untrained):
