@@ -23,14 +23,23 @@ from denoiser import files, runs
 from denoiser.adapt import decide, fine_tune, stage
 from denoiser.adapt import sample as folder_sample
 from denoiser.choices import DEFAULT_MODELS_DIR, DEFAULT_RUNS_DIR, SAMPLE_IMAGES
+from denoiser.folders import model_choice
 from denoiser.folders.model_choice import ModelChoice
 from denoiser.folders.settings import CleanOptions, CleanRun
-from denoiser.models import checkpoint, registry
-from denoiser.pipeline import stages
+from denoiser.models import checkpoint
 from denoiser.scans import restore
 from flows import interrupt
 from flows.logs import library_logs
 from flows.policy import FLOW_DEFAULTS, TASK_DEFAULTS
+
+
+@task(name="parent-model", task_run_name="parent-model", **TASK_DEFAULTS)
+@library_logs
+def parent_model(models_dir: str, parent: str | None, runs_dir: str, data_dir: str | None, device: str,
+                 precision: str) -> str:
+    """The weights of the model to adapt: trained first where the store has none."""
+    return str(model_choice.model_to_adapt(models_dir, parent, runs_dir=runs_dir, data_dir=data_dir,
+                                           device=device, precision=precision).weights)
 
 
 @task(name="sample-folder", task_run_name="sample-folder", **TASK_DEFAULTS)
@@ -93,9 +102,8 @@ def adapt_folder(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Adapt ``parent`` (default: the model clean uses) to the noise of ``in_dir``'s images."""
-    choice = registry.choose_clean_model(parent, models_dir)
-    found = choice.checkpoint or stages.train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir,
-                                                            device=device, precision=precision)
+    weights = parent_model(models_dir, parent, runs_dir, data_dir, device, precision)
+    found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
     run_dir = Path(runs_dir) / f"adapt-{runs.new_run_id()}"
     taken = sample(in_dir, str(found.weights), str(run_dir), max_images, seed)
     config = fine_tune.AdaptConfig(minutes=minutes, seed=seed).to_dict()

@@ -85,6 +85,11 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    device=torch_device, precision=chosen, on_progress=on_progress)
     # The label-free checks on the folder's own scans, where their models are stored.
     shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
+    if quality is None:
+        log.warning("the store %s has no learned quality estimate for %s: the gate decides without its "
+                    "estimate check, which is the one that refused a worse model on real scans "
+                    "(`denoiser models quality` makes one for the model clean uses, in about 5 minutes)",
+                    models_dir, parent.model_id)
     outputs = (sample_outputs(parent_model, result.model, sample.inputs, torch_device, result.parent_outputs)
                if shapes is not None or quality is not None else None)  # made once for both checks
     check = None if shapes is None else shape_check(parent_model, result.model, sample.inputs,

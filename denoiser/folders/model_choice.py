@@ -113,20 +113,42 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
 
 
 def _train_default(run: CleanRun, options: CleanOptions) -> Checkpoint:
-    """Train the scan recipe's model into the store, and its digit-shape model and quality
-    estimate, after saying how long that takes here; or, with ``run.train`` False, refuse."""
+    """:func:`train_default`, or with ``run.train`` False, refuse."""
     if not run.train:
         raise no_training(run.models_dir)
-    minutes = estimate_training_seconds(registry.CLEAN_RECIPE, device=options.device,
-                                        precision=options.precision) / 60
+    return train_default(run.models_dir, runs_dir=run.runs_dir, data_dir=run.data_dir, device=options.device,
+                         precision=options.precision)
+
+
+def train_default(models_dir: str | os.PathLike[str], *, runs_dir: str | os.PathLike[str],
+                  data_dir: str | None = None, device: str = "auto", precision: str = "auto") -> Checkpoint:
+    """Train the scan recipe's model into the store, and its digit-shape model and quality
+    estimate (the OOD flag, ``psnr_est`` and the adaptation gate's label-free checks use
+    them), after saying how long that takes here."""
+    minutes = estimate_training_seconds(registry.CLEAN_RECIPE, device=device, precision=precision) / 60
     log.warning("%s: training the scan recipe's model, then its digit-shape model and quality estimate, "
                 "about %.0f minutes on this machine (its pace measured just now) before any file is cleaned; "
                 "to clean without training, give --model a bundle exported from a store that has a model "
-                "(`denoiser models export ID -o FILE` there)", no_model_line(run.models_dir), minutes)
-    found = train_clean_default(run.models_dir, runs_dir=run.runs_dir, data_dir=run.data_dir,
-                                device=options.device, precision=options.precision)
-    ensure_shapes(run.models_dir, run.data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
-    ensure_quality(run.models_dir, found, run.data_dir)  # and the learned PSNR estimate
+                "(`denoiser models export ID -o FILE` there)", no_model_line(models_dir), minutes)
+    found = train_clean_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
+                                precision=precision)
+    ensure_shapes(models_dir, data_dir, cleaner=found)  # MNIST is at hand: the OOD flag too
+    ensure_quality(models_dir, found, data_dir)  # and the learned PSNR estimate
+    return found
+
+
+def model_to_adapt(models_dir: str | os.PathLike[str], parent: str | None, *, runs_dir: str | os.PathLike[str],
+                   data_dir: str | None = None, device: str = "auto", precision: str = "auto") -> Checkpoint:
+    """The model ``denoiser adapt`` starts from: ``parent`` (an id or a path), else the one
+    ``clean`` uses; where the store has none, :func:`train_default` first, under the store's
+    training lock as ``clean`` does (a run that finds it being trained waits and uses it)."""
+    found = registry.choose_clean_model(parent, models_dir).checkpoint
+    if found is None:
+        with registry.training_lock(models_dir):
+            found = registry.choose_clean_model(parent, models_dir).checkpoint
+            if found is None:
+                found = train_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
+                                      precision=precision)
     return found
 
 

@@ -82,3 +82,27 @@ def test_a_run_that_finds_the_default_being_trained_waits_and_uses_it(untrained,
         registry.promote(store, "conv-test", "clean", score=lambda _: 0.0)
     waiting.join(timeout=60)
     assert not waiting.is_alive() and chosen["found"].model_id == "conv-test"
+
+
+def test_adapting_on_a_store_whose_default_is_being_trained_waits_and_adapts_that_model(untrained, tmp_path):
+    """`denoiser adapt` with no model to start from takes the store's training lock as `clean`
+    does: it waits for the run training the default and adapts the model that run stored."""
+    import threading
+
+    from denoiser.folders.model_choice import model_to_adapt
+
+    store = tmp_path / "models"
+    chosen = {}
+    with registry.training_lock(store):
+        waiting = threading.Thread(target=lambda: chosen.update(found=model_to_adapt(
+            str(store), None, runs_dir=str(tmp_path / "runs"), data_dir=str(tmp_path / "no-mnist"), device="cpu")))
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive() and not chosen
+        checkpoint.save_checkpoint(store, "conv-test", checkpoint.load_model(untrained), dict(untrained.metadata))
+        registry.promote(store, "conv-test", "clean", score=lambda _: 0.0)
+    waiting.join(timeout=60)
+    assert not waiting.is_alive() and chosen["found"].model_id == "conv-test"
+    # A named parent is taken as it is, whatever the store's default.
+    named = model_to_adapt(str(store), str(untrained.weights), runs_dir=str(tmp_path / "runs"), device="cpu")
+    assert named.weights == untrained.weights
