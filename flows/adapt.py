@@ -103,12 +103,11 @@ def adapt_folder(
 ) -> dict[str, Any]:
     """Adapt ``parent`` (default: the model clean uses) to the noise of ``in_dir``'s images."""
     weights = parent_model(models_dir, parent, runs_dir, data_dir, device, precision)
-    found = checkpoint.resolve_checkpoint(weights, Path(weights).parent)
     run_dir = Path(runs_dir) / f"adapt-{runs.new_run_id()}"
-    taken = sample(in_dir, str(found.weights), str(run_dir), max_images, seed)
+    taken = sample(in_dir, weights, str(run_dir), max_images, seed)
     config = fine_tune.AdaptConfig(minutes=minutes, seed=seed).to_dict()
     interrupt.check()  # a Ctrl-C that Prefect caught still stops the run before it adapts
-    outcome = adapt_model(taken["sample"], str(found.weights), models_dir, data_dir, dataset, config, device,
+    outcome = adapt_model(taken["sample"], weights, models_dir, data_dir, dataset, config, device,
                           precision)
     interrupt.check()
     decided = {**gate(outcome), "files": taken["files"], "images": taken["images"],

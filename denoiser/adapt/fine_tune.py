@@ -155,8 +155,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         raise ValueError(f"adapting needs at least 10 readable images, got {len(inputs)}")
     started, device = time.perf_counter(), torch.device(device)
     parent = parent.to(device).eval()
-    seen = denoise_images(parent, inputs, device=device)  # one pass of the parent over the scans, for all
-    profile = NoiseProfile.measure(parent, inputs, device, estimates=seen)
+    parent_outputs = denoise_images(parent, inputs, device=device)  # made once: profile, backgrounds, gate
+    profile = NoiseProfile.measure(parent, inputs, device, estimates=parent_outputs)
     levels = torch.tensor(profile.white_levels(), dtype=torch.float32)
     noise = profile.summary()
     log.info("folder noise (model's look): median %.3f, 10-90%% %.3f-%.3f, %.0f%% of scans not white",
@@ -166,7 +166,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         log.info("%.0f%% of the folder's scans have noise alike between neighbouring pixels (print, texture, "
                  "blur, JPEG): training lays known digits on the folder's own backgrounds",
                  100 * profile.correlated_share)
-        found = Backgrounds.from_scans(inputs, seen, seed=config.seed)
+        found = Backgrounds.from_scans(inputs, parent_outputs, seed=config.seed)
         found.noise = np.asarray(profile.levels, dtype=np.float32)
         train_bg, gate_bg = found.split(0.2, seed=config.seed)
     # Clean digits in the model's look: paper 0, ink at 1 / headroom (the tone map's headroom).
@@ -291,4 +291,4 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     seconds = time.perf_counter() - started
     log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"], gate["adapted_db"])
     return AdaptResult(model, profile, step, seconds, gate, blind, None if match is None else match.summary(),
-                       composite, seen)
+                       composite, parent_outputs)

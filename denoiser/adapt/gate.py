@@ -50,11 +50,10 @@ def sample_outputs(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: li
                    parent_outputs: list[np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
     """Both models' outputs of the folder's sampled scans, made once for both label-free checks
     (``parent_outputs``: the parent's, when fine-tuning made them already)."""
-    made = {"parent": parent_outputs} if parent_outputs is not None else {}
-    for name, model in (("parent", parent), ("adapted", adapted)):
-        if name not in made:
-            made[name] = denoise_images(model, inputs, device=torch.device(device))
-    return made
+    def outputs(model: torch.nn.Module) -> list[np.ndarray]:
+        return denoise_images(model, inputs, device=torch.device(device))
+
+    return {"parent": outputs(parent) if parent_outputs is None else parent_outputs, "adapted": outputs(adapted)}
 
 
 def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray], shape_model,

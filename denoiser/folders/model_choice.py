@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,15 +88,8 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     a bad checkpoint fails before any shard. Raises FileNotFoundError or ValueError (one
     line) for a model that cannot be had."""
     run = replace(run, model=model_reference(run.model, run.models_dir))  # a bundle: into the store first
-    picked = registry.choose_clean_model(run.model, run.models_dir)
+    picked, found = _chosen_or_trained(run.models_dir, run.model, lambda: _train_default(run, options))
     device = resolve_device(options.device)
-    found = picked.checkpoint
-    if found is None:
-        with registry.training_lock(run.models_dir):  # another run may be training it: wait, then look again
-            picked = registry.choose_clean_model(run.model, run.models_dir)
-            found = picked.checkpoint
-            if found is None:
-                found = _train_default(run, options)
     cached_model(found, device)
     shapes = _calibrated_shapes(run, found)
     quality = find_quality(run.models_dir, found.model_id)
@@ -110,6 +104,18 @@ def choose_for_clean(run: CleanRun, options: CleanOptions) -> ModelChoice:
     return ModelChoice(found.model_id, str(found.weights), picked.reason, picked.rerun,
                        str(shapes) if shapes is not None else None,
                        str(quality) if quality is not None else None, precision.name, precision.reason)
+
+
+def _chosen_or_trained(models_dir: str | os.PathLike[str], reference: str | None,
+                       train: Callable[[], Checkpoint]) -> tuple[registry.Choice, Checkpoint]:
+    """The model :func:`denoiser.models.registry.choose_clean_model` picks, else ``train()``'s,
+    under the store's training lock: a run that finds it being trained waits, then looks again."""
+    picked = registry.choose_clean_model(reference, models_dir)
+    if picked.checkpoint is not None:
+        return picked, picked.checkpoint
+    with registry.training_lock(models_dir):
+        picked = registry.choose_clean_model(reference, models_dir)
+        return picked, picked.checkpoint or train()
 
 
 def _train_default(run: CleanRun, options: CleanOptions) -> Checkpoint:
@@ -142,14 +148,8 @@ def model_to_adapt(models_dir: str | os.PathLike[str], parent: str | None, *, ru
     """The model ``denoiser adapt`` starts from: ``parent`` (an id or a path), else the one
     ``clean`` uses; where the store has none, :func:`train_default` first, under the store's
     training lock as ``clean`` does (a run that finds it being trained waits and uses it)."""
-    found = registry.choose_clean_model(parent, models_dir).checkpoint
-    if found is None:
-        with registry.training_lock(models_dir):
-            found = registry.choose_clean_model(parent, models_dir).checkpoint
-            if found is None:
-                found = train_default(models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device,
-                                      precision=precision)
-    return found
+    return _chosen_or_trained(models_dir, parent, lambda: train_default(
+        models_dir, runs_dir=runs_dir, data_dir=data_dir, device=device, precision=precision))[1]
 
 
 def no_model_line(models_dir: str | os.PathLike[str]) -> str:

@@ -135,17 +135,18 @@ def recipe_versions(config: TrainConfig) -> dict[str, int]:
 
 
 def model_id_for(config: TrainConfig, data_checksum: str, *, legacy: bool = False) -> str:
-    """``<model>-<12 hex>``: a digest of the config, the data checksum and the code
-    versions (:func:`recipe_versions`). The device is not part of it: a model trained on a GPU serves CPU users and
-    the other way round. Nor is the time budget: a run the budget did not cut gives the
+    """``<model>-<12 hex>``: a digest of the config, the data checksum and the code versions
+    (:func:`recipe_versions`). The device is not part of it: a model trained on a GPU serves
+    CPU users and the other way round. Nor is the time budget: a run the budget did not cut gives the
     weights of a run without one, and a run it cut is stored under :func:`cut_short_id`.
     ``legacy``: the id stores wrote before that (the budget in the digest)."""
     fields = config.to_dict()
     if not legacy:
         fields.pop("max_minutes", None)
-    recipe = {"config": fields, "data": data_checksum, "recipe": RECIPE_VERSION}
-    if NoiseSpec.parse(config.noise).kind == "scan" and SCAN_PAIRS_VERSION > 1:
-        recipe["scan_pairs"] = SCAN_PAIRS_VERSION  # absent at 1: the ids stores hold from before
+    versions = recipe_versions(config)
+    recipe = {"config": fields, "data": data_checksum, "recipe": versions["recipe_version"]}
+    if versions.get("scan_pairs_version", 1) > 1:  # absent at 1: the ids stores hold from before
+        recipe["scan_pairs"] = versions["scan_pairs_version"]
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
     return f"{config.model}-{digest[:12]}"
 

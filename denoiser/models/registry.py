@@ -94,6 +94,7 @@ def recipe_model(models_dir: str | os.PathLike[str],
     wanted, versions = config.to_dict(), recipe_versions(config)
     for found in checkpoint.list_checkpoints(models_dir):
         meta = found.metadata
+        # A model stored before a version existed was made by that version's 1.
         if meta.get("config") == wanted and all(meta.get(k, 1) == v for k, v in versions.items()):
             return found
     return None
