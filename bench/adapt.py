@@ -29,8 +29,9 @@ from torch.nn import functional as F
 
 from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
-from denoiser.adapt.fine_tune import AdaptConfig, adapt, rate_factor
-from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
+from denoiser.adapt.budget import rate_factor
+from denoiser.adapt.fine_tune import AdaptConfig, adapt
+from denoiser.adapt.gate import label_free
 from denoiser.adapt.sample import centre_crops
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
@@ -163,6 +164,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000, help="images per folder")
     parser.add_argument("--minutes", type=float, default=2.5)
     parser.add_argument("--models-dir", default="data/models")
+    parser.add_argument("--model", default=None, help="the model to adapt (default: the model clean uses)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--no-supervised", action="store_true", help="skip the supervised reference")
     parser.add_argument("--style", type=float, default=AdaptConfig.style,
@@ -181,7 +183,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     mnist = load_dataset(args.data_dir)
-    found = registry.choose_clean_model(None, args.models_dir).checkpoint
+    found = registry.choose_clean_model(args.model, args.models_dir).checkpoint
     if found is None:
         raise SystemExit("no clean model in the store: run denoiser clean once, or promote one")
     parent, headroom = checkpoint.load_model(found), restore.model_headroom(found.metadata)
@@ -193,23 +195,26 @@ def main() -> None:
         truth, noisy = FOLDERS[name](mnist.test_images[5000 : 5000 + args.images], 0)
         prepared = [restore.prepare(y, headroom=headroom) for y in noisy]
         inputs, contrasts = [p[0] for p in prepared], [p[1].ink - p[1].paper for p in prepared]
+        stage_started = time.perf_counter()
         config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
                              average=args.average, match=not args.no_match, anchor=args.anchor)
+        # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
+        shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
+        checked = 0 if shapes_found is None and quality is None else min(len(inputs), config.check_images)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
-                       parent_noise=found.metadata.get("noise"), precision=precision)
+                       parent_noise=found.metadata.get("noise"), precision=precision, checked=checked,
+                       since=stage_started)
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
                "adapted_db": score(result.model, truth, noisy, headroom), "gate_passed": result.better,
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),
                "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name,
                "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
-        # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
-        shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
-        outputs = sample_outputs(parent, result.model, inputs, parent_outputs=result.parent_outputs)
-        if shapes_found is not None:
-            row["shapes"] = shape_check(parent, result.model, inputs, load_shapes(shapes_found), outputs=outputs)
-        if quality is not None:
-            row["estimate"] = estimate_check(parent, result.model, inputs, contrasts, load_quality(quality),
-                                             outputs=outputs)
+        checks = label_free(parent, result.model, inputs, contrasts,
+                            shape_model=None if shapes_found is None else load_shapes(shapes_found),
+                            estimator=None if quality is None else load_quality(quality),
+                            parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)
+        row.update({k: v for k, v in zip(("shapes", "estimate"), checks) if v is not None})
+        row["stage_seconds"] = round(time.perf_counter() - stage_started, 1)
         row["gate_passed"] = result.better and all(row[k]["passed"] for k in ("shapes", "estimate") if k in row)
         row["composite"] = result.composite
         row["kept_db"] = row["adapted_db"] if row["gate_passed"] else row["parent_db"]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -35,6 +34,8 @@ import torch
 from torch.nn import functional as F
 
 from denoiser.adapt.averaging import WeightAverage
+from denoiser.adapt.budget import plan as budget_plan
+from denoiser.adapt.budget import rate_factor
 from denoiser.adapt.composite import Backgrounds, ink_anchors
 from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
 from denoiser.adapt.noise_profile import NoiseProfile, noisy_like
@@ -58,7 +59,9 @@ MATCH_MIN_SHARE = 0.25
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    minutes: float = 2.5  # fine-tuning time; sampling and the gate come on top
+    # The adapt stage's whole time: measuring the folder, fine-tuning, the gate and the label-free
+    # checks (denoiser.adapt.budget); fine-tuning gets what the rest leaves. Sampling comes on top.
+    minutes: float = 2.5
     # Above 0: train exactly this many steps, whatever they take, and ignore ``minutes``; the
     # rate schedule and the refreshes follow the steps. Work that does not depend on the load.
     steps: int = 0
@@ -89,6 +92,10 @@ class AdaptConfig:
     # leaning hand 21.79 against 20.80 (docs/adaptation.md has the table, docs/LOG.md the versions).
     match: bool = True
     gate_images: int = 500  # MNIST test digits given the folder's noise
+    # The label-free checks read at most this many of the sampled scans (a seeded choice,
+    # denoiser.adapt.gate.checked_scans). On 2,000 cheque digits they took 32 s of 226 and
+    # refused by 1.2 dB against a 0.2 dB margin; the mean over 1,000 is as clear.
+    check_images: int = 1000
     # Ink weighs this much more than paper in the loss (1 + ink_weight * truth): erasing a faint
     # stroke costs more than leaving a speck (0: plain BCE, as the parent was trained).
     ink_weight: float = 2.0
@@ -103,6 +110,8 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
+        if self.check_images < 1:
+            raise ValueError(f"check_images must be at least 1, got {self.check_images}")
         if self.steps < 0:
             raise ValueError(f"steps must be 0 (train for the minutes) or more, got {self.steps}")
         for name in ("rehearsal", "style", "anchor"):
@@ -120,7 +129,7 @@ class AdaptResult:
     steps: int
     seconds: float
     gate: dict[str, float]  # parent_db, adapted_db on the gate's images
-    blind_spot: dict[str, float]  # held-out blind-spot loss of parent and adapted model
+    blind_spot: dict[str, float] | None  # held-out blind-spot loss of parent and adapted model (white folders)
     handwriting: dict[str, float] | None = None  # StyleMatch.summary() of the last match, if any
 
     composite: bool = False  # trained on composites of the folder's backgrounds (its noise is not white)
@@ -131,31 +140,31 @@ class AdaptResult:
     def better(self) -> bool:
         """The gate's pairs cleaned better (:func:`denoiser.adapt.gate.gains`) and, for a white
         folder, the blind-spot loss on its own scans lower by ``BLIND_SPOT_MARGIN``."""
-        lower = self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN)
-        return gains(self.gate) and (self.composite or lower)
-
-
-def rate_factor(schedule: str, progress: float) -> float:
-    """The share of the learning rate at ``progress`` (0 to 1) of the run's budget."""
-    if schedule == "constant":
-        return 1.0  # (schedule is checked by AdaptConfig)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, max(0.0, progress))))
+        if self.composite or self.blind_spot is None:
+            return gains(self.gate)
+        return gains(self.gate) and self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN)
 
 
 def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.ndarray,
           gate_digits: np.ndarray, *, headroom: float, parent_noise: str | None = None,
           config: AdaptConfig = AdaptConfig(), device: torch.device | str = "cpu",
-          precision: Precision = FP32, on_progress: Callable[[float], None] | None = None) -> AdaptResult:
+          precision: Precision = FP32, on_progress: Callable[[float], None] | None = None,
+          checked: int = 0, since: float | None = None) -> AdaptResult:
     """Fine-tune a copy of ``parent`` to the noise of ``inputs`` (a folder's scans in the
     model's look, float (H, W)); ``clean_digits`` (N, 28, 28) in [0, 1] carry that noise in
     training, ``gate_digits`` (others) in the gate. A ``rehearsal`` share of each batch
     carries ``parent_noise`` (the parent's training noise), so it keeps what it knew. The
-    fine-tuning steps run in ``precision`` (more steps fit the time in bf16); the gate in float32."""
+    fine-tuning steps run in ``precision`` (more steps fit the time in bf16); the gate in float32.
+    ``checked``: the scans the caller's label-free checks will read afterwards, inside the same
+    ``config.minutes`` (:mod:`denoiser.adapt.budget`), counted from ``since`` (a
+    ``time.perf_counter()``; default: this call)."""
     if len(inputs) < 10:
         raise ValueError(f"adapting needs at least 10 readable images, got {len(inputs)}")
     started, device = time.perf_counter(), torch.device(device)
     parent = parent.to(device).eval()
     parent_outputs = denoise_images(parent, inputs, device=device)  # made once: profile, backgrounds, gate
+    pass_seconds = time.perf_counter() - started  # what one pass over the sample costs here, now
+    since = started if since is None else since
     profile = NoiseProfile.measure(parent, inputs, device, estimates=parent_outputs)
     levels = torch.tensor(profile.white_levels(), dtype=torch.float32)
     noise = profile.summary()
@@ -225,7 +234,15 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     model = copy.deepcopy(parent).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
-    budget, step, train_started = config.minutes * 60, 0, time.perf_counter()
+    train_started = time.perf_counter()
+    planned_time = budget_plan(config.minutes, train_started - since, pass_seconds, len(inputs), checked=checked,
+                               blind_spot=not composite, gate_pairs=len(gate_clean))
+    budget, step = planned_time.train, 0
+    if not config.steps:
+        log.info("fine-tuning for %.0f s of the %.0f s budget: measuring the folder took %.0f s, the gate and "
+                 "the checks after it will take about %.0f s%s", budget, planned_time.total, planned_time.spent,
+                 planned_time.after, " (the budget is too small for them: it will be overrun)"
+                 if planned_time.squeezed else "")
 
     def progress() -> float:
         """How much of the budget is spent: its steps where one is set, else its seconds."""
@@ -285,9 +302,11 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                                        on=gate_bg if composite else None)
     trained = step > 0  # else the model is its parent: no need to score it twice
     gate = compare(parent, model if trained else None, gate_truth, gate_noisy)
-    parent_loss = blind_spot(parent, scans, scan_sigma)
-    blind = {"parent": round(parent_loss, 6),
-             "adapted": round(blind_spot(model, scans, scan_sigma) if trained else parent_loss, 6)}
+    blind = None  # the blind-spot loss assumes white noise: it has no say on composites
+    if not composite:
+        parent_loss = blind_spot(parent, scans, scan_sigma)
+        blind = {"parent": round(parent_loss, 6),
+                 "adapted": round(blind_spot(model, scans, scan_sigma) if trained else parent_loss, 6)}
     seconds = time.perf_counter() - started
     log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"], gate["adapted_db"])
     return AdaptResult(model, profile, step, seconds, gate, blind, None if match is None else match.summary(),

@@ -70,7 +70,7 @@ def shape_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[
     parent_p, adapted_p = float(readings["parent"][1].mean()), float(readings["adapted"][1].mean())
     changed = float((readings["parent"][0] != readings["adapted"][0]).mean())
     return {"parent_digit_p": round(parent_p, 4), "adapted_digit_p": round(adapted_p, 4),
-            "changed": round(changed, 4), "passed": adapted_p >= parent_p - SHAPE_MARGIN}
+            "changed": round(changed, 4), "scans": len(inputs), "passed": adapted_p >= parent_p - SHAPE_MARGIN}
 
 
 #: The learned PSNR estimate (:mod:`denoiser.checks.quality_net`, trained for the parent on
@@ -101,9 +101,10 @@ def estimate_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: li
         judged = np.isfinite(db)
         means[name] = float(db[judged].mean()) if judged.any() else float("nan")
     if not judged.any():
-        return {"parent_db": None, "adapted_db": None, "judged": 0, "passed": True}
+        return {"parent_db": None, "adapted_db": None, "judged": 0, "scans": len(inputs), "passed": True}
     return {"parent_db": round(means["parent"], 3), "adapted_db": round(means["adapted"], 3),
-            "judged": int(judged.sum()), "passed": means["adapted"] >= means["parent"] - ESTIMATE_MARGIN}
+            "judged": int(judged.sum()), "scans": len(inputs),
+            "passed": means["adapted"] >= means["parent"] - ESTIMATE_MARGIN}
 
 
 def compare(parent: torch.nn.Module, candidate: torch.nn.Module | None, truth: torch.Tensor,
@@ -120,3 +121,30 @@ def compare(parent: torch.nn.Module, candidate: torch.nn.Module | None, truth: t
 def gains(scores: dict[str, float]) -> bool:
     """Whether the adapted model cleaned the gate's pairs :data:`GATE_DB` better (:func:`compare`)."""
     return scores["adapted_db"] >= scores["parent_db"] + GATE_DB
+
+
+def checked_scans(count: int, limit: int, seed: int = 0) -> np.ndarray:
+    """Which of a sample's ``count`` scans the label-free checks read: all, or a seeded choice of
+    ``limit`` in the sample's order (the sample's order is the folder's, so a prefix would be
+    one corner of it)."""
+    if count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def label_free(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: list[np.ndarray],
+               contrasts: list[float], *, shape_model=None, estimator=None, device: torch.device | str = "cpu",
+               parent_outputs: list[np.ndarray] | None = None, limit: int = 1000,
+               seed: int = 0) -> tuple[dict | None, dict | None]:
+    """Both label-free checks on the folder's own scans (:func:`shape_check`, :func:`estimate_check`;
+    None for a check whose model is missing), on :func:`checked_scans` of them."""
+    if shape_model is None and estimator is None:
+        return None, None
+    pick = checked_scans(len(inputs), limit, seed)
+    inputs, contrasts = [inputs[i] for i in pick], [contrasts[i] for i in pick]
+    parent_outputs = None if parent_outputs is None else [parent_outputs[i] for i in pick]
+    outputs = sample_outputs(parent, adapted, inputs, device, parent_outputs)  # made once for both checks
+    shapes = None if shape_model is None else shape_check(parent, adapted, inputs, shape_model, device, outputs)
+    estimate = None if estimator is None else estimate_check(parent, adapted, inputs, contrasts, estimator, device,
+                                                             outputs)
+    return shapes, estimate

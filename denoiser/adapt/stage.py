@@ -12,12 +12,13 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from denoiser.adapt.fine_tune import AdaptConfig, AdaptResult, adapt
-from denoiser.adapt.gate import estimate_check, sample_outputs, shape_check
+from denoiser.adapt.gate import label_free
 from denoiser.adapt.sample import load_sample, take_sample
 from denoiser.checks.quality_net import find_quality, load_quality
 from denoiser.checks.shapes import find_shapes, load_shapes
@@ -72,6 +73,7 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                  on_progress: Callable[[float], None] | None = None) -> dict[str, Any]:
     """The adapt stage: a saved folder sample (:func:`denoiser.adapt.sample.save_sample`)
     and the parent in the store -> the adapted model in the store, and the gate's numbers."""
+    started = time.perf_counter()
     sample = load_sample(sample_path)
     mnist = load_dataset(data_dir, dataset=DATASETS[dataset])
     torch_device = resolve_device(device)
@@ -79,10 +81,6 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     log.info("fine-tuning in %s (%s)", chosen.name, chosen.reason)
     gate_digits = to_float(mnist.test_images[: config.gate_images])
     parent_model = load_model(parent, device=torch_device)
-    result = adapt(parent_model, sample.inputs, to_float(mnist.train_images),
-                   gate_digits, headroom=model_headroom(parent.metadata), config=config,
-                   parent_noise=parent.metadata.get("noise"),
-                   device=torch_device, precision=chosen, on_progress=on_progress)
     # The label-free checks on the folder's own scans, where their models are stored.
     shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
     if quality is None:
@@ -90,13 +88,19 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                     "estimate check, which is the one that refused a worse model on real scans "
                     "(`denoiser models quality` makes one for the model clean uses, in about 5 minutes)",
                     models_dir, parent.model_id)
-    outputs = (sample_outputs(parent_model, result.model, sample.inputs, torch_device, result.parent_outputs)
-               if shapes is not None or quality is not None else None)  # made once for both checks
-    check = None if shapes is None else shape_check(parent_model, result.model, sample.inputs,
-                                                    load_shapes(shapes), torch_device, outputs)
-    estimate = None if quality is None else estimate_check(parent_model, result.model, sample.inputs,
-                                                           sample.contrasts, load_quality(quality), torch_device,
-                                                           outputs)
+    checked = 0 if shapes is None and quality is None else min(len(sample.inputs), config.check_images)
+    result = adapt(parent_model, sample.inputs, to_float(mnist.train_images),
+                   gate_digits, headroom=model_headroom(parent.metadata), config=config,
+                   parent_noise=parent.metadata.get("noise"),
+                   device=torch_device, precision=chosen, on_progress=on_progress, checked=checked,
+                   since=started)
+    check, estimate = label_free(parent_model, result.model, sample.inputs, sample.contrasts,
+                                 shape_model=None if shapes is None else load_shapes(shapes),
+                                 estimator=None if quality is None else load_quality(quality), device=torch_device,
+                                 parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)
+    if not config.steps:
+        took = time.perf_counter() - started
+        log.info("adapting took %.0f s of its %.0f s budget", took, config.minutes * 60)
     stored = save_adapted(models_dir, parent, result, folder=sample.folder, folder_digest=sample.digest,
                           images=len(sample.inputs), config=config, precision=chosen, shapes=check,
                           estimate=estimate)

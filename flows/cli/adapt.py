@@ -28,7 +28,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     adapt.add_argument("--from", dest="parent", metavar="ID|PATH", default=None,
                        help="model to adapt (default: the model clean uses)")
     adapt.add_argument("--minutes", type=positive_float, default=2.5, metavar="N",
-                       help="fine-tuning time; sampling the folder and the gate come on top")
+                       help="time for adapting: measuring the folder, fine-tuning and the gate's checks "
+                            "(fine-tuning gets what the rest leaves); sampling the folder comes on top")
     adapt.add_argument("--max-images", type=positive_int, default=SAMPLE_IMAGES, metavar="N",
                        help="images of the folder sampled to measure its noise")
     adapt.add_argument("--seed", type=non_negative_int, default=0, metavar="N",

@@ -138,7 +138,7 @@ def add_clean_arguments(command: argparse.ArgumentParser) -> None:
                               "made on the first run, reused while the noise holds, made again when "
                               "it drifts; used only if it passes the gate")
     command.add_argument("--adapt-minutes", type=positive_float, default=2.5, metavar="N",
-                         help="fine-tuning time when --adapt adapts")
+                         help="time for adapting when --adapt adapts (fine-tuning and the gate; sampling on top)")
 
 
 def clean_settings(args: argparse.Namespace):  # -> tuple[CleanOptions, CleanRun]

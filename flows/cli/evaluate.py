@@ -53,7 +53,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                           help="with --real: also adapt the model clean uses to the folder (its labels unused) "
                                "and score the adapted model")
     evaluate.add_argument("--adapt-minutes", type=float, default=2.5, metavar="N",
-                          help="with --adapt: fine-tuning time")
+                          help="with --adapt: time for adapting (fine-tuning and the gate)")
     evaluate.add_argument("--limit", type=positive_int, default=None, metavar="N",
                           help="use the first N test images, or N labelled scans (all when unset)")
     evaluate.add_argument("--tune-images", type=positive_int, default=300, metavar="N",

@@ -1,6 +1,7 @@
 """Adapting a model to a folder's noise: the blind-spot pieces, the noise profile, the folder
 sample, the adapted model's lineage and the gate."""
 
+import copy
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,12 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-from denoiser.adapt import fine_tune, noise_profile, sample, stage, style_match
+from denoiser.adapt import budget, fine_tune, gate, noise_profile, sample, stage, style_match
 from denoiser.data.datasets import ANY_IDX
 from denoiser.models import checkpoint
 from denoiser.models.infer import denoise_images
 from denoiser.noise import blindspot
-from tests.helpers import draw_digits
+from denoiser.training import shapes as shape_training
+from tests.helpers import draw_digits, typed
 
 STEPS = 300  # the adaptation test's budget: 19 s on two idle cores, +0.28 dB over its parent
 
@@ -242,9 +244,9 @@ def test_the_adapt_stage_stores_a_composite_model_with_the_gates_verdict(tmp_pat
 
 
 def test_the_cosine_schedule_lowers_the_rate_to_zero_by_the_end_of_the_budget():
-    assert fine_tune.rate_factor("cosine", 0) == 1.0
-    assert fine_tune.rate_factor("cosine", 0.5) == pytest.approx(0.5)
-    assert fine_tune.rate_factor("cosine", 1.25) == 0.0 and fine_tune.rate_factor("constant", 59 / 60) == 1.0
+    assert budget.rate_factor("cosine", 0) == 1.0
+    assert budget.rate_factor("cosine", 0.5) == pytest.approx(0.5)
+    assert budget.rate_factor("cosine", 1.25) == 0.0 and budget.rate_factor("constant", 59 / 60) == 1.0
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         fine_tune.AdaptConfig(schedule="linear")
     with pytest.raises(ValueError, match="steps must be 0"):
@@ -363,3 +365,57 @@ def test_a_folder_whose_handwriting_is_mnists_keeps_mnists_digits_and_stops_matc
     assert result.steps > 1 and result.handwriting is None
     assert fitted == [84 + 16]  # the pool and the gate digits, once, on the parent's shapes; not again
     assert max(drawn) <= 1.0  # every batch drew MNIST's digits as they are
+
+
+def test_the_label_free_checks_read_a_seeded_spread_of_the_sample_and_the_same_scans_each_time(untrained):
+    """Adapting's checks on the folder's own scans read at most ``check_images`` of them (a
+    sample's order is the folder's: the choice is spread over it, not its first files)."""
+    images, labels = typed(120, "0123456789", seed=3)
+    shape_model = shape_training.train_shapes(images, labels, epochs=1, held_out=20)
+    parent = checkpoint.load_model(untrained)
+    adapted = copy.deepcopy(parent)
+    with torch.no_grad():  # another model, whose outputs differ from its parent's
+        for weights in adapted.parameters():
+            weights.mul_(1.1)
+    _, noisy = noisy_digits(30, 0.3)
+    inputs, contrasts = list(noisy), [1.0] * 30
+    picked = gate.checked_scans(30, 10, seed=0)
+    assert len(picked) == 10 and len(set(picked.tolist())) == 10 and picked.max() >= 15
+    assert np.array_equal(picked, gate.checked_scans(30, 10, seed=0))
+    assert np.array_equal(gate.checked_scans(8, 10), np.arange(8))  # a small sample is read whole
+    shapes, estimate = gate.label_free(parent, adapted, inputs, contrasts, shape_model=shape_model, limit=10)
+    assert estimate is None and shapes["scans"] == 10
+    subset = [inputs[i] for i in picked]
+    assert shapes == gate.shape_check(parent, adapted, subset, shape_model)  # those very scans
+    assert gate.label_free(parent, adapted, inputs, contrasts, limit=10) == (None, None)  # no check models
+
+
+def test_the_minutes_cover_the_checks_after_fine_tuning(trained_store, monkeypatch):
+    """``minutes`` is the whole stage: the more scans the label-free checks will read after
+    fine-tuning, the fewer seconds fine-tuning gets (fake clock: 0.1 s a read)."""
+    parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
+    _, noisy = noisy_digits(24, 0.5)
+    clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
+    config = fine_tune.AdaptConfig(minutes=0.5, batch_size=16, gate_images=12, style=0, match=False)
+
+    def steps(checked: int) -> int:
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += 0.1
+            return now[0]
+
+        monkeypatch.setattr(fine_tune, "time", SimpleNamespace(perf_counter=clock))
+        return fine_tune.adapt(parent, list(noisy), clean_digits[:-12], clean_digits[-12:], headroom=1.0,
+                               config=config, checked=checked).steps
+
+    alone, checked = steps(0), steps(24)
+    assert 0 < checked < alone
+    # The plan: what the checks will cost is foreseen from one pass of the parent over the sample.
+    planned = budget.plan(2.5, 20.0, 6.0, 2000, checked=1000, blind_spot=False, gate_pairs=500)
+    assert planned.after == pytest.approx(0.003 * (budget.LABEL_FREE_PASSES * 1000 + budget.GATE_PASSES * 500))
+    assert planned.train == pytest.approx(150 - 20 - planned.after) and not planned.squeezed
+    white = budget.plan(2.5, 20.0, 6.0, 2000, checked=1000, blind_spot=True, gate_pairs=500)
+    assert white.train < planned.train
+    tight = budget.plan(0.1, 10.0, 6.0, 2000, checked=1000, blind_spot=True, gate_pairs=500)
+    assert tight.train == pytest.approx(budget.MIN_TRAIN_SHARE * 6) and tight.squeezed
