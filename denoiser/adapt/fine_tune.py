@@ -62,48 +62,36 @@ class AdaptConfig:
     # The adapt stage's whole time: measuring the folder, fine-tuning, the gate and the label-free
     # checks (denoiser.adapt.budget); fine-tuning gets what the rest leaves. Sampling comes on top.
     minutes: float = 2.5
-    # Above 0: train exactly this many steps, whatever they take, and ignore ``minutes``; the
-    # rate schedule and the refreshes follow the steps. Work that does not depend on the load.
+    # Above 0: train exactly this many steps, ignoring ``minutes`` (work that does not depend on the load).
     steps: int = 0
     batch_size: int = 64
     learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
-    # Share of each batch drawn with the parent's own training noise. Off: a quarter cut the
-    # gain at Gaussian 0.3 to +0.09 dB (bench.adapt); the gate guards against forgetting.
+    # Share of each batch with the parent's own training noise (off: a quarter cut Gaussian 0.3's gain to +0.09 dB).
     rehearsal: float = 0.0
-    # Share of each batch whose clean digits are the folder's own shapes: the parent's outputs
-    # of its scans, sharpened (:func:`folder_shapes`), given the folder's noise afresh.
-    # Measured (bench.adapt, 2.5 min, against 0): handwriting unlike MNIST's +0.24 dB, the
-    # tutorial's noise +0.09, Gaussian 0.7 +0.03; at 0.6 the handwriting lost 0.19 dB.
+    # Share of each batch whose clean digits are the folder's own shapes (:func:`folder_shapes`), noised afresh:
+    # +0.24 dB on handwriting unlike MNIST's, +0.09 on the tutorial's noise; at 0.6 the handwriting lost 0.19.
     style: float = 0.3
-    # Times the folder's shapes are made again during training, evenly spaced, from the model
-    # being adapted (cleaner than its parent by then); measured in docs/LOG.md (2026-11-29).
-    # Fewer where they would take more than style_match.REFRESH_SHARE of the budget.
+    # Times the folder's shapes are made again from the model being adapted, evenly spaced (docs/LOG.md,
+    # 2026-11-29); fewer where they would take more than style_match.REFRESH_SHARE of the budget.
     refresh: int = 3
-    # "constant" keeps learning_rate; "cosine" lowers it to 0 over the time budget (by the
-    # clock). Cosine measured no better (the README's adapting section has the figures).
+    # "constant" keeps learning_rate; "cosine" lowers it to 0 over the budget (measured no better).
     schedule: str = "constant"
-    # Decay of a moving average of the weights (denoiser.adapt.averaging), updated each step (0:
-    # off); the average is the adapted model, and makes the folder's shapes again. A constant
-    # rate leaves the last weights wherever its steps wandered (measured: docs/LOG.md).
+    # Decay of the moving average of the weights (denoiser.adapt.averaging; 0: off), which is the adapted
+    # model and makes the folder's shapes again: a constant rate leaves the last weights where they wandered.
     average: float = 0.995
-    # Bring the MNIST digits of each batch to the folder's slant, size and stroke width
-    # (denoiser.adapt.style_match), measured on the folder's shapes against MNIST's seen the same way;
-    # the gate's digits too. Handwriting unlike MNIST's 20.50 dB against 19.96 without, a broad,
-    # leaning hand 21.79 against 20.80 (docs/adaptation.md has the table, docs/LOG.md the versions).
+    # Bring MNIST's digits (and the gate's) to the folder's slant, size and stroke width (style_match):
+    # handwriting unlike MNIST's 20.50 dB against 19.96 without, a broad leaning hand 21.79 against 20.80.
     match: bool = True
     gate_images: int = 500  # MNIST test digits given the folder's noise
-    # The label-free checks read at most this many of the sampled scans (a seeded choice,
-    # denoiser.adapt.gate.checked_scans). On 2,000 cheque digits they took 32 s of 226 and
-    # refused by 1.2 dB against a 0.2 dB margin; the mean over 1,000 is as clear.
+    # The label-free checks read at most this many sampled scans (gate.checked_scans): on 2,000 cheque
+    # digits they took 32 s of 226 and refused by 1.2 dB (margin 0.2), as clearly on 1,000.
     check_images: int = 1000
     # Ink weighs this much more than paper in the loss (1 + ink_weight * truth): erasing a faint
     # stroke costs more than leaving a speck (0: plain BCE, as the parent was trained).
     ink_weight: float = 2.0
-    # Share of each batch (composite folders) that is the folder's own scans with the parent's
-    # outputs as truth, counted only on and around the parent's ink: the strokes as they really
-    # lie stay the parent's, the paper is learnt from the composites, whose ink is MNIST's.
-    # Without it, adapting lost up to 3.1 dB on scan kinds and the gate let it through
-    # (docs/adaptation.md, "Anchoring the folder's own ink", has the figures).
+    # Share of each batch (composite folders) that is the folder's own scans with the parent's outputs as
+    # truth, on and around the parent's ink only: real strokes stay the parent's, the paper is learnt from
+    # the composites. Without it adapting lost up to 3.1 dB on scan kinds (docs/adaptation.md).
     anchor: float = 0.5
     seed: int = 0
 
@@ -164,7 +152,6 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     parent = parent.to(device).eval()
     parent_outputs = denoise_images(parent, inputs, device=device)  # made once: profile, backgrounds, gate
     pass_seconds = time.perf_counter() - started  # what one pass over the sample costs here, now
-    since = started if since is None else since
     profile = NoiseProfile.measure(parent, inputs, device, estimates=parent_outputs)
     levels = torch.tensor(profile.white_levels(), dtype=torch.float32)
     noise = profile.summary()
@@ -235,8 +222,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     averaged = WeightAverage(model, config.average)
     train_started = time.perf_counter()
-    planned_time = budget_plan(config.minutes, train_started - since, pass_seconds, len(inputs), checked=checked,
-                               blind_spot=not composite, gate_pairs=len(gate_clean))
+    planned_time = budget_plan(config.minutes, train_started - (started if since is None else since), pass_seconds,
+                               len(inputs), checked=checked, blind_spot=not composite, gate_pairs=len(gate_clean))
     budget, step = planned_time.train, 0
     if not config.steps:
         log.info("fine-tuning for %.0f s of the %.0f s budget: measuring the folder took %.0f s, the gate and "

@@ -160,4 +160,4 @@ def test_the_adaptation_gate_refuses_a_model_whose_outputs_the_estimate_rates_wo
     # Pages (larger than a digit in the model's look) are not judged: the check has no say.
     pages = [np.zeros((90, 90), np.float32)] * 3
     assert estimate_check(model, Eraser(), pages, [1.0] * 3, estimator) == {
-        "parent_db": None, "adapted_db": None, "judged": 0, "passed": True}
+        "parent_db": None, "adapted_db": None, "judged": 0, "scans": 3, "passed": True}
