@@ -33,8 +33,7 @@ from denoiser.adapt.budget import rate_factor
 from denoiser.adapt.fine_tune import AdaptConfig, adapt
 from denoiser.adapt.gate import label_free
 from denoiser.adapt.sample import centre_crops
-from denoiser.checks.quality_net import find_quality, load_quality
-from denoiser.checks.shapes import find_shapes, load_shapes
+from denoiser.adapt.stage import check_models
 from denoiser.choices import PRECISIONS
 from denoiser.data.arrays import to_float
 from denoiser.data.mnist import load_dataset
@@ -199,8 +198,8 @@ def main() -> None:
         config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
                              average=args.average, match=not args.no_match, anchor=args.anchor)
         # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
-        shapes_found, quality = find_shapes(args.models_dir), find_quality(args.models_dir, found.model_id)
-        checked = 0 if shapes_found is None and quality is None else min(len(inputs), config.check_images)
+        shape_model, estimator = check_models(args.models_dir, found.model_id)
+        checked = 0 if shape_model is None and estimator is None else min(len(inputs), config.check_images)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision, checked=checked,
                        since=stage_started)
@@ -210,8 +209,7 @@ def main() -> None:
                "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name,
                "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
         checks = label_free(parent, result.model, inputs, contrasts,
-                            shape_model=None if shapes_found is None else load_shapes(shapes_found),
-                            estimator=None if quality is None else load_quality(quality),
+                            shape_model=shape_model, estimator=estimator,
                             parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)
         row.update({k: v for k, v in zip(("shapes", "estimate"), checks) if v is not None})
         row["stage_seconds"] = round(time.perf_counter() - stage_started, 1)

@@ -67,6 +67,19 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
 
 
+def check_models(models_dir: str | os.PathLike[str], parent_id: str) -> tuple[Any, Any]:
+    """The label-free checks' models for ``parent_id`` in the store: the digit-shape model and
+    the learned quality estimate, None for one that is missing (said in the log for the
+    estimate, the check that refused a worse model on real scans)."""
+    shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent_id)
+    if quality is None:
+        log.warning("the store %s has no learned quality estimate for %s: the gate decides without its "
+                    "estimate check, which is the one that refused a worse model on real scans "
+                    "(`denoiser models quality` makes one for the model clean uses, in about 5 minutes)",
+                    models_dir, parent_id)
+    return (None if shapes is None else load_shapes(shapes)), (None if quality is None else load_quality(quality))
+
+
 def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                  models_dir: str | os.PathLike[str], data_dir: str | None = None, dataset: str = "mnist",
                  config: AdaptConfig = AdaptConfig(), device: str = "auto", precision: str = "auto",
@@ -81,22 +94,15 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     log.info("fine-tuning in %s (%s)", chosen.name, chosen.reason)
     gate_digits = to_float(mnist.test_images[: config.gate_images])
     parent_model = load_model(parent, device=torch_device)
-    # The label-free checks on the folder's own scans, where their models are stored.
-    shapes, quality = find_shapes(models_dir), find_quality(models_dir, parent.model_id)
-    if quality is None:
-        log.warning("the store %s has no learned quality estimate for %s: the gate decides without its "
-                    "estimate check, which is the one that refused a worse model on real scans "
-                    "(`denoiser models quality` makes one for the model clean uses, in about 5 minutes)",
-                    models_dir, parent.model_id)
-    checked = 0 if shapes is None and quality is None else min(len(sample.inputs), config.check_images)
+    shape_model, estimator = check_models(models_dir, parent.model_id)
+    checked = 0 if shape_model is None and estimator is None else min(len(sample.inputs), config.check_images)
     result = adapt(parent_model, sample.inputs, to_float(mnist.train_images),
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
                    device=torch_device, precision=chosen, on_progress=on_progress, checked=checked,
                    since=started)
     check, estimate = label_free(parent_model, result.model, sample.inputs, sample.contrasts,
-                                 shape_model=None if shapes is None else load_shapes(shapes),
-                                 estimator=None if quality is None else load_quality(quality), device=torch_device,
+                                 shape_model=shape_model, estimator=estimator, device=torch_device,
                                  parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)
     if not config.steps:
         took = time.perf_counter() - started
