@@ -120,10 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             orphans.shield_temporary_servers()
         return commands[args.command](args)
     except (ValueError, OSError) as error:
-        return _user_error(args.command, error)
+        if not interrupt.requested.is_set():
+            return _user_error(args.command, error)
     except KeyboardInterrupt:
-        print(f"denoiser {args.command}: interrupted", file=sys.stderr)
-        return 130
+        pass
+    # Ctrl-C, also where a library caught the KeyboardInterrupt and raised its own error
+    # (pydantic's serializer wraps it in a ValueError: "Error calling function `_ser_model`").
+    print(f"denoiser {args.command}: interrupted", file=sys.stderr)
+    return 130
 
 
 def _user_error(command: str, error: ValueError | OSError) -> int:

@@ -108,3 +108,20 @@ def test_the_dask_cluster_listens_on_this_machine_only(monkeypatch, api_url):
     assert opened, "the cluster opened no port: the dashboard at least should listen"
     assert {ip for ip, _ in opened} == {"127.0.0.1"}, opened
 
+
+
+def test_ctrl_c_that_a_library_turned_into_its_own_error_still_ends_as_interrupted(tmp_path, capsys):
+    """A KeyboardInterrupt caught inside a library and raised again as a ValueError (pydantic's
+    serializer does: "Error calling function `_ser_model`: KeyboardInterrupt") is still Ctrl-C:
+    one line, exit status 130; the same error without Ctrl-C is the user's error it says."""
+    from flows import interrupt
+    from flows.cli.main import main
+
+    args = ["models", "show", "nosuch", "--models-dir", str(tmp_path)]
+    assert main(args) == 1 and "error: no model 'nosuch'" in capsys.readouterr().err
+    interrupt.requested.set()
+    try:
+        assert main(args) == 130
+    finally:
+        interrupt.requested.clear()
+    assert capsys.readouterr().err.strip().splitlines() == ["denoiser models: interrupted"]
