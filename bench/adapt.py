@@ -207,7 +207,8 @@ def main() -> None:
                "adapted_db": score(result.model, truth, noisy, headroom), "gate_passed": result.better,
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),
                "adapt_seconds": round(result.seconds, 1), "steps": result.steps, "precision": precision.name,
-               "handwriting": result.handwriting}  # the match's median change; None: MNIST's hand
+               "handwriting": result.handwriting,  # the match's median change; None: MNIST's hand
+               "scanning": result.scanning}  # the fitted scanning (denoiser.adapt.scan_fit), where fitted
         checks = label_free(parent, result.model, inputs, contrasts,
                             shape_model=shape_model, estimator=estimator,
                             parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)

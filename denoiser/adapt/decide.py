@@ -84,6 +84,12 @@ def gate_verdict(outcome: dict[str, Any]) -> tuple[str, str]:
     if estimate and estimate.get("judged"):
         read += (f"; their estimated PSNR {estimate['parent_db']:.2f} -> {estimate['adapted_db']:.2f} dB, may fall "
                  f"at most {gate.ESTIMATE_MARGIN} dB")
+    if outcome.get("paper_adapted_db") is not None:
+        return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
+                        f"held-out digits scanned as the folder was fitted to be, needs +{gate.GATE_DB} dB; the "
+                        f"flatness of the paper of backgrounds of the folder's scans that training never saw "
+                        f"{outcome['paper_parent_db']:.2f} -> {outcome['paper_adapted_db']:.2f} dB, may fall at most "
+                        f"{gate.PAPER_MARGIN} dB" + read)
     if outcome.get("composite"):
         return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
                         "digits laid on backgrounds of the folder's scans that training never saw, needs "

@@ -27,17 +27,19 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from denoiser.adapt import scan_fit
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.budget import plan as budget_plan
 from denoiser.adapt.budget import rate_factor
 from denoiser.adapt.composite import Backgrounds, ink_anchors
-from denoiser.adapt.gate import BLIND_SPOT_MARGIN, blind_spot, compare, gains
+from denoiser.adapt.config import AdaptConfig
+from denoiser.adapt.gate import BLIND_SPOT_MARGIN, PAPER_MARGIN, blind_spot, compare, gains, paper_flatness
 from denoiser.adapt.noise_profile import NoiseProfile, noisy_like
 from denoiser.adapt.sample import centre_crops
 from denoiser.adapt.style_match import StyleMatch, folder_shapes, refreshes_within
@@ -55,59 +57,9 @@ MATCH_REFERENCE = 1000  # of them, measured as the model cleans them, against th
 #: are (all of MNIST's, no pool, no refitting). A weak test: folders of MNIST's own hand measured
 #: 5-81% (docs/LOG.md), where the match then costs 0.05-0.1 dB; a two-sample test is next.
 MATCH_MIN_SHARE = 0.25
-
-
-@dataclass(frozen=True)
-class AdaptConfig:
-    # The adapt stage's whole time: measuring the folder, fine-tuning, the gate and the label-free
-    # checks (denoiser.adapt.budget); fine-tuning gets what the rest leaves. Sampling comes on top.
-    minutes: float = 2.5
-    # Above 0: train exactly this many steps, ignoring ``minutes`` (work that does not depend on the load).
-    steps: int = 0
-    batch_size: int = 64
-    learning_rate: float = 1e-3  # measured: +1.10 dB at 1e-3, +0.84 dB at 3e-4 (gaussian 0.7, 2.5 min)
-    # Share of each batch with the parent's own training noise (off: a quarter cut Gaussian 0.3's gain to +0.09 dB).
-    rehearsal: float = 0.0
-    # Share of each batch whose clean digits are the folder's own shapes (:func:`folder_shapes`), noised afresh:
-    # +0.24 dB on handwriting unlike MNIST's, +0.09 on the tutorial's noise; at 0.6 the handwriting lost 0.19.
-    style: float = 0.3
-    # Times the folder's shapes are made again from the model being adapted, evenly spaced (docs/LOG.md,
-    # 2026-11-29); fewer where they would take more than style_match.REFRESH_SHARE of the budget.
-    refresh: int = 3
-    # "constant" keeps learning_rate; "cosine" lowers it to 0 over the budget (measured no better).
-    schedule: str = "constant"
-    # Decay of the moving average of the weights (denoiser.adapt.averaging; 0: off), which is the adapted
-    # model and makes the folder's shapes again: a constant rate leaves the last weights where they wandered.
-    average: float = 0.995
-    # Bring MNIST's digits (and the gate's) to the folder's slant, size and stroke width (style_match):
-    # handwriting unlike MNIST's 20.50 dB against 19.96 without, a broad leaning hand 21.79 against 20.80.
-    match: bool = True
-    gate_images: int = 500  # MNIST test digits given the folder's noise
-    # The label-free checks read at most this many sampled scans (gate.checked_scans): on 2,000 cheque
-    # digits they took 32 s of 226 and refused by 1.2 dB (margin 0.2), as clearly on 1,000.
-    check_images: int = 1000
-    # Ink weighs this much more than paper in the loss (1 + ink_weight * truth): erasing a faint
-    # stroke costs more than leaving a speck (0: plain BCE, as the parent was trained).
-    ink_weight: float = 2.0
-    # Share of each batch (composite folders) that is the folder's own scans with the parent's outputs as
-    # truth, on and around the parent's ink only: real strokes stay the parent's, the paper is learnt from
-    # the composites. Without it adapting lost up to 3.1 dB on scan kinds (docs/adaptation.md).
-    anchor: float = 0.5
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.schedule not in ("constant", "cosine"):
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose constant or cosine")
-        if self.check_images < 1:
-            raise ValueError(f"check_images must be at least 1, got {self.check_images}")
-        if self.steps < 0:
-            raise ValueError(f"steps must be 0 (train for the minutes) or more, got {self.steps}")
-        for name in ("rehearsal", "style", "anchor"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name} is a share of each batch: it must be at least 0 and below 1")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+FIT_IMAGES = 200  # of the folder's scans measured for the fit (denoiser.adapt.scan_fit)
+FIT_DIGITS = 96  # MNIST digits scanned with each candidate
+FIT_SHARE = 0.2  # of the budget, at most, for the fit (160 candidates took 24 s on 2 cores)
 
 
 @dataclass
@@ -123,11 +75,15 @@ class AdaptResult:
     composite: bool = False  # trained on composites of the folder's backgrounds (its noise is not white)
     # The parent's outputs of the folder's scans, made once here: the label-free checks reuse them.
     parent_outputs: list[np.ndarray] | None = None
+    scanning: dict | None = None  # the fitted scanning (ScanFit.summary()) and whether it was trained on
 
     @property
     def better(self) -> bool:
         """The gate's pairs cleaned better (:func:`denoiser.adapt.gate.gains`) and, for a white
-        folder, the blind-spot loss on its own scans lower by ``BLIND_SPOT_MARGIN``."""
+        folder, the blind-spot loss on its own scans lower by ``BLIND_SPOT_MARGIN``; trained on
+        the fitted scanning, the folder's held-out paper left no more than ``PAPER_MARGIN`` less flat."""
+        if "paper_adapted_db" in self.gate:
+            return gains(self.gate) and self.gate["paper_adapted_db"] >= self.gate["paper_parent_db"] - PAPER_MARGIN
         if self.composite or self.blind_spot is None:
             return gains(self.gate)
         return gains(self.gate) and self.blind_spot["adapted"] < self.blind_spot["parent"] * (1 - BLIND_SPOT_MARGIN)
@@ -172,9 +128,30 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     n_old = round(config.batch_size * config.rehearsal) if old_spec else 0
     gate_clean = torch.from_numpy(np.asarray(gate_digits, dtype=np.float32))[:, None] / headroom
     rng = torch.Generator().manual_seed(config.seed)
+    fitted, scanned = None, None  # the folder's scanning, fitted, and the pairs made with it (composite folders)
+    if composite and config.fit:
+        pick = torch.randperm(len(raw_digits), generator=torch.Generator().manual_seed(config.seed))[:FIT_DIGITS]
+        try:
+            fitted = scan_fit.fit(parent, inputs[:FIT_IMAGES], parent_outputs[:FIT_IMAGES],
+                                  raw_digits[pick, 0].numpy(), headroom=headroom, random=config.fit_candidates,
+                                  refine=round(0.6 * config.fit_candidates),
+                                  seconds=FIT_SHARE * config.minutes * 60, seed=config.seed, device=device,
+                                  precision=precision)
+        except ValueError as error:  # no scan with both paper and ink to measure
+            log.info("the folder's scanning could not be fitted (%s): trained on composites", error)
+    if fitted is not None:
+        close = fitted.distance <= config.fit_distance
+        log.info("the folder's scanning fitted in %.0f s (distance %.2f, %s): %s", fitted.seconds, fitted.distance,
+                 "trained on digits scanned with it" if close else "too far: trained on composites",
+                 {k: v for k, v in fitted.summary().items() if k not in ("stats", "candidates", "seconds")})
+        if close:
+            scanned = scan_fit.PairPool(fitted, raw_digits, headroom=headroom, seed=config.seed)
 
     def pairs(clean: torch.Tensor, generator: torch.Generator, on: Backgrounds | None = None) -> tuple:
-        """(noisy, clean) in the model's look: the folder's measured white noise, or composites."""
+        """(noisy, clean) in the model's look: the folder's measured white noise, its fitted
+        scanning, or composites (``on`` given: always composites, on those backgrounds)."""
+        if scanned is not None and on is None:
+            return scanned.batch(clean * headroom, generator)
         if composite:
             return (on or train_bg).pairs(clean * headroom, generator)
         return noisy_like(clean, levels, generator), clean
@@ -187,7 +164,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     styles = folder_shapes(parent, scans, headroom).cpu() if config.style else None
     refresh_seconds = time.perf_counter() - made
     n_style = round(config.batch_size * config.style) if config.style else 0
-    n_anchor = round(config.batch_size * config.anchor) if composite else 0
+    n_anchor = round(config.batch_size * config.anchor) if composite and scanned is None else 0
     if n_old + n_style + n_anchor >= config.batch_size:  # the shares that apply to this folder
         raise ValueError(f"the batch's shares leave no MNIST digits: rehearsal {n_old}, style {n_style} and "
                          f"anchor {n_anchor} of {config.batch_size} images")
@@ -195,7 +172,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     if matching:  # the MNIST digits to bring to the folder's hand, and those measured against it
         pool_rng = torch.Generator().manual_seed(config.seed + 2)
         pool = train_digits[torch.randperm(len(train_digits), generator=pool_rng)[:MATCH_POOL]]
-        pool_noisy = pairs(pool[:MATCH_REFERENCE], pool_rng)[0]
+        pool_noisy = (pairs(pool[:MATCH_REFERENCE], pool_rng)[0] if scanned is None else  # each digit's own scan
+                      fitted.pairs(pool[:MATCH_REFERENCE] * headroom, config.seed + 2, headroom)[0])
 
     def matched(cleaner: torch.nn.Module) -> StyleMatch | None:
         """The pool (and the gate's digits, last) brought to the folder's hand, or None."""
@@ -288,7 +266,15 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),
                                        on=gate_bg if composite else None)
     trained = step > 0  # else the model is its parent: no need to score it twice
-    gate = compare(parent, model if trained else None, gate_truth, gate_noisy)
+    candidate = model if trained else None
+    gate = compare(parent, candidate, gate_truth, gate_noisy)
+    if scanned is not None:  # digits scanned as fitted (held out), and the folder's own paper no worse
+        paper = compare(parent, candidate, gate_truth, gate_noisy, score=paper_flatness)
+        fit_noisy, fit_truth = fitted.pairs((gate_clean if gate_styled is None else gate_styled) * headroom,
+                                            config.seed + 1, headroom)
+        gate = {**compare(parent, candidate, fit_truth, fit_noisy), "paper_parent_db": paper["parent_db"],
+                "paper_adapted_db": paper["adapted_db"], "composites_parent_db": gate["parent_db"],
+                "composites_adapted_db": gate["adapted_db"]}
     blind = None  # the blind-spot loss assumes white noise: it has no say on composites
     if not composite:
         parent_loss = blind_spot(parent, scans, scan_sigma)
@@ -297,4 +283,5 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     seconds = time.perf_counter() - started
     log.info("adapted in %d steps, %.0f s: gate %.2f -> %.2f dB", step, seconds, gate["parent_db"], gate["adapted_db"])
     return AdaptResult(model, profile, step, seconds, gate, blind, None if match is None else match.summary(),
-                       composite, parent_outputs)
+                       composite, parent_outputs, None if fitted is None else
+                       {**fitted.summary(), "trained_on": scanned is not None})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from denoiser.checks.quality import renoised_many
 from denoiser.models.infer import denoise_images
@@ -27,10 +28,34 @@ BLIND_SPOT_MARGIN = 0.01
 
 def gate_psnr(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
     """Mean PSNR (dB) of ``model``'s outputs of ``noisy`` against ``clean`` (N, 1, H, W)."""
-    with torch.no_grad():
-        out = torch.cat([torch.sigmoid(model(noisy[i : i + 256])) for i in range(0, len(noisy), 256)])
+    out = _outputs(model, noisy)
     mse = ((out - clean) ** 2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
     return float((10 * torch.log10(1 / mse)).mean())
+
+
+def _outputs(model: torch.nn.Module, noisy: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([torch.sigmoid(model(noisy[i : i + 256])) for i in range(0, len(noisy), 256)])
+
+
+#: Trained on digits scanned as the folder was fitted to be (:mod:`denoiser.adapt.scan_fit`),
+#: whose paper is synthetic, the adapted model must leave the folder's own held-out paper (the
+#: composites more than 2 pixels from their ink) no more than this less flat than its parent
+#: does (dB).
+PAPER_MARGIN = 0.1
+
+
+def paper_flatness(model: torch.nn.Module, clean: torch.Tensor, noisy: torch.Tensor) -> float:
+    """How flat ``model`` leaves the paper of ``noisy`` (N, 1, H, W), where ``clean`` is more
+    than 2 pixels from any ink: the mean PSNR of the output there against its own mean level,
+    scan by scan. The level itself is left out: where light falls unevenly, which tone is the
+    paper's is not known without truth, but a pattern, texture or gradient left on it is wrong."""
+    out = _outputs(model, noisy)
+    paper = (F.max_pool2d((clean > 0.05).float(), 5, stride=1, padding=2) == 0).float()
+    count = paper.sum(dim=(1, 2, 3)).clamp_min(1)
+    level = (out * paper).sum(dim=(1, 2, 3), keepdim=True) / count.view(-1, 1, 1, 1)
+    mse = (((out - level) ** 2) * paper).sum(dim=(1, 2, 3)) / count
+    return float((10 * torch.log10(1 / mse.clamp_min(1e-10))).mean())
 
 
 def blind_spot(model: torch.nn.Module, scans: torch.Tensor, sigma: torch.Tensor) -> float:
@@ -108,13 +133,14 @@ def estimate_check(parent: torch.nn.Module, adapted: torch.nn.Module, inputs: li
 
 
 def compare(parent: torch.nn.Module, candidate: torch.nn.Module | None, truth: torch.Tensor,
-            noisy: torch.Tensor) -> dict[str, float]:
+            noisy: torch.Tensor, score=gate_psnr) -> dict[str, float]:
     """Both models' mean PSNR (``parent_db``, ``adapted_db``) on the gate's pairs (N, 1, H, W):
     white-noise digits, or digits laid on backgrounds held out of training
     (:meth:`denoiser.adapt.composite.Backgrounds.pairs`). A ``candidate`` of None (nothing was
-    trained: it is its parent) is not scored twice."""
-    parent_db = gate_psnr(parent, truth, noisy)
-    candidate_db = parent_db if candidate is None else gate_psnr(candidate, truth, noisy)
+    trained: it is its parent) is not scored twice. ``score``: :func:`gate_psnr`, or
+    :func:`paper_flatness`."""
+    parent_db = score(parent, truth, noisy)
+    candidate_db = parent_db if candidate is None else score(candidate, truth, noisy)
     return {"parent_db": round(parent_db, 3), "adapted_db": round(candidate_db, 3)}
 
 

@@ -61,7 +61,10 @@ def save_adapted(models_dir: str | os.PathLike[str], parent: Checkpoint, result:
                "gate_passed": result.better and all(bool(check["passed"]) for check in label_free),
                "shape_check": shapes, "estimate_check": estimate,
                "blind_spot_val_loss": result.blind_spot,
-               "trained_on": "composites of the folder's backgrounds" if result.composite else "the folder's noise",
+               "trained_on": ("digits scanned as the folder was (fitted)" if (result.scanning or {}).get("trained_on")
+                              else "composites of the folder's backgrounds" if result.composite
+                              else "the folder's noise"),
+               "scanning": result.scanning,
                "handwriting_change": result.handwriting, **precision.to_dict()}
     model_id = adapted_id(parent.model_id, folder_digest, config, images)
     return save_checkpoint(models_dir, model_id, result.model, {**keep, "adapted": lineage})
@@ -114,7 +117,8 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
     return {"model_id": model_id, "parent": parent.model_id, "passed": passed, **result.gate, "shapes": check,
             "estimate": estimate,
             "blind_spot": result.blind_spot, **chosen.to_dict(), "noise": result.profile.summary(),
-            "white": result.profile.white, "composite": result.composite, "levels": list(result.profile.levels),
+            "white": result.profile.white, "composite": result.composite, "scanning": result.scanning,
+            "levels": list(result.profile.levels),
             "correlations": list(result.profile.correlations), "steps": result.steps,
             "seconds": round(result.seconds, 1)}
 

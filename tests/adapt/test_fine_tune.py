@@ -164,6 +164,12 @@ def test_the_gate_needs_both_numbers_for_white_noise_and_the_composites_gain_oth
     assert not result.better
     result.gate = {"parent_db": 20.0, "adapted_db": 21.0}
     assert result.better
+    # Trained on the fitted scanning: its held-out digits must gain and the folder's own held-out
+    # paper must not be left less flat (by more than the margin), whatever the digits say.
+    result.gate = {"parent_db": 20.0, "adapted_db": 23.0, "paper_parent_db": 40.0, "paper_adapted_db": 39.8}
+    assert not result.better
+    result.gate["paper_adapted_db"] = 39.95
+    assert result.better
 
 
 def test_a_model_the_shape_check_refuses_is_stored_as_refused(tmp_path, untrained):
@@ -204,7 +210,8 @@ def test_a_folder_whose_noise_is_not_white_trains_on_its_own_backgrounds(trained
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
     _, noisy = noisy_digits(30, 0.1)
     clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
-    config = fine_tune.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16)
+    # fit=False: the composites themselves (the fitted scanning: tests/adapt/test_scan_fit.py)
+    config = fine_tune.AdaptConfig(minutes=0.05, batch_size=16, gate_images=16, fit=False)
     result = fine_tune.adapt(checkpoint.load_model(parent), list(lit_unevenly(noisy)), clean_digits[:-16],
                          clean_digits[-16:], headroom=1.0, config=config)
     assert not result.profile.white and result.composite and result.steps > 0
@@ -235,7 +242,8 @@ def test_the_adapt_stage_stores_a_composite_model_with_the_gates_verdict(tmp_pat
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
     outcome = stage.adapt_sample(path, parent, models_dir=tmp_path / "models", data_dir=str(folder),
                                        dataset="idx", config=fine_tune.AdaptConfig(minutes=0.02, batch_size=8,
-                                                                              gate_images=16), device="cpu")
+                                                                              gate_images=16, fit=False),
+                                       device="cpu")
     assert not outcome["white"] and outcome["composite"] and outcome["steps"] > 0
     assert len(outcome["levels"]) == len(outcome["correlations"]) == 30
     stored = checkpoint.find_checkpoint(tmp_path / "models", outcome["model_id"])

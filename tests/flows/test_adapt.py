@@ -49,7 +49,9 @@ def test_a_folder_that_is_not_white_trains_on_its_own_backgrounds_and_the_gate_d
                           data_dir=str(folder), dataset="idx", runs_dir=str(tmp_path / "runs"), device="cpu")
     assert result["white"] is False and result["composite"] is True  # not refused for its noise
     adapted = checkpoint.resolve_checkpoint(result["model_id"], models).metadata["adapted"]
-    assert adapted["trained_on"].startswith("composites") and adapted["steps"] > 0
+    # Trained on the folder's fitted scanning where it describes the folder, else on composites.
+    fitted = adapted["scanning"] is not None and adapted["scanning"]["trained_on"]
+    assert adapted["trained_on"].startswith("digits scanned" if fitted else "composites") and adapted["steps"] > 0
     assert result["chosen"] == (result["model_id"] if result["passed"] else "unet-tiny")
     assert "backgrounds of the folder's scans that training never saw" in result["why"]
     assert f"{result['parent_db']:.2f} dB (parent)" in result["why"]
