@@ -116,8 +116,9 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     composite = not profile.white
     if composite:  # the folder's real backgrounds, whatever their noise; a fifth held out for the gate
         log.info("%.0f%% of the folder's scans have noise alike between neighbouring pixels (print, texture, "
-                 "blur, JPEG): training lays known digits on the folder's own backgrounds",
-                 100 * profile.correlated_share)
+                 "blur, JPEG): %s", 100 * profile.correlated_share,
+                 ("its scanning is fitted; where the fit does not describe it, " if config.fit else "")
+                 + "training lays known digits on the folder's own backgrounds")
         found = Backgrounds.from_scans(inputs, parent_outputs, seed=config.seed)
         found.noise = np.asarray(profile.levels, dtype=np.float32)
         train_bg, gate_bg = found.split(0.2, seed=config.seed)
