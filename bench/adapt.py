@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser.adapt import style_match
+from denoiser.adapt import scan_fit, style_match
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.budget import rate_factor
 from denoiser.adapt.fine_tune import AdaptConfig, adapt
@@ -41,7 +41,7 @@ from denoiser.evaluation import scanset
 from denoiser.metrics import psnr
 from denoiser.models import checkpoint, registry
 from denoiser.models.precision import FP32, Precision, autocast, resolve_precision
-from denoiser.scans import restore, tones
+from denoiser.scans import restore
 
 Maker = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]  # digits, seed -> truth, noisy
 
@@ -136,15 +136,7 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
         for group in optimizer.param_groups:  # the same rate schedule as adapting's
             group["lr"] = AdaptConfig().learning_rate * rate_factor(schedule, elapsed / (minutes * 60))
         truth, noisy = make(train[rng.integers(0, len(train), 64)], seed + step)
-        inputs, targets = [], []
-        for t, y in zip(truth, noisy, strict=True):
-            mapped, info = restore.prepare(y, headroom=headroom)
-            target = tones.to_model(torch.from_numpy(np.asarray(t))[None], torch.tensor(info.paper),
-                                    torch.tensor(info.ink))[0].numpy()
-            if info.resized:
-                target = restore._resize(target, mapped.shape)
-            inputs.append(mapped)
-            targets.append(target)
+        inputs, targets = scan_fit.in_model_look(list(truth), list(noisy), headroom)
         with autocast("cpu", precision):
             logits = model(centre_crops(inputs))
         loss = F.binary_cross_entropy_with_logits(logits.float(), centre_crops(targets))

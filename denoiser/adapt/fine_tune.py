@@ -4,9 +4,11 @@ What the folder tells us without ground truth is its noise: for each sampled sca
 the model as the cleaner shows it (:func:`denoiser.scans.restore.prepare`), the level of clipped
 Gaussian noise on its paper (:func:`denoiser.noise.blindspot.clipped_noise_level`). Where it is
 white, :func:`adapt` fine-tunes a copy of the parent on clean digits given exactly that noise;
-where not (:mod:`denoiser.adapt.noise_profile`), on known digits laid on the folder's own
-backgrounds (:mod:`denoiser.adapt.composite`) beside its own scans with the parent's outputs as
-truth on and around their ink (:attr:`AdaptConfig.anchor`). A share of each batch
+where not (:mod:`denoiser.adapt.noise_profile`), on MNIST digits scanned as the folder's scans
+were, where the scan degradation fitted to it describes it (:mod:`denoiser.adapt.scan_fit`,
+:attr:`AdaptConfig.fit_distance`), else on known digits laid on the folder's own backgrounds
+(:mod:`denoiser.adapt.composite`) beside its own scans with the parent's outputs as truth on and
+around their ink (:attr:`AdaptConfig.anchor`). A share of each batch
 (:attr:`AdaptConfig.style`) takes its clean digits from the folder itself: the parent's outputs
 of its scans, sharpened (:func:`folder_shapes`), made again :attr:`AdaptConfig.refresh` times
 from the model being adapted; the MNIST digits are brought to the folder's slant, size and
@@ -17,8 +19,9 @@ is not the one that cleans with all pixels visible); that loss is the gate's ins
 The gate (:attr:`AdaptResult.better`, :mod:`denoiser.adapt.gate`): held-out pairs cleaned by
 parent and adapted model, where the adapted one must gain ``GATE_DB``: for a white folder,
 digits with its measured noise (in its hand), and the blind-spot loss on its own scans must
-fall by ``BLIND_SPOT_MARGIN``; for any other folder, digits laid on backgrounds held out of
-training. The stage adds the label-free checks on the folder's scans (:mod:`denoiser.adapt.stage`).
+fall by ``BLIND_SPOT_MARGIN``; trained on the fitted scanning, held-out digits scanned the same
+way, and the paper of the folder's held-out backgrounds left no less flat (``PAPER_MARGIN``);
+otherwise digits laid on backgrounds held out of training. The stage adds the label-free checks on the folder's scans (:mod:`denoiser.adapt.stage`).
 """
 
 from __future__ import annotations

@@ -130,18 +130,27 @@ def to_degradation(params: dict[str, float], width: float = WIDTH) -> Degradatio
                        dust=near("dust", 0.0, 1.0), p_noise=1.0, noise=near("noise"), noise_kinds=tuple(kinds))
 
 
+def in_model_look(truths: list[np.ndarray], scans: list[np.ndarray],
+                  headroom: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(inputs, truths) of scans (any sizes) with their truths: each scan prepared as the cleaner
+    prepares it, its truth mapped by the tones (and the shrinking) measured on the scan."""
+    inputs, targets = [], []
+    for (scan, info), truth in zip(restore.prepare_many(list(scans), headroom=headroom), truths, strict=True):
+        level = lambda v: torch.tensor(float(v)).view(1, 1, 1)  # noqa: E731
+        target = tones.to_model(torch.from_numpy(np.asarray(truth, np.float32))[None], level(info.paper),
+                                level(info.ink))[0].clamp(0, 1).numpy()
+        inputs.append(scan)
+        targets.append(restore._resize(target, scan.shape) if target.shape != scan.shape else target)
+    return inputs, targets
+
+
 def scan_pairs(params: dict[str, float], digits: np.ndarray, seed: int,
                headroom: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, truths) in the model's look: ``digits`` (N, 28, 28) in [0, 1] scanned with
-    ``params``, prepared as the cleaner prepares a scan, the truth mapped by the same tones."""
+    ``params`` (:func:`in_model_look`)."""
     truth, noisy = degrade(torch.from_numpy(np.asarray(digits, np.float32)), to_degradation(params),
                            rng=torch.Generator().manual_seed(seed))
-    prepared = restore.prepare_many(list(noisy.numpy()), headroom=headroom)
-    inputs = [p[0] for p in prepared]
-    paper = torch.tensor([p[1].paper for p in prepared]).view(-1, 1, 1)
-    ink = torch.tensor([p[1].ink for p in prepared]).view(-1, 1, 1)
-    truths = tones.to_model(truth, paper, ink).clamp(0, 1).numpy()
-    return inputs, [restore._resize(t, x.shape) if x.shape != t.shape else t for t, x in zip(truths, inputs)]
+    return in_model_look(list(truth.numpy()), list(noisy.numpy()), headroom)
 
 
 @dataclass
@@ -221,7 +230,7 @@ class PairPool:
 
     def __init__(self, found: ScanFit, digits: torch.Tensor, *, headroom: float, seed: int, size: int = 2048,
                  fresh: float = 0.25) -> None:
-        self.found, self.headroom, self.fresh, self.calls = found, headroom, fresh, 0
+        self.found, self.headroom, self.fresh = found, headroom, fresh
         pick = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))[:size]
         self.noisy, self.clean = found.pairs(digits[pick], seed, headroom)
         self.next = 0  # the oldest pair, replaced next
@@ -229,7 +238,7 @@ class PairPool:
     def batch(self, clean: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(noisy, clean) pairs, as many as ``clean`` has digits: a ``fresh`` share of them scanned
         now (and put in the pool in place of its oldest), the others drawn from the pool."""
-        n, self.calls = len(clean), self.calls + 1
+        n = len(clean)
         k = max(1, round(n * self.fresh))
         pick = torch.randperm(n, generator=rng)[:k]
         noisy, truth = self.found.pairs(clean[pick], int(torch.randint(0, 2**31, (1,), generator=rng)), self.headroom)
