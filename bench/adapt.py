@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser.adapt import scan_fit, style_match
+from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.budget import rate_factor
 from denoiser.adapt.fine_tune import AdaptConfig, adapt
@@ -136,7 +136,7 @@ def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom
         for group in optimizer.param_groups:  # the same rate schedule as adapting's
             group["lr"] = AdaptConfig().learning_rate * rate_factor(schedule, elapsed / (minutes * 60))
         truth, noisy = make(train[rng.integers(0, len(train), 64)], seed + step)
-        inputs, targets = scan_fit.in_model_look(list(truth), list(noisy), headroom)
+        inputs, targets = restore.in_model_look(list(truth), list(noisy), headroom)
         with autocast("cpu", precision):
             logits = model(centre_crops(inputs))
         loss = F.binary_cross_entropy_with_logits(logits.float(), centre_crops(targets))

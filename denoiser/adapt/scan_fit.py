@@ -33,7 +33,7 @@ from denoiser.adapt.sample import centre_crops
 from denoiser.models.infer import denoise_images
 from denoiser.models.precision import FP32, Precision
 from denoiser.noise.degrade import Degradation, degrade
-from denoiser.scans import restore, tones
+from denoiser.scans import restore
 
 STATS = ("paper_mean", "paper_std", "neighbours_1", "neighbours_2", "slow", "tilt", "specks", "ink", "ink_spread",
          "edge_out", "edge_in", "ink_core", "gradient")
@@ -130,27 +130,13 @@ def to_degradation(params: dict[str, float], width: float = WIDTH) -> Degradatio
                        dust=near("dust", 0.0, 1.0), p_noise=1.0, noise=near("noise"), noise_kinds=tuple(kinds))
 
 
-def in_model_look(truths: list[np.ndarray], scans: list[np.ndarray],
-                  headroom: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """(inputs, truths) of scans (any sizes) with their truths: each scan prepared as the cleaner
-    prepares it, its truth mapped by the tones (and the shrinking) measured on the scan."""
-    inputs, targets = [], []
-    for (scan, info), truth in zip(restore.prepare_many(list(scans), headroom=headroom), truths, strict=True):
-        level = lambda v: torch.tensor(float(v)).view(1, 1, 1)  # noqa: E731
-        target = tones.to_model(torch.from_numpy(np.asarray(truth, np.float32))[None], level(info.paper),
-                                level(info.ink))[0].clamp(0, 1).numpy()
-        inputs.append(scan)
-        targets.append(restore._resize(target, scan.shape) if target.shape != scan.shape else target)
-    return inputs, targets
-
-
 def scan_pairs(params: dict[str, float], digits: np.ndarray, seed: int,
                headroom: float) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, truths) in the model's look: ``digits`` (N, 28, 28) in [0, 1] scanned with
-    ``params`` (:func:`in_model_look`)."""
+    ``params`` (:func:`denoiser.scans.restore.in_model_look`)."""
     truth, noisy = degrade(torch.from_numpy(np.asarray(digits, np.float32)), to_degradation(params),
                            rng=torch.Generator().manual_seed(seed))
-    return in_model_look(list(truth.numpy()), list(noisy.numpy()), headroom)
+    return restore.in_model_look(list(truth.numpy()), list(noisy.numpy()), headroom)
 
 
 @dataclass

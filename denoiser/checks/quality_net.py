@@ -41,7 +41,7 @@ from denoiser.models.precision import FP32, Precision, autocast
 log = logging.getLogger(__name__)
 
 FOLDER = "quality"
-VERSION = 2  # part of the stored metadata: bump when a change alters what training produces
+VERSION = 3  # part of the stored metadata: bump when a change alters what training produces
 MAX_SIDE = 56  # larger scans in the model's look (pages) keep the analytic estimate
 
 

@@ -116,6 +116,22 @@ def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM, 
     return prepared  # type: ignore[return-value]
 
 
+
+def in_model_look(truths: list[np.ndarray], scans: list[np.ndarray], headroom: float,
+                  rescale: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(inputs, truths) of scans (any sizes) with their clean truths, for training and scoring
+    in the model's look: each scan prepared as the cleaner prepares it (:func:`prepare_many`),
+    its truth mapped by the tones, and shrunk by the scale, measured on the scan."""
+    inputs, targets = [], []
+    for (scan, info), truth in zip(prepare_many(list(scans), headroom=headroom, rescale=rescale), truths,
+                                   strict=True):
+        level = lambda v: torch.tensor(float(v)).view(1, 1, 1)  # noqa: E731
+        target = tones.to_model(torch.from_numpy(np.asarray(truth, np.float32))[None], level(info.paper),
+                                level(info.ink))[0].clamp(0, 1).numpy()
+        inputs.append(scan)
+        targets.append(_resize(target, scan.shape) if target.shape != scan.shape else target)
+    return inputs, targets
+
 #: An output with less than this share of its pixels inked (above half the model's ink
 #: level) lost its digit: cleaned again with the opposite polarity. A digit in MNIST's
 #: framing inks 10-20% of its pixels.

@@ -10,6 +10,7 @@ It never sees the scan test set.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -37,10 +38,10 @@ from denoiser.data.arrays import to_float
 from denoiser.data.mnist import load_dataset
 from denoiser.metrics import psnr
 from denoiser.models.checkpoint import Checkpoint, load_model
-from denoiser.models.precision import FP32, Precision, resolve_precision
+from denoiser.models.precision import FP32, Precision, autocast, resolve_precision
 from denoiser.noise import degrade
+from denoiser.scans import restore
 from denoiser.scans.batch import clean_batch
-from denoiser.scans.restore import model_headroom
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,15 @@ _COMPONENTS = ("p_texture", "p_lighting", "p_blur", "p_dust", "p_jpeg")
 #: contrast): what most real scans are, and where uneven lighting does the most harm.
 OFFICE_SHARE = 0.5
 BATCH = 250  # scans per cleaning batch while collecting
+#: Models like those adapted from the cleaner (:func:`variant`: a copy fine-tuned on one kind of
+#: harm alone), whose outputs the estimate learns beside the cleaner's own: trained on the
+#: cleaner's outputs alone, it learnt the cleaner's habits as facts about the scan (the cleaner
+#: leaves dust, so a dusty scan scored low whatever the output), and judged models adapted to
+#: dust and to uneven lighting 0.3 and 1.5 dB worse than their parent where they were 4.0 and
+#: 5.2 dB better (docs/LOG.md, 2026-12-07, seventh session).
+VARIANTS = ("gaussian", *_COMPONENTS)
+VARIANT_STEPS = 200  # each variant's fine-tuning steps (batch 64)
+VARIANT_SHARE = 0.4  # of the batches collected, cleaned by a variant
 
 
 class Recorder:
@@ -73,17 +83,19 @@ class Recorder:
         return np.full(len(arguments[1]), np.nan)
 
 
-def training_scans(digits: np.ndarray, rng: np.random.Generator,
-                   generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One batch of ``(truth, degraded)`` scans of float digits, drawn from the mix."""
+def training_scans(digits: np.ndarray, rng: np.random.Generator, generator: torch.Generator,
+                   alone: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One batch of ``(truth, degraded)`` scans of float digits, drawn from the mix, or with one
+    of :data:`VARIANTS` alone (``alone``: white noise in MNIST's look, or one component with
+    light noise, at MNIST's scale)."""
     clean = torch.from_numpy(to_float(digits))
-    if rng.random() < GAUSSIAN_SHARE:
+    if alone == "gaussian" or (alone is None and rng.random() < GAUSSIAN_SHARE):
         noisy = clean.numpy() + float(rng.uniform(0.05, 0.7)) * rng.standard_normal(clean.shape)
         return clean.numpy(), np.clip(noisy, 0, 1).astype(np.float32)
-    scale = 1.0 if rng.random() < 0.6 else float(rng.uniform(1.5, 4.0))
+    scale = 1.0 if alone is not None or rng.random() < 0.6 else float(rng.uniform(1.5, 4.0))
     spec = QUALITY_MIX.scaled(float(rng.uniform(0.6, 1.6)))
-    if rng.random() < SINGLE_SHARE:
-        alone = str(rng.choice(_COMPONENTS))
+    if alone is not None or rng.random() < SINGLE_SHARE:
+        alone = alone or str(rng.choice(_COMPONENTS))
         spec = replace(spec, **{c: float(c == alone) for c in _COMPONENTS}, p_second_noise=0.0, p_noise=1.0,
                        noise=(0.02, 0.15))
         if rng.random() < OFFICE_SHARE:
@@ -92,16 +104,44 @@ def training_scans(digits: np.ndarray, rng: np.random.Generator,
     return truth.numpy(), degraded.numpy()
 
 
-def collect(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, samples: int, *, seed: int = 0,
-            precision: Precision = FP32) -> list[dict]:
-    """Training examples: ``samples`` degraded digits cleaned as ``clean`` cleans them, each
-    with its output's true PSNR at the scan's contrast."""
+def variant(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, alone: str, *, steps: int,
+            seed: int = 0, precision: Precision = FP32) -> torch.nn.Module:
+    """A copy of ``cleaner`` fine-tuned for ``steps`` steps (batch 64, Adam 1e-3, the loss adapting
+    uses) on scans with ``alone`` (one of :data:`VARIANTS`) alone, shown to it as ``clean`` shows
+    them: a model like one adapted to a folder of that kind."""
     rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    model = copy.deepcopy(cleaner).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(steps):
+        truth, noisy = training_scans(digits[rng.integers(0, len(digits), 64)], rng, generator, alone=alone)
+        inputs, targets = restore.in_model_look(list(truth), list(noisy), headroom, rescale=False)
+        target = torch.from_numpy(np.stack(targets))[:, None]
+        with autocast("cpu", precision):
+            logits = model(torch.from_numpy(np.stack(inputs))[:, None])
+        loss = F.binary_cross_entropy_with_logits(logits.float(), target, weight=1 + 2 * target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def collect(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, samples: int, *, seed: int = 0,
+            precision: Precision = FP32, variants: dict[str, torch.nn.Module] | None = None) -> list[dict]:
+    """Training examples: ``samples`` degraded digits cleaned as ``clean`` cleans them, each
+    with its output's true PSNR at the scan's contrast. With ``variants`` (:func:`variant` by
+    the kind each was fine-tuned on), a :data:`VARIANT_SHARE` of the batches is cleaned by one
+    of them instead, half of those with its own kind alone."""
+    rng, generator = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    names = sorted(variants or {})
     rows: list[dict] = []
     for _ in range(max(1, samples // BATCH)):
-        truth, noisy = training_scans(digits[rng.integers(0, len(digits), BATCH)], rng, generator)
+        model, alone = cleaner, None
+        if names and rng.random() < VARIANT_SHARE:
+            alone = names[int(rng.integers(0, len(names)))]
+            model, alone = variants[alone], alone if rng.random() < 0.5 else None
+        truth, noisy = training_scans(digits[rng.integers(0, len(digits), BATCH)], rng, generator, alone=alone)
         recorder = Recorder()
-        results = clean_batch(cleaner, list(noisy), headroom=headroom, precision=precision,
+        results = clean_batch(model, list(noisy), headroom=headroom, precision=precision,
                               quality_model=recorder)
         mapped, outputs, rechecks, sigmas, contrasts = recorder.seen[0]
         for k, (t, r) in enumerate(zip(truth, results, strict=True)):
@@ -114,11 +154,16 @@ def collect(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, sampl
 
 
 def train_quality(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray, *, samples: int = 40000,
-                  epochs: int = 12, seed: int = 0, precision: Precision = FP32) -> QualityEstimator:
+                  epochs: int = 12, seed: int = 0, precision: Precision = FP32,
+                  variant_steps: int = VARIANT_STEPS) -> QualityEstimator:
     """A :class:`QualityEstimator` for ``cleaner``, trained on its own outputs of ``digits``
-    (uint8) degraded by :data:`QUALITY_MIX` (about 6 minutes on 2 CPU cores)."""
+    (uint8) degraded by :data:`QUALITY_MIX`, and on those of its :data:`VARIANTS`, each
+    fine-tuned for ``variant_steps`` (0: none) (about 8 minutes on 2 CPU cores)."""
     started = time.perf_counter()
-    rows = collect(cleaner, headroom, digits, samples, seed=seed, precision=precision)
+    variants = {alone: variant(cleaner, headroom, digits, alone, steps=variant_steps, seed=seed + k,
+                               precision=precision) for k, alone in enumerate(VARIANTS)} if variant_steps else None
+    tuned = time.perf_counter() - started
+    rows = collect(cleaner, headroom, digits, samples, seed=seed, precision=precision, variants=variants)
     collected = time.perf_counter() - started
     columns = {k: [r[k] for r in rows] for k in ("mapped", "output", "recheck", "sigma", "contrast")}
     groups = []
@@ -143,6 +188,7 @@ def train_quality(cleaner: torch.nn.Module, headroom: float, digits: np.ndarray,
                 optimizer.step()
                 scheduler.step()
     metadata = {"version": VERSION, "samples": len(rows), "epochs": epochs, "seed": seed,
+                "variants": sorted(variants or {}), "variant_steps": variant_steps, "variant_seconds": round(tuned, 1),
                 "collect_seconds": round(collected, 1), "seconds": round(time.perf_counter() - started, 1)}
     return QualityEstimator(net, metadata)
 
@@ -157,8 +203,8 @@ def ensure_quality(models_dir: str | os.PathLike[str], cleaner: Checkpoint,
         return found
     mnist = load_dataset(data_dir, download=download)
     log.info("training the quality estimate for %s on its outputs of degraded training digits "
-             "(about 6 minutes on 2 CPU cores)", cleaner.model_id)
-    estimator = train_quality(load_model(cleaner), model_headroom(cleaner.metadata), mnist.train_images,
+             "(about 8 minutes on 2 CPU cores)", cleaner.model_id)
+    estimator = train_quality(load_model(cleaner), restore.model_headroom(cleaner.metadata), mnist.train_images,
                               precision=resolve_precision("auto", torch.device("cpu")))  # as clean runs it
     weights = save_quality(estimator, models_dir, cleaner.model_id)
     log.info("quality estimate for %s: trained on %d scans in %.0f s", cleaner.model_id,

@@ -25,9 +25,9 @@ def cleaner(untrained):
 
 @pytest.fixture(scope="module")
 def estimator(cleaner):
-    """An estimator trained on 750 degraded digits for 3 epochs (a few seconds)."""
+    """An estimator trained on 750 degraded digits for 3 epochs, with variants of a few steps (seconds)."""
     digits = draw_digits(300, seed=3)[0]
-    return quality.train_quality(cleaner[0], cleaner[1], digits, samples=750, epochs=3)
+    return quality.train_quality(cleaner[0], cleaner[1], digits, samples=750, epochs=3, variant_steps=3)
 
 
 def test_training_examples_carry_the_true_psnr_of_clean_s_own_outputs(cleaner):
@@ -56,6 +56,43 @@ def test_the_mix_draws_light_and_heavy_harm():
         truth, noisy = quality.training_scans(digits, rng, generator)
         gaps.append(float(np.abs(noisy - truth).mean()))
     assert min(gaps) < 0.05 < max(gaps)  # light and heavy harm both drawn
+
+
+def test_a_variant_is_a_copy_fine_tuned_on_its_kind_of_harm_alone(cleaner):
+    model, headroom = cleaner
+    before = [p.detach().clone() for p in model.parameters()]
+    digits = draw_digits(200, seed=7)[0]
+    dusty = quality.variant(model, headroom, digits, "p_dust", steps=25, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # the cleaner is kept
+    assert not dusty.training
+    # On fresh scans with dust alone, the variant's outputs are nearer the truth than the cleaner's.
+    rng, generator = np.random.default_rng(9), torch.Generator().manual_seed(9)
+    truth, noisy = quality.training_scans(digits[:100], rng, generator, alone="p_dust")
+    inputs, targets = restore.in_model_look(list(truth), list(noisy), headroom, rescale=False)
+    x, t = torch.from_numpy(np.stack(inputs))[:, None], torch.from_numpy(np.stack(targets))[:, None]
+    with torch.no_grad():
+        errors = {name: float(((torch.sigmoid(m(x)) - t) ** 2).mean()) for name, m in (("cleaner", model),
+                                                                                      ("variant", dusty))}
+    assert errors["variant"] < errors["cleaner"]
+
+
+class Eraser(torch.nn.Module):
+    """A 'cleaner' that leaves only paper: every stroke gone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, -12.0)
+
+
+def test_the_estimate_learns_the_outputs_of_variants_too(cleaner):
+    """Some collected batches are cleaned by a variant instead of the cleaner (here one that
+    erases every stroke), with their true PSNR: the estimate learns what other models leave."""
+    model, headroom = cleaner
+    digits = draw_digits(60, seed=4)[0]
+    rows = quality.collect(model, headroom, digits, 10 * quality.BATCH, seed=2, variants={"p_dust": Eraser()})
+    erased = [r for r in rows if r["output"].max() < 1e-3]
+    assert 0 < len(erased) < len(rows)  # both the cleaner's outputs and the variant's
+    assert all(r["recheck"].max() < 1e-3 for r in erased)  # its check pass is the variant's too
+    assert all(np.isfinite(r["target"]) for r in erased)
 
 
 def test_the_estimate_is_learnt_and_kept_per_cleaning_model(estimator, cleaner, untrained, tmp_path):
@@ -111,7 +148,8 @@ def test_on_real_digits_the_learned_estimate_tracks_the_truth_better(mnist_dir, 
 
     mnist = load_dataset(mnist_dir)
     model, headroom = checkpoint.load_model(untrained), restore.model_headroom(untrained.metadata)
-    fitted = quality.train_quality(model, headroom, mnist.train_images[:5000], samples=1500, epochs=3)
+    fitted = quality.train_quality(model, headroom, mnist.train_images[:5000], samples=1500, epochs=3,
+                                   variant_steps=20)
     errors = {"learned": [], "analytic": []}
     for kind in ("scanner", "dust"):
         truth, noisy = scanset.render(mnist.test_images[:100], kind, seed=0)
@@ -122,13 +160,6 @@ def test_on_real_digits_the_learned_estimate_tracks_the_truth_better(mnist_dir, 
     assert np.mean(errors["learned"]) < np.mean(errors["analytic"])
 
 
-
-
-class Eraser(torch.nn.Module):
-    """A 'cleaner' that leaves only paper: every stroke gone."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(x, -12.0)
 
 
 def test_the_adaptation_gate_refuses_a_model_whose_outputs_the_estimate_rates_worse(estimator, cleaner):
