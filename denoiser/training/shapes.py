@@ -234,11 +234,22 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
                   cleaner: Checkpoint | None = None) -> Path:
     """The stored shape model's weights, trained on MNIST's training digits first if the
     store lacks one (about 3 minutes on 2 CPU cores), and calibrated for ``cleaner`` if it was
-    not yet (a few seconds). Raises :class:`denoiser.data.mnist.DataError` when MNIST cannot be
+    not yet (a few seconds; a model adapted from a calibrated parent takes the parent's
+    threshold, with no MNIST needed). Raises :class:`denoiser.data.mnist.DataError` when MNIST cannot be
     had."""
     found = None if retrain else find_shapes(models_dir)
     model = load_shapes(found) if found is not None else None
     if model is not None and (cleaner is None or model.calibrated_for(cleaner.model_id) is not None):
+        return found  # type: ignore[return-value]
+    parent = ((cleaner.metadata.get("adapted") or {}).get("parent") if cleaner is not None else None)
+    if model is not None and parent and (inherited := model.calibrated_for(parent)) is not None:
+        # A model adapted to a folder flags at its parent's threshold: calibrated on its own outputs of
+        # noisy MNIST digits (not its folder's kind), the cheque-adapted model's flagged twice the cheque
+        # digits (18% against 9%), while at its parent's threshold its outputs were flagged as often as
+        # the parent's (12.0% and 12.5% of 1,500; docs/LOG.md, 2026-12-07, seventh session).
+        record_calibration(found, cleaner.model_id, inherited)
+        log.info("digit-shape model %s: flags outputs of %s (adapted from %s) at its parent's threshold, %.2f",
+                 found.stem, cleaner.model_id, parent, inherited)
         return found  # type: ignore[return-value]
     mnist = load_dataset(data_dir, dataset=dataset or MNIST, download=download)
     if model is None:

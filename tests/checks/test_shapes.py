@@ -191,6 +191,30 @@ def test_ensure_shapes_trains_once_and_calibrates_for_each_cleaning_model(tmp_pa
     assert again == first and first.stat().st_mtime_ns == mtime  # not trained again
 
 
+def test_a_model_adapted_to_a_folder_flags_at_its_parent_s_threshold(tmp_path, untrained):
+    """Its own calibration would be measured on noisy MNIST digits, which are not its folder's
+    kind: it takes its parent's, with no MNIST at hand, and a model of no parent is calibrated."""
+    from denoiser.data.datasets import ANY_IDX
+    from denoiser.models import checkpoint
+    from denoiser.models.networks import ConvDAE
+
+    write_idx_dataset(tmp_path / "idx", n_train=300, n_test=20)
+    store = tmp_path / "models"
+    weights = shape_training.ensure_shapes(store, tmp_path / "idx", dataset=ANY_IDX, cleaner=untrained)
+    shapes.record_calibration(weights, untrained.model_id, 0.4321)  # the parent's, told apart from any measured
+    adapted = checkpoint.save_checkpoint(store, "conv-adapted", ConvDAE(),
+                                         {"architecture": "conv", "adapted": {"parent": untrained.model_id}})
+    missing = tmp_path / "no-mnist-here"
+    assert shape_training.ensure_shapes(store, missing, dataset=ANY_IDX, cleaner=adapted, download=False) == weights
+    loaded = shapes.load_shapes(weights)
+    assert loaded.calibrated_for("conv-adapted") == pytest.approx(0.4321)
+    assert loaded.for_model("conv-adapted").threshold == pytest.approx(0.4321)
+    orphan = checkpoint.save_checkpoint(store, "conv-orphan", ConvDAE(),
+                                        {"architecture": "conv", "adapted": {"parent": "unet-gone"}})
+    shape_training.ensure_shapes(store, tmp_path / "idx", dataset=ANY_IDX, cleaner=orphan)
+    assert shapes.load_shapes(weights).calibrated_for("conv-orphan") not in (None, pytest.approx(0.4321))
+
+
 def test_a_neighbours_piece_at_the_edge_is_left_out_of_the_shape(typed_shapes):
     digits, labels = typed(40, "0123456789", seed=7)
     alone = to_float(digits)
