@@ -38,7 +38,7 @@ def flags(choice, images: list[np.ndarray], labels: list[int]) -> dict:
     shapes = cached_shapes(choice.shapes)
     results = clean_batch(cached_model(found, "cpu"), images, headroom=model_headroom(found.metadata),
                           precision=choice.resolved_precision,
-                          shape_model=shapes.for_model(found.model_id) if shapes else None,
+                          shape_model=shapes.for_model(found.model_id, choice.parent) if shapes else None,
                           quality_model=cached_quality(choice.quality))
     done = [(r.fields, label) for r, label in zip(results, labels, strict=True) if not isinstance(r, Exception)]
     fields = [f for f, _ in done]

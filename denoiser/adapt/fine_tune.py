@@ -78,14 +78,14 @@ class AdaptResult:
     composite: bool = False  # trained on composites of the folder's backgrounds (its noise is not white)
     # The parent's outputs of the folder's scans, made once here: the label-free checks reuse them.
     parent_outputs: list[np.ndarray] | None = None
-    scanning: dict | None = None  # the fitted scanning (ScanFit.summary()) and whether it was trained on
+    scanning: dict | None = None  # the fitted scanning (ScanFit.summary()) and whether it was trained on ("trained_on")
 
     @property
     def better(self) -> bool:
         """The gate's pairs cleaned better (:func:`denoiser.adapt.gate.gains`) and, for a white
         folder, the blind-spot loss on its own scans lower by ``BLIND_SPOT_MARGIN``; trained on
         the fitted scanning, the folder's held-out paper left no more than ``PAPER_MARGIN`` less flat."""
-        if "paper_adapted_db" in self.gate:
+        if self.scanning is not None and self.scanning["trained_on"]:
             return gains(self.gate) and self.gate["paper_adapted_db"] >= self.gate["paper_parent_db"] - PAPER_MARGIN
         if self.composite or self.blind_spot is None:
             return gains(self.gate)

@@ -161,10 +161,12 @@ class ShapeModel:
         value = self.metadata.get("calibrated", {}).get(calibration_key(model_id))
         return None if value is None else float(value)
 
-    def for_model(self, model_id: str) -> ShapeModel:
-        """This shape model with the threshold calibrated for ``model_id`` (itself when there
-        is none)."""
+    def for_model(self, model_id: str, parent: str | None = None) -> ShapeModel:
+        """This shape model with the threshold calibrated for ``model_id``, else for its
+        ``parent`` (a model adapted to a folder flags at its parent's threshold), else itself."""
         value = self.calibrated_for(model_id)
+        if value is None and parent:
+            value = self.calibrated_for(parent)
         if value is None:
             return self
         net = ShapeNet()

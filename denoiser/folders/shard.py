@@ -81,7 +81,7 @@ def _clean_shard(entries: list[Entry], tree: OutTree, *, in_dir: str | os.PathLi
                  run_id: str, options: CleanOptions, clock: ShardTimings) -> list[dict[str, Any]]:
     checkpoint = choice.checkpoint()
     shapes = cached_shapes(choice.shapes)
-    shape_model = shapes.for_model(checkpoint.model_id) if shapes is not None else None
+    shape_model = shapes.for_model(checkpoint.model_id, choice.parent) if shapes is not None else None
     quality_model = cached_quality(choice.quality)
     manifest = Manifest.of(tree)
     done_by = checkpoint.model_id if choice.rerun else None

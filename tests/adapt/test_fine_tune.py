@@ -167,6 +167,8 @@ def test_the_gate_needs_both_numbers_for_white_noise_and_the_composites_gain_oth
     # Trained on the fitted scanning: its held-out digits must gain and the folder's own held-out
     # paper must not be left less flat (by more than the margin), whatever the digits say.
     result.gate = {"parent_db": 20.0, "adapted_db": 23.0, "paper_parent_db": 40.0, "paper_adapted_db": 39.8}
+    assert result.better  # the paper has no say where the fitted scanning was not trained on
+    result.scanning = {"distance": 0.2, "trained_on": True}
     assert not result.better
     result.gate["paper_adapted_db"] = 39.95
     assert result.better

@@ -209,6 +209,9 @@ def test_a_model_adapted_to_a_folder_flags_at_its_parent_s_threshold(tmp_path, u
     loaded = shapes.load_shapes(weights)
     assert loaded.calibrated_for("conv-adapted") == pytest.approx(0.4321)
     assert loaded.for_model("conv-adapted").threshold == pytest.approx(0.4321)
+    # Cleaning with an adapted model the store never calibrated for (clean --adapt's choice): the parent's.
+    assert loaded.for_model("conv-adapted-again", parent=untrained.model_id).threshold == pytest.approx(0.4321)
+    assert loaded.for_model("conv-adapted-again").threshold == pytest.approx(loaded.threshold)
     orphan = checkpoint.save_checkpoint(store, "conv-orphan", ConvDAE(),
                                         {"architecture": "conv", "adapted": {"parent": "unet-gone"}})
     shape_training.ensure_shapes(store, tmp_path / "idx", dataset=ANY_IDX, cleaner=orphan)
