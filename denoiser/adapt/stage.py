@@ -78,7 +78,7 @@ def check_models(models_dir: str | os.PathLike[str], parent_id: str) -> tuple[An
     if quality is None:
         log.warning("the store %s has no learned quality estimate for %s: the gate decides without its "
                     "estimate check, which is the one that refused a worse model on real scans "
-                    "(`denoiser models quality` makes one for the model clean uses, in about 5 minutes)",
+                    "(`denoiser models quality` makes one for the model clean uses, in about 7 minutes)",
                     models_dir, parent_id)
     return (None if shapes is None else load_shapes(shapes)), (None if quality is None else load_quality(quality))
 
