@@ -84,7 +84,7 @@ def gate_verdict(outcome: dict[str, Any]) -> tuple[str, str]:
     if estimate and estimate.get("judged"):
         read += (f"; their estimated PSNR {estimate['parent_db']:.2f} -> {estimate['adapted_db']:.2f} dB, may fall "
                  f"at most {gate.ESTIMATE_MARGIN} dB")
-    if outcome.get("paper_adapted_db") is not None:
+    if (outcome.get("scanning") or {}).get("trained_on"):  # the fitted scanning's gate (AdaptResult.better)
         return chosen, (f"{outcome['parent_db']:.2f} dB (parent) -> {outcome['adapted_db']:.2f} dB (adapted) on "
                         f"held-out digits scanned as the folder was fitted to be, needs +{gate.GATE_DB} dB; the "
                         f"flatness of the paper of backgrounds of the folder's scans that training never saw "

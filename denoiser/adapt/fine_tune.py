@@ -21,7 +21,8 @@ parent and adapted model, where the adapted one must gain ``GATE_DB``: for a whi
 digits with its measured noise (in its hand), and the blind-spot loss on its own scans must
 fall by ``BLIND_SPOT_MARGIN``; trained on the fitted scanning, held-out digits scanned the same
 way, and the paper of the folder's held-out backgrounds left no less flat (``PAPER_MARGIN``);
-otherwise digits laid on backgrounds held out of training. The stage adds the label-free checks on the folder's scans (:mod:`denoiser.adapt.stage`).
+otherwise digits laid on backgrounds held out of training. The stage adds the label-free checks
+on the folder's scans (:mod:`denoiser.adapt.stage`).
 """
 
 from __future__ import annotations

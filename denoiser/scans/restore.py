@@ -116,7 +116,6 @@ def prepare_many(images: list[np.ndarray], *, headroom: float = tones.HEADROOM, 
     return prepared  # type: ignore[return-value]
 
 
-
 def in_model_look(truths: list[np.ndarray], scans: list[np.ndarray], headroom: float,
                   rescale: bool = True) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(inputs, truths) of scans (any sizes) with their clean truths, for training and scoring
@@ -131,6 +130,7 @@ def in_model_look(truths: list[np.ndarray], scans: list[np.ndarray], headroom: f
         inputs.append(scan)
         targets.append(_resize(target, scan.shape) if target.shape != scan.shape else target)
     return inputs, targets
+
 
 #: An output with less than this share of its pixels inked (above half the model's ink
 #: level) lost its digit: cleaned again with the opposite polarity. A digit in MNIST's

@@ -243,10 +243,10 @@ def ensure_shapes(models_dir: str | os.PathLike[str], data_dir: str | os.PathLik
         return found  # type: ignore[return-value]
     parent = ((cleaner.metadata.get("adapted") or {}).get("parent") if cleaner is not None else None)
     if model is not None and parent and (inherited := model.calibrated_for(parent)) is not None:
-        # A model adapted to a folder flags at its parent's threshold: calibrated on its own outputs of
-        # noisy MNIST digits (not its folder's kind), the cheque-adapted model's flagged twice the cheque
-        # digits (18% against 9%), while at its parent's threshold its outputs were flagged as often as
-        # the parent's (12.0% and 12.5% of 1,500; docs/LOG.md, 2026-12-07, seventh session).
+        # A model adapted to a folder flags at its parent's threshold (as ShapeModel.for_model does where
+        # clean --adapt switches to it): its own would be set on its outputs of noisy MNIST digits, not of
+        # its folder's kind. At the parent's, the cheque-adapted model flagged 8.98% of the 4,898 cheque
+        # digits, as the parent did (docs/LOG.md, 2026-12-07, seventh session).
         record_calibration(found, cleaner.model_id, inherited)
         log.info("digit-shape model %s: flags outputs of %s (adapted from %s) at its parent's threshold, %.2f",
                  found.stem, cleaner.model_id, parent, inherited)

@@ -143,7 +143,7 @@ def test_the_verdict_of_a_model_trained_on_the_fitted_scanning_names_both_number
 
     outcome = {"model_id": "unet-adapted", "parent": "unet-parent", "passed": False, "composite": True,
                "parent_db": 22.89, "adapted_db": 24.37, "paper_parent_db": 23.07, "paper_adapted_db": 22.94,
-               "shapes": None, "estimate": None}
+               "scanning": {"distance": 0.09, "trained_on": True}, "shapes": None, "estimate": None}
     chosen, why = decide.gate_verdict(outcome)
     assert chosen == "unet-parent"
     assert "22.89 dB (parent) -> 24.37 dB (adapted) on held-out digits scanned as the folder was fitted" in why
