@@ -22,11 +22,13 @@ import copy
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from bench.real import adapt_config
 from denoiser.adapt import style_match
 from denoiser.adapt.averaging import WeightAverage
 from denoiser.adapt.budget import rate_factor
@@ -170,7 +172,11 @@ def main() -> None:
                         help="of the fine-tuning steps, as denoiser adapt takes it (default: auto)")
     parser.add_argument("--anchor", type=float, default=AdaptConfig.anchor,
                         help="share of each composite batch that is the folder's scans, the parent's ink as truth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an adaptation setting (AdaptConfig's field names), over the options above")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--save-models", default=None, metavar="DIR",
+                        help="keep each adapted model there as adapted-FOLDER.pt (torch.save of the module)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     mnist = load_dataset(args.data_dir)
@@ -187,8 +193,9 @@ def main() -> None:
         prepared = [restore.prepare(y, headroom=headroom) for y in noisy]
         inputs, contrasts = [p[0] for p in prepared], [p[1].ink - p[1].paper for p in prepared]
         stage_started = time.perf_counter()
-        config = AdaptConfig(minutes=args.minutes, style=args.style, schedule=args.schedule,
-                             average=args.average, match=not args.no_match, anchor=args.anchor)
+        config = adapt_config(args.minutes, [f"style={args.style}", f"schedule={args.schedule}",
+                                             f"average={args.average}", f"match={not args.no_match}",
+                                             f"anchor={args.anchor}", *args.set])
         # The gate's label-free checks on the folder's scans, as adapt_sample runs them.
         shape_model, estimator = check_models(args.models_dir, found.model_id)
         checked = 0 if shape_model is None and estimator is None else min(len(inputs), config.check_images)
@@ -215,6 +222,9 @@ def main() -> None:
             row["supervised_db"] = score(reference, truth, noisy, headroom)
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.save_models:
+            Path(args.save_models).mkdir(parents=True, exist_ok=True)
+            torch.save(result.model, Path(args.save_models) / f"adapted-{name}.pt")
     print(f"\n{'folder':16}{'parent':>8}{'adapted':>9}{'gate':>6}{'kept':>8}{'gain':>7}{'supervised':>12}"
           f"{'seconds':>9}")
     for r in rows:
