@@ -97,7 +97,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
           gate_digits: np.ndarray, *, headroom: float, parent_noise: str | None = None,
           config: AdaptConfig = AdaptConfig(), device: torch.device | str = "cpu",
           precision: Precision = FP32, on_progress: Callable[[float], None] | None = None,
-          checked: int = 0, since: float | None = None) -> AdaptResult:
+          checked: int = 0, since: float | None = None, scales: list[float] | None = None) -> AdaptResult:
     """Fine-tune a copy of ``parent`` to the noise of ``inputs`` (a folder's scans in the
     model's look, float (H, W)); ``clean_digits`` (N, 28, 28) in [0, 1] carry that noise in
     training, ``gate_digits`` (others) in the gate. A ``rehearsal`` share of each batch
@@ -105,7 +105,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     fine-tuning steps run in ``precision`` (more steps fit the time in bf16); the gate in float32.
     ``checked``: the scans the caller's label-free checks will read afterwards, inside the same
     ``config.minutes`` (:mod:`denoiser.adapt.budget`), counted from ``since`` (a
-    ``time.perf_counter()``; default: this call)."""
+    ``time.perf_counter()``; default: this call). ``scales``: each input's shrink to the model's
+    scale (:attr:`denoiser.adapt.sample.FolderSample.scales`), which the fitted scanning repeats."""
     if len(inputs) < 10:
         raise ValueError(f"adapting needs at least 10 readable images, got {len(inputs)}")
     started, device = time.perf_counter(), torch.device(device)
@@ -141,7 +142,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                                   raw_digits[pick, 0].numpy(), headroom=headroom, random=config.fit_candidates,
                                   refine=round(0.6 * config.fit_candidates),
                                   seconds=FIT_SHARE * config.minutes * 60, seed=config.seed, device=device,
-                                  precision=precision)
+                                  precision=precision, scale=scan_fit.folder_scale(scales))
         except ValueError as error:  # no scan with both paper and ink to measure
             log.info("the folder's scanning could not be fitted (%s): trained on composites", error)
     if fitted is not None:

@@ -39,6 +39,7 @@ class FolderSample:
     unreadable: int  # sampled files that could not be read
     digest: str  # sha256 over the sorted (path, content sha256) of every file
     contrasts: list[float] = field(default_factory=list)  # each input's ink - paper on the scan (1.0: unknown)
+    scales: list[float] = field(default_factory=list)  # each input's shrink (ScanInfo.scale where resized, else 1)
 
 
 def _centre(image: np.ndarray) -> np.ndarray:
@@ -57,7 +58,7 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
     max_bytes = int(max_file_mb * 10**6)
     chosen = set(np.random.default_rng(seed).permutation(len(entries))[:max_images].tolist())
     folder_hash = hashlib.sha256()
-    inputs, paths, contrasts, unreadable = [], [], [], 0
+    inputs, paths, contrasts, scales, unreadable = [], [], [], [], 0
     for index, entry in enumerate(entries):
         if index not in chosen and not digest:
             continue
@@ -78,14 +79,16 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
         inputs.append(_centre(mapped))
         paths.append(entry.rel)
         contrasts.append(float(info.ink - info.paper))
+        scales.append(float(info.scale) if info.resized else 1.0)
     return FolderSample(os.path.abspath(in_dir), inputs, paths, len(entries), unreadable,
-                        folder_hash.hexdigest() if digest else "", contrasts)
+                        folder_hash.hexdigest() if digest else "", contrasts, scales)
 
 
 def save_sample(sample: FolderSample, path: str | os.PathLike[str]) -> Path:
     """The sample as one ``.npz`` (images and what was counted), written atomically."""
     meta = {"folder": sample.folder, "paths": sample.paths, "files": sample.files,
-            "unreadable": sample.unreadable, "digest": sample.digest, "contrasts": sample.contrasts}
+            "unreadable": sample.unreadable, "digest": sample.digest, "contrasts": sample.contrasts,
+            "scales": sample.scales}
     with atomic_path(path) as tmp, open(tmp, "wb") as out:
         np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
                  **{f"image_{i:06d}": image for i, image in enumerate(sample.inputs)})
@@ -108,7 +111,8 @@ def load_sample(path: str | os.PathLike[str]) -> FolderSample:
         meta = json.loads(stored["meta"].tobytes())
         inputs = [stored[name] for name in sorted(stored.files) if name.startswith("image_")]
     return FolderSample(meta["folder"], inputs, meta["paths"], meta["files"], meta["unreadable"],
-                        meta["digest"], meta.get("contrasts") or [1.0] * len(inputs))
+                        meta["digest"], meta.get("contrasts") or [1.0] * len(inputs),
+                        meta.get("scales") or [1.0] * len(inputs))
 
 
 def centre_crops(inputs: list[np.ndarray]) -> torch.Tensor:

@@ -47,6 +47,7 @@ RANGES = {"paper": (0.0, 0.35), "contrast": (0.2, 1.0), "noise": (0.02, 0.6), "b
           "jpeg": (30.0, 95.0), "texture": (0.0, 0.06), "lighting": (0.0, 1.0), "dust": (0.002, 0.06)}
 CHANCE = {"blur": 0.6, "jpeg": 0.5, "texture": 0.4, "lighting": 0.4, "dust": 0.3}
 NOISE_KINDS = ("gaussian", "poisson-gaussian", "speckle")
+MAX_SCALE = 4.0  # the degradation's largest resampling factor
 
 
 def image_stats(x: torch.Tensor, y: torch.Tensor) -> list[float] | None:
@@ -124,7 +125,9 @@ def to_degradation(params: dict[str, float], width: float = WIDTH) -> Degradatio
         return max(low, v * (1 - width)), min(high, v * (1 + width))
     kinds = [0.0] * len(NOISE_KINDS)
     kinds[int(params["noise_kind"])] = 1.0
+    scale = float(np.clip(params.get("scale", 1.0), 1.0, MAX_SCALE))
     return Degradation(**{**_OFF, **{f"p_{k}": float(params[k] > 0) for k in CHANCE}}, dark_ink=1.0,
+                       scale=(scale, scale), p_scale=1.0,
                        paper=near("paper", 0.0, 0.5), contrast=near("contrast", 0.01, 1.0), blur=near("blur"),
                        jpeg=near("jpeg", 30.0, 100.0), texture=near("texture"), lighting=near("lighting"),
                        dust=near("dust", 0.0, 1.0), p_noise=1.0, noise=near("noise"), noise_kinds=tuple(kinds))
@@ -162,15 +165,26 @@ class ScanFit:
                           for k, a, b in zip(STATS, self.folder, self.fitted, strict=True)}}
 
 
+def folder_scale(scales: list[float] | None) -> float:
+    """The scale to scan the fit's digits at: the median of the sampled scans' scales (1 for a
+    scan the cleaner does not shrink), within what the degradation draws (1 to :data:`MAX_SCALE`)."""
+    if not scales:
+        return 1.0
+    return float(np.clip(np.median(scales), 1.0, MAX_SCALE))
+
+
 def fit(parent: torch.nn.Module, inputs: list[np.ndarray], outputs: list[np.ndarray], digits: np.ndarray, *,
         headroom: float, random: int = 100, refine: int = 60, seconds: float | None = None, seed: int = 0,
-        device: torch.device | str = "cpu", precision: Precision = FP32) -> ScanFit:
+        device: torch.device | str = "cpu", precision: Precision = FP32, scale: float = 1.0) -> ScanFit:
     """The degradation whose scans of ``digits`` (N, 28, 28, in [0, 1]; about a hundred)
     match ``inputs`` (the folder's scans in the model's look, ``outputs`` the parent's of
     them) in :func:`folder_stats`: ``random`` candidates, then ``refine`` steps around the
     best five. The same digits and draws for every candidate, so only the parameters differ.
     ``seconds``: a budget; the random candidates stop at 60% of it, the steps at all of it
-    (at least two candidates are measured whatever it is)."""
+    (at least two candidates are measured whatever it is). ``scale``: the folder's scale (its
+    scans' stroke width / MNIST's, where the cleaner shrinks them; :func:`folder_scale`): every
+    candidate scans the digits that much larger, and they are shrunk back as the folder's were,
+    so the shrinking's softening and averaged noise are in the candidates too."""
     started = time.perf_counter()
     target = folder_stats(inputs, outputs)
     rng = np.random.default_rng(seed)
@@ -188,7 +202,7 @@ def fit(parent: torch.nn.Module, inputs: list[np.ndarray], outputs: list[np.ndar
     candidates: list[dict[str, float]] = []
     measured: list[np.ndarray] = []
     while len(candidates) < max(2, random) and not over(0.6):
-        candidates.append(draw(rng))
+        candidates.append({**draw(rng), "scale": scale})
         measured.append(measure(candidates[-1]))
     spread = np.nanstd(np.asarray(measured), axis=0) + 1e-4
 

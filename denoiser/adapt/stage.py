@@ -103,7 +103,7 @@ def adapt_sample(sample_path: str | os.PathLike[str], parent: Checkpoint, *,
                    gate_digits, headroom=model_headroom(parent.metadata), config=config,
                    parent_noise=parent.metadata.get("noise"),
                    device=torch_device, precision=chosen, on_progress=on_progress, checked=checked,
-                   since=started)
+                   since=started, scales=sample.scales)
     check, estimate = label_free(parent_model, result.model, sample.inputs, sample.contrasts,
                                  shape_model=shape_model, estimator=estimator, device=torch_device,
                                  parent_outputs=result.parent_outputs, limit=config.check_images, seed=config.seed)

@@ -125,6 +125,21 @@ def test_the_folder_sample_counts_bad_files_and_names_the_contents(tmp_path):
     assert quick.digest == "" and len(quick.inputs) == 5  # only the sample is read
 
 
+def test_the_folder_sample_keeps_how_much_each_scan_was_shrunk(tmp_path):
+    """Digits scanned at 3x MNIST's size are shrunk to the model's scale; the sample says by
+    how much (the fitted scanning repeats it), and a scan at MNIST's own size says 1."""
+    small = draw_digits(12, seed=3)[0].astype(np.float32) / 255
+    large = [np.asarray(Image.fromarray((d * 255).astype(np.uint8)).resize((84, 84), Image.BILINEAR),
+                        np.float32) / 255 for d in small]
+    write_folder(tmp_path / "large", large)
+    write_folder(tmp_path / "small", list(small))
+    taken = {name: sample.sample_folder(tmp_path / name, headroom=1.25) for name in ("large", "small")}
+    assert np.median(taken["large"].scales) == pytest.approx(3.0, rel=0.25)
+    assert set(taken["small"].scales) == {1.0}
+    again = sample.load_sample(sample.save_sample(taken["large"], tmp_path / "sample.npz"))
+    assert again.scales == taken["large"].scales
+
+
 def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(tmp_path, trained_store):
     parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)  # trained on gaussian 0.5
     _, noisy = noisy_digits(40, 0.9)

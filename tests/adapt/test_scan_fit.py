@@ -47,6 +47,28 @@ def test_the_fit_tells_a_folder_under_uneven_light_from_a_blurred_one():
         assert set(summary["stats"]) == set(scan_fit.STATS) and summary["noise_kind"] in scan_fit.NOISE_KINDS
 
 
+def test_a_folder_scanned_large_is_fitted_at_its_own_scale():
+    """Scans at 3x MNIST's size, shrunk by the cleaner, are softer and their noise averaged:
+    the fit scans its candidates at the folder's scale and shrinks them as the folder's were,
+    and comes closer to the folder than at MNIST's scale."""
+    from denoiser.noise.degrade import degrade
+    from denoiser.scans import restore
+
+    noisy_paper = {**LIT, "lighting": 0.0, "noise": 0.3, "scale": 3.0}
+    _, scans = degrade(torch.from_numpy(digits(80, 1)), scan_fit.to_degradation(noisy_paper),
+                       rng=torch.Generator().manual_seed(1))
+    prepared = restore.prepare_many(list(scans.numpy()), headroom=1.25)
+    inputs = [x for x, _ in prepared]
+    scale = scan_fit.folder_scale([info.scale if info.resized else 1.0 for _, info in prepared])
+    assert scale == pytest.approx(3.0, rel=0.25)
+    outputs = denoise_images(Threshold(), inputs)
+    fits = {s: scan_fit.fit(Threshold(), inputs, outputs, digits(48, seed=2), headroom=1.25, random=30, refine=20,
+                            seed=0, scale=s) for s in (1.0, scale)}
+    assert fits[scale].distance < fits[1.0].distance
+    assert fits[scale].summary()["scale"] == pytest.approx(scale, abs=1e-3)
+    assert scan_fit.folder_scale(None) == 1.0 and scan_fit.folder_scale([9.0]) == scan_fit.MAX_SCALE
+
+
 def test_a_folder_without_paper_and_ink_to_measure_cannot_be_fitted():
     blank = [np.zeros((28, 28), np.float32)] * 5
     with pytest.raises(ValueError, match="none of the 5 scans has both paper and ink"):
