@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from denoiser.noise.blindspot import clipped_moments, clipped_noise_level
+from denoiser.noise.blindspot import clipped_moments, clipped_noise_level, noise_measured
 
 MAX_DB = 40.0  # the estimate is capped here: beyond it noise hides any error
 BAND_NOISE = 1 / 9 - 1 / 121  # share of white noise's energy the band-pass keeps
@@ -172,6 +172,7 @@ def assess(mapped: list[np.ndarray], outputs: list[np.ndarray], rechecks: list[n
             learned = look_dbs[i] if look_dbs is not None else math.nan
             estimate = (_to_db(float(mses[k]) * contrasts[i] ** 2) if math.isnan(learned)
                         else min(MAX_DB, learned - 20 * math.log10(max(abs(contrasts[i]), 1e-3))))
-            rows[i] = {"noise_level": sigmas[i], "psnr_est": estimate,
+            measured = noise_measured(mapped[i], outputs[i])  # else too little paper: unknown, not 0
+            rows[i] = {"noise_level": sigmas[i] if measured else math.nan, "psnr_est": estimate,
                        "ood": reasons[k] is not None, "ood_reason": reasons[k]}
     return rows  # type: ignore[return-value]

@@ -85,9 +85,20 @@ def clipped_noise_level(noisy: np.ndarray, clean_estimate: np.ndarray) -> float:
     median ignores the few pixels that also clip at 1 (7% of them at sigma 0.7)."""
     background = noisy[clean_estimate < 0.05]
     lifted = background[background > 1 / 255]
-    if lifted.size < 100 or lifted.size < 0.05 * background.size:
-        return 0.0  # clean paper: no noise to speak of, or none of this kind
+    if lifted.size < NOISE_PIXELS or lifted.size < 0.05 * background.size:
+        return 0.0  # clean paper, or too little of it to measure (:func:`noise_measured` tells which)
     return float(np.median(lifted) / 0.6745)
+
+
+NOISE_PIXELS = 100  # lifted paper pixels :func:`clipped_noise_level` needs to measure a level
+
+
+def noise_measured(noisy: np.ndarray, clean_estimate: np.ndarray) -> bool:
+    """Whether :func:`clipped_noise_level` of this image measured its noise (or found its paper
+    clean), rather than returning 0.0 for want of paper: a scan mostly ink, or a tiny one."""
+    background = noisy[clean_estimate < 0.05]
+    lifted = int((background > 1 / 255).sum())
+    return lifted >= NOISE_PIXELS or (background.size >= NOISE_PIXELS and lifted < 0.05 * background.size)
 
 
 def residual_correlation(noisy: np.ndarray, clean_estimate: np.ndarray) -> float:

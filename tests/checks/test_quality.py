@@ -51,3 +51,18 @@ def test_the_flag_names_blank_pages_strong_noise_and_photos_but_not_digits():
                           mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
     field = 0.1 + 0.5 * field  # greys everywhere, no ink on paper
     assert quality.ood_reason(field, 0.1).startswith("tones of a photo")
+
+
+def test_the_noise_level_is_unknown_where_a_scan_has_too_little_paper_to_measure_it():
+    """A report's noise_level: measured on noisy paper, 0 on clean paper, and empty (NaN),
+    not 0, on a scan that is nearly all ink: nothing says its paper is clean."""
+    x = digits(1)[0]
+    inked = np.full((28, 28), 0.8, np.float32)
+    inked[:6, :6] = 0.0  # 36 pixels of paper, too few to measure its noise
+    scans = [noisy(x, 0.4), x, noisy(inked, 0.4)]
+    outputs = [x, x, inked]
+    sigmas = [quality.clipped_noise_level(s, o) for s, o in zip(scans, outputs, strict=True)]
+    rows = quality.assess(scans, outputs, outputs, sigmas, [1.0, 1.0, 1.0])
+    assert rows[0]["noise_level"] == pytest.approx(0.4, rel=0.2)
+    assert rows[1]["noise_level"] == 0.0
+    assert np.isnan(rows[2]["noise_level"]) and sigmas[2] == 0.0
