@@ -46,6 +46,9 @@ class AdaptConfig:
     # composites and anchors: the scan test set's uneven lighting +5.2 dB, scanner +1.5 (docs/adaptation.md).
     fit: bool = True
     fit_distance: float = 1.0
+    # White folders fitted too (in half the time): their white noise alone missed faded ink's tones (grey paper, faint
+    # ink: -0.73 dB, refused; fitted +0.63, passed); where the fit is too far it costs the others 0-0.1 dB (LOG).
+    fit_white: bool = True
     fit_candidates: int = 100  # random degradations tried, then 0.6 times as many steps around the best
     seed: int = 0
 

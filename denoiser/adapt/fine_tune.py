@@ -2,11 +2,12 @@
 
 What the folder tells us without ground truth is its noise: for each sampled scan, shown to
 the model as the cleaner shows it (:func:`denoiser.scans.restore.prepare`), the level of clipped
-Gaussian noise on its paper (:func:`denoiser.noise.blindspot.clipped_noise_level`). Where it is
-white, :func:`adapt` fine-tunes a copy of the parent on clean digits given exactly that noise;
-where not (:mod:`denoiser.adapt.noise_profile`), on MNIST digits scanned as the folder's scans
+Gaussian noise on its paper (:func:`denoiser.noise.blindspot.clipped_noise_level`).
+:func:`adapt` fine-tunes a copy of the parent on MNIST digits scanned as the folder's scans
 were, where the scan degradation fitted to it describes it (:mod:`denoiser.adapt.scan_fit`,
-:attr:`AdaptConfig.fit_distance`), else on known digits laid on the folder's own backgrounds
+:attr:`AdaptConfig.fit_distance`; white folders too, :attr:`AdaptConfig.fit_white`); else,
+where the noise is white, on clean digits given exactly that noise; where it is not
+(:mod:`denoiser.adapt.noise_profile`), on known digits laid on the folder's own backgrounds
 (:mod:`denoiser.adapt.composite`) beside its own scans with the parent's outputs as truth on and
 around their ink (:attr:`AdaptConfig.anchor`). A share of each batch
 (:attr:`AdaptConfig.style`) takes its clean digits from the folder itself: the parent's outputs
@@ -61,9 +62,8 @@ MATCH_REFERENCE = 1000  # of them, measured as the model cleans them, against th
 #: are (all of MNIST's, no pool, no refitting). A weak test: folders of MNIST's own hand measured
 #: 5-81% (docs/LOG.md), where the match then costs 0.05-0.1 dB; a two-sample test is next.
 MATCH_MIN_SHARE = 0.25
-FIT_IMAGES = 200  # of the folder's scans measured for the fit (denoiser.adapt.scan_fit)
-FIT_DIGITS = 96  # MNIST digits scanned with each candidate
-FIT_SHARE = 0.2  # of the budget, at most, for the fit (160 candidates took 24 s on 2 cores)
+FIT_SHARE = 0.2  # of the budget, at most, for the fit (denoiser.adapt.scan_fit; 160 candidates took 24 s on 2 cores)
+FIT_SHARE_WHITE = 0.1  # ... for a white folder, which its white noise describes unless its tones are off
 
 
 @dataclass
@@ -119,14 +119,22 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     log.info("folder noise (model's look): median %.3f, 10-90%% %.3f-%.3f, %.0f%% of scans not white",
              noise["median"], noise["p10"], noise["p90"], 100 * noise["correlated_share"])
     composite = not profile.white
-    if composite:  # the folder's real backgrounds, whatever their noise; a fifth held out for the gate
+    if composite:
         log.info("%.0f%% of the folder's scans have noise alike between neighbouring pixels (print, texture, "
                  "blur, JPEG): %s", 100 * profile.correlated_share,
                  ("its scanning is fitted; where the fit does not describe it, " if config.fit else "")
                  + "training lays known digits on the folder's own backgrounds")
-        found = Backgrounds.from_scans(inputs, parent_outputs, seed=config.seed)
-        found.noise = np.asarray(profile.levels, dtype=np.float32)
-        train_bg, gate_bg = found.split(0.2, seed=config.seed)
+    fitting = config.fit and (composite or config.fit_white)
+    if composite or fitting:  # the folder's real backgrounds: composites, the fitted gate's paper; a fifth held out
+        try:
+            found = Backgrounds.from_scans(inputs, parent_outputs, seed=config.seed)
+        except ValueError:
+            if composite:
+                raise
+            fitting = False  # a white folder with no paper to check the fit's model on: its white noise alone
+        else:
+            found.noise = np.asarray(profile.levels, dtype=np.float32)
+            train_bg, gate_bg = found.split(0.2, seed=config.seed)
     # Clean digits in the model's look: paper 0, ink at 1 / headroom (the tone map's headroom).
     raw_digits = torch.from_numpy(np.asarray(clean_digits, dtype=np.float32))[:, None]
     train_digits = raw_digits / headroom
@@ -134,21 +142,20 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     n_old = round(config.batch_size * config.rehearsal) if old_spec else 0
     gate_clean = torch.from_numpy(np.asarray(gate_digits, dtype=np.float32))[:, None] / headroom
     rng = torch.Generator().manual_seed(config.seed)
-    fitted, scanned = None, None  # the folder's scanning, fitted, and the pairs made with it (composite folders)
-    if composite and config.fit:
-        pick = torch.randperm(len(raw_digits), generator=torch.Generator().manual_seed(config.seed))[:FIT_DIGITS]
+    fitted, scanned = None, None  # the folder's scanning, fitted, and the pairs made with it
+    otherwise = "composites" if composite else "its white noise"
+    if fitting:
         try:
-            fitted = scan_fit.fit(parent, inputs[:FIT_IMAGES], parent_outputs[:FIT_IMAGES],
-                                  raw_digits[pick, 0].numpy(), headroom=headroom, random=config.fit_candidates,
-                                  refine=round(0.6 * config.fit_candidates),
-                                  seconds=FIT_SHARE * config.minutes * 60, seed=config.seed, device=device,
-                                  precision=precision, scale=scan_fit.folder_scale(scales))
+            fitted = scan_fit.fit_folder(parent, inputs, parent_outputs, raw_digits, headroom=headroom,
+                                         candidates=config.fit_candidates, seed=config.seed, device=device,
+                                         seconds=(FIT_SHARE if composite else FIT_SHARE_WHITE) * config.minutes * 60,
+                                         precision=precision, scale=scan_fit.folder_scale(scales))
         except ValueError as error:  # no scan with both paper and ink to measure
-            log.info("the folder's scanning could not be fitted (%s): trained on composites", error)
+            log.info("the folder's scanning could not be fitted (%s): trained on %s", error, otherwise)
     if fitted is not None:
         close = fitted.distance <= config.fit_distance
         log.info("the folder's scanning fitted in %.0f s (distance %.2f, %s): %s", fitted.seconds, fitted.distance,
-                 "trained on digits scanned with it" if close else "too far: trained on composites",
+                 "trained on digits scanned with it" if close else f"too far: trained on {otherwise}",
                  {k: v for k, v in fitted.summary().items() if k not in ("stats", "candidates", "seconds")})
         if close:
             scanned = scan_fit.PairPool(fitted, raw_digits, headroom=headroom, seed=config.seed)
@@ -158,12 +165,12 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
         scanning, or composites (``on`` given: always composites, on those backgrounds)."""
         if scanned is not None and on is None:
             return scanned.batch(clean * headroom, generator)
-        if composite:
+        if composite or on is not None:
             return (on or train_bg).pairs(clean * headroom, generator)
         return noisy_like(clean, levels, generator), clean
 
     gate_noisy, gate_truth = pairs(gate_clean, torch.Generator().manual_seed(config.seed + 1), on=gate_bg
-                                   if composite else None)
+                                   if composite or scanned is not None else None)
     scans = centre_crops(inputs).to(device)
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
     made = time.perf_counter()  # what making the folder's shapes again costs, measured on the parent
@@ -270,7 +277,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
     model = averaged.model.eval()
     if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
         gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),
-                                       on=gate_bg if composite else None)
+                                       on=gate_bg if composite or scanned is not None else None)
     trained = step > 0  # else the model is its parent: no need to score it twice
     candidate = model if trained else None
     gate = compare(parent, candidate, gate_truth, gate_noisy)

@@ -48,6 +48,8 @@ RANGES = {"paper": (0.0, 0.35), "contrast": (0.2, 1.0), "noise": (0.02, 0.6), "b
 CHANCE = {"blur": 0.6, "jpeg": 0.5, "texture": 0.4, "lighting": 0.4, "dust": 0.3}
 NOISE_KINDS = ("gaussian", "poisson-gaussian", "speckle")
 MAX_SCALE = 4.0  # the degradation's largest resampling factor
+FIT_IMAGES = 200  # of a folder's sampled scans measured for the fit (fit_folder)
+FIT_DIGITS = 96  # MNIST digits scanned with each candidate
 
 
 def image_stats(x: torch.Tensor, y: torch.Tensor) -> list[float] | None:
@@ -221,6 +223,18 @@ def fit(parent: torch.nn.Module, inputs: list[np.ndarray], outputs: list[np.ndar
         scores.append(distance(measured[-1]))
     i = int(np.argmin(scores))
     return ScanFit(candidates[i], scores[i], target, measured[i], len(candidates), time.perf_counter() - started)
+
+
+def fit_folder(parent: torch.nn.Module, inputs: list[np.ndarray], outputs: list[np.ndarray], digits: torch.Tensor,
+               *, headroom: float, candidates: int, seconds: float, seed: int, device: torch.device | str = "cpu",
+               precision: Precision = FP32, scale: float = 1.0) -> ScanFit:
+    """:func:`fit` on the first :data:`FIT_IMAGES` of a folder's sample (``outputs``: the
+    parent's), scanning a seeded :data:`FIT_DIGITS` of ``digits`` (N, 1, 28, 28): ``candidates``
+    random ones, then 0.6 times as many steps, within ``seconds``."""
+    pick = torch.randperm(len(digits), generator=torch.Generator().manual_seed(seed))[:FIT_DIGITS]
+    return fit(parent, inputs[:FIT_IMAGES], outputs[:FIT_IMAGES], digits[pick, 0].numpy(), headroom=headroom,
+               random=candidates, refine=round(0.6 * candidates), seconds=seconds, seed=seed, device=device,
+               precision=precision, scale=scale)
 
 
 class PairPool:

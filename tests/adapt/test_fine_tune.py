@@ -146,7 +146,8 @@ def test_adapting_improves_a_model_on_the_folders_noise_and_records_its_lineage(
     clean_digits = draw_digits(300, seed=5)[0].astype(np.float32) / 255
     # A step budget, not minutes: on a loaded machine 18 s made too few steps for the rate to
     # settle (14.464 against the parent's 14.470 dB), and the work must not depend on the load.
-    config = fine_tune.AdaptConfig(steps=STEPS, batch_size=16, gate_images=32)
+    # The white noise path (a white folder's fitted scanning: tests/adapt/test_scan_fit.py).
+    config = fine_tune.AdaptConfig(steps=STEPS, batch_size=16, gate_images=32, fit_white=False)
     result = fine_tune.adapt(checkpoint.load_model(parent), list(noisy), clean_digits[:-32], clean_digits[-32:],
                          headroom=1.0, config=config, parent_noise="gaussian:0.5")
     assert result.steps == STEPS
@@ -421,7 +422,7 @@ def test_the_minutes_cover_the_checks_after_fine_tuning(trained_store, monkeypat
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
     _, noisy = noisy_digits(24, 0.5)
     clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
-    config = fine_tune.AdaptConfig(minutes=0.5, batch_size=16, gate_images=12, style=0, match=False)
+    config = fine_tune.AdaptConfig(minutes=0.5, batch_size=16, gate_images=12, style=0, match=False, fit_white=False)
 
     def steps(checked: int) -> int:
         now = [0.0]

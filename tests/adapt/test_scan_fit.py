@@ -170,3 +170,27 @@ def test_the_verdict_of_a_model_trained_on_the_fitted_scanning_names_both_number
     assert chosen == "unet-parent"
     assert "22.89 dB (parent) -> 24.37 dB (adapted) on held-out digits scanned as the folder was fitted" in why
     assert "flatness of the paper" in why and "23.07 -> 22.94 dB, may fall at most 0.1 dB" in why
+
+
+@pytest.mark.parametrize("fit_white", [True, False])
+def test_a_white_folder_is_fitted_too_and_judged_on_its_own_paper(trained_store, fit_white):
+    """Faint ink on grey paper under white noise: its white noise alone does not say how the
+    tone map shows its ink, the fitted scanning does. Trained on it, the gate also checks the
+    folder's held-out paper; without fit_white the white path is as it was."""
+    from denoiser.adapt import fine_tune
+    from denoiser.models import checkpoint
+
+    parent = checkpoint.resolve_checkpoint("unet-tiny", trained_store)
+    faded = {**LIT, "lighting": 0.0, "paper": 0.25, "contrast": 0.4, "noise": 0.3}
+    inputs, _ = folder(faded, seed=9)
+    clean = digits(100, seed=10)
+    config = fine_tune.AdaptConfig(steps=4, batch_size=16, gate_images=16, fit_candidates=6, fit_distance=1e9,
+                                   fit_white=fit_white)
+    result = fine_tune.adapt(checkpoint.load_model(parent), inputs, clean[:-16], clean[-16:], headroom=1.25,
+                             config=config)
+    assert not result.composite and result.profile.white  # white noise: no composites
+    assert result.blind_spot is not None
+    if fit_white:
+        assert result.scanning["trained_on"] and {"paper_parent_db", "paper_adapted_db"} <= result.gate.keys()
+    else:
+        assert result.scanning is None and "paper_parent_db" not in result.gate
