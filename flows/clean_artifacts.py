@@ -56,6 +56,7 @@ def quality_table(ok: pd.DataFrame) -> str:
         return ""
     lines = ["| | 10% | 50% | 90% |", "|---|---|---|---|"]
     for column, label in (("psnr_est", "estimated PSNR (dB)"), ("noise_level", "noise level (model's look)")):
-        q = ok[column].quantile([0.1, 0.5, 0.9])
-        lines.append(f"| {label} | {q.iloc[0]:.2f} | {q.iloc[1]:.2f} | {q.iloc[2]:.2f} |")
+        q = ok[column].quantile([0.1, 0.5, 0.9])  # NaN (a scan with too little paper to say) left out
+        cells = ["unknown" if pd.isna(v) else f"{v:.2f}" for v in q]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
     return "\n".join(lines) + "\n"

@@ -255,3 +255,13 @@ def test_a_ctrl_c_that_prefect_caught_still_stops_the_run_before_any_shard_start
         interrupt.requested.clear()
     assert read_outputs(tmp_path / "out") == {}
     assert not list((tmp_path / "out" / ".denoiser").rglob("*.parquet"))  # no report, no shard rows
+
+
+def test_the_quality_table_says_unknown_where_no_scan_had_paper_to_measure_noise_on():
+    from flows.clean_artifacts import quality_table
+
+    table = quality_table(pd.DataFrame({"psnr_est": [20.0, 21.0, 22.0], "noise_level": [np.nan] * 3}))
+    assert "| noise level (model's look) | unknown | unknown | unknown |" in table
+    assert "| estimated PSNR (dB) | 20.20 | 21.00 | 21.80 |" in table
+    some = quality_table(pd.DataFrame({"psnr_est": [20.0, 21.0, 22.0], "noise_level": [0.1, np.nan, 0.3]}))
+    assert "| noise level (model's look) | 0.12 | 0.20 | 0.28 |" in some  # the unknown one left out
