@@ -201,7 +201,7 @@ def main() -> None:
         checked = 0 if shape_model is None and estimator is None else min(len(inputs), config.check_images)
         result = adapt(parent, inputs, train, gate, headroom=headroom, config=config,
                        parent_noise=found.metadata.get("noise"), precision=precision, checked=checked,
-                       since=stage_started, scales=[p[1].scale if p[1].resized else 1.0 for p in prepared])
+                       since=stage_started, scales=[p[1].shrink for p in prepared])
         row = {"folder": name, "parent_db": score(parent, truth, noisy, headroom),
                "adapted_db": score(result.model, truth, noisy, headroom), "gate_passed": result.better,
                "gate": result.gate, "blind_spot": result.blind_spot, "noise": result.profile.summary(),

@@ -39,7 +39,7 @@ class FolderSample:
     unreadable: int  # sampled files that could not be read
     digest: str  # sha256 over the sorted (path, content sha256) of every file
     contrasts: list[float] = field(default_factory=list)  # each input's ink - paper on the scan (1.0: unknown)
-    scales: list[float] = field(default_factory=list)  # each input's shrink (ScanInfo.scale where resized, else 1)
+    scales: list[float] = field(default_factory=list)  # each input's ScanInfo.shrink
 
 
 def _centre(image: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def sample_folder(in_dir: str | os.PathLike[str], *, headroom: float, max_images
         inputs.append(_centre(mapped))
         paths.append(entry.rel)
         contrasts.append(float(info.ink - info.paper))
-        scales.append(float(info.scale) if info.resized else 1.0)
+        scales.append(info.shrink)
     return FolderSample(os.path.abspath(in_dir), inputs, paths, len(entries), unreadable,
                         folder_hash.hexdigest() if digest else "", contrasts, scales)
 

@@ -83,22 +83,28 @@ def clipped_noise_level(noisy: np.ndarray, clean_estimate: np.ndarray) -> float:
     on their background (pixels whose clean estimate is below 0.05): there half the noise
     is clipped to 0, and the other half is ``|sigma z|``, whose median is 0.6745 sigma. The
     median ignores the few pixels that also clip at 1 (7% of them at sigma 0.7)."""
-    background = noisy[clean_estimate < 0.05]
-    lifted = background[background > 1 / 255]
-    if lifted.size < NOISE_PIXELS or lifted.size < 0.05 * background.size:
+    paper, lifted = _lifted_paper(noisy, clean_estimate)
+    if lifted.size < NOISE_PIXELS or lifted.size < CLEAN_SHARE * paper:
         return 0.0  # clean paper, or too little of it to measure (:func:`noise_measured` tells which)
     return float(np.median(lifted) / 0.6745)
 
 
 NOISE_PIXELS = 100  # lifted paper pixels :func:`clipped_noise_level` needs to measure a level
+CLEAN_SHARE = 0.05  # paper with fewer of its pixels lifted than this share is clean
+
+
+def _lifted_paper(noisy: np.ndarray, clean_estimate: np.ndarray) -> tuple[int, np.ndarray]:
+    """(the paper's pixel count, its pixels lifted above 0): the paper is where the clean
+    estimate is below 0.05."""
+    background = noisy[clean_estimate < 0.05]
+    return background.size, background[background > 1 / 255]
 
 
 def noise_measured(noisy: np.ndarray, clean_estimate: np.ndarray) -> bool:
     """Whether :func:`clipped_noise_level` of this image measured its noise (or found its paper
     clean), rather than returning 0.0 for want of paper: a scan mostly ink, or a tiny one."""
-    background = noisy[clean_estimate < 0.05]
-    lifted = int((background > 1 / 255).sum())
-    return lifted >= NOISE_PIXELS or (background.size >= NOISE_PIXELS and lifted < 0.05 * background.size)
+    paper, lifted = _lifted_paper(noisy, clean_estimate)
+    return lifted.size >= NOISE_PIXELS or (paper >= NOISE_PIXELS and lifted.size < CLEAN_SHARE * paper)
 
 
 def residual_correlation(noisy: np.ndarray, clean_estimate: np.ndarray) -> float:

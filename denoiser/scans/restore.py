@@ -56,6 +56,11 @@ class ScanInfo:
         """Dark ink on light paper (the model sees it flipped)."""
         return self.ink < self.paper
 
+    @property
+    def shrink(self) -> float:
+        """How much the cleaner shrank the scan: its scale where resized, else 1."""
+        return float(self.scale) if self.resized else 1.0
+
 
 def model_headroom(metadata: dict) -> float:
     """The tone headroom a stored model was trained with (1: none, the MNIST-only models)."""

@@ -59,7 +59,7 @@ def test_a_folder_scanned_large_is_fitted_at_its_own_scale():
                        rng=torch.Generator().manual_seed(1))
     prepared = restore.prepare_many(list(scans.numpy()), headroom=1.25)
     inputs = [x for x, _ in prepared]
-    scale = scan_fit.folder_scale([info.scale if info.resized else 1.0 for _, info in prepared])
+    scale = scan_fit.folder_scale([info.shrink for _, info in prepared])
     assert scale == pytest.approx(3.0, rel=0.25)
     outputs = denoise_images(Threshold(), inputs)
     fits = {s: scan_fit.fit(Threshold(), inputs, outputs, digits(48, seed=2), headroom=1.25, random=30, refine=20,
