@@ -422,7 +422,7 @@ def test_the_minutes_cover_the_checks_after_fine_tuning(trained_store, monkeypat
     parent = checkpoint.load_model(checkpoint.resolve_checkpoint("unet-tiny", trained_store))
     _, noisy = noisy_digits(24, 0.5)
     clean_digits = draw_digits(100, seed=5)[0].astype(np.float32) / 255
-    config = fine_tune.AdaptConfig(minutes=0.5, batch_size=16, gate_images=12, style=0, match=False, fit_white=False)
+    config = fine_tune.AdaptConfig(minutes=0.15, batch_size=16, gate_images=12, style=0, match=False, fit_white=False)
 
     def steps(checked: int) -> int:
         now = [0.0]
