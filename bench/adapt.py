@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -124,6 +126,26 @@ def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarra
     return float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
 
 
+def noise2void(python: str, truth: list[np.ndarray], noisy: list[np.ndarray], minutes: float,
+               n2v2: bool = False) -> dict:
+    """The peer: Noise2Void (CAREamics, :mod:`bench.n2v`, in its own environment ``python``)
+    trained from scratch on the folder's scans alone for ``minutes``, scored as adapting is."""
+    if len({image.shape for image in noisy}) > 1:
+        return {"skipped": "scans of several sizes (CAREamics' arrays are one size)"}
+    with tempfile.TemporaryDirectory() as work:
+        given, taken = Path(work) / "noisy.npz", Path(work) / "n2v.npz"
+        np.savez(given, images=np.stack(noisy).astype(np.float32))
+        command = [python, str(Path(__file__).with_name("n2v.py")), str(given), str(taken),
+                   "--seconds", str(minutes * 60), *(["--n2v2"] if n2v2 else [])]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+        with np.load(taken) as found:
+            out, seconds, epochs = np.clip(found["images"], 0, 1), float(found["seconds"]), int(found["epochs"])
+    db = float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
+    return {"db": db, "seconds": round(seconds, 1), "epochs": epochs, "method": "N2V2" if n2v2 else "N2V"}
+
+
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,
                seed: int, precision: Precision = FP32,
                schedule: str = AdaptConfig.schedule, average: float = AdaptConfig.average) -> torch.nn.Module:
@@ -174,6 +196,10 @@ def main() -> None:
                         help="share of each composite batch that is the folder's scans, the parent's ink as truth")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="an adaptation setting (AdaptConfig's field names), over the options above")
+    parser.add_argument("--n2v", default=None, metavar="PYTHON",
+                        help="also train Noise2Void from scratch on each folder for the same minutes, with "
+                             "this Python of a CAREamics environment (bash bench/n2v-env.sh DIR makes one)")
+    parser.add_argument("--n2v2", action="store_true", help="with --n2v: N2V2 rather than N2V")
     parser.add_argument("--json", default=None)
     parser.add_argument("--save-models", default=None, metavar="DIR",
                         help="keep each adapted model there as adapted-FOLDER.pt (torch.save of the module)")
@@ -220,17 +246,20 @@ def main() -> None:
             reference = supervised(parent, FOLDERS[name], mnist.train_images, headroom, args.minutes, seed=1,
                                    precision=precision, schedule=args.schedule, average=args.average)
             row["supervised_db"] = score(reference, truth, noisy, headroom)
+        if args.n2v:
+            row["n2v"] = noise2void(args.n2v, truth, noisy, args.minutes, args.n2v2)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.save_models:
             Path(args.save_models).mkdir(parents=True, exist_ok=True)
             torch.save(result.model, Path(args.save_models) / f"adapted-{name}.pt")
     print(f"\n{'folder':16}{'parent':>8}{'adapted':>9}{'gate':>6}{'kept':>8}{'gain':>7}{'supervised':>12}"
-          f"{'seconds':>9}")
+          f"{'n2v':>8}{'seconds':>9}")
     for r in rows:
         passed = "yes" if r["gate_passed"] else "no"
         print(f"{r['folder']:16}{r['parent_db']:8.2f}{r['adapted_db']:9.2f}{passed:>6}{r['kept_db']:8.2f}"
               f"{r['kept_db'] - r['parent_db']:+7.2f}{r.get('supervised_db', float('nan')):12.2f}"
+              f"{r.get('n2v', {}).get('db', float('nan')):8.2f}"
               f"{r['adapt_seconds']:9.0f}")
     if args.json:
         with open(args.json, "w") as out:

@@ -65,3 +65,20 @@ def test_gpu_only_without_a_gpu_says_so():
                          text=True, timeout=120)
     assert run.returncode != 0
     assert run.stderr.strip() == "--gpu-only: no CUDA GPU is available here"
+
+
+def test_the_noise2void_peer_lays_scans_side_by_side_and_takes_them_back_whole():
+    """bench/n2v.py runs in CAREamics' own environment (not CI's); what it does to the folder's
+    scans around CAREamics is checked here: the mosaic gives back every scan as it was, the
+    patch fits the scans, and a folder of several sizes is named as skipped, not run."""
+    import numpy as np
+
+    from bench import adapt, n2v
+
+    scans = np.random.default_rng(0).random((7, 28, 28)).astype(np.float32)
+    canvas = n2v.mosaic(scans)
+    assert canvas.shape == (3 * 28, 3 * 28)
+    assert np.array_equal(n2v.unmosaic(canvas, 7, 28, 28), scans)
+    assert (n2v.patch_for(28), n2v.patch_for(84), n2v.patch_for(10)) == (16, 64, 16)
+    mixed = [np.zeros((28, 28)), np.zeros((84, 84))]
+    assert "several sizes" in adapt.noise2void(sys.executable, mixed, mixed, 0.1)["skipped"]
