@@ -123,7 +123,8 @@ def nudge(params: dict[str, float], rng: np.random.Generator) -> dict[str, float
 def to_degradation(params: dict[str, float], width: float = WIDTH) -> Degradation:
     """The :class:`Degradation` drawing each parameter within ``width`` of its value."""
     def near(k: str, low: float = 0.0, high: float = 1e9) -> tuple[float, float]:
-        v = params[k] or float(np.mean(RANGES[k]))  # an off component's range is unused
+        # An optional component that is off (0) has no range to draw; paper at 0 is white paper.
+        v = params[k] if params[k] or k not in CHANCE else float(np.mean(RANGES[k]))
         return max(low, v * (1 - width)), min(high, v * (1 + width))
     kinds = [0.0] * len(NOISE_KINDS)
     kinds[int(params["noise_kind"])] = 1.0

@@ -194,3 +194,11 @@ def test_a_white_folder_is_fitted_too_and_judged_on_its_own_paper(trained_store,
         assert result.scanning["trained_on"] and {"paper_parent_db", "paper_adapted_db"} <= result.gate.keys()
     else:
         assert result.scanning is None and "paper_parent_db" not in result.gate
+
+
+def test_white_paper_is_fitted_as_white_and_an_off_component_stays_off():
+    """A fitted paper tone of 0 is white paper (it was drawn as 0.12-0.23 grey, the middle of
+    the search's range, as if it were an optional component switched off)."""
+    spec = scan_fit.to_degradation({**LIT, "paper": 0.0, "lighting": 0.0})
+    assert spec.paper == (0.0, 0.0) and spec.p_lighting == 0.0 and spec.p_blur == 0.0
+    assert scan_fit.to_degradation(LIT).paper == pytest.approx((0.07, 0.13))
