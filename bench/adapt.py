@@ -121,9 +121,14 @@ FOLDERS: dict[str, Maker] = {
 }
 
 
+def mean_psnr(truth: list[np.ndarray], out: list[np.ndarray]) -> float:
+    """The mean of each image's PSNR against its truth (images of several sizes allowed)."""
+    return float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
+
+
 def score(model: torch.nn.Module, truth: list[np.ndarray], noisy: list[np.ndarray], headroom: float) -> float:
     out, _ = restore.restore(model, list(noisy), headroom=headroom)
-    return float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
+    return mean_psnr(truth, out)
 
 
 def noise2void(python: str, truth: list[np.ndarray], noisy: list[np.ndarray], minutes: float,
@@ -142,8 +147,7 @@ def noise2void(python: str, truth: list[np.ndarray], noisy: list[np.ndarray], mi
             raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
         with np.load(taken) as found:
             out, seconds, epochs = np.clip(found["images"], 0, 1), float(found["seconds"]), int(found["epochs"])
-    db = float(np.mean([psnr(t[None], o[None])[0] for t, o in zip(truth, out, strict=True)]))
-    return {"db": db, "seconds": round(seconds, 1), "epochs": epochs, "method": "N2V2" if n2v2 else "N2V"}
+    return {"db": mean_psnr(truth, list(out)), "seconds": round(seconds, 1), "epochs": epochs, "method": "N2V2" if n2v2 else "N2V"}
 
 
 def supervised(parent: torch.nn.Module, make: Maker, train: np.ndarray, headroom: float, minutes: float,

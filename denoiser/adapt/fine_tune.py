@@ -169,8 +169,8 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
             return (on or train_bg).pairs(clean * headroom, generator)
         return noisy_like(clean, levels, generator), clean
 
-    gate_noisy, gate_truth = pairs(gate_clean, torch.Generator().manual_seed(config.seed + 1), on=gate_bg
-                                   if composite or scanned is not None else None)
+    gate_on = gate_bg if composite or scanned is not None else None  # held-out backgrounds, else white noise
+    gate_noisy, gate_truth = pairs(gate_clean, torch.Generator().manual_seed(config.seed + 1), on=gate_on)
     scans = centre_crops(inputs).to(device)
     scan_sigma = torch.tensor(profile.levels, dtype=torch.float32).view(-1, 1, 1, 1).to(device)
     made = time.perf_counter()  # what making the folder's shapes again costs, measured on the parent
@@ -276,8 +276,7 @@ def adapt(parent: torch.nn.Module, inputs: list[np.ndarray], clean_digits: np.nd
                 on_progress(min(1.0, progress()))
     model = averaged.model.eval()
     if gate_styled is not None:  # the gate's digits in the folder's hand too, with the same noise draws
-        gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1),
-                                       on=gate_bg if composite or scanned is not None else None)
+        gate_noisy, gate_truth = pairs(gate_styled, torch.Generator().manual_seed(config.seed + 1), on=gate_on)
     trained = step > 0  # else the model is its parent: no need to score it twice
     candidate = model if trained else None
     gate = compare(parent, candidate, gate_truth, gate_noisy)
